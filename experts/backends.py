@@ -1,0 +1,312 @@
+"""Expert backends: how an expert turns chat messages into an answer.
+
+One registry, :data:`backend_resolver`, maps a name to a class:
+
+- ``hf``: a local Hugging Face causal LM folder (or a model-store name) run in-process; experts
+  that name the same model share one loaded instance through a :class:`ModelPool`;
+- ``openai``: a remote OpenAI-compatible endpoint (e.g. one vLLM server per expert);
+- ``qrh``: a QRH student checkpoint (``experts/qrh.py``), loaded lazily when that module exists.
+
+Example:
+    >>> pool = ModelPool(threads=1)
+    >>> backend = make_backend(spec, pool=pool)      # spec: an ExpertSpec from the registry
+    >>> backend.generate([{"role": "user", "content": "What is a mutex?"}], max_tokens=64)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from experts.registry import ExpertSpec
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailableError",
+    "ExpertBackend",
+    "HFBackend",
+    "ModelPool",
+    "OpenAIBackend",
+    "QRHBackend",
+    "backend_resolver",
+    "make_backend",
+]
+
+
+class BackendError(RuntimeError):
+    """An expert failed to answer (the dispatcher then tries the next-best expert)."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend cannot be used at all here (missing module, checkpoint or model)."""
+
+
+class ExpertBackend(ABC):
+    """The contract: chat messages in, answer text out. Subclasses implement :meth:`generate`."""
+
+    name: ClassVar[str]
+
+    def __init__(self, spec: ExpertSpec, **kwargs: Any):
+        self.spec = spec
+
+    def messages_for(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Prepend the expert's system prompt unless the caller brought one."""
+        if self.spec.system_prompt and not any(m.get("role") == "system" for m in messages):
+            return [{"role": "system", "content": self.spec.system_prompt}, *messages]
+        return messages
+
+    @abstractmethod
+    def generate(
+        self, messages: list[dict[str, str]], *, max_tokens: int = 128, temperature: float = 0.0
+    ) -> str:
+        """Answer the conversation.
+
+        Raises:
+            BackendError: on any failure to produce an answer.
+        """
+
+    def health(self) -> tuple[bool, str]:
+        """Cheap liveness check: (ok, detail). Default: the backend could be constructed."""
+        return True, "ok"
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (default: nothing)."""
+
+
+class ModelPool:
+    """Loads each local causal LM once and hands the same instance to every expert that names it.
+
+    Generation on one model is serialised by a per-model lock: the CPU is the bottleneck anyway,
+    and HF models are not safe to call from several threads at once.
+    """
+
+    def __init__(self, threads: int = 1):
+        self.threads = threads
+        self._models: dict[str, tuple[Any, Any, threading.Lock]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def resolve(model: str | None = None, path: str | None = None) -> Path:
+        if path:
+            p = Path(path).expanduser()
+            if not (p / "config.json").is_file():
+                raise BackendUnavailableError(f"{p} is not a Hugging Face model folder (no config.json)")
+            return p
+        if not model:
+            raise BackendUnavailableError("hf backend needs backend_kwargs 'model' (store name) or 'path'")
+        try:
+            from qsef.store import ModelStore
+        except ImportError as exc:  # pragma: no cover - the store ships with the package
+            raise BackendUnavailableError(f"model store unavailable: {exc}") from exc
+        try:
+            return Path(ModelStore().ensure(model))
+        except Exception as exc:
+            raise BackendUnavailableError(f"cannot get model {model!r} from the model store: {exc}") from exc
+
+    def get(self, folder: Path) -> tuple[Any, Any, threading.Lock]:
+        key = str(folder.resolve())
+        with self._lock:
+            if key not in self._models:
+                import torch
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                torch.set_num_threads(self.threads)
+                log.info("loading causal LM", extra={"folder": key})
+                tok = AutoTokenizer.from_pretrained(key)
+                model = AutoModelForCausalLM.from_pretrained(key, dtype=torch.float32)
+                model.eval()
+                self._models[key] = (tok, model, threading.Lock())
+            return self._models[key]
+
+    def generate(
+        self, folder: Path, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, prefill: str = ""
+    ) -> str:
+        """Chat-template the messages, optionally prefill the assistant turn, decode the continuation."""
+        import torch
+
+        tok, model, lock = self.get(folder)
+        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefill
+        inputs = tok(prompt, return_tensors="pt")
+        kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "pad_token_id": tok.pad_token_id or tok.eos_token_id}
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature)
+        else:
+            kwargs.update(do_sample=False)
+        with lock, torch.inference_mode():
+            out = model.generate(**inputs, **kwargs)
+        return tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+class HFBackend(ExpertBackend):
+    """A local Hugging Face causal LM (``backend_kwargs``: ``model`` store name or ``path``)."""
+
+    name = "hf"
+
+    def __init__(self, spec: ExpertSpec, *, pool: ModelPool | None = None, **kwargs: Any):
+        super().__init__(spec)
+        self.pool = pool or ModelPool()
+        self.model = spec.backend_kwargs.get("model")
+        self.path = spec.backend_kwargs.get("path")
+        self._folder: Path | None = None
+
+    @property
+    def folder(self) -> Path:
+        if self._folder is None:
+            self._folder = self.pool.resolve(self.model, self.path)
+        return self._folder
+
+    def generate(self, messages, *, max_tokens=128, temperature=0.0) -> str:
+        try:
+            return self.pool.generate(
+                self.folder, self.messages_for(messages), max_tokens=max_tokens, temperature=temperature
+            ).strip()
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"hf expert {self.spec.name!r} failed: {exc}") from exc
+
+    def health(self) -> tuple[bool, str]:
+        try:
+            return True, str(self.folder)
+        except BackendError as exc:
+            return False, str(exc)
+
+
+class OpenAIBackend(ExpertBackend):
+    """A remote OpenAI-compatible chat endpoint (``backend_kwargs``: ``base_url``, ``model``,
+    optional ``timeout`` and ``retries``)."""
+
+    name = "openai"
+
+    def __init__(self, spec: ExpertSpec, **kwargs: Any):
+        super().__init__(spec)
+        kw = spec.backend_kwargs
+        if not kw.get("base_url") or not kw.get("model"):
+            raise BackendUnavailableError("openai backend needs backend_kwargs 'base_url' and 'model'")
+        self.base_url = str(kw["base_url"]).rstrip("/")
+        self.model = str(kw["model"])
+        self.timeout = float(kw.get("timeout", 60.0))
+        self.retries = int(kw.get("retries", 1))
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from router.llm.http_client import OpenAICompatClient
+
+            self._client = OpenAICompatClient(self.base_url, self.model, timeout=self.timeout, retries=self.retries)
+        return self._client
+
+    def generate(self, messages, *, max_tokens=128, temperature=0.0) -> str:
+        try:
+            return self.client.chat(self.messages_for(messages), max_tokens=max_tokens, temperature=temperature).strip()
+        except Exception as exc:
+            raise BackendError(f"remote expert {self.spec.name!r} at {self.base_url} failed: {exc}") from exc
+
+    def health(self) -> tuple[bool, str]:
+        import httpx
+
+        try:
+            r = httpx.get(f"{self.base_url}/models", timeout=2.0)
+            return r.status_code == 200, f"GET /models -> {r.status_code}"
+        except httpx.HTTPError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+
+
+class QRHBackend(ExpertBackend):
+    """A QRH student checkpoint (``backend_kwargs``: ``checkpoint``; optional ``tokenizer``: a model-store
+    name or folder whose tokenizer the student shares). Loaded on first use from ``experts.qrh``."""
+
+    name = "qrh"
+
+    def __init__(self, spec: ExpertSpec, *, pool: ModelPool | None = None, **kwargs: Any):
+        super().__init__(spec)
+        ckpt = spec.backend_kwargs.get("checkpoint")
+        if not ckpt:
+            raise BackendUnavailableError("qrh backend needs backend_kwargs 'checkpoint'")
+        self.checkpoint = Path(ckpt).expanduser()
+        self.pool = pool or ModelPool()
+        self._model: Any = None
+        self._tok: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._model is None:
+                try:
+                    from experts import qrh
+                except ImportError as exc:
+                    raise BackendUnavailableError(f"QRH model code (experts/qrh.py) is not available: {exc}") from exc
+                if not self.checkpoint.exists():
+                    raise BackendUnavailableError(f"QRH checkpoint {self.checkpoint} does not exist")
+                loader = getattr(qrh, "load_checkpoint", None) or getattr(qrh, "load", None)
+                if loader is None:
+                    raise BackendUnavailableError("experts.qrh exposes no load_checkpoint(path)")
+                self._model = loader(self.checkpoint)
+                from transformers import AutoTokenizer
+
+                tok_src = self.spec.backend_kwargs.get("tokenizer")
+                folder = self.pool.resolve(None, tok_src) if tok_src and Path(tok_src).exists() else (
+                    self.pool.resolve(tok_src or "qwen-0.5b")
+                )
+                self._tok = AutoTokenizer.from_pretrained(str(folder))
+            return self._model, self._tok
+
+    def generate(self, messages, *, max_tokens=128, temperature=0.0) -> str:
+        import torch
+
+        model, tok = self._load()
+        try:
+            prompt = tok.apply_chat_template(self.messages_for(messages), tokenize=False, add_generation_prompt=True)
+            ids = tok(prompt, return_tensors="pt")["input_ids"]
+            with torch.inference_mode():
+                if hasattr(model, "generate"):
+                    out = model.generate(ids, max_new_tokens=max_tokens)
+                else:
+                    out = ids
+                    for _ in range(max_tokens):
+                        logits = model(out)
+                        logits = getattr(logits, "logits", logits)
+                        nxt = logits[:, -1].argmax(-1, keepdim=True)
+                        out = torch.cat([out, nxt], dim=1)
+                        if nxt.item() == tok.eos_token_id:
+                            break
+            return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+        except Exception as exc:
+            raise BackendError(f"QRH expert {self.spec.name!r} failed: {exc}") from exc
+
+    def health(self) -> tuple[bool, str]:
+        try:
+            import importlib.util
+
+            if importlib.util.find_spec("experts.qrh") is None:
+                return False, "experts/qrh.py not present"
+        except ImportError as exc:
+            return False, str(exc)
+        return self.checkpoint.exists(), str(self.checkpoint)
+
+
+backend_resolver: dict[str, type[ExpertBackend]] = {
+    cls.name: cls for cls in (HFBackend, OpenAIBackend, QRHBackend)
+}
+
+
+def make_backend(spec: ExpertSpec, **kwargs: Any) -> ExpertBackend:
+    """Build the backend an expert names; extra kwargs (e.g. ``pool``) go to its constructor.
+
+    Raises:
+        BackendUnavailableError: unknown backend name (naming the valid ones) or unusable settings.
+    """
+    try:
+        cls = backend_resolver[spec.backend]
+    except KeyError:
+        raise BackendUnavailableError(
+            f"unknown backend {spec.backend!r}; choose one of {sorted(backend_resolver)}"
+        ) from None
+    return cls(spec, **kwargs)
