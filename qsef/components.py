@@ -1,0 +1,449 @@
+"""The QSEF components — one registry, each one a small class that can be switched off.
+
+Every component maps a batch of T sub-task texts and E experts to a matrix ``(T, E)`` in [0, 1]
+(text-only components such as ``C_data`` broadcast a ``(T,)`` column). The engine combines them
+(SPEC §2)::
+
+    D  = w1·D_emb + w2·D_kg
+    R  = w_d·C_data + w_m·C_model + w_s·C_sparsity
+    TE = exp(-(k1·D + k2·R))
+
+Components never fall back silently: when a knowledge graph or a BM25 index is missing they use a
+documented neutral value and add a flag (e.g. ``kg_missing:law``) to the texts they scored.
+
+Example:
+    >>> comp = component_resolver.make("d_emb")
+    >>> sorted(component_resolver.names)
+    ['c_data', 'c_model', 'c_sparsity', 'd_emb', 'd_kg']
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from qsef.history import HistoryProvider
+from qsef.profiles import ExpertProfile
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Knowledge-graph access (lazy, cached, degrades with a flag)
+# ---------------------------------------------------------------------------------------------
+class KGAccess:
+    """Loads domain graphs on demand and caches entity-linking results per (text, domain).
+
+    Args:
+        loader: ``domain -> graph`` (default ``kg.load_graph``); raising means "graph missing".
+        cap: shortest-path cap L for ``D_kg``.
+        domains: the graphs a text's concepts N_t are linked against for concept density and the
+            missing-concept share — a fixed set, so a score never depends on which other experts are
+            in the batch.
+        cache_size: linked (text, domain) pairs kept.
+    """
+
+    def __init__(self, loader: Any = None, *, cap: int = 6, cache_size: int = 100_000,
+                 domains: Sequence[str] = ("medicine", "law", "code", "finance", "general")) -> None:
+        self._loader = loader
+        self.cap = cap
+        self.domains = tuple(domains)
+        self.cache_size = cache_size
+        self._graphs: dict[str, Any] = {}
+        self._missing: dict[str, str] = {}
+        self._links: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
+        self._spans: dict[tuple[str, str], frozenset[str]] = {}
+        self._dist: OrderedDict[tuple[tuple[str, ...], str, tuple[str, ...]], float] = OrderedDict()
+        self._density: dict[tuple[str, str], float] = {}
+
+    def graph(self, domain: str | None) -> Any | None:
+        if domain is None:
+            return None
+        if domain in self._graphs:
+            return self._graphs[domain]
+        if domain in self._missing:
+            return None
+        try:
+            if self._loader is None:
+                import kg
+
+                self._loader = kg.load_graph
+            g = self._loader(domain)
+        except Exception as exc:
+            self._missing[domain] = str(exc)[:200]
+            log.warning("knowledge graph unavailable; D_kg degraded", extra={"domain": domain, "error": str(exc)[:200]})
+            return None
+        self._graphs[domain] = g
+        return g
+
+    def _link(self, text: str, domain: str) -> tuple[tuple[str, ...], frozenset[str]]:
+        key = (text, domain)
+        if key in self._links:
+            self._links.move_to_end(key)
+            return self._links[key], self._spans[key]
+        import kg
+
+        g = self.graph(domain)
+        mentions = kg.link(text, g) if g is not None else []
+        nodes = tuple(dict.fromkeys(m.node_id for m in mentions))
+        spans = frozenset(text[m.start:m.end].lower() for m in mentions)
+        self._links[key] = nodes
+        self._spans[key] = spans
+        while len(self._links) > self.cache_size:
+            old, _ = self._links.popitem(last=False)
+            self._spans.pop(old, None)
+        return nodes, spans
+
+    def concepts(self, text: str, domain: str) -> tuple[str, ...]:
+        """Node ids of ``domain``'s graph linked in ``text`` (empty if the graph is missing)."""
+        return self._link(text, domain)[0]
+
+    def surface_concepts(self, text: str, domain: str) -> frozenset[str]:
+        """Lower-cased surface forms of the mentions linked in ``text``."""
+        return self._link(text, domain)[1]
+
+    def distance(self, nodes: tuple[str, ...], domain: str, anchors: tuple[str, ...]) -> float:
+        """Capped, normalised shortest-path distance from ``nodes`` to ``anchors``; 1 if unreachable."""
+        if not nodes or not anchors:
+            return 1.0
+        key = (nodes, domain, anchors)
+        if key in self._dist:
+            return self._dist[key]
+        g = self.graph(domain)
+        d = 1.0 if g is None else float(g.path_distance(list(nodes), list(anchors), cap=self.cap))
+        self._dist[key] = d
+        if len(self._dist) > self.cache_size:
+            self._dist.popitem(last=False)
+        return d
+
+    def density(self, text: str, domain: str) -> float | None:
+        """Share of the text's tokens linked to ``domain``'s graph, ``None`` if the graph is missing."""
+        key = (text, domain)
+        if key not in self._density:
+            g = self.graph(domain)
+            if g is None:
+                return None
+            import kg
+
+            self._density[key] = float(kg.concept_density(text, g))
+        return self._density[key]
+
+
+class NoKG(KGAccess):
+    """A KG access with no graphs at all (tests, or ``--ablate`` of every graph part)."""
+
+    def graph(self, domain: str | None) -> Any | None:
+        if domain is not None and domain not in self._missing:
+            self._missing[domain] = "knowledge graphs disabled"
+        return None
+
+    def _link(self, text: str, domain: str) -> tuple[tuple[str, ...], frozenset[str]]:
+        return (), frozenset()
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring context: the batch every component reads from
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ScoringContext:
+    """One scoring batch.
+
+    Attributes:
+        texts: T sub-task texts.
+        embeddings: ``(T, dim)`` unit vectors ``E(t)``.
+        experts: E profiles.
+        kg: graph access (cached across batches by the engine).
+        history: feedback history for ``C_model`` (optional).
+        flags: per text, the degradations that affected its scores.
+        cache: shared intermediates (e.g. ``C_data`` reused by ``C_model``).
+    """
+
+    texts: list[str]
+    embeddings: np.ndarray
+    experts: list[ExpertProfile]
+    kg: KGAccess
+    history: HistoryProvider | None = None
+    flags: list[set[str]] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.flags:
+            self.flags = [set() for _ in self.texts]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.texts), len(self.experts)
+
+    def flag_all(self, flag: str) -> None:
+        for f in self.flags:
+            f.add(flag)
+
+    def kg_domains(self) -> list[str]:
+        """The fixed graph domains texts are linked against (independent of the candidate experts)."""
+        return list(self.kg.domains)
+
+
+# ---------------------------------------------------------------------------------------------
+# Components
+# ---------------------------------------------------------------------------------------------
+class Component(ABC):
+    """A QSEF component: ``compute(ctx) -> (T, E)`` values in [0, 1].
+
+    ``term`` says where the engine adds it: ``"D"`` (semantic distance) or ``"R"`` (resistance).
+    """
+
+    name: ClassVar[str]
+    term: ClassVar[str]
+
+    @abstractmethod
+    def compute(self, ctx: ScoringContext) -> np.ndarray:
+        """Values ``(T, E)`` in [0, 1] for the batch."""
+
+
+class EmbeddingDistance(Component):
+    """``D_emb(t, e) = (1 - cos(E(t), c_e)) / 2`` — one matrix product for the whole batch."""
+
+    name = "d_emb"
+    term = "D"
+
+    def compute(self, ctx: ScoringContext) -> np.ndarray:
+        if "centroids" not in ctx.cache:
+            ctx.cache["centroids"] = np.stack([e.centroid for e in ctx.experts]).astype(np.float32)
+        cos = ctx.embeddings @ ctx.cache["centroids"].T  # (T, E)
+        return np.clip((1.0 - cos) / 2.0, 0.0, 1.0)
+
+
+class KGDistance(Component):
+    """``D_kg``: capped shortest path from the text's linked concepts N_t to the expert's anchors A_e.
+
+    N_t is linked against the expert's own graph; 1 when nothing links or no path lies within the cap.
+    A missing graph gives ``missing_value`` and the flag ``kg_missing:<domain>``.
+    """
+
+    name = "d_kg"
+    term = "D"
+
+    def __init__(self, missing_value: float = 1.0) -> None:
+        self.missing_value = missing_value
+
+    def compute(self, ctx: ScoringContext) -> np.ndarray:
+        t, e = ctx.shape
+        out = np.ones((t, e), dtype=np.float32)
+        by_key: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        for j, ex in enumerate(ctx.experts):
+            by_key.setdefault((ex.kg_domain or ex.domain, tuple(ex.kg_anchors)), []).append(j)
+        for (domain, anchors), cols in by_key.items():
+            if ctx.kg.graph(domain) is None or not anchors:
+                out[:, cols] = self.missing_value
+                ctx.flag_all(f"kg_missing:{domain}")
+                continue
+            for i, text in enumerate(ctx.texts):
+                out[i, cols] = ctx.kg.distance(ctx.kg.concepts(text, domain), domain, anchors)
+        return out
+
+
+_SENT = re.compile(r"[.!?;]+(?:\s|$)")
+_WORD = re.compile(r"(?u)\b\w+\b")
+_CLAUSE = re.compile(r"\b(which|that|because|although|though|if|when|whereas|while|unless|since|who|whom|"
+                     r"whose|where|after|before|so that|provided)\b|,", re.I)
+_REASON = re.compile(r"\b(then|therefore|thus|hence|so|because|if|calculate|compute|derive|prove|explain|"
+                     r"compare|why|how|step|first|second|finally|given|assume|suppose|estimate|determine)\b"
+                     r"|\d+(?:\.\d+)?|[=+\-*/^%]", re.I)
+
+
+def mtld(tokens: Sequence[str], threshold: float = 0.72) -> float:
+    """Measure of textual lexical diversity (McCarthy & Jarvis 2010), mean of forward and backward passes."""
+    if not tokens:
+        return 0.0
+
+    def one_pass(toks: Sequence[str]) -> float:
+        factors, types, count = 0.0, set(), 0
+        for tok in toks:
+            count += 1
+            types.add(tok)
+            if len(types) / count <= threshold:
+                factors += 1.0
+                types, count = set(), 0
+        if count:
+            ttr = len(types) / count
+            factors += (1.0 - ttr) / (1.0 - threshold) if ttr < 1.0 else 0.0
+        return len(toks) / factors if factors > 0 else float(len(toks))
+
+    return 0.5 * (one_pass(tokens) + one_pass(list(reversed(tokens))))
+
+
+def text_features(text: str) -> dict[str, float]:
+    """Expert-independent complexity features of one text, each in [0, 1].
+
+    ``lexical``: MTLD squashed by ``x / (x + 50)``; ``syntax``: mean sentence length (words / 40) and clauses
+    per sentence, averaged; ``reasoning``: ``1 - exp(-markers / 4)`` over reasoning markers (numbers,
+    operators, connectives such as *therefore*, *if*, *calculate*).
+    """
+    words = [w.lower() for w in _WORD.findall(text)]
+    n_sent = max(1, len([s for s in _SENT.split(text) if s.strip()]))
+    m = mtld(words)
+    lexical = m / (m + 50.0)
+    sent_len = min(1.0, (len(words) / n_sent) / 40.0)
+    clauses = min(1.0, (len(_CLAUSE.findall(text)) / n_sent) / 4.0)
+    reasoning = 1.0 - math.exp(-len(_REASON.findall(text)) / 4.0)
+    return {"lexical": lexical, "syntax": 0.5 * (sent_len + clauses), "reasoning": reasoning}
+
+
+class DataComplexity(Component):
+    """``C_data(t)``: mean of lexical diversity, syntactic complexity, concept density and reasoning steps.
+
+    Concept density is the largest share of tokens linked to any of the experts' graphs; when no graph
+    is available it is left out of the mean and the text is flagged ``concept_density_missing``.
+    Text-only, so the column is the same for every expert.
+    """
+
+    name = "c_data"
+    term = "R"
+
+    def column(self, ctx: ScoringContext) -> np.ndarray:
+        if "c_data" in ctx.cache:
+            return ctx.cache["c_data"]
+        domains = ctx.kg_domains()
+        out = np.zeros(len(ctx.texts), dtype=np.float32)
+        for i, text in enumerate(ctx.texts):
+            f = text_features(text)
+            dens = [d for d in (ctx.kg.density(text, dom) for dom in domains) if d is not None]
+            parts = [f["lexical"], f["syntax"], f["reasoning"]]
+            if dens:
+                parts.append(min(1.0, max(dens)))
+            else:
+                ctx.flags[i].add("concept_density_missing")
+            out[i] = float(np.mean(parts))
+        ctx.cache["c_data"] = out
+        return out
+
+    def compute(self, ctx: ScoringContext) -> np.ndarray:
+        col = self.column(ctx)
+        return np.broadcast_to(col[:, None], ctx.shape).astype(np.float32)
+
+
+def size_load(params: np.ndarray, *, lo: float = 1e7, hi: float = 1e12) -> np.ndarray:
+    """Relative load of a model size: 1 for ≤ ``lo`` parameters, 0 for ≥ ``hi``, log-linear between."""
+    p = np.log10(np.maximum(np.asarray(params, dtype=np.float64), 1.0))
+    return np.clip(1.0 - (p - math.log10(lo)) / (math.log10(hi) - math.log10(lo)), 0.0, 1.0).astype(np.float32)
+
+
+class ModelLoad(Component):
+    """``C_model(e, t)``: size load × ``C_data(t)`` (small experts strain on complex text), averaged with the
+    expert's historical error on similar tasks when the history has any (``history_weight``)."""
+
+    name = "c_model"
+    term = "R"
+
+    def __init__(self, history_weight: float = 0.5) -> None:
+        self.history_weight = history_weight
+
+    def compute(self, ctx: ScoringContext) -> np.ndarray:
+        cdata = DataComplexity().column(ctx)  # (T,)
+        load = size_load(np.array([e.params for e in ctx.experts]))  # (E,)
+        out = cdata[:, None] * load[None, :]  # (T, E)
+        if ctx.history is None:
+            ctx.flag_all("no_history")
+            return out.astype(np.float32)
+        hist = np.full(ctx.shape, np.nan, dtype=np.float32)
+        batched = getattr(ctx.history, "error_rates", None)
+        for j, ex in enumerate(ctx.experts):
+            if batched is not None:
+                hist[:, j] = batched(ex.name, ctx.embeddings)
+            else:
+                for i in range(len(ctx.texts)):
+                    r = ctx.history.error_rate(ex.name, ctx.embeddings[i])
+                    hist[i, j] = np.nan if r is None else r
+        has = ~np.isnan(hist)
+        w = self.history_weight
+        out = np.where(has, (1.0 - w) * out + w * np.nan_to_num(hist), out)
+        for i in np.flatnonzero(~has.any(axis=1)):
+            ctx.flags[i].add("no_history")
+        return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+class DomainSparsity(Component):
+    """``C_sparsity(t, e)``: ``1 -`` normalised BM25 relevance of t to e's corpus, averaged with the share of
+    t's linked concepts (over the fixed graph set of ``KGAccess.domains``) missing from e's graph.
+
+    A missing BM25 index counts as relevance 0 (flag ``bm25_missing:<expert>``); when no concept links in
+    any graph the concept share is left out.
+    """
+
+    name = "c_sparsity"
+    term = "R"
+
+    def __init__(self, lexical_weight: float = 0.5) -> None:
+        self.lexical_weight = lexical_weight
+
+    def compute(self, ctx: ScoringContext) -> np.ndarray:
+        t, e = ctx.shape
+        lex = np.ones((t, e), dtype=np.float32)
+        by_index: dict[int, list[int]] = {}
+        for j, ex in enumerate(ctx.experts):
+            if ex.lexical is None:
+                ctx.flag_all(f"bm25_missing:{ex.name}")
+                continue
+            by_index.setdefault(id(ex.lexical), []).append(j)
+        for cols in by_index.values():
+            rel = ctx.experts[cols[0]].lexical.relevance(ctx.texts)  # (T,)
+            lex[:, cols] = (1.0 - rel)[:, None]
+
+        base = [d for d in ctx.kg_domains() if ctx.kg.graph(d) is not None]
+        own = {j: (ex.kg_domain or ex.domain) for j, ex in enumerate(ctx.experts)}
+        own = {j: d for j, d in own.items() if ctx.kg.graph(d) is not None}
+        if not base and not own:
+            return lex
+        missing = np.full((t, e), np.nan, dtype=np.float32)
+        for i, text in enumerate(ctx.texts):
+            union = frozenset().union(*(ctx.kg.surface_concepts(text, d) for d in base))
+            for j in range(e):
+                have = ctx.kg.surface_concepts(text, own[j]) if j in own else frozenset()
+                total = union | have
+                if total:
+                    missing[i, j] = 1.0 - len(have) / len(total)
+        w = self.lexical_weight
+        return np.where(np.isnan(missing), lex, w * lex + (1.0 - w) * missing).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------------
+class ComponentResolver:
+    """Name / class / instance -> component, the single registry of QSEF components."""
+
+    def __init__(self, classes: Sequence[type[Component]]) -> None:
+        self._classes = {c.name: c for c in classes}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._classes)
+
+    def lookup(self, query: str | type[Component] | Component) -> type[Component]:
+        if isinstance(query, Component):
+            return type(query)
+        if isinstance(query, type) and issubclass(query, Component):
+            return query
+        key = str(query).lower().replace("-", "_")
+        if key not in self._classes:
+            raise ValueError(f"unknown QSEF component {query!r}; choose from {self.names}")
+        return self._classes[key]
+
+    def make(self, query: str | type[Component] | Component, **kwargs: Any) -> Component:
+        if isinstance(query, Component):
+            return query
+        return self.lookup(query)(**kwargs)
+
+
+component_resolver = ComponentResolver([EmbeddingDistance, KGDistance, DataComplexity, ModelLoad, DomainSparsity])
+#: Field names used in results, in SPEC order.
+COMPONENT_FIELDS = {"d_emb": "D_emb", "d_kg": "D_kg", "c_data": "C_data", "c_model": "C_model",
+                    "c_sparsity": "C_sparsity"}

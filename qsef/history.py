@@ -1,0 +1,91 @@
+"""Historical error of an expert on similar past tasks — the history part of ``C_model``.
+
+QSEF only needs one question answered: *how often did expert e fail on tasks like this one?*
+:class:`HistoryProvider` is that one-method protocol. The router backs it with its SQLite feedback
+store; :class:`InMemoryHistory` is the reference implementation (tests, evaluation folds).
+
+Example:
+    >>> h = InMemoryHistory(k=5)
+    >>> h.record("med-expert", embedding, correct=False)
+    >>> h.error_rate("med-expert", embedding)      # None until the expert has any history
+    1.0
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class HistoryProvider(Protocol):
+    """Anything that can report an expert's error rate on tasks similar to a text."""
+
+    def error_rate(self, expert_name: str, text_embedding: np.ndarray) -> float | None:
+        """Error rate in [0, 1] of ``expert_name`` on past tasks near ``text_embedding`` (unit vector,
+        shape ``(dim,)``); ``None`` when the expert has no usable history (C_model then uses size only)."""
+        ...
+
+
+class InMemoryHistory:
+    """Similarity-weighted error rate over the k most similar past tasks of each expert.
+
+    Args:
+        k: number of nearest past tasks (by cosine) averaged.
+        min_similarity: past tasks below this cosine are ignored; ``None`` if none remain.
+        prior: pseudo-count pulling the rate toward 0.5 when few neighbours exist.
+    """
+
+    def __init__(self, k: int = 10, *, min_similarity: float = 0.0, prior: float = 1.0) -> None:
+        self.k = k
+        self.min_similarity = min_similarity
+        self.prior = prior
+        self._emb: dict[str, list[np.ndarray]] = defaultdict(list)
+        self._err: dict[str, list[float]] = defaultdict(list)
+        self._packed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def record(self, expert_name: str, text_embedding: np.ndarray, *, correct: bool) -> None:
+        """Store one outcome of ``expert_name`` on a task."""
+        self._emb[expert_name].append(np.asarray(text_embedding, dtype=np.float32))
+        self._err[expert_name].append(0.0 if correct else 1.0)
+        self._packed.pop(expert_name, None)
+
+    def record_many(self, expert_name: str, embeddings: np.ndarray, correct: np.ndarray) -> None:
+        """Store a batch of outcomes: ``embeddings (N, dim)``, ``correct (N,)`` booleans."""
+        for v, c in zip(np.asarray(embeddings, dtype=np.float32), np.asarray(correct, dtype=bool), strict=True):
+            self._emb[expert_name].append(v)
+            self._err[expert_name].append(0.0 if c else 1.0)
+        self._packed.pop(expert_name, None)
+
+    def _pack(self, expert_name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        if expert_name not in self._emb:
+            return None
+        if expert_name not in self._packed:
+            self._packed[expert_name] = (np.stack(self._emb[expert_name]),
+                                         np.asarray(self._err[expert_name], dtype=np.float32))
+        return self._packed[expert_name]
+
+    def error_rate(self, expert_name: str, text_embedding: np.ndarray) -> float | None:
+        out = self.error_rates(expert_name, np.asarray(text_embedding, dtype=np.float32)[None, :])
+        return None if np.isnan(out[0]) else float(out[0])
+
+    def error_rates(self, expert_name: str, text_embeddings: np.ndarray) -> np.ndarray:
+        """Batched :meth:`error_rate`: ``(T, dim) -> (T,)`` with NaN where there is no history."""
+        packed = self._pack(expert_name)
+        t = text_embeddings.shape[0]
+        if packed is None:
+            return np.full(t, np.nan, dtype=np.float32)
+        emb, err = packed
+        sims = text_embeddings @ emb.T  # (T, N)
+        k = min(self.k, emb.shape[0])
+        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (T, k)
+        s = np.take_along_axis(sims, idx, axis=1)
+        e = err[idx]
+        w = np.where(s >= self.min_similarity, np.maximum(s, 0.0), 0.0)
+        num = (w * e).sum(axis=1) + 0.5 * self.prior
+        den = w.sum(axis=1) + self.prior
+        out = (num / den).astype(np.float32)
+        out[w.sum(axis=1) <= 0] = np.nan
+        return out

@@ -1,0 +1,249 @@
+"""Expert profiles: what QSEF knows about an expert before it has answered anything.
+
+A profile holds the expert's domain, the centroid ``c_e`` of its domain texts (for ``D_emb``), a BM25
+index over its domain corpus (for ``C_sparsity``), its knowledge-graph anchors ``A_e`` (for ``D_kg``),
+its size (for ``C_model``) and its cost (for cost-aware selection). The five default domain profiles
+(medicine, law, code, finance, general) are built from the domain corpora and cached on disk under
+``get_settings().path("profiles")`` as JSON + safetensors + bm25s arrays — never pickle.
+
+Example:
+    >>> profiles = default_profiles()                  # built once, then loaded from disk
+    >>> [p.name for p in profiles]
+    ['medicine', 'law', 'code', 'finance', 'general']
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PROFILE_FORMAT = 1
+DEFAULT_DOMAINS = ("medicine", "law", "code", "finance", "general")
+#: Parameter count of the default experts' LLM (Qwen2.5-0.5B).
+DEFAULT_EXPERT_PARAMS = 0.5e9
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+
+
+def tokenize(texts: Sequence[str]) -> list[list[str]]:
+    """Lower-cased word tokens without English stopwords — the one tokenizer used for BM25."""
+    import bm25s
+
+    return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
+
+
+class LexicalIndex:
+    """BM25 index (``bm25s``) over an expert's corpus, with a normalised relevance score.
+
+    ``relevance(texts)`` is the mean of the top-``k`` BM25 scores divided by the largest score a query
+    of that length can reach in this corpus (every query token with the corpus' highest IDF at
+    saturated term frequency), so it lies in [0, 1] and compares across corpora of different sizes.
+    """
+
+    def __init__(self, retriever: Any, n_docs: int, *, top_k: int = 3) -> None:
+        self.retriever = retriever
+        self.n_docs = n_docs
+        self.top_k = top_k
+        self._vocab = set(getattr(retriever, "vocab_dict", {}) or {})
+        k1 = float(getattr(retriever, "k1", 1.5))
+        idf_max = float(np.log(1.0 + (n_docs - 1 + 0.5) / (1 + 0.5)))
+        self._unit = max((k1 + 1.0) * idf_max, 1e-6)
+
+    @classmethod
+    def build(cls, passages: Sequence[str], *, top_k: int = 3) -> LexicalIndex:
+        import bm25s
+
+        retriever = bm25s.BM25()
+        retriever.index(bm25s.tokenize(list(passages), stopwords="en", show_progress=False), show_progress=False)
+        return cls(retriever, len(passages), top_k=top_k)
+
+    def relevance(self, texts: Sequence[str]) -> np.ndarray:
+        """Normalised relevance of each text to the corpus: ``(T,)`` in [0, 1]."""
+        out = np.zeros(len(texts), dtype=np.float32)
+        for i, toks in enumerate(tokenize(texts)):
+            toks = list(dict.fromkeys(toks))
+            if not toks:
+                continue
+            known = [t for t in toks if t in self._vocab]
+            if not known:
+                continue
+            scores = self.retriever.get_scores(known)
+            k = min(self.top_k, scores.shape[0])
+            top = np.partition(scores, -k)[-k:]
+            out[i] = float(top.mean()) / (self._unit * len(toks))
+        return np.clip(out, 0.0, 1.0)
+
+    def save(self, folder: Path) -> None:
+        self.retriever.save(str(folder), show_progress=False)
+        (folder / "lexical.json").write_text(json.dumps({"n_docs": self.n_docs, "top_k": self.top_k}))
+
+    @classmethod
+    def load(cls, folder: Path) -> LexicalIndex:
+        import bm25s
+
+        meta = json.loads((folder / "lexical.json").read_text())
+        retriever = bm25s.BM25.load(str(folder), load_corpus=False)
+        return cls(retriever, meta["n_docs"], top_k=meta["top_k"])
+
+
+@dataclass
+class ExpertProfile:
+    """Everything QSEF scores an expert on.
+
+    Attributes:
+        name: unique expert name.
+        domain: the domain label (also the routing label in evaluation).
+        centroid: unit vector ``(dim,)``, the normalised mean embedding of the domain texts.
+        params: parameter count (capacity for ``C_model``).
+        cost: relative cost per call (cost-aware selection).
+        kg_domain: which domain graph grounds ``D_kg`` (usually ``domain``); ``None`` for none.
+        kg_anchors: anchor node ids ``A_e`` in that graph.
+        lexical: BM25 index over the domain corpus, or ``None`` (then BM25 sparsity is flagged missing).
+        encoder: encoder name the centroid was computed with.
+        meta: free-form provenance (corpus size, digest, build date).
+    """
+
+    name: str
+    domain: str
+    centroid: np.ndarray
+    params: float = DEFAULT_EXPERT_PARAMS
+    cost: float = 1.0
+    kg_domain: str | None = None
+    kg_anchors: list[str] = field(default_factory=list)
+    lexical: LexicalIndex | None = None
+    encoder: str = "minilm"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        c = np.asarray(self.centroid, dtype=np.float32).reshape(-1)
+        self.centroid = c / max(float(np.linalg.norm(c)), 1e-12)
+
+    def with_centroid(self, centroid: np.ndarray, **changes: Any) -> ExpertProfile:
+        """A copy with another centroid (and any other field changed); the BM25 index is shared."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d.update(centroid=centroid, **changes)
+        return ExpertProfile(**d)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        """Write ``profile.json``, ``centroid.safetensors`` and ``bm25/`` into ``folder``."""
+        from safetensors.numpy import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"centroid": self.centroid}, str(folder / "centroid.safetensors"))
+        if self.lexical is not None:
+            bm = folder / "bm25"
+            if bm.exists():
+                shutil.rmtree(bm)
+            bm.mkdir()
+            self.lexical.save(bm)
+        d = {k: v for k, v in asdict(self).items() if k not in ("centroid", "lexical")}
+        d["format"] = PROFILE_FORMAT
+        (folder / "profile.json").write_text(json.dumps(d, indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> ExpertProfile:
+        from safetensors.numpy import load_file
+
+        d = json.loads((folder / "profile.json").read_text())
+        if d.pop("format", None) != PROFILE_FORMAT:
+            raise ValueError(f"profile at {folder} has an unknown format; rebuild it")
+        centroid = load_file(str(folder / "centroid.safetensors"))["centroid"]
+        lexical = LexicalIndex.load(folder / "bm25") if (folder / "bm25" / "lexical.json").is_file() else None
+        return cls(centroid=centroid, lexical=lexical, **d)
+
+
+def split_passages(text: str, *, words: int = 120) -> list[str]:
+    """Cut a document into passages of about ``words`` words (the encoder truncates long inputs)."""
+    toks = text.split()
+    return [" ".join(toks[i:i + words]) for i in range(0, len(toks), words)] or [text]
+
+
+def corpus_passages(domain: str, *, split: str = "train", max_passages: int = 3000, seed: int = 0) -> list[str]:
+    """Passages of a domain corpus (``qsef.corpora``), uniformly subsampled to ``max_passages``."""
+    from qsef.corpora import load_corpus
+
+    passages: list[str] = []
+    for doc in load_corpus(domain, split=split):
+        body = f"{doc.title}. {doc.text}" if getattr(doc, "title", None) else doc.text
+        passages.extend(p for p in split_passages(body) if len(p.split()) >= 5)
+    if len(passages) > max_passages:
+        passages = random.Random(seed).sample(passages, max_passages)
+    return passages
+
+
+def kg_anchors(domain: str, k: int = 50) -> tuple[str | None, list[str]]:
+    """Anchor concepts of a domain graph, or ``(None, [])`` when the graph is not available (logged)."""
+    try:
+        import kg
+
+        g = kg.load_graph(domain)
+        return domain, list(g.anchors(k))
+    except Exception as exc:  # a missing graph degrades D_kg, explicitly flagged at scoring time
+        log.warning("no knowledge graph for profile", extra={"domain": domain, "error": str(exc)[:200]})
+        return None, []
+
+
+def build_domain_profile(domain: str, *, encoder: Any = None, passages: Sequence[str] | None = None,
+                         name: str | None = None, params: float = DEFAULT_EXPERT_PARAMS, cost: float = 1.0,
+                         n_anchors: int = 50) -> ExpertProfile:
+    """Build one expert profile from a domain corpus.
+
+    Args:
+        domain: domain label; its corpus comes from ``qsef.corpora`` unless ``passages`` is given.
+        encoder: a :class:`qsef.encoder.Encoder` (default: the process encoder).
+        passages: texts to use instead of the corpus (tests, custom experts).
+        name: expert name (default: the domain).
+    """
+    from qsef.encoder import get_encoder
+
+    encoder = encoder or get_encoder()
+    passages = list(passages) if passages is not None else corpus_passages(domain)
+    if not passages:
+        raise ValueError(f"no texts to build a profile for domain {domain!r}")
+    emb = encoder.encode(passages, use_cache=False)
+    kg_domain, anchors = kg_anchors(domain, n_anchors)
+    from qsef.encoder import texts_digest
+
+    return ExpertProfile(
+        name=name or domain, domain=domain, centroid=emb.mean(axis=0), params=params, cost=cost,
+        kg_domain=kg_domain, kg_anchors=anchors, lexical=LexicalIndex.build(passages),
+        encoder=encoder.name, meta={"n_passages": len(passages), "corpus_sha256": texts_digest(passages)},
+    )
+
+
+def profiles_dir() -> Path:
+    from qsef.settings import get_settings
+
+    return get_settings().path("profiles")
+
+
+def default_profiles(*, rebuild: bool = False, encoder: Any = None,
+                     domains: Sequence[str] = DEFAULT_DOMAINS) -> list[ExpertProfile]:
+    """The five default domain profiles, built from the corpora on first use and cached on disk."""
+    out = []
+    for d in domains:
+        folder = profiles_dir() / d
+        if not rebuild and (folder / "profile.json").is_file():
+            prof = ExpertProfile.load(folder)
+            if prof.kg_domain is None:  # graphs may have appeared since the profile was built
+                prof.kg_domain, prof.kg_anchors = kg_anchors(d)
+                if prof.kg_domain is not None:
+                    prof.save(folder)
+            out.append(prof)
+            continue
+        log.info("building default expert profile", extra={"domain": d})
+        prof = build_domain_profile(d, encoder=encoder)
+        prof.save(folder)
+        out.append(prof)
+    return out

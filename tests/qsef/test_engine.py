@@ -1,0 +1,106 @@
+"""QSEFEngine: formulas, batched == looped, ablation, degradation flags."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from qsef_fixtures import LABELS, QUERIES, HashEncoder, install_toy_kg, make_experts
+
+from qsef.components import NoKG
+from qsef.engine import DEFAULT_CALIBRATION, QSEFEngine, QSEFWeights
+from qsef.history import InMemoryHistory
+
+
+@pytest.fixture
+def engine(monkeypatch):
+    np.random.seed(0)
+    enc = HashEncoder()
+    return QSEFEngine(make_experts(enc), encoder=enc, weights=QSEFWeights(), kg=install_toy_kg(monkeypatch))
+
+
+def test_te_formula_and_ranges(engine):
+    res = engine.score(QUERIES)
+    w = res.weights
+    c = res.components
+    assert res.TE.shape == (5, 5)
+    for name, m in c.items():
+        assert np.all((m >= 0) & (m <= 1)), name
+    d = w.w1 * c["d_emb"] + w.w2 * c["d_kg"]
+    r = w.w_d * c["c_data"] + w.w_m * c["c_model"] + w.w_s * c["c_sparsity"]
+    np.testing.assert_allclose(res.D, d, rtol=1e-6)
+    np.testing.assert_allclose(res.R, r, rtol=1e-6)
+    np.testing.assert_allclose(res.TE, np.exp(-(w.k1 * d + w.k2 * r)), rtol=1e-5)
+    assert np.all((res.TE > 0) & (res.TE <= 1))
+    emb = engine.encode(QUERIES)
+    cos = emb @ np.stack([e.centroid for e in engine.experts]).T
+    np.testing.assert_allclose(c["d_emb"], (1 - cos) / 2, atol=1e-6)
+
+
+def test_routes_toy_queries(engine):
+    res = engine.score(QUERIES)
+    assert [res.experts[j].domain for j in res.best()] == LABELS
+    for i in range(len(QUERIES)):
+        assert sorted(s.rank for s in res.ranked(i)) == [1, 2, 3, 4, 5]
+
+
+def test_batched_equals_looped(engine):
+    hist = InMemoryHistory(k=3)
+    rng = np.random.default_rng(0)
+    for e in engine.experts:
+        v = rng.normal(size=(4, 32)).astype(np.float32)
+        hist.record_many(e.name, v / np.linalg.norm(v, axis=1, keepdims=True), rng.random(4) > 0.5)
+    engine.history = hist
+    batched = engine.score(QUERIES)
+    for i, q in enumerate(QUERIES):
+        for j, e in enumerate(engine.experts):
+            one = engine.score([q], [e])
+            for name, m in batched.components.items():
+                assert one.components[name][0, 0] == pytest.approx(float(m[i, j]), abs=1e-6), (name, i, j)
+            assert one.TE[0, 0] == pytest.approx(float(batched.TE[i, j]), rel=1e-5)
+
+
+def test_ablation_switches_component_off(engine):
+    full = engine.score(QUERIES[:2])
+    res = engine.score(QUERIES[:2], ablate=["d_kg"])
+    assert "d_kg" not in res.components and res.ablated == ["d_kg"]
+    assert all(s.D_kg is None for s in res.ranked(0))
+    np.testing.assert_allclose(res.D, full.weights.w1 * full.components["d_emb"], rtol=1e-6)
+    with pytest.raises(ValueError, match="choose from"):
+        engine.score(QUERIES[:1], ablate=["nope"])
+
+
+def test_missing_graph_is_flagged_not_silent(engine):
+    res = engine.score(["a question about bonds"])
+    assert "kg_missing:finance" in res.flags[0] and "kg_missing:general" in res.flags[0]
+    assert "no_history" in res.flags[0]
+    nokg = QSEFEngine(engine.experts, encoder=engine.encoder, weights=QSEFWeights(), kg=NoKG())
+    res = nokg.score(["anything"])
+    assert "concept_density_missing" in res.flags[0]
+    assert np.all(res.components["d_kg"] == 1.0)
+
+
+def test_history_raises_model_load_of_failing_expert(engine):
+    q = QUERIES[0]
+    emb = engine.encode([q])[0]
+    hist = InMemoryHistory(k=2, prior=0.0)
+    hist.record("medicine", emb, correct=False)
+    hist.record("law", emb, correct=True)
+    engine.history = hist
+    res = engine.score([q])
+    cm = dict(zip(res.names, res.components["c_model"][0], strict=True))
+    assert cm["medicine"] > cm["law"]
+    assert "no_history" not in res.flags[0]
+
+
+def test_to_dict_is_json(engine):
+    d = engine.score(QUERIES[0]).to_dict()
+    s = json.loads(json.dumps(d))
+    keys = {"expert", "D_emb", "D_kg", "D", "C_data", "C_model", "C_sparsity", "R", "TE", "rank"}
+    assert keys <= set(s["experts"][0]) and s["experts"][0]["rank"] == 1
+
+
+def test_shipped_calibration_loads():
+    w = QSEFWeights.load(DEFAULT_CALIBRATION)
+    assert w.k1 > 0 and abs(w.w1 + w.w2 - 1) < 1e-6 and abs(w.w_d + w.w_m + w.w_s - 1) < 1e-6
