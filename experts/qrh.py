@@ -282,6 +282,31 @@ class QRHModel(nn.Module):
         logits = self.head(h)  # (B, T, V)
         return (logits, h) if return_hidden else logits
 
+    # ---- restricted vocabulary: student ids <-> tokenizer ids
+
+    def set_vocabulary(self, token_ids: torch.Tensor) -> None:
+        """Attach the tokenizer ids the student keeps: student id ``s`` <-> ``vocab_ids[s]``.
+
+        ``token_ids`` are ``V - 1`` distinct tokenizer ids; student id 0 is reserved for unknown
+        tokens (``vocab_ids[0] = -1``). Saved with the weights, so the checkpoint speaks the tokenizer.
+        """
+        ids = torch.as_tensor(token_ids, dtype=torch.long).sort().values
+        if ids.numel() != self.config.vocab_size - 1 or ids.unique().numel() != ids.numel():
+            raise ValueError(f"need {self.config.vocab_size - 1} distinct token ids, got {ids.numel()}")
+        self.register_buffer("vocab_ids", torch.cat([torch.tensor([-1]), ids]))
+
+    def to_student_ids(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Tokenizer ids (any shape) -> student ids; ids outside the kept set map to 0 (unknown)."""
+        if not hasattr(self, "vocab_ids"):
+            return token_ids
+        kept = self.vocab_ids[1:]
+        pos = torch.searchsorted(kept, token_ids).clamp_max(kept.numel() - 1)
+        return torch.where(kept[pos] == token_ids, pos + 1, torch.zeros_like(pos))
+
+    def to_token_ids(self, student_ids: torch.Tensor) -> torch.Tensor:
+        """Student ids -> tokenizer ids (identity without a vocabulary map)."""
+        return self.vocab_ids[student_ids] if hasattr(self, "vocab_ids") else student_ids
+
     def num_parameters(self, exclude_head: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
         return n - self.head.weight.numel() if exclude_head else n
@@ -289,15 +314,22 @@ class QRHModel(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """Append ``max_new_tokens`` tokens to ``idx`` (B, T): greedy at temperature 0, else sampled."""
+        """Append ``max_new_tokens`` tokens to ``idx`` (B, T): greedy at temperature 0, else sampled.
+
+        With a vocabulary map (:meth:`set_vocabulary`) ``idx`` and the result are tokenizer ids.
+        """
+        mapped = hasattr(self, "vocab_ids")
+        idx = self.to_student_ids(idx)
         for _ in range(max_new_tokens):
             logits = self(idx[:, -self.config.max_seq_len:])[:, -1]  # (B, V)
+            if mapped:
+                logits[:, 0] = float("-inf")  # never emit the unknown token
             if temperature <= 0:
                 nxt = logits.argmax(-1, keepdim=True)
             else:
                 nxt = torch.multinomial(F.softmax(logits / temperature, -1), 1, generator=generator)
             idx = torch.cat([idx, nxt], dim=1)
-        return idx
+        return self.to_token_ids(idx)
 
     # ---- persistence: safetensors weights + JSON config (never pickle)
 
@@ -317,5 +349,8 @@ class QRHModel(nn.Module):
         d = Path(directory)
         cfg = QRHConfig.from_dict(json.loads((d / CONFIG_NAME).read_text()))
         model = cls(cfg)
-        model.load_state_dict(load_file(str(d / WEIGHTS_NAME), device=map_location))
+        state = load_file(str(d / WEIGHTS_NAME), device=map_location)
+        if "vocab_ids" in state:
+            model.set_vocabulary(state["vocab_ids"][1:])
+        model.load_state_dict(state)
         return model

@@ -141,3 +141,16 @@ def test_save_load_round_trip(tmp_path):
     x = torch.randint(0, 99, (1, 10))
     assert torch.equal(model(x), again(x))
     assert again.generate(x, 3).shape == (1, 13)
+
+
+def test_vocabulary_map_round_trip(tmp_path):
+    model = QRHModel(QRHConfig(**TINY)).eval()
+    kept = torch.arange(1000, 1000 + 98 * 3, 3)  # 98 kept tokenizer ids; student id 0 = unknown
+    model.set_vocabulary(kept)
+    tok = torch.tensor([[1000, 1003, 1004, 1291]])
+    assert model.to_student_ids(tok).tolist() == [[1, 2, 0, 98]]
+    assert model.to_token_ids(torch.tensor([1, 98])).tolist() == [1000, 1291]
+    model.save_pretrained(tmp_path)
+    again = QRHModel.from_pretrained(tmp_path)
+    out = again.generate(tok, 4)
+    assert out.shape == (1, 8) and torch.isin(out[0, 4:], kept).all()
