@@ -1,0 +1,81 @@
+"""Components: registry, value ranges, text features, BM25 normalisation, profile persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qsef_fixtures import CORPORA, QUERIES, HashEncoder, install_toy_kg, make_experts
+
+from qsef.components import (
+    COMPONENT_FIELDS,
+    Component,
+    ScoringContext,
+    component_resolver,
+    mtld,
+    size_load,
+    text_features,
+)
+from qsef.profiles import ExpertProfile, LexicalIndex
+
+
+def test_registry_has_every_component_and_resolves_all_forms():
+    assert set(component_resolver.names) == set(COMPONENT_FIELDS)
+    for name in component_resolver.names:
+        cls = component_resolver.lookup(name)
+        assert issubclass(cls, Component) and cls.term in ("D", "R")
+        assert component_resolver.lookup(cls) is cls
+        inst = component_resolver.make(name)
+        assert component_resolver.make(inst) is inst
+    assert component_resolver.lookup("C-Sparsity").name == "c_sparsity"
+    with pytest.raises(ValueError, match="choose from"):
+        component_resolver.lookup("d_magic")
+
+
+@pytest.mark.parametrize("name", component_resolver.names)
+def test_each_component_in_unit_interval(name, monkeypatch):
+    enc = HashEncoder()
+    ctx = ScoringContext(texts=QUERIES, embeddings=enc.encode(QUERIES), experts=make_experts(enc),
+                         kg=install_toy_kg(monkeypatch))
+    m = component_resolver.make(name).compute(ctx)
+    assert m.shape == (5, 5) and np.all((m >= 0) & (m <= 1))
+
+
+def test_d_kg_uses_path_distance(monkeypatch):
+    enc = HashEncoder()
+    experts = make_experts(enc)
+    ctx = ScoringContext(texts=["insulin", "nothing links here"], embeddings=enc.encode(["a", "b"]),
+                         experts=experts[:1], kg=install_toy_kg(monkeypatch))
+    m = component_resolver.make("d_kg").compute(ctx)
+    # medicine anchors are hypertension, drug; insulin sits 2 hops from drug, cap 6
+    assert m[0, 0] == pytest.approx(2 / 6)
+    assert m[1, 0] == 1.0
+
+
+def test_text_features_rank_complexity():
+    simple = text_features("What is a cat?")
+    hard = text_features("If the firm's marginal cost is 12 and demand is P = 40 - 2Q, calculate the "
+                         "profit-maximising output, then explain why, although prices fall, revenue rises.")
+    assert hard["reasoning"] > simple["reasoning"] and hard["syntax"] > simple["syntax"]
+    assert all(0 <= v <= 1 for v in (*simple.values(), *hard.values()))
+    assert mtld(["a"] * 50) < mtld([f"w{i}" for i in range(50)])
+
+
+def test_size_load_monotone():
+    s = size_load(np.array([1e6, 1e8, 1e9, 7e10, 1e13]))
+    assert s[0] == 1.0 and s[-1] == 0.0 and np.all(np.diff(s) <= 0)
+
+
+def test_bm25_relevance_normalised_and_domain_specific():
+    idx = LexicalIndex.build(CORPORA["law"])
+    rel = idx.relevance(["the court and the contract", "python loop", ""])
+    assert 0 < rel[0] <= 1 and rel[1] == 0 and rel[2] == 0
+
+
+def test_profile_roundtrip(tmp_path):
+    p = make_experts()[1]
+    p.save(tmp_path / "law")
+    q = ExpertProfile.load(tmp_path / "law")
+    np.testing.assert_allclose(p.centroid, q.centroid)
+    assert (q.name, q.domain, q.params, q.kg_anchors) == (p.name, p.domain, p.params, p.kg_anchors)
+    np.testing.assert_allclose(p.lexical.relevance(QUERIES), q.lexical.relevance(QUERIES), rtol=1e-6)
+    assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.pickle"))
