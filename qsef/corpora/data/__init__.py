@@ -1,0 +1,1 @@
+"""Hand-written evaluation sets shipped with the package (JSONL)."""

