@@ -7,14 +7,11 @@ import json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from qsef.store.catalog import CATALOG, DEFAULT_MODELS
-
-    names = list(CATALOG)
     parser = subparsers.add_parser("models", help="pull, verify and locate the pinned models")
     sub = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
 
-    pull = sub.add_parser("pull", help=f"pull models (default: {' '.join(DEFAULT_MODELS)})")
-    pull.add_argument("names", nargs="*", metavar="NAME", help=f"one of: {', '.join(names)}; 'all' for every model")
+    pull = sub.add_parser("pull", help="pull models (default: every non-optional model; 'all' for every model)")
+    pull.add_argument("names", nargs="*", metavar="NAME", help="model names, as `qsef models list` shows them")
     pull.add_argument("--force", action="store_true", help="pull again even if present")
     pull.set_defaults(handler=_pull)
 
