@@ -39,6 +39,15 @@ log = logging.getLogger(__name__)
 DEFAULT_CALIBRATION = Path(__file__).parent / "data" / "calibration.json"
 
 
+def active_calibration_path() -> Path:
+    """The calibration the engine loads by default: ``$QSEF_HOME/calibration.json`` if ``qsef calibrate``
+    (or feedback refitting) wrote one, else the shipped ``qsef/data/calibration.json``."""
+    from qsef.settings import get_settings
+
+    user = get_settings().home / "calibration.json"
+    return user if user.is_file() else DEFAULT_CALIBRATION
+
+
 @dataclass
 class QSEFWeights:
     """Weights of SPEC §2. ``w1 + w2 = 1`` and ``w_d + w_m + w_s = 1``; ``k1``, ``k2`` set the scale."""
@@ -164,7 +173,8 @@ class QSEFEngine:
     Args:
         experts: candidate profiles (default: :func:`qsef.profiles.default_profiles`, loaded lazily).
         encoder: object with ``encode(list[str]) -> (N, dim)`` unit rows (default: the process encoder).
-        weights: :class:`QSEFWeights`, or a path to a calibration file (default: the shipped one).
+        weights: :class:`QSEFWeights`, or a path to a calibration file (default:
+            :func:`active_calibration_path`).
         components: component names/classes/instances to use (default: all five).
         ablate: component names switched off (contribute 0; reported as ``None``).
         history: feedback history for ``C_model`` (see :class:`qsef.history.HistoryProvider`).
@@ -179,7 +189,9 @@ class QSEFEngine:
         self._experts = list(experts) if experts is not None else None
         self._encoder = encoder
         if weights is None:
-            weights = QSEFWeights.load() if DEFAULT_CALIBRATION.is_file() else QSEFWeights()
+            path = active_calibration_path()
+            weights = QSEFWeights.load(path) if path.is_file() else QSEFWeights()
+            log.debug("loaded calibration", extra={"path": str(path)})
         elif not isinstance(weights, QSEFWeights):
             weights = QSEFWeights.load(weights)
         self.weights = weights

@@ -36,11 +36,15 @@ class InMemoryHistory:
         k: number of nearest past tasks (by cosine) averaged.
         min_similarity: past tasks below this cosine are ignored; ``None`` if none remain.
         prior: pseudo-count pulling the rate toward 0.5 when few neighbours exist.
+        max_similarity: past tasks above this cosine are ignored (set just under 1 to leave a task's
+            own record out when scoring the training tasks themselves, as calibration does).
     """
 
-    def __init__(self, k: int = 10, *, min_similarity: float = 0.0, prior: float = 1.0) -> None:
+    def __init__(self, k: int = 10, *, min_similarity: float = 0.0, prior: float = 1.0,
+                 max_similarity: float = 2.0) -> None:
         self.k = k
         self.min_similarity = min_similarity
+        self.max_similarity = max_similarity
         self.prior = prior
         self._emb: dict[str, list[np.ndarray]] = defaultdict(list)
         self._err: dict[str, list[float]] = defaultdict(list)
@@ -79,11 +83,12 @@ class InMemoryHistory:
             return np.full(t, np.nan, dtype=np.float32)
         emb, err = packed
         sims = text_embeddings @ emb.T  # (T, N)
+        sims = np.where(sims > self.max_similarity, -np.inf, sims)
         k = min(self.k, emb.shape[0])
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (T, k)
         s = np.take_along_axis(sims, idx, axis=1)
         e = err[idx]
-        w = np.where(s >= self.min_similarity, np.maximum(s, 0.0), 0.0)
+        w = np.where(np.isfinite(s) & (s >= self.min_similarity), np.maximum(s, 0.0), 0.0)
         num = (w * e).sum(axis=1) + 0.5 * self.prior
         den = w.sum(axis=1) + self.prior
         out = (num / den).astype(np.float32)

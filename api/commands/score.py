@@ -1,0 +1,128 @@
+"""``qsef score``, ``qsef eval routing`` and ``qsef calibrate`` — QSEF from the command line.
+
+The ``eval`` group: this module creates ``qsef eval`` (a subcommand group) and adds ``routing`` to it.
+Other areas add their own evaluations to the same group: after ``register`` has run, the group's
+subparsers object is available as :data:`EVAL_SUBPARSERS`, and :func:`eval_subparsers` returns it
+(creating the group if ``score`` was not registered first), e.g. the router area does::
+
+    from api.commands.score import eval_subparsers
+    eval_subparsers(subparsers).add_parser("decompose", ...)
+
+Heavy imports (sentence-transformers, torch) happen inside the handlers only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+#: The ``qsef eval`` subparsers object, set by :func:`eval_subparsers`.
+EVAL_SUBPARSERS: argparse._SubParsersAction | None = None
+
+METHOD_CHOICES = ("qsef", "centroid", "knn", "zeroshot", "llm", "random")
+
+
+def eval_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The subparsers of the ``qsef eval`` group under ``subparsers``, created on first use.
+
+    The group is remembered on the ``subparsers`` object itself, so each freshly built parser gets its
+    own group (tests build several).
+    """
+    global EVAL_SUBPARSERS
+    group = getattr(subparsers, "_qsef_eval_subparsers", None)
+    if group is None:
+        parser = subparsers.add_parser("eval", help="evaluate routing and decomposition on labelled JSONL files")
+        group = parser.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
+        subparsers._qsef_eval_subparsers = group
+    EVAL_SUBPARSERS = group
+    return group
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from qsef.components import component_resolver  # numpy only: the registry names the ablation choices
+
+    score = subparsers.add_parser("score", help="QSEF score breakdown of a text against every candidate expert")
+    score.add_argument("text", metavar="TEXT")
+    score.add_argument("--json", action="store_true", help="print one JSON object")
+    score.add_argument("--ablate", action="append", default=[], choices=component_resolver.names,
+                       metavar="COMPONENT", help=f"switch a component off (repeatable): {', '.join(component_resolver.names)}")
+    score.add_argument("--calibration", metavar="FILE", help="calibration file (default: the shipped one)")
+    score.set_defaults(handler=_score)
+
+    routing = eval_subparsers(subparsers).add_parser(
+        "routing", help='route rows {"text","domain"} and print {"n","accuracy","per_domain"}')
+    routing.add_argument("file", metavar="FILE.jsonl")
+    routing.add_argument("--json", action="store_true", help="print one JSON object")
+    routing.add_argument("--method", choices=METHOD_CHOICES, default="qsef")
+    routing.add_argument("--ablate", action="append", default=[], choices=component_resolver.names,
+                         metavar="COMPONENT", help="switch a QSEF component off (repeatable)")
+    routing.add_argument("--train", metavar="FILE.jsonl",
+                         help="labelled rows the method learns from (centroid/knn; qsef blends them in)")
+    routing.add_argument("--cv", type=int, default=0, metavar="K", help="k-fold cross-validation on FILE itself")
+    routing.add_argument("--confusion", metavar="PNG", help="save a confusion-matrix image")
+    routing.add_argument("--limit", type=int, default=0, help="only the first N rows (e.g. for --method llm)")
+    routing.set_defaults(handler=_eval_routing)
+
+    cal = subparsers.add_parser("calibrate", help='fit the QSEF weights on rows {"text","domain"} (conditional logit)')
+    cal.add_argument("file", metavar="FILE.jsonl")
+    cal.add_argument("--out", metavar="FILE", help="calibration file to write (default: <data>/calibration.json)")
+    cal.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    cal.add_argument("--json", action="store_true")
+    cal.set_defaults(handler=_calibrate)
+
+
+def _fmt(v: float | None) -> str:
+    return "   -  " if v is None else f"{v:6.3f}"
+
+
+def _score(args: argparse.Namespace) -> int:
+    from qsef.engine import QSEFEngine
+
+    engine = QSEFEngine(weights=args.calibration, ablate=args.ablate)
+    res = engine.score([args.text])
+    if args.json:
+        print(json.dumps(res.to_dict(0)))
+        return 0
+    cols = ("D_emb", "D_kg", "D", "C_data", "C_model", "C_sparsity", "R", "TE")
+    print(f"{'rank':>4}  {'expert':<16} " + " ".join(f"{c:>7}" for c in cols))
+    for s in res.ranked(0):
+        vals = " ".join(f"{_fmt(getattr(s, c)):>7}" for c in cols)
+        print(f"{s.rank:>4}  {s.expert[:16]:<16} {vals}")
+    if res.flags[0]:
+        print(f"flags: {', '.join(res.flags[0])}")
+    return 0
+
+
+def _eval_routing(args: argparse.Namespace) -> int:
+    from qsef.engine import QSEFEngine
+    from qsef.eval.routing import evaluate, load_rows
+
+    rows = load_rows(args.file)
+    if args.limit:
+        rows = rows[: args.limit]
+    train = load_rows(args.train) if args.train else None
+    out = evaluate(rows, method=args.method, engine=QSEFEngine(), train_rows=train, ablate=args.ablate,
+                   cv=args.cv, confusion=args.confusion)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(json.dumps({k: out[k] for k in ("n", "accuracy", "per_domain")}))
+    print(f"method={out['method']} accuracy={out['accuracy']:.4f} n={out['n']}", file=sys.stderr)
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from qsef.calibration import calibrate
+    from qsef.engine import QSEFEngine
+    from qsef.eval.routing import load_rows
+    from qsef.settings import get_settings
+
+    out = Path(args.out) if args.out else get_settings().path() / "calibration.json"
+    fit = calibrate(QSEFEngine(), load_rows(args.file), k=args.folds, out=out)
+    summary = {"file": str(out), "coefficients": fit.beta, "train_accuracy": fit.accuracy,
+               "cv_accuracy": fit.cv.get("accuracy"), "cv_nll": fit.cv.get("nll")}
+    print(json.dumps(summary) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
+    return 0

@@ -1,0 +1,448 @@
+"""Routing methods (one registry) and the evaluation driver (k-fold CV or train/test)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from qsef.calibration import FITTED, fit_conditional_logit, kfold_indices
+from qsef.components import (
+    DataComplexity,
+    EmbeddingDistance,
+    ModelLoad,
+    ScoringContext,
+    component_resolver,
+)
+from qsef.engine import QSEFEngine, QSEFWeights
+from qsef.history import InMemoryHistory
+from qsef.profiles import ExpertProfile
+
+log = logging.getLogger(__name__)
+
+#: One-line descriptions of each domain for the zero-shot baseline (generic, not MMLU subject names).
+DOMAIN_DESCRIPTIONS = {
+    "medicine": "A question about medicine and health: diseases, symptoms, anatomy, drugs, treatment, patients.",
+    "law": "A question about law: legal rules, courts, contracts, crimes, rights, statutes and lawsuits.",
+    "code": "A question about computer programming and software: code, algorithms, computers, security.",
+    "finance": "A question about finance and economics: money, markets, prices, accounting, banks, interest.",
+    "general": "A general knowledge question about history, geography, culture, religion or world facts.",
+}
+STATIC = ("d_kg", "c_data", "c_sparsity")
+
+
+def load_rows(path: str | Path) -> list[dict[str, str]]:
+    """Rows ``{"text", "domain"}`` of a JSONL file.
+
+    Raises:
+        ValueError: a line that is not an object with string ``text`` and ``domain`` (line number given).
+    """
+    rows = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not isinstance(obj.get("domain"), str):
+            raise ValueError(f'{path}:{n}: expected an object with string "text" and "domain"')
+        rows.append({"text": obj["text"], "domain": obj["domain"]})
+    return rows
+
+
+@dataclass
+class LabelledSet:
+    """Texts with embeddings ``(N, dim)``, gold domains and cached expert-independent-of-fold features."""
+
+    texts: list[str]
+    emb: np.ndarray
+    labels: np.ndarray
+    static: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N, E), same expert order
+    flags: list[list[str]] = field(default_factory=list)
+
+    def subset(self, idx: np.ndarray) -> LabelledSet:
+        return LabelledSet([self.texts[i] for i in idx], self.emb[idx], self.labels[idx],
+                           {k: v[idx] for k, v in self.static.items()},
+                           [self.flags[i] for i in idx] if self.flags else [])
+
+
+def attach_static(ds: LabelledSet, engine: QSEFEngine, experts: Sequence[ExpertProfile]) -> LabelledSet:
+    """Compute the fold-independent components (graph distance, complexity, sparsity) once."""
+    ctx = ScoringContext(texts=ds.texts, embeddings=ds.emb, experts=list(experts), kg=engine.kg)
+    for name in STATIC:
+        if name not in ds.static:
+            ds.static[name] = np.asarray(component_resolver.make(name).compute(ctx), dtype=np.float32)
+    ds.flags = [sorted(f) for f in ctx.flags]
+    return ds
+
+
+class RoutingMethod(ABC):
+    """``fit`` on labelled rows (may ignore them), then ``predict`` one domain per text."""
+
+    name: ClassVar[str]
+    needs_training: ClassVar[bool] = True
+
+    def fit(self, train: LabelledSet) -> RoutingMethod:
+        return self
+
+    @abstractmethod
+    def predict(self, test: LabelledSet) -> np.ndarray:
+        """Predicted domains ``(N,)`` (strings)."""
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class CentroidRouting(RoutingMethod):
+    """Nearest mean embedding of the training texts of each domain."""
+
+    name = "centroid"
+
+    def fit(self, train: LabelledSet) -> CentroidRouting:
+        self.domains = sorted(set(train.labels))
+        self.centroids = _unit(np.stack([train.emb[train.labels == d].mean(0) for d in self.domains]))
+        return self
+
+    def predict(self, test: LabelledSet) -> np.ndarray:
+        return np.array(self.domains)[np.argmax(test.emb @ self.centroids.T, axis=1)]
+
+
+class KNNRouting(RoutingMethod):
+    """Similarity-weighted vote of the ``k`` most similar training texts."""
+
+    name = "knn"
+
+    def __init__(self, k: int = 10) -> None:
+        self.k = k
+
+    def fit(self, train: LabelledSet) -> KNNRouting:
+        self.train = train
+        self.domains = sorted(set(train.labels))
+        return self
+
+    def predict(self, test: LabelledSet) -> np.ndarray:
+        sims = test.emb @ self.train.emb.T
+        idx = np.argpartition(-sims, self.k - 1, axis=1)[:, : self.k]
+        lab = self.train.labels[idx]
+        w = np.take_along_axis(sims, idx, axis=1)
+        votes = np.stack([(w * (lab == d)).sum(1) for d in self.domains], axis=1)
+        return np.array(self.domains)[np.argmax(votes, axis=1)]
+
+
+class ZeroShotRouting(RoutingMethod):
+    """Nearest embedding of a one-line description of each domain (no training data)."""
+
+    name = "zeroshot"
+    needs_training = False
+
+    def __init__(self, encoder: Any = None, descriptions: dict[str, str] | None = None) -> None:
+        self.descriptions = descriptions or DOMAIN_DESCRIPTIONS
+        self.encoder = encoder
+
+    def predict(self, test: LabelledSet) -> np.ndarray:
+        if self.encoder is None:
+            from qsef.encoder import get_encoder
+
+            self.encoder = get_encoder()
+        doms = list(self.descriptions)
+        d = self.encoder.encode([self.descriptions[k] for k in doms])
+        return np.array(doms)[np.argmax(test.emb @ d.T, axis=1)]
+
+
+class RandomRouting(RoutingMethod):
+    """Uniform random domain (seeded)."""
+
+    name = "random"
+    needs_training = False
+
+    def __init__(self, domains: Sequence[str] = tuple(DOMAIN_DESCRIPTIONS), seed: int = 0) -> None:
+        self.domains = list(domains)
+        self.rng = np.random.default_rng(seed)
+
+    def predict(self, test: LabelledSet) -> np.ndarray:
+        return self.rng.choice(self.domains, size=len(test.texts))
+
+
+class LLMRouting(RoutingMethod):
+    """An instruction LLM picks the domain: the label with the highest log-likelihood after the prompt.
+
+    Scoring the five labels (instead of free generation) never yields an unparseable answer.
+    """
+
+    name = "llm"
+    needs_training = False
+    PROMPT = ("Classify the question into exactly one domain: medicine, law, code, finance, general.\n"
+              "Question: {text}\nAnswer with the domain name only.")
+
+    def __init__(self, model: str = "qwen-0.5b", domains: Sequence[str] = tuple(DOMAIN_DESCRIPTIONS),
+                 max_chars: int = 1200) -> None:
+        self.model_name = model
+        self.domains = list(domains)
+        self.max_chars = max_chars
+        self._lm = None
+
+    def _load(self) -> None:
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from qsef.settings import configure_torch_threads
+        from qsef.store import ModelStore
+
+        configure_torch_threads()
+        path = ModelStore().ensure(self.model_name)
+        self.tok = AutoTokenizer.from_pretrained(path)
+        self._lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+    def predict(self, test: LabelledSet) -> np.ndarray:
+        import torch
+
+        if self._lm is None:
+            self._load()
+        out = []
+        label_ids = [self.tok(" " + d, add_special_tokens=False)["input_ids"] for d in self.domains]
+        for text in test.texts:
+            msgs = [{"role": "user", "content": self.PROMPT.format(text=text[: self.max_chars])}]
+            prompt = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            p_ids = self.tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            with torch.no_grad():
+                past = self._lm(p_ids, use_cache=True)
+                scores = []
+                for ids in label_ids:
+                    ids_t = torch.tensor([ids])
+                    first = torch.log_softmax(past.logits[0, -1], -1)[ids[0]].item()
+                    if len(ids) > 1:
+                        o = self._lm(torch.cat([p_ids, ids_t], 1)).logits[0, p_ids.shape[1] - 1: -1]
+                        lp = torch.log_softmax(o, -1).gather(1, ids_t[0][:, None]).sum().item()
+                    else:
+                        lp = first
+                    scores.append(lp)
+            out.append(self.domains[int(np.argmax(scores))])
+        return np.array(out)
+
+
+class QSEFRouting(RoutingMethod):
+    """Argmax TE over the domain experts.
+
+    ``fit`` (on the training fold) blends each expert's corpus centroid with the mean embedding of its
+    training questions, records the training questions as feedback history (a question counts as a
+    success of its domain's expert and a failure of the others) and fits the weights as a conditional
+    logit on the training fold, with each training question's own record left out of its history.
+
+    Args:
+        engine: supplies the KG access and component classes.
+        experts: the domain profiles (corpus centroid, BM25, anchors).
+        ablate: components switched off.
+        blend: share of the training-question centroid in ``c_e`` (0 = corpus only).
+        use_history: back ``C_model`` with the training-fold history.
+        calibrate: fit the weights per fold (else the engine's weights).
+    """
+
+    name = "qsef"
+
+    def __init__(self, engine: QSEFEngine, experts: Sequence[ExpertProfile], *, ablate: Sequence[str] = (),
+                 blend: float = 0.5, use_history: bool = True, calibrate: bool = True, history_k: int = 10,
+                 l2: float = 1e-3) -> None:
+        self.engine = engine
+        self.base = list(experts)
+        self.ablate = {component_resolver.lookup(a).name for a in ablate}
+        self.blend = blend
+        self.use_history = use_history
+        self.calibrate = calibrate
+        self.history_k = history_k
+        self.l2 = l2
+        self.experts = self.base
+        self.history: InMemoryHistory | None = None
+        self.weights = engine.weights
+        self.fit_info: dict[str, Any] = {}
+
+    def _values(self, ds: LabelledSet, history: InMemoryHistory | None) -> dict[str, np.ndarray]:
+        ctx = ScoringContext(texts=ds.texts, embeddings=ds.emb, experts=self.experts, kg=self.engine.kg,
+                             history=history)
+        if "c_data" in ds.static:
+            ctx.cache["c_data"] = ds.static["c_data"][:, 0]
+        vals: dict[str, np.ndarray] = {}
+        if "d_emb" not in self.ablate:
+            vals["d_emb"] = EmbeddingDistance().compute(ctx)
+        for name in STATIC:
+            if name not in self.ablate:
+                vals[name] = ds.static[name] if name in ds.static else component_resolver.make(name).compute(ctx)
+        if "c_model" not in self.ablate:
+            if "c_data" not in ctx.cache:
+                DataComplexity().column(ctx)
+            vals["c_model"] = ModelLoad().compute(ctx)
+        return vals
+
+    def fit(self, train: LabelledSet) -> QSEFRouting:
+        experts = []
+        for p in self.base:
+            mask = train.labels == p.domain
+            if self.blend > 0 and mask.any():
+                c = (1 - self.blend) * _unit(p.centroid) + self.blend * _unit(train.emb[mask].mean(0))
+                experts.append(p.with_centroid(c))
+            else:
+                experts.append(p)
+        self.experts = experts
+        if self.use_history:
+            self.history = InMemoryHistory(k=self.history_k)
+            loo = InMemoryHistory(k=self.history_k, max_similarity=0.9999)
+            for h in (self.history, loo):
+                for p in experts:
+                    h.record_many(p.name, train.emb, train.labels == p.domain)
+        if self.calibrate:
+            vals = self._values(train, loo if self.use_history else None)
+            names = [n for n in FITTED if n in vals]
+            x = np.stack([vals[n] for n in names], -1).astype(np.float64)
+            doms = [p.domain for p in experts]
+            y = np.array([doms.index(lab) for lab in train.labels])
+            fit = fit_conditional_logit(x, y, names, l2=self.l2)
+            self.weights = fit.weights
+            self.fit_info = {"beta": fit.beta, "train_accuracy": fit.accuracy}
+        return self
+
+    def scores(self, test: LabelledSet) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        vals = self._values(test, self.history if self.use_history else None)
+        ctx = ScoringContext(texts=test.texts, embeddings=test.emb, experts=self.experts, kg=self.engine.kg)
+        res = self.engine.combine(ctx, vals, weights=self.weights)
+        return vals, res.TE
+
+    def predict(self, test: LabelledSet) -> np.ndarray:
+        _, te = self.scores(test)
+        return np.array([p.domain for p in self.experts])[np.argmax(te, axis=1)]
+
+
+METHODS: dict[str, type[RoutingMethod]] = {c.name: c for c in
+                                           (QSEFRouting, CentroidRouting, KNNRouting, ZeroShotRouting,
+                                            LLMRouting, RandomRouting)}
+
+
+def report(gold: np.ndarray, pred: np.ndarray, domains: Sequence[str] | None = None) -> dict[str, Any]:
+    """``{"n", "accuracy", "per_domain"}`` with per-domain accuracy (recall) and counts."""
+    domains = list(domains) if domains is not None else sorted(set(gold))
+    per = {d: float((pred[gold == d] == d).mean()) if (gold == d).any() else None for d in domains}
+    return {"n": int(len(gold)), "accuracy": float((gold == pred).mean()) if len(gold) else 0.0,
+            "per_domain": per, "support": {d: int((gold == d).sum()) for d in domains}}
+
+
+def cross_validate_method(make: Any, ds: LabelledSet, *, k: int = 5, seed: int = 0) -> tuple[dict[str, Any], np.ndarray]:
+    """k-fold CV (stratified): ``make()`` builds a fresh method per fold. Returns the report and predictions."""
+    pred = np.empty(len(ds.texts), dtype=object)
+    fold_acc = []
+    for test_idx in kfold_indices(len(ds.texts), k, seed=seed, labels=ds.labels):
+        train_idx = np.setdiff1d(np.arange(len(ds.texts)), test_idx)
+        m = make()
+        m.fit(ds.subset(train_idx))
+        p = m.predict(ds.subset(test_idx))
+        pred[test_idx] = p
+        fold_acc.append(float((p == ds.labels[test_idx]).mean()))
+    out = report(ds.labels, pred.astype(str))
+    out["folds"] = k
+    out["fold_accuracy"] = fold_acc
+    out["fold_std"] = float(np.std(fold_acc))
+    return out, pred.astype(str)
+
+
+def confusion_png(gold: np.ndarray, pred: np.ndarray, path: str | Path, *, title: str = "") -> Path:
+    """Save a row-normalised confusion matrix as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    doms = sorted(set(gold) | set(pred))
+    m = np.array([[((gold == a) & (pred == b)).sum() for b in doms] for a in doms], dtype=float)
+    m = m / np.maximum(m.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(doms)), doms, rotation=45, ha="right")
+    ax.set_yticks(range(len(doms)), doms)
+    for i in range(len(doms)):
+        for j in range(len(doms)):
+            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", color="white" if m[i, j] > 0.5 else "black",
+                    fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(title)
+    fig.colorbar(im)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def make_method(name: str, *, engine: QSEFEngine | None = None, experts: Sequence[ExpertProfile] | None = None,
+                ablate: Sequence[str] = (), **kwargs: Any) -> RoutingMethod:
+    """Build a routing method by name (``ValueError`` listing the valid names otherwise)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown routing method {name!r}; choose from {sorted(METHODS)}")
+    if name == "qsef":
+        engine = engine or QSEFEngine()
+        return QSEFRouting(engine, experts if experts is not None else engine.experts, ablate=ablate, **kwargs)
+    if ablate:
+        raise ValueError("--ablate applies to the qsef method only")
+    if name == "zeroshot" and engine is not None:
+        return ZeroShotRouting(encoder=engine.encoder, **kwargs)
+    return METHODS[name](**kwargs)
+
+
+def evaluate(rows: Sequence[dict[str, str]], *, method: str = "qsef", engine: QSEFEngine | None = None,
+             train_rows: Sequence[dict[str, str]] | None = None, ablate: Sequence[str] = (),
+             cv: int = 0, confusion: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Route labelled rows with one method and report accuracy.
+
+    Args:
+        rows: ``{"text", "domain"}`` rows to route.
+        method: a name in :data:`METHODS`.
+        engine: QSEF engine (experts, encoder, graphs, weights); default built lazily.
+        train_rows: labelled rows for methods that learn (centroid, knn; qsef blends them in and fits
+            its weights on them). Without them ``qsef`` uses the experts' corpus profiles and the shipped
+            calibration, exactly as ``qsef score`` does.
+        ablate: components switched off (qsef only).
+        cv: > 1 runs k-fold cross-validation on ``rows`` themselves instead.
+        confusion: optional PNG path for the confusion matrix.
+    """
+    engine = engine or QSEFEngine()
+    experts = engine.experts
+    emb = engine.encode([r["text"] for r in rows])
+    ds = LabelledSet([r["text"] for r in rows], emb, np.array([r["domain"] for r in rows]))
+    if method == "qsef":
+        attach_static(ds, engine, experts)
+    make = lambda: make_method(method, engine=engine, experts=experts, ablate=ablate, **kwargs)  # noqa: E731
+    if cv and cv > 1:
+        out, pred = cross_validate_method(make, ds, k=cv)
+    else:
+        m = make()
+        if train_rows:
+            tr = LabelledSet([r["text"] for r in train_rows], engine.encode([r["text"] for r in train_rows]),
+                             np.array([r["domain"] for r in train_rows]))
+            if method == "qsef":
+                attach_static(tr, engine, experts)
+            m.fit(tr)
+        elif m.needs_training and method != "qsef":
+            raise ValueError(f"method {method!r} learns from labelled rows: pass train rows or use cv")
+        elif method == "qsef":
+            m.calibrate = False
+            m.use_history = engine.history is not None
+            m.history = engine.history
+        pred = m.predict(ds)
+        out = report(ds.labels, pred)
+    out["method"] = method
+    if ablate:
+        out["ablate"] = list(ablate)
+    if confusion:
+        confusion_png(ds.labels, pred, confusion, title=f"{method} routing")
+        out["confusion_png"] = str(confusion)
+    return out
+
+
+__all__ = ["METHODS", "LabelledSet", "QSEFWeights", "evaluate", "load_rows", "make_method", "report"]

@@ -1,0 +1,72 @@
+"""``qsef score`` / ``qsef eval routing`` / ``qsef calibrate`` through the real parser, with toy experts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+from qsef_fixtures import LABELS, QUERIES, HashEncoder, install_toy_kg, make_experts
+
+import qsef.engine
+from api.commands import score as score_cmd
+
+
+@pytest.fixture
+def toy_engine(monkeypatch):
+    kg = install_toy_kg(monkeypatch)
+    enc = HashEncoder()
+    experts = make_experts(enc)
+    real = qsef.engine.QSEFEngine
+
+    def factory(*args, **kwargs):
+        kwargs.setdefault("weights", qsef.engine.QSEFWeights())
+        if kwargs["weights"] is None:
+            kwargs["weights"] = qsef.engine.QSEFWeights()
+        return real(experts, encoder=enc, kg=kg, **{k: v for k, v in kwargs.items() if k not in ("experts",)})
+
+    monkeypatch.setattr(qsef.engine, "QSEFEngine", factory)
+    return factory
+
+
+def _run(argv):
+    from api.cli import main
+
+    return main(argv)
+
+
+def test_score_json(toy_engine, capsys):
+    assert _run(["score", QUERIES[1], "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["experts"][0]["expert"] == "law"
+    assert {"D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R", "TE", "rank"} <= set(out["experts"][0])
+
+
+def test_score_table(toy_engine, capsys):
+    assert _run(["score", QUERIES[0], "--ablate", "d_kg"]) == 0
+    out = capsys.readouterr().out
+    assert "medicine" in out.splitlines()[1] and "TE" in out.splitlines()[0]
+
+
+def test_eval_routing_and_calibrate(toy_engine, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("QSEF_HOME", str(tmp_path))
+    from qsef.settings import get_settings
+
+    get_settings.cache_clear()
+    f = tmp_path / "r.jsonl"
+    f.write_text("".join(json.dumps({"text": q, "domain": d}) + "\n" for q, d in zip(QUERIES, LABELS, strict=True)))
+    assert _run(["eval", "routing", str(f), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 5 and out["accuracy"] == 1.0 and set(out["per_domain"]) == set(LABELS)
+    assert _run(["calibrate", str(f), "--folds", "2", "--json"]) == 0
+    assert (tmp_path / "calibration.json").is_file()
+    get_settings.cache_clear()
+
+
+def test_eval_group_is_extensible():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    score_cmd.register(sub)
+    score_cmd.eval_subparsers(sub).add_parser("decompose").set_defaults(handler=lambda a: 0)
+    assert score_cmd.EVAL_SUBPARSERS is score_cmd.eval_subparsers(sub)
+    assert parser.parse_args(["eval", "decompose"]).eval_command == "decompose"
