@@ -220,7 +220,8 @@ class OpenAIBackend(ExpertBackend):
 
 
 class QRHBackend(ExpertBackend):
-    """A QRH student checkpoint (``backend_kwargs``: ``checkpoint``; optional ``tokenizer``: a model-store
+    """A QRH student checkpoint (``backend_kwargs``: ``checkpoint``, the folder written by
+    ``QRHModel.save_pretrained``; optional ``tokenizer``: a model-store
     name or folder whose tokenizer the student shares). Loaded on first use from ``experts.qrh``."""
 
     name = "qrh"
@@ -245,10 +246,9 @@ class QRHBackend(ExpertBackend):
                     raise BackendUnavailableError(f"QRH model code (experts/qrh.py) is not available: {exc}") from exc
                 if not self.checkpoint.exists():
                     raise BackendUnavailableError(f"QRH checkpoint {self.checkpoint} does not exist")
-                loader = getattr(qrh, "load_checkpoint", None) or getattr(qrh, "load", None)
-                if loader is None:
-                    raise BackendUnavailableError("experts.qrh exposes no load_checkpoint(path)")
-                self._model = loader(self.checkpoint)
+                self._model = qrh.QRHModel.from_pretrained(
+                    self.checkpoint if self.checkpoint.is_dir() else self.checkpoint.parent
+                ).eval()
                 from transformers import AutoTokenizer
 
                 tok_src = self.spec.backend_kwargs.get("tokenizer")
@@ -266,17 +266,7 @@ class QRHBackend(ExpertBackend):
             prompt = tok.apply_chat_template(self.messages_for(messages), tokenize=False, add_generation_prompt=True)
             ids = tok(prompt, return_tensors="pt")["input_ids"]
             with torch.inference_mode():
-                if hasattr(model, "generate"):
-                    out = model.generate(ids, max_new_tokens=max_tokens)
-                else:
-                    out = ids
-                    for _ in range(max_tokens):
-                        logits = model(out)
-                        logits = getattr(logits, "logits", logits)
-                        nxt = logits[:, -1].argmax(-1, keepdim=True)
-                        out = torch.cat([out, nxt], dim=1)
-                        if nxt.item() == tok.eos_token_id:
-                            break
+                out = model.generate(ids, max_new_tokens=max_tokens, temperature=temperature)
             return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
         except Exception as exc:
             raise BackendError(f"QRH expert {self.spec.name!r} failed: {exc}") from exc

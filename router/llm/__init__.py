@@ -1,1 +1,201 @@
-"""Router-LLM clients and the managed vLLM server (see router.llm.server, router.llm.http_client)."""
+"""Router-LLM clients: one small interface, several implementations, one resolver.
+
+A router LLM only has to continue a chat, optionally constrained to a JSON schema:
+:meth:`RouterLLM.complete`. Implementations:
+
+- ``openai`` (alias ``vllm``): any OpenAI-compatible HTTP server, in production the vLLM server
+  managed by :mod:`router.llm.server`; structured output via ``response_format`` JSON schema;
+- ``transformers``: an in-process Hugging Face causal LM (the embedded default, Qwen2.5-Coder-0.5B
+  from the model store); no schema-constrained decoding, so callers prefill the assistant turn;
+- ``none``: no LLM at all; every call raises :class:`RouterLLMUnavailableError` so the decomposer
+  takes its flagged clause-splitter path.
+
+The managed server (:class:`router.llm.server.VLLMServer`) and the HTTP client
+(:class:`router.llm.http_client.OpenAICompatClient`) live in their own modules.
+
+Example:
+    >>> llm = make_router_llm("openai", base_url="http://127.0.0.1:8011/v1", model="qwen-0.5b")
+    >>> llm.complete([{"role": "user", "content": "Say hi"}], max_tokens=8)
+    >>> llm = router_llm_from_settings(get_settings())      # what the server and CLI use
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from router.llm.errors import LLMError, LLMUnavailable
+
+if TYPE_CHECKING:
+    from qsef.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "NoRouterLLM",
+    "OpenAIRouterLLM",
+    "RouterLLM",
+    "RouterLLMError",
+    "RouterLLMUnavailableError",
+    "TransformersRouterLLM",
+    "make_router_llm",
+    "router_llm_from_settings",
+    "router_llm_resolver",
+]
+
+#: The router LLM answered badly or failed mid-call.
+RouterLLMError = LLMError
+#: The router LLM cannot be reached or loaded.
+RouterLLMUnavailableError = LLMUnavailable
+
+
+class RouterLLM(ABC):
+    """Chat completion with optional JSON-schema constraint. Subclasses implement :meth:`complete`."""
+
+    name: ClassVar[str]
+    supports_json_schema: ClassVar[bool] = False
+
+    @abstractmethod
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        json_schema: dict[str, Any] | None = None,
+        prefill: str = "",
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> str:
+        """Return the assistant's text. With ``prefill`` the returned text starts with it.
+
+        Raises:
+            RouterLLMUnavailableError: backend unreachable or not loadable.
+            RouterLLMError: any other failure.
+        """
+
+    def describe(self) -> str:
+        return self.name
+
+
+class OpenAIRouterLLM(RouterLLM):
+    """An OpenAI-compatible server (vLLM), through :class:`router.llm.http_client.OpenAICompatClient`.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8011/v1``.
+        model: the served model name.
+        timeout: seconds per HTTP call; retries: extra attempts on connection errors / 5xx.
+        client: an existing client (tests).
+    """
+
+    name = "openai"
+    supports_json_schema = True
+
+    def __init__(self, base_url: str, model: str, *, timeout: float = 60.0, retries: int = 1, client: Any = None):
+        self.base_url, self.model = base_url.rstrip("/"), model
+        self.timeout, self.retries = timeout, retries
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from router.llm.http_client import OpenAICompatClient
+
+            self._client = OpenAICompatClient(self.base_url, self.model, timeout=self.timeout, retries=self.retries,
+                                              backoff=0.2)
+        return self._client
+
+    def complete(self, messages, *, json_schema=None, prefill="", max_tokens=256, temperature=0.0) -> str:
+        try:
+            return self.client.chat(messages, json_schema=json_schema, max_tokens=max_tokens, temperature=temperature)
+        except LLMError:
+            raise
+        except Exception as exc:  # e.g. a read timeout the client did not wrap
+            raise RouterLLMError(f"router LLM at {self.base_url} failed: {type(exc).__name__}: {exc}") from exc
+
+    def describe(self) -> str:
+        return f"openai:{self.model}@{self.base_url}"
+
+
+class TransformersRouterLLM(RouterLLM):
+    """An in-process causal LM (model-store name or folder), loaded on first use.
+
+    Args:
+        model: model-store name (default ``qwen-0.5b``) or a local folder.
+        threads: torch intra-op threads.
+        pool: a shared :class:`experts.backends.ModelPool` so the router and the default experts
+            use one loaded copy of the same model.
+    """
+
+    name = "transformers"
+
+    def __init__(self, model: str = "qwen-0.5b", *, threads: int = 1, pool: Any = None):
+        from experts.backends import ModelPool
+
+        self.model = model
+        self.pool = pool or ModelPool(threads=threads)
+        self._folder: Path | None = None
+
+    def complete(self, messages, *, json_schema=None, prefill="", max_tokens=256, temperature=0.0) -> str:
+        from experts.backends import BackendUnavailableError
+
+        try:
+            if self._folder is None:
+                p = Path(self.model)
+                self._folder = self.pool.resolve(None, str(p)) if p.is_dir() else self.pool.resolve(self.model)
+            text = self.pool.generate(self._folder, messages, max_tokens=max_tokens, temperature=temperature,
+                                      prefill=prefill)
+        except BackendUnavailableError as exc:
+            raise RouterLLMUnavailableError(str(exc)) from exc
+        except Exception as exc:
+            raise RouterLLMError(f"in-process router LLM failed: {type(exc).__name__}: {exc}") from exc
+        return prefill + text
+
+    def describe(self) -> str:
+        return f"transformers:{self.model}"
+
+
+class NoRouterLLM(RouterLLM):
+    """No router LLM configured: decomposition always uses the (flagged) clause splitter."""
+
+    name = "none"
+
+    def complete(self, messages, *, json_schema=None, prefill="", max_tokens=256, temperature=0.0) -> str:
+        raise RouterLLMUnavailableError("no router LLM configured (router_backend = none)")
+
+
+router_llm_resolver: dict[str, type[RouterLLM]] = {
+    "openai": OpenAIRouterLLM,
+    "vllm": OpenAIRouterLLM,
+    "transformers": TransformersRouterLLM,
+    "none": NoRouterLLM,
+}
+
+
+def make_router_llm(llm: str | RouterLLM | type[RouterLLM], **kwargs: Any) -> RouterLLM:
+    """Resolve a name, class or instance to a router-LLM client (pykeen-style resolver).
+
+    Raises:
+        ValueError: unknown name, naming the valid choices.
+    """
+    if isinstance(llm, RouterLLM):
+        return llm
+    if isinstance(llm, type) and issubclass(llm, RouterLLM):
+        return llm(**kwargs)
+    try:
+        cls = router_llm_resolver[str(llm).lower()]
+    except KeyError:
+        raise ValueError(f"unknown router LLM {llm!r}; choose one of {sorted(router_llm_resolver)}") from None
+    return cls(**kwargs)
+
+
+def router_llm_from_settings(settings: Settings, *, pool: Any = None, timeout: float = 60.0,
+                             retries: int = 1) -> RouterLLM:
+    """The router LLM the settings ask for (``router_backend``, ``router_model``, ``llm_url``…)."""
+    backend = settings.router_backend
+    if backend in ("vllm", "openai"):
+        base_url = settings.llm_url or f"http://{settings.llm_host}:{settings.llm_port}/v1"
+        return OpenAIRouterLLM(base_url, settings.router_model, timeout=timeout, retries=retries)
+    if backend == "transformers":
+        return TransformersRouterLLM(settings.router_model, threads=settings.torch_threads, pool=pool)
+    return NoRouterLLM()

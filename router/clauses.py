@@ -1,0 +1,165 @@
+"""Deterministic, model-free pieces of decomposition: the clause splitter, the fast-path check and a
+keyword domain hint.
+
+They run in microseconds and never fail, so they are the fallback whenever the router LLM is
+unreachable or its output cannot be validated or repaired.
+
+Example:
+    >>> split_clauses("I'm 45. What dose of ibuprofen is safe, and how do I deduct medical costs?")
+    ["I'm 45. What dose of ibuprofen is safe?", 'How do I deduct medical costs?']
+    >>> is_single_question("What is a tort?")
+    True
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["DOMAIN_KEYWORDS", "domain_hint", "is_single_question", "split_clauses"]
+
+DOMAIN_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "medicine": (
+        "medic", "doctor", "disease", "symptom", "drug", "dose", "dosage", "ibuprofen", "aspirin", "diabet",
+        "blood", "pressure", "heart", "cancer", "treat", "therapy", "patient", "clinic", "vaccin", "virus",
+        "infection", "pain", "fever", "allerg", "surgery", "pregnan", "anatomy", "health", "diagnos",
+        "antibiotic", "insulin", "cholesterol", "migraine", "headache", "nutrition", "vitamin", "sleep",
+        "injur", "medication", "prescri", "asthma", "flu", "covid", "kidney", "liver", "lung", "skin",
+    ),
+    "law": (
+        "law", "legal", "court", "contract", "sue", "lawsuit", "tenant", "landlord", "lease", "rights",
+        "liabil", "copyright", "patent", "trademark", "licen", "gpl", "crime", "criminal", "attorney",
+        "lawyer", "judge", "statute", "regulat", "gdpr", "privacy", "divorce", "custody", "will ", "estate",
+        "tort", "negligen", "evict", "employ", "fired", "arrest", "jurisdic", "constitution", "clause",
+        "compliance", "illegal", "permit", "visa",
+    ),
+    "code": (
+        "python", "code", "function", "program", "javascript", "java", "sql", "query", "bug", "error",
+        "compile", "algorithm", "api", "regex", "class", "git", "docker", "linux", "script", "database",
+        "array", "list", "loop", "recursion", "software", "debug", "exception", "rust", "c++", "html",
+        "css", "server", "thread", "async", "unit test", "machine learning", "neural", "sort", "string",
+        "json", "http", "encrypt", "hash", "implement",
+    ),
+    "finance": (
+        "tax", "invest", "stock", "bond", "loan", "mortgage", "interest", "rate", "bank", "money", "budget",
+        "saving", "retire", "401k", "ira", "inflation", "econom", "market", "price", "dividend", "portfolio",
+        "account", "deduct", "income", "credit", "debt", "insurance", "fund", "etf", "crypto", "bitcoin",
+        "finance", "financ", "salary", "pay", "cost", "profit", "revenue", "gdp", "currency", "$",
+        "capital gain", "expense", "afford",
+    ),
+    "general": (
+        "history", "capital of", "country", "war", "president", "king", "river", "mountain", "planet",
+        "recipe", "cook", "travel", "weather", "sport", "music", "movie", "book", "poem", "story", "write a",
+        "language", "translate", "geograph", "who was", "when did", "where is", "population", "culture",
+        "religion", "animal", "science", "physics", "chemistry", "space",
+    ),
+}
+
+_QUESTION_WORDS = (
+    "what", "how", "why", "when", "where", "which", "who", "whom", "whose", "is", "are", "can", "could",
+    "should", "would", "will", "does", "do", "did", "was", "were", "has", "have",
+)
+_IMPERATIVES = (
+    "explain", "write", "describe", "give", "list", "calculate", "compute", "summarize", "summarise", "tell",
+    "compare", "suggest", "recommend", "show", "define", "translate", "find", "outline", "draft", "name",
+    "estimate", "create", "help", "provide", "implement", "convert",
+)
+_STARTERS = _QUESTION_WORDS + _IMPERATIVES
+# Words that start a new clause after "and"/","; fewer than _STARTERS because "list", "name", "show"…
+# are also nouns ("a tuple and list"), and "which"/"who" after a comma open relative clauses.
+_AND_STARTERS = "|".join((
+    "what", "how", "why", "when", "where", "which", "who", "is", "are", "can", "could", "should", "would",
+    "does", "do", "did", "explain", "write", "describe", "give", "calculate", "compute", "summarize",
+    "summarise", "tell", "compare", "suggest", "recommend", "define", "translate", "outline", "estimate",
+    "provide", "implement", "convert",
+))
+_COMMA_STARTERS = "|".join(w for w in _AND_STARTERS.split("|") if w not in ("which", "who", "when", "where"))
+
+# A new clause begins at '; ', at 'also'/'additionally'/'plus', and at 'and'/',' before a clause starter.
+_SPLIT_RE = re.compile(
+    rf"\s*;\s*|\s*,?\s+(?:and\s+)?(?:also|additionally|plus)[, ]+(?=(?:{_AND_STARTERS})\b)"
+    rf"|\s*,?\s+and\s+(?=(?:{_AND_STARTERS})\b)|\s*,\s+(?=(?:{_COMMA_STARTERS})\b)",
+    re.IGNORECASE,
+)
+_SENTENCE_RE = re.compile(r"(?<=[.?!])\s+(?=[\"'(A-Z0-9])|\n+")
+_LIST_MARK_RE = re.compile(r"^\s*(?:\(?\d+[.)]|[-*•])\s+")
+_CONNECTIVE_RE = re.compile(r"^(?:and|also|additionally|plus|then|finally|secondly|second|lastly)\b[,:]?\s*",
+                            re.IGNORECASE)
+
+
+def _is_request(clause: str) -> bool:
+    """A clause asks something (ends with '?' or starts with a question word / imperative)."""
+    c = clause.strip()
+    first = re.split(r"\W+", c.lower(), maxsplit=1)[0] if c else ""
+    return c.endswith("?") or first in _STARTERS
+
+
+def _tidy(clause: str) -> str:
+    c = _CONNECTIVE_RE.sub("", _LIST_MARK_RE.sub("", clause.strip())).strip(" ,;")
+    return c[:1].upper() + c[1:] if c else c
+
+
+def split_clauses(query: str, *, max_parts: int = 8) -> list[str]:
+    """Split a compound query into self-contained requests.
+
+    Sentences are split at terminal punctuation and newlines, then at ``;`` and at ``and``/``also``/
+    comma boundaries followed by a question word or an imperative verb. Context sentences that ask
+    nothing ("I'm 45 and take statins.") are attached to the next request so it stays self-contained.
+    Always returns at least one part (the whole query when nothing splits).
+    """
+    lines = [_LIST_MARK_RE.sub("", line) for line in query.strip().splitlines()]
+    parts: list[str] = []
+    for sentence in (s.strip() for line in lines for s in _SENTENCE_RE.split(" ".join(line.split()))):
+        if not sentence:
+            continue
+        pieces = [p for p in _SPLIT_RE.split(sentence) if p and p.strip()]
+        parts.extend(pieces)
+    out: list[str] = []
+    context: list[str] = []
+    for raw in parts:
+        clause = _tidy(raw)
+        if not clause:
+            continue
+        if len(clause.split()) < 2 and out:  # a dangling word belongs to the previous clause
+            out[-1] = f"{out[-1].rstrip('?.!')} {clause}".strip()
+            continue
+        if not _is_request(clause):
+            context.append(clause if clause[-1] in ".!?" else clause + ".")
+            continue
+        if not clause.endswith(("?", ".", "!")):
+            clause += "?" if clause.split()[0].lower() in _QUESTION_WORDS else "."
+        out.append(" ".join([*context, clause]))
+        context = []
+    if context:
+        if out:
+            out[-1] = f"{out[-1]} {' '.join(context)}"
+        else:
+            out.append(" ".join(context))
+    if len(out) > max_parts:
+        out = [*out[: max_parts - 1], " ".join(out[max_parts - 1 :])]
+    return out or [query.strip()]
+
+
+def is_single_question(query: str, *, max_words: int = 40) -> bool:
+    """Cheap check for the fast path: one short request with no second clause.
+
+    True when the query has at most ``max_words`` words, at most one '?' (at the end), no list
+    markers or semicolons, and the clause splitter finds exactly one part.
+    """
+    q = query.strip()
+    if not q or len(q.split()) > max_words or q.count("?") > 1 or ";" in q or "\n" in q:
+        return False
+    if "?" in q and not q.endswith("?"):
+        return False
+    return len(split_clauses(q)) == 1
+
+
+def domain_hint(text: str, domains: tuple[str, ...] | list[str] | None = None) -> str:
+    """The domain whose keywords occur most often in the text ('general' on a tie or no match)."""
+    t = f" {text.lower()} "
+    allowed = tuple(domains) if domains else tuple(DOMAIN_KEYWORDS)
+    best, best_n = ("general" if "general" in allowed else allowed[0]), 0
+    for domain in allowed:
+        n = sum(t.count(k) for k in DOMAIN_KEYWORDS.get(domain, ()))
+        if (n > best_n and domain != "general") or (n > best_n and domain == "general" and best_n == 0):
+            best, best_n = domain, n
+    return best

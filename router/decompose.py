@@ -1,0 +1,308 @@
+"""Decomposition: a compound query becomes a list of self-contained sub-tasks.
+
+Paths, recorded in :attr:`Decomposition.path`:
+
+- ``fast_path``: a cheap check (:func:`router.clauses.is_single_question`) says the query is one
+  simple question; the LLM is skipped.
+- ``llm``: the router LLM's output (JSON schema-constrained where the backend supports it, else a
+  prefilled ``[{"subtask": "``) parsed and passed strict validation unchanged.
+- ``repaired``: the output needed repair (JSON extracted or closed, unknown domains mapped, invented
+  sub-tasks dropped, clauses the LLM left out added back) and then validated.
+- ``clause_splitter``: the LLM was unreachable or its output could not be repaired; the
+  deterministic splitter answered. ``flagged`` is true and ``reason`` says why.
+
+Example:
+    >>> d = Decomposer(make_router_llm("none"))
+    >>> r = d.decompose("What is GDP? And how do I sort a list in Python?")
+    >>> r.path, r.flagged, [s.text for s in r.subtasks]
+    ('clause_splitter', True, ['What is GDP?', 'How do I sort a list in Python?'])
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from router.clauses import domain_hint, is_single_question, split_clauses
+from router.llm import RouterLLM, RouterLLMError, RouterLLMUnavailableError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Decomposer", "Decomposition", "DecompositionError", "SubTask", "decomposition_schema"]
+
+Path = Literal["llm", "repaired", "clause_splitter", "fast_path"]
+_WORD_RE = re.compile(r"[a-z0-9]+")
+_STOP = frozenset(
+    ["a", "an", "the", "is", "are", "was", "were", "be", "of", "to", "in", "on", "for", "and", "or", "what", "how", "why", "when", "where", "which", "who", "do", "does", "did", "i", "my", "me", "you", "your", "it", "its", "this", "that", "with", "can", "could", "should", "would", "will", "as", "at", "by", "from", "about"]
+)
+
+
+class DecompositionError(ValueError):
+    """The LLM output failed validation (the message says which rule)."""
+
+
+class SubTask(BaseModel):
+    text: str = Field(..., min_length=1)
+    domain_hint: str = Field("general", description="the router LLM's (or keyword) domain guess; a feature only")
+
+
+class Decomposition(BaseModel):
+    subtasks: list[SubTask]
+    path: Path
+    flagged: bool = False
+    reason: str = ""
+    llm: str = ""
+    raw: str = Field("", description="the LLM's raw output (empty on the fast path)")
+    latency_ms: float = 0.0
+
+
+def decomposition_schema(domains: list[str], max_subtasks: int = 6) -> dict[str, Any]:
+    """JSON schema for ``{"subtasks": [{"subtask": str, "domain": enum}]}``."""
+    return {
+        "type": "object",
+        "properties": {
+            "subtasks": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": max_subtasks,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "subtask": {"type": "string", "minLength": 1, "maxLength": 400},
+                        "domain": {"type": "string", "enum": list(domains)},
+                    },
+                    "required": ["subtask", "domain"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+        "required": ["subtasks"],
+        "additionalProperties": False,
+    }
+
+
+_SYSTEM = """You split a user's message into independent sub-questions, one per distinct request.
+Each sub-question must be self-contained (repeat needed context) and keep the user's wording.
+Do not answer. Do not invent questions. A message with a single request gives a single sub-question.
+Label each with one domain: {domains}.
+Domains: {descriptions}.
+Reply with JSON only, in this form:
+{example}"""
+
+_EXAMPLE_QUERY = "My father has high blood pressure. Which foods should he avoid, and can he deduct his medical bills?"
+_EXAMPLE = {
+    "subtasks": [
+        {"subtask": "My father has high blood pressure. Which foods should he avoid?", "domain": "medicine"},
+        {"subtask": "Can my father deduct his medical bills from his taxes?", "domain": "finance"},
+    ]
+}
+
+
+def _tokens(text: str) -> set[str]:
+    return {w for w in _WORD_RE.findall(text.lower()) if w not in _STOP}
+
+
+class Decomposer:
+    """Splits queries with a router LLM, validating and repairing its output.
+
+    Args:
+        llm: the router-LLM client.
+        domains: allowed domain labels (from the expert registry).
+        descriptions: optional ``{domain: description}`` for the prompt.
+        max_subtasks: validation limit; longer lists are truncated (repaired).
+        max_tokens: generation budget.
+        fast_path: allow the single-question shortcut.
+        min_overlap: a sub-task whose content words overlap the query's less than this is invented.
+    """
+
+    def __init__(
+        self,
+        llm: RouterLLM,
+        domains: list[str] | tuple[str, ...] = ("medicine", "law", "code", "finance", "general"),
+        *,
+        descriptions: dict[str, str] | None = None,
+        max_subtasks: int = 6,
+        max_tokens: int = 256,
+        fast_path: bool = True,
+        min_overlap: float = 0.3,
+    ):
+        self.llm = llm
+        self.domains = list(dict.fromkeys(domains)) or ["general"]
+        self.descriptions = descriptions or {}
+        self.max_subtasks = max_subtasks
+        self.max_tokens = max_tokens
+        self.fast_path = fast_path
+        self.min_overlap = min_overlap
+
+    # -- prompt --------------------------------------------------------------------------------
+    def messages(self, query: str) -> list[dict[str, str]]:
+        desc = "; ".join(f"{d} = {self.descriptions.get(d, d)}" for d in self.domains)
+        system = _SYSTEM.format(domains=", ".join(self.domains), descriptions=desc, example=json.dumps(_EXAMPLE))
+        return [
+            {"role": "system", "content": system},
+            {"role": "user", "content": _EXAMPLE_QUERY},
+            {"role": "assistant", "content": json.dumps(_EXAMPLE)},
+            {"role": "user", "content": query},
+        ]
+
+    # -- entry point ---------------------------------------------------------------------------
+    def decompose(self, query: str, *, use_llm: bool = True) -> Decomposition:
+        """Decompose ``query``; never raises for LLM trouble (falls back, flagged)."""
+        t0 = time.perf_counter()
+        query = query.strip()
+        if self.fast_path and is_single_question(query):
+            sub = [SubTask(text=query, domain_hint=domain_hint(query, self.domains))]
+            return Decomposition(subtasks=sub, path="fast_path", latency_ms=_ms(t0))
+        if not use_llm:
+            return self._fallback(query, "LLM disabled for this call", "", t0)
+        raw = ""
+        try:
+            if self.llm.supports_json_schema:
+                raw = self.llm.complete(
+                    self.messages(query),
+                    json_schema=decomposition_schema(self.domains, self.max_subtasks),
+                    max_tokens=self.max_tokens,
+                )
+            else:
+                raw = self.llm.complete(self.messages(query), prefill='{"subtasks": [{"subtask": "',
+                                        max_tokens=self.max_tokens)
+        except RouterLLMUnavailableError as exc:
+            return self._fallback(query, f"router LLM unavailable: {exc}", raw, t0)
+        except RouterLLMError as exc:
+            return self._fallback(query, f"router LLM failed: {exc}", raw, t0)
+        try:
+            subtasks, repaired, notes = self.parse(raw, query)
+        except DecompositionError as exc:
+            return self._fallback(query, f"invalid LLM output: {exc}", raw, t0)
+        return Decomposition(
+            subtasks=subtasks,
+            path="repaired" if repaired else "llm",
+            flagged=False,
+            reason="; ".join(notes),
+            llm=self.llm.describe(),
+            raw=raw,
+            latency_ms=_ms(t0),
+        )
+
+    def _fallback(self, query: str, reason: str, raw: str, t0: float) -> Decomposition:
+        log.warning("decomposition fell back to the clause splitter", extra={"reason": reason[:300]})
+        subs = [SubTask(text=c, domain_hint=domain_hint(c, self.domains)) for c in split_clauses(query)]
+        return Decomposition(subtasks=subs, path="clause_splitter", flagged=True, reason=reason,
+                             llm=self.llm.describe(), raw=raw, latency_ms=_ms(t0))
+
+    # -- validation and repair -----------------------------------------------------------------
+    def parse(self, raw: str, query: str) -> tuple[list[SubTask], bool, list[str]]:
+        """Validate the LLM output, repairing what can be repaired.
+
+        Returns:
+            (sub-tasks, whether anything was repaired, notes on what was repaired).
+
+        Raises:
+            DecompositionError: when nothing valid can be recovered.
+        """
+        notes: list[str] = []
+        items = self._load_items(raw, notes)
+        qtok = _tokens(query)
+        subtasks: list[SubTask] = []
+        for item in items:
+            if isinstance(item, str):
+                item = {"subtask": item}
+                notes.append("bare string item")
+            if not isinstance(item, dict):
+                notes.append(f"dropped non-object item {type(item).__name__}")
+                continue
+            text = item.get("subtask", item.get("text", item.get("question")))
+            if not isinstance(text, str) or not text.strip():
+                notes.append("dropped item without sub-task text")
+                continue
+            text = " ".join(text.split())
+            stok = _tokens(text)
+            if stok and len(stok & qtok) / len(stok) < self.min_overlap:
+                notes.append(f"dropped invented sub-task {text[:60]!r}")
+                continue
+            domain = item.get("domain")
+            if domain not in self.domains:
+                guess = str(domain).strip().lower() if isinstance(domain, str) else ""
+                domain = guess if guess in self.domains else domain_hint(text, self.domains)
+                notes.append(f"domain {item.get('domain')!r} mapped to {domain!r}")
+            if any(s.text.lower() == text.lower() for s in subtasks):
+                notes.append("dropped duplicate sub-task")
+                continue
+            subtasks.append(SubTask(text=text, domain_hint=domain))
+        if not subtasks:
+            raise DecompositionError("no valid sub-task in the output")
+        if len(subtasks) > self.max_subtasks:
+            notes.append(f"truncated {len(subtasks)} sub-tasks to {self.max_subtasks}")
+            subtasks = subtasks[: self.max_subtasks]
+        # Coverage: a request the clause splitter sees that no sub-task covers was left out by the LLM.
+        covered = set().union(*(_tokens(s.text) for s in subtasks))
+        for clause in split_clauses(query):
+            ctok = _tokens(clause)
+            if ctok and len(ctok & covered) / len(ctok) < 0.5 and len(subtasks) < self.max_subtasks:
+                subtasks.append(SubTask(text=clause, domain_hint=domain_hint(clause, self.domains)))
+                covered |= ctok
+                notes.append(f"added left-out clause {clause[:60]!r}")
+        return subtasks, bool(notes), notes
+
+    @staticmethod
+    def _load_items(raw: str, notes: list[str]) -> list[Any]:
+        text = raw.strip()
+        if text.startswith("```"):
+            text = re.sub(r"^```(?:json)?\s*|\s*```$", "", text)
+            notes.append("stripped code fence")
+        data: Any = None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = _repair_json(text)
+            if data is None:
+                pairs = re.findall(r'"subtask"\s*:\s*"((?:[^"\\]|\\.)+)"(?:\s*,\s*"domain"\s*:\s*"([^"]*)")?', text)
+                if not pairs:
+                    raise DecompositionError(f"output is not JSON: {text[:120]!r}") from None
+                notes.append("extracted sub-tasks from broken JSON")
+                return [{"subtask": s, "domain": d or None} for s, d in pairs]
+            notes.append("closed or extracted JSON")
+        if isinstance(data, dict):
+            for key in ("subtasks", "sub_tasks", "tasks", "questions"):
+                if isinstance(data.get(key), list):
+                    if key != "subtasks":
+                        notes.append(f"used key {key!r}")
+                    return data[key]
+            if "subtask" in data:
+                notes.append("single object instead of a list")
+                return [data]
+            raise DecompositionError(f"JSON object without 'subtasks': keys {sorted(data)[:5]}")
+        if isinstance(data, list):
+            notes.append("bare list instead of an object with 'subtasks'")
+            return data
+        raise DecompositionError(f"JSON of type {type(data).__name__}, expected an object with 'subtasks'")
+
+
+def _repair_json(text: str) -> Any:
+    """Recover JSON from text with chatter around it or a truncated tail; None if hopeless."""
+    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+    if start < 0:
+        return None
+    body = text[start:]
+    # Try the longest prefix that ends at a closing bracket, then closing a truncated structure.
+    for end in range(len(body), 0, -1):
+        if body[end - 1] in "}]":
+            try:
+                return json.loads(body[:end])
+            except json.JSONDecodeError:
+                continue
+    for suffix in ('"}]}', '}]}', ']}', '"}]', '}]', ']', '"}', '}'):
+        try:
+            return json.loads(body + suffix)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 3)

@@ -1,0 +1,199 @@
+"""Dispatch and aggregation: send each sub-task to its chosen expert(s), fall back, combine answers.
+
+Each selected expert gets ``timeout_s`` to answer. On an error or a timeout the next-best expert by
+TE that has not been tried yet answers instead (at most ``max_fallbacks`` times); every attempt is
+recorded. Backends are built once per expert (and rebuilt when the expert's settings change).
+
+Aggregation (:data:`aggregator_resolver`): ``concat`` (default) numbers the sub-tasks and puts each
+answer under its sub-task; ``compose`` asks the router LLM to write one reply from them and falls
+back to ``concat`` (flagged) when it cannot.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from experts.backends import ExpertBackend, ModelPool, make_backend
+from experts.registry import ExpertSpec
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Aggregation",
+    "Attempt",
+    "Dispatcher",
+    "ExpertAnswer",
+    "aggregate_compose",
+    "aggregate_concat",
+    "aggregator_resolver",
+]
+
+
+class Attempt(BaseModel):
+    expert: str
+    ok: bool
+    latency_ms: float
+    error: str = ""
+    fallback_for: str | None = Field(None, description="the expert this attempt replaced")
+
+
+class ExpertAnswer(BaseModel):
+    expert: str | None
+    answer: str
+    weight: float = 1.0
+    attempts: list[Attempt] = Field(default_factory=list)
+    fell_back: bool = False
+
+
+class Dispatcher:
+    """Calls expert backends with a timeout and next-best fallback.
+
+    Args:
+        backend_factory: ``spec -> ExpertBackend`` (default: :func:`experts.backends.make_backend` with a
+            shared :class:`ModelPool`).
+        timeout_s: per-expert answer budget.
+        max_fallbacks: how many replacement experts to try per selected expert.
+        max_workers: threads for expert calls (a timed-out call keeps its thread until it ends).
+    """
+
+    def __init__(self, backend_factory: Callable[[ExpertSpec], ExpertBackend] | None = None, *,
+                 pool: ModelPool | None = None, timeout_s: float = 60.0, max_fallbacks: int = 2,
+                 max_workers: int = 8):
+        self.pool = pool or ModelPool()
+        self.backend_factory = backend_factory or (lambda spec: make_backend(spec, pool=self.pool))
+        self.timeout_s = timeout_s
+        self.max_fallbacks = max_fallbacks
+        self._executor = cf.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="expert")
+        self._backends: dict[str, tuple[str, ExpertBackend]] = {}
+        self._lock = threading.Lock()
+
+    def backend(self, spec: ExpertSpec) -> ExpertBackend:
+        key = json.dumps([spec.backend, spec.backend_kwargs, spec.system_prompt], sort_keys=True)
+        with self._lock:
+            cached = self._backends.get(spec.name)
+            if cached is None or cached[0] != key:
+                self._backends[spec.name] = (key, self.backend_factory(spec))
+            return self._backends[spec.name][1]
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._backends.pop(name, None)
+
+    def call(self, spec: ExpertSpec, messages: list[dict[str, str]], *, max_tokens: int,
+             timeout_s: float | None = None) -> tuple[str | None, Attempt]:
+        """One expert call with a timeout; never raises."""
+        t0 = time.perf_counter()
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            backend = self.backend(spec)
+            fut = self._executor.submit(backend.generate, messages, max_tokens=max_tokens)
+            text = fut.result(timeout=timeout)
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError("empty answer")
+            return text, Attempt(expert=spec.name, ok=True, latency_ms=_ms(t0))
+        except cf.TimeoutError:
+            err = f"timeout after {timeout:g}s"
+        except Exception as exc:
+            err = f"{type(exc).__name__}: {exc}"
+        log.warning("expert call failed", extra={"expert": spec.name, "error": err[:300]})
+        return None, Attempt(expert=spec.name, ok=False, latency_ms=_ms(t0), error=err[:500])
+
+    def dispatch(self, text: str, selected: Sequence[str], weights: Sequence[float], ranked: Sequence[str],
+                 spec_of: Callable[[str], ExpertSpec], *, max_tokens: int = 128,
+                 history: Sequence[dict[str, str]] = (), timeout_s: float | None = None) -> list[ExpertAnswer]:
+        """Ask each selected expert; replace failures with the next-best untried expert in ``ranked``.
+
+        Returns:
+            one :class:`ExpertAnswer` per selected expert (``expert=None`` when every try failed).
+        """
+        messages = [*history, {"role": "user", "content": text}]
+        tried: set[str] = set()
+        out: list[ExpertAnswer] = []
+        for name, weight in zip(selected, weights, strict=True):
+            attempts: list[Attempt] = []
+            candidates = [name] + [n for n in ranked if n != name and n not in selected]
+            answer: str | None = None
+            used: str | None = None
+            for cand in candidates:
+                if cand in tried or len(attempts) > self.max_fallbacks:
+                    continue
+                tried.add(cand)
+                try:
+                    spec = spec_of(cand)
+                except Exception as exc:  # removed from the registry meanwhile
+                    attempts.append(Attempt(expert=cand, ok=False, latency_ms=0.0, error=str(exc)[:300]))
+                    continue
+                answer, att = self.call(spec, messages, max_tokens=max_tokens, timeout_s=timeout_s)
+                if cand != name:
+                    att.fallback_for = name
+                attempts.append(att)
+                if answer is not None:
+                    used = cand
+                    break
+            out.append(ExpertAnswer(
+                expert=used, answer=answer or "", weight=weight, attempts=attempts,
+                fell_back=used is not None and used != name,
+            ))
+        return out
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for _, backend in self._backends.values():
+            backend.close()
+
+
+class Aggregation(BaseModel):
+    answer: str
+    method: str
+    flagged: bool = False
+    reason: str = ""
+
+
+def aggregate_concat(items: Sequence[tuple[str, str | None, str]], **_: Any) -> Aggregation:
+    """Structured concatenation of ``(sub-task, expert, answer)`` triples."""
+    if len(items) == 1:
+        text, expert, answer = items[0]
+        return Aggregation(answer=answer or "(no expert could answer)", method="concat")
+    parts = []
+    for i, (text, expert, answer) in enumerate(items, 1):
+        who = f" [{expert}]" if expert else ""
+        parts.append(f"{i}. {text}{who}\n{answer or '(no expert could answer)'}")
+    return Aggregation(answer="\n\n".join(parts), method="concat")
+
+
+def aggregate_compose(items: Sequence[tuple[str, str | None, str]], *, llm: Any = None, query: str = "",
+                      max_tokens: int = 384, **_: Any) -> Aggregation:
+    """Ask the router LLM to merge the answers into one reply; ``concat`` (flagged) if that fails."""
+    if llm is None or len(items) == 1:
+        return aggregate_concat(items)
+    notes = "\n\n".join(f"Sub-question: {t}\nExpert answer: {a or '(none)'}" for t, _, a in items)
+    messages = [
+        {"role": "system", "content": "Combine the expert answers into one clear reply to the user's message. "
+                                      "Keep every fact; do not add new claims."},
+        {"role": "user", "content": f"User message: {query}\n\n{notes}"},
+    ]
+    try:
+        text = llm.complete(messages, max_tokens=max_tokens).strip()
+        if not text:
+            raise ValueError("empty composition")
+        return Aggregation(answer=text, method="compose")
+    except Exception as exc:
+        agg = aggregate_concat(items)
+        agg.flagged, agg.reason = True, f"compose failed, concatenated instead: {exc}"[:300]
+        log.warning("compose aggregation fell back to concat", extra={"error": str(exc)[:200]})
+        return agg
+
+
+aggregator_resolver: dict[str, Callable[..., Aggregation]] = {"concat": aggregate_concat, "compose": aggregate_compose}
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 3)

@@ -1,0 +1,88 @@
+"""Deterministic stand-ins for tests and fault injection: a hashing encoder, fake expert backends
+and a scripted router LLM. Nothing here is used on the production path.
+
+Example:
+    >>> FakeBackend.modes["law"] = "down"          # the law expert now raises BackendError
+    >>> llm = ScriptedLLM(['{"subtasks": [...]}'])  # returns canned outputs in order
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from typing import ClassVar
+
+import numpy as np
+
+from experts.backends import BackendError, ExpertBackend
+from router.llm import RouterLLM, RouterLLMUnavailableError
+
+DOMAIN_TEXTS = {
+    "medicine": ["disease symptoms treatment doctor drug dose patient blood pressure diabetes",
+                 "clinical diagnosis therapy medicine hospital infection fever"],
+    "law": ["contract court lawsuit legal rights tenant landlord statute judge",
+            "copyright licence law crime attorney liability tort"],
+    "code": ["python function code program bug compile algorithm list string",
+             "software javascript sql database api recursion sort array"],
+    "finance": ["tax invest stock bond loan mortgage interest rate bank money",
+                "accounting budget retirement inflation dividend portfolio deduct"],
+    "general": ["history geography capital country river mountain culture",
+                "science planet animal music book travel weather"],
+}
+
+
+class HashEncoder:
+    """Bag-of-words hashed into 256 dims, L2-normalised: deterministic, no model."""
+
+    name = "hash"
+    dim = 256
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode(self, texts, *, use_cache=True):
+        self.calls += 1
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"[a-z]+", t.lower()):
+                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1.0
+        out += 1e-6
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+class FakeBackend(ExpertBackend):
+    """Answers instantly; ``mode`` = ok | down | slow (sleeps ``delay``)."""
+
+    name = "fake"
+    modes: ClassVar[dict[str, str]] = {}  # expert name -> ok | down | slow, shared by all instances
+
+    def __init__(self, spec, **kwargs):
+        super().__init__(spec)
+        self.delay = 2.0
+
+    def generate(self, messages, *, max_tokens=128, temperature=0.0):
+        mode = self.modes.get(self.spec.name, "ok")
+        if mode == "down":
+            raise BackendError(f"{self.spec.name} is down")
+        if mode == "slow":
+            time.sleep(self.delay)
+        return f"[{self.spec.name}] answer to: {messages[-1]['content']}"
+
+
+class ScriptedLLM(RouterLLM):
+    """Returns canned outputs in order (or raises when ``down``)."""
+
+    name = "scripted"
+    supports_json_schema = True
+
+    def __init__(self, outputs=(), *, down=False):
+        self.outputs = list(outputs)
+        self.down = down
+        self.calls = 0
+
+    def complete(self, messages, *, json_schema=None, prefill="", max_tokens=256, temperature=0.0):
+        self.calls += 1
+        if self.down:
+            raise RouterLLMUnavailableError("connection refused")
+        return self.outputs.pop(0) if self.outputs else "{}"

@@ -1,0 +1,85 @@
+import json
+
+import pytest
+
+from router.decompose import Decomposer, DecompositionError, decomposition_schema
+from router.testing import ScriptedLLM
+
+DOMAINS = ["medicine", "law", "code", "finance", "general"]
+Q = "What dose of ibuprofen is safe for a fever, and how do I deduct medical costs on my taxes?"
+GOOD = {"subtasks": [{"subtask": "What dose of ibuprofen is safe for a fever?", "domain": "medicine"},
+                     {"subtask": "How do I deduct medical costs on my taxes?", "domain": "finance"}]}
+
+
+def test_schema_enumerates_domains():
+    s = decomposition_schema(DOMAINS)
+    assert s["properties"]["subtasks"]["items"]["properties"]["domain"]["enum"] == DOMAINS
+
+
+def test_valid_llm_output_is_llm_path():
+    d = Decomposer(ScriptedLLM([json.dumps(GOOD)]), DOMAINS).decompose(Q)
+    assert d.path == "llm" and not d.flagged
+    assert [s.domain_hint for s in d.subtasks] == ["medicine", "finance"]
+
+
+def test_fast_path_skips_llm():
+    llm = ScriptedLLM([json.dumps(GOOD)])
+    d = Decomposer(llm, DOMAINS).decompose("What is a tort?")
+    assert d.path == "fast_path" and llm.calls == 0 and d.subtasks[0].domain_hint == "law"
+
+
+@pytest.mark.parametrize("raw", [
+    "Sure! Here you go:\n" + json.dumps(GOOD) + "\nHope it helps.",          # chatter around JSON
+    json.dumps(GOOD)[:-3],                                                    # truncated tail
+    "```json\n" + json.dumps(GOOD) + "\n```",                                 # code fence
+    json.dumps({"subtasks": [{"subtask": GOOD["subtasks"][0]["subtask"], "domain": "Health"},
+                             {"subtask": GOOD["subtasks"][1]["subtask"], "domain": "finance"}]}),  # unknown domain
+    json.dumps(GOOD["subtasks"]),                                             # bare list
+])
+def test_repairable_outputs(raw):
+    d = Decomposer(ScriptedLLM([raw]), DOMAINS).decompose(Q)
+    assert d.path == "repaired" and not d.flagged and d.reason
+    assert len(d.subtasks) == 2
+
+
+def test_left_out_clause_is_added_back():
+    one = {"subtasks": [GOOD["subtasks"][0]]}
+    d = Decomposer(ScriptedLLM([json.dumps(one)]), DOMAINS).decompose(Q)
+    assert d.path == "repaired" and len(d.subtasks) == 2 and "left-out" in d.reason
+
+
+def test_invented_subtasks_dropped_then_fallback():
+    bad = {"subtasks": [{"subtask": "Tell me a joke about penguins", "domain": "general"}]}
+    d = Decomposer(ScriptedLLM([json.dumps(bad)]), DOMAINS).decompose(Q)
+    assert d.path == "clause_splitter" and d.flagged and "invalid LLM output" in d.reason
+    assert len(d.subtasks) == 2
+
+
+@pytest.mark.parametrize("raw", ["no json at all", "{}", "[]", "42", '{"subtasks": "x"}'])
+def test_unrepairable_output_falls_back_flagged(raw):
+    d = Decomposer(ScriptedLLM([raw]), DOMAINS).decompose(Q)
+    assert d.path == "clause_splitter" and d.flagged
+    assert [s.domain_hint for s in d.subtasks] == ["medicine", "finance"]
+
+
+def test_llm_down_falls_back_flagged():
+    d = Decomposer(ScriptedLLM(down=True), DOMAINS).decompose(Q)
+    assert d.path == "clause_splitter" and d.flagged and "unavailable" in d.reason
+
+
+def test_parse_raises_on_nothing_valid():
+    with pytest.raises(DecompositionError):
+        Decomposer(ScriptedLLM(), DOMAINS).parse('{"subtasks": [{"domain": "law"}]}', Q)
+
+
+def test_prefill_used_without_schema_support():
+    class Plain(ScriptedLLM):
+        supports_json_schema = False
+
+        def complete(self, messages, *, json_schema=None, prefill="", **kw):
+            assert json_schema is None and prefill.startswith('{"subtasks": [{"subtask": "')
+            return prefill + 'What dose of ibuprofen is safe for a fever?", "domain": "medicine"}, ' \
+                '{"subtask": "How do I deduct medical costs on my taxes?", "domain": "finance"}]}'
+
+    d = Decomposer(Plain(), DOMAINS).decompose(Q)
+    assert d.path == "llm" and len(d.subtasks) == 2

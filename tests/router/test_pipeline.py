@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import pytest
+
+from router.feedback import FeedbackNotFoundError, FeedbackStore
+from router.pipeline import RouteOptions
+from router.testing import FakeBackend, ScriptedLLM
+
+Q = "What dose of ibuprofen is safe for a fever, and how do I deduct medical costs on my taxes?"
+
+
+def test_route_end_to_end_with_flagged_fallback(make_router):
+    router = make_router()  # LLM down
+    res = router.route(Q)
+    assert res.decomposition_path == "clause_splitter" and res.decomposition_flagged
+    assert [s.expert for s in res.subtasks] == ["medicine", "finance"]
+    assert all(s.scores[0]["rank"] == 1 and set(s.scores[0]) >= {"D_emb", "C_model", "TE"} for s in res.subtasks)
+    assert "1. " in res.answer and "[finance]" in res.answer
+    assert set(res.timings_ms) == {"decompose", "score", "dispatch", "aggregate", "total"}
+
+
+def test_llm_path(make_router):
+    good = {"subtasks": [{"subtask": "What dose of ibuprofen is safe for a fever?", "domain": "medicine"},
+                         {"subtask": "How do I deduct medical costs on my taxes?", "domain": "finance"}]}
+    res = make_router(ScriptedLLM([json.dumps(good)])).route(Q)
+    assert res.decomposition_path == "llm" and not res.decomposition_flagged
+
+
+def test_expert_down_falls_back_to_next_best(make_router):
+    router = make_router()
+    FakeBackend.modes["law"] = "down"
+    res = router.route("Can my landlord evict my tenant without a court order?")
+    sub = res.subtasks[0]
+    assert sub.selected == ["law"] and sub.expert != "law" and sub.fell_back
+    assert sub.attempts[0].expert == "law" and not sub.attempts[0].ok
+    assert sub.attempts[1].ok and sub.attempts[1].fallback_for == "law"
+    assert sub.expert == sub.scores[1]["expert"]  # the next-best by TE
+
+
+def test_expert_slow_times_out_to_next_best(make_router):
+    router = make_router(timeout_s=0.3)
+    FakeBackend.modes["code"] = "slow"
+    res = router.route("How do I sort a list in Python?")
+    sub = res.subtasks[0]
+    assert sub.attempts[0].expert == "code" and "timeout" in sub.attempts[0].error
+    assert sub.expert not in (None, "code")
+
+
+def test_all_experts_down_still_answers_a_result(make_router):
+    router = make_router()
+    for n in ("medicine", "law", "code", "finance", "general"):
+        FakeBackend.modes[n] = "down"
+    res = router.route("What is a tort?")
+    assert res.subtasks[0].expert is None and "no expert could answer" in res.answer
+
+
+def test_top_k_and_cost_aware(make_router, registry):
+    router = make_router()
+    res = router.route("What is a tort?", RouteOptions(strategy="top_k", k=2))
+    assert len(res.subtasks[0].selected) == 2 and len(res.subtasks[0].answers) == 2
+    assert abs(sum(res.subtasks[0].weights) - 1) < 1e-5
+    registry.update("law", cost=100.0)
+    res = router.route("What is a tort?", RouteOptions(strategy="cost_aware", cost_lambda=0.001, k=5))
+    assert "law" not in res.subtasks[0].selected
+
+
+def test_no_answer_mode_skips_experts(make_router):
+    res = make_router().route("What is a tort?", RouteOptions(answer=False))
+    assert res.answer == "" and res.subtasks[0].attempts == []
+
+
+def test_feedback_updates_history_used_by_c_model(make_router):
+    router = make_router()
+    q = "Can my landlord evict my tenant without a court order?"
+    before = router.route(q)
+    law_before = next(s for s in before.subtasks[0].scores if s["expert"] == "law")["C_model"]
+    for _ in range(3):
+        r = router.route(q)
+        router.feedback.rate(r.request_id, rating=0.0)
+    after = router.route(q)
+    law_after = next(s for s in after.subtasks[0].scores if s["expert"] == "law")["C_model"]
+    assert law_after > law_before
+
+
+def test_feedback_store_durable(tmp_path):
+    fb = FeedbackStore(tmp_path / "f.sqlite")
+    v = np.ones(8, dtype=np.float32) / np.sqrt(8)
+    fb.record(request_id="r", index=0, subtask="x", expert="law", te=0.3, latency_ms=1.0, ok=True, embedding=v)
+    assert fb.error_rate("law", v) is None  # unrated success is no evidence
+    assert fb.rate("r", rating=0.0) == 1
+    again = FeedbackStore(tmp_path / "f.sqlite")  # reopened: durable
+    assert again.error_rate("law", v) > 0.5
+    with pytest.raises(FeedbackNotFoundError, match="no routed outcome"):
+        again.rate("nope", rating=1.0)
+    with pytest.raises(ValueError):
+        again.rate("r", rating=2.0)
+    assert again.stats()["law"]["rated"] == 1
