@@ -143,12 +143,21 @@ DEBS: dict[str, DebPin] = {
             "package GPL-2/3; Reuters-21578 sample, free for research use (Reuters Ltd, Carnegie Group)",
             ("./usr/lib/R/site-library/tm/texts/acq/", "./usr/lib/R/site-library/tm/texts/crude/"),
         ),
+        DebPin(
+            "gretl-common",
+            "2022c-1",
+            "all",
+            "661a966dd8317506c9d08d809325472e766e6e45386b97b77c9b834d20180d0f",
+            "GPL-3 (gretl command reference)",
+            ("./usr/share/gretl/gretl_cli_cmdref.en",),
+        ),
     )
 }
 
 APT_PATHS: dict[str, Path] = {
     "dict-gcide": Path("/usr/share/dictd/gcide.dict.dz"),
     "python3.11-doc": Path("/usr/share/doc/python3.11/html/_sources"),
+    "wordnet-base": Path("/usr/share/wordnet/data.noun"),
 }
 """Debian packages installed by ``make setup`` (``deps/apt.txt``) and the path each one provides."""
 

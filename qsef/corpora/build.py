@@ -32,8 +32,9 @@ from qsef.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
-"""Bump when the processing changes: caches of an older format are rebuilt."""
+CACHE_FORMAT = 2
+"""Bump when the processing changes: caches of an older format are rebuilt (so are caches whose
+list of sources differs from ``SOURCES``)."""
 
 HELDOUT_PERCENT = 10
 """Share of parent documents (by hash of their id) that goes to the held-out split."""
@@ -119,6 +120,7 @@ def _header(domain: str, docs: list[Document]) -> dict[str, Any]:
             "domain": domain,
             "n_docs": len(docs),
             "n_words": sum(s["words"] for s in per_source.values()),
+            "source_names": [s.name for s in sources_for(domain)],
             "sources": per_source,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -191,6 +193,20 @@ def build_all(*, force: bool = False) -> dict[str, Path]:
 # --------------------------------------------------------------------------- reading
 
 
+def _check_meta(path: Path, meta: dict[str, Any]) -> None:
+    if meta.get("format") != CACHE_FORMAT:
+        raise CorpusCacheError(
+            f"corpus cache {path} has format {meta.get('format')}, expected {CACHE_FORMAT}"
+        )
+    expected = (
+        [s.name for s in sources_for(meta.get("domain", ""))] if meta.get("domain") in DOMAINS else None
+    )
+    if meta.get("source_names") != expected:
+        raise CorpusCacheError(
+            f"corpus cache {path} was built from {meta.get('source_names')}, expected {expected}"
+        )
+
+
 def read_header(path: Path) -> dict[str, Any]:
     """The header of a cache file.
 
@@ -207,10 +223,7 @@ def read_header(path: Path) -> dict[str, Any]:
         raise CorpusCacheError(
             f"corpus cache {path} is unreadable ({exc.__class__.__name__}: {exc})"
         ) from exc
-    if meta.get("format") != CACHE_FORMAT:
-        raise CorpusCacheError(
-            f"corpus cache {path} has format {meta.get('format')}, expected {CACHE_FORMAT}"
-        )
+    _check_meta(path, meta)
     return meta
 
 
@@ -218,10 +231,7 @@ def _read_cache(path: Path) -> tuple[Document, ...]:
     try:
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             meta = json.loads(fh.readline())["_meta"]
-            if meta.get("format") != CACHE_FORMAT:
-                raise CorpusCacheError(
-                    f"corpus cache {path} has format {meta.get('format')}, expected {CACHE_FORMAT}"
-                )
+            _check_meta(path, meta)
             docs = tuple(Document(**json.loads(line)) for line in fh)
     except CorpusCacheError:
         raise

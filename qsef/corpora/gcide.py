@@ -93,6 +93,7 @@ def clean(raw: str) -> str:
     for _ in range(3):  # etymologies can nest brackets
         t = _BRACKETS.sub(" ", t)
     t = re.sub(r"\{([^{}]*)\}", r"\1", t)
+    t = re.sub(r"(?<=\w)[*\"`](?=\w)", "", t)  # syllable and stress marks in run-on forms (Fit"ful*ly)
     t = _CITATION.sub(" ", t)
     t = re.sub(r"\s+([,.;:])", r"\1", " ".join(t.split()))
     return re.sub(r"([,;:])\1+", r"\1", t).strip(" ,;")

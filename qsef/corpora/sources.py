@@ -15,6 +15,7 @@ import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from qsef.corpora import assets, gcide
 from qsef.corpora.base import DOMAINS
@@ -254,6 +255,68 @@ def read_reuters() -> Iterator[RawDoc]:
             yield RawDoc(f"{topic}/{path.stem}", title, text)
 
 
+def read_gretl() -> Iterator[RawDoc]:
+    """gretl's command reference (econometrics: estimators, tests, time series), one command each."""
+    path = assets.deb_root("gretl-common") / "usr/share/gretl/gretl_cli_cmdref.en"
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for block in re.split(r"(?m)^# ", text)[1:]:
+        head, _, body = block.partition("\n")
+        name = head.split()[0] if head.split() else ""
+        if name and len(body.split()) >= 20:
+            yield RawDoc(_slug(name), f"gretl {name}", f"{name}\n\n{body.strip()}")
+
+
+# --------------------------------------------------------------------------- WordNet glosses
+
+WORDNET_TOPICS: dict[str, tuple[str, ...]] = {
+    "law": ("law", "criminal_law", "civil_law", "Roman_law", "legislation", "case_law", "maritime_law",
+            "corporation_law", "contract_law", "military_law", "canon_law", "matrimonial_law", "shariah"),
+    "finance": ("economics", "finance", "corporate_finance", "commerce", "commercial_enterprise", "banking",
+                "accounting", "tax", "stock_exchange", "business"),
+}  # fmt: skip
+"""Topic-domain synsets (by a lemma of theirs) whose member synsets' glosses go to a domain."""
+WORDNET_LEXFILES: dict[str, tuple[int, ...]] = {"finance": (21,)}
+"""Whole lexicographer files for a domain: 21 is noun.possession (money, assets, transactions)."""
+
+
+@lru_cache(maxsize=1)
+def _wordnet() -> dict[tuple[str, str], tuple[int, tuple[str, ...], tuple[tuple[str, str, str], ...], str]]:
+    """WordNet 3.0 synsets: (offset, pos) -> (lexfile, lemmas, pointers (symbol, offset, pos), gloss)."""
+    folder = assets.apt_path("wordnet-base").parent
+    out = {}
+    for pos_name, pos in (("noun", "n"), ("verb", "v"), ("adj", "a"), ("adv", "r")):
+        for line in (folder / f"data.{pos_name}").read_text(encoding="latin-1").splitlines():
+            if line.startswith("  "):
+                continue
+            head, _, gloss = line.partition(" | ")
+            f = head.split()
+            n = int(f[3], 16)
+            lemmas = tuple(f[4 + 2 * i] for i in range(n))
+            i = 4 + 2 * n
+            ptrs = tuple((f[i + 1 + 4 * k], f[i + 2 + 4 * k], f[i + 3 + 4 * k].replace("s", "a"))
+                         for k in range(int(f[i])))  # fmt: skip
+            out[(f[0], pos)] = (int(f[1]), lemmas, ptrs, gloss.strip())
+    return out
+
+
+def _wordnet_reader(domain: str) -> Callable[[], Iterator[RawDoc]]:
+    def read() -> Iterator[RawDoc]:
+        synsets = _wordnet()
+        topics = {key for key, (_, lemmas, _, _) in synsets.items()
+                  if key[1] == "n" and set(lemmas) & set(WORDNET_TOPICS.get(domain, ()))}  # fmt: skip
+        lexfiles = set(WORDNET_LEXFILES.get(domain, ()))
+        for (offset, pos), (lexfile, lemmas, ptrs, gloss) in sorted(synsets.items()):
+            in_topic = any(sym == ";c" and (t, tpos) in topics for sym, t, tpos in ptrs)
+            if not (in_topic or (pos == "n" and lexfile in lexfiles)):
+                continue
+            words = [w.replace("_", " ") for w in lemmas]
+            words = [re.sub(r"\(\w+\)$", "", w) for w in words]
+            yield RawDoc(f"{offset}-{pos}", words[0], f"{'; '.join(words)}: {gloss}")
+
+    read.__doc__ = f"WordNet 3.0 glosses of {domain} synsets."
+    return read
+
+
 # --------------------------------------------------------------------------- general
 
 GENSIM_WIKI = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -305,6 +368,8 @@ SOURCES: dict[str, Source] = {
                "public domain (US government work, CDC/NCHS)", read_icd10cm),
         Source("spdx", "law", "npm spdx-license-list@6.12.0: licenses/*.json (full licence texts)",
                "package CC0-1.0; each text under its own licence, redistributable verbatim", read_spdx),
+        Source("wordnet-law", "law", "Debian wordnet-base: glosses of synsets in the law topic domains",
+               "WordNet 3.0 licence (Princeton; free use with notice)", _wordnet_reader("law")),
         Source("gcide-law", "law", "Debian dict-gcide: senses labelled (Law), (Eng. Law), (Civil Law)...",
                "GPL-3+ (GCIDE; Webster 1913 public domain)", _gcide_reader("law")),
         Source("python-docs", "code", "Debian python3.11-doc: /usr/share/doc/python3.11/html/_sources/**/*.rst.txt",
@@ -318,6 +383,12 @@ SOURCES: dict[str, Source] = {
                "GFDL-1.1+", read_gnucash_guide),
         Source("reuters", "finance", "Debian r-cran-tm=0.7-11-1 (extracted): tm/texts/{acq,crude}/*.xml",
                "Reuters-21578 Distribution 1.0: free for research use (Reuters Ltd, Carnegie Group)", read_reuters),
+        Source("gretl-cmdref", "finance",
+               "Debian gretl-common=2022c-1 (extracted): usr/share/gretl/gretl_cli_cmdref.en",
+               "GPL-3", read_gretl),
+        Source("wordnet-finance", "finance",
+               "Debian wordnet-base: glosses of noun.possession and economics/finance/commerce topic synsets",
+               "WordNet 3.0 licence (Princeton; free use with notice)", _wordnet_reader("finance")),
         Source("gcide-finance", "finance",
                "Debian dict-gcide: senses labelled (Com.), (Finance), (Banking), (Polit. Econ.)...",
                "GPL-3+ (GCIDE)", _gcide_reader("finance")),

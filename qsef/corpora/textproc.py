@@ -197,7 +197,7 @@ _DB_DROP = re.compile(
     re.S,
 )
 _DB_BLOCK = re.compile(
-    r"</?(para|simpara|title|listitem|varlistentry|term|entry|row|itemizedlist|orderedlist|variablelist"
+    r"</?(para|simpara|title|listitem|varlistentry|term|row|itemizedlist|orderedlist|variablelist"
     r"|sect\d|section|chapter|appendix|note|tip|warning|important|caution|example|table|informaltable"
     r"|glossentry|glossterm|glossdef|formalpara|procedure|step|programlisting|screen|blockquote"
     r"|literallayout|figure|caption)\b[^>]*>"
@@ -228,11 +228,13 @@ def docbook_to_text(xml: str, entities: dict[str, str]) -> str:
     xml = re.sub(r"<!DOCTYPE[^>\[]*(\[.*?\])?\s*>", " ", xml, flags=re.S)
     xml = re.sub(r"<\?.*?\?>", " ", xml, flags=re.S)
     xml = _DB_DROP.sub(" ", xml)
+    xml = re.sub(r"</entry\s*>", " | ", xml)  # table cells stay on their row's line
     xml = _DB_BLOCK.sub("\n\n", xml)
     xml = re.sub(r"<[^>]+>", "", xml)
     xml = re.sub(r"&([\w.-]+);", lambda m: entities.get(m.group(1), m.group(0)), xml)
     xml = html.unescape(xml)
-    return "\n\n".join(squash(p) for p in re.split(r"\n\s*\n", xml) if p.strip())
+    paras = (squash(p).removesuffix(" |") for p in re.split(r"\n\s*\n", xml))
+    return "\n\n".join(p for p in paras if p.strip(" |"))
 
 
 # --------------------------------------------------------------------------- wikitext
