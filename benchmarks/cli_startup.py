@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import save  # noqa: E402
+from _common import save
 
 HEAVY = ("torch", "transformers", "pykeen", "sentence_transformers", "scipy", "sklearn")
 

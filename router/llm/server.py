@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -241,10 +242,8 @@ class VLLMServer:
             log.warning("vLLM ignored SIGTERM; killing", extra={"pid": info.pid})
             self._signal(info.pid, pgid, signal.SIGKILL)
             time.sleep(0.5)
-        try:  # reap it if it is our child
+        with contextlib.suppress(ChildProcessError):  # reap it if it is our child
             os.waitpid(info.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         self.pid_file.unlink(missing_ok=True)
         return True
 

