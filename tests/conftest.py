@@ -15,6 +15,11 @@ VLLM_TEST_MODEL = "smollm2-135m"
 VLLM_TEST_PORT = int(os.environ.get("QSEF_TEST_VLLM_PORT", "8019"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Run tests that stop the shared vLLM server after every other test that may use it."""
+    items.sort(key=lambda item: item.get_closest_marker("stops_vllm") is not None)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     random.seed(0)
