@@ -86,3 +86,33 @@ class ScriptedLLM(RouterLLM):
         if self.down:
             raise RouterLLMUnavailableError("connection refused")
         return self.outputs.pop(0) if self.outputs else "{}"
+
+
+def build_fake_router(folder, llm: RouterLLM | None = None, *, timeout_s: float = 5.0, encoder=None):
+    """A full :class:`router.pipeline.Router` on fakes: five tiny-profile experts (registry under ``folder``),
+    the hashing encoder, :class:`FakeBackend` experts, and ``llm`` (default: an unreachable router LLM)."""
+    from pathlib import Path
+
+    from experts.registry import ExpertRegistry, ExpertSpec
+    from qsef.engine import QSEFEngine
+    from router.decompose import Decomposer
+    from router.dispatch import Dispatcher
+    from router.feedback import FeedbackStore
+    from router.pipeline import Router
+    from router.scoring import RegistryScorer
+
+    folder = Path(folder)
+    registry = ExpertRegistry(folder / "experts.sqlite")
+    if not registry.names():
+        for d, texts in DOMAIN_TEXTS.items():
+            registry.add(ExpertSpec(name=d, domain=d, backend="hf", backend_kwargs={"model": "none"},
+                                    profile={"texts": texts}, size_params=500_000_000))
+    fb = FeedbackStore(folder / "feedback.sqlite")
+    engine = QSEFEngine(experts=[], encoder=encoder or HashEncoder(), history=fb)
+    return Router(
+        registry=registry,
+        decomposer=Decomposer(llm or ScriptedLLM(down=True), list(DOMAIN_TEXTS)),
+        scorer=RegistryScorer(registry, engine=engine, history=fb),
+        dispatcher=Dispatcher(lambda spec: FakeBackend(spec), timeout_s=timeout_s),
+        feedback=fb,
+    )

@@ -1,0 +1,98 @@
+"""Micro-batching: concurrent requests share one call of a batch function.
+
+Requests put their item on a queue and await a future. One worker task takes the first item, keeps
+collecting for ``window_ms`` (or until ``max_batch`` items), runs ``fn(items)`` once in a worker
+thread and hands each caller its row. For ``/v1/score`` this turns N concurrent requests into one
+encoder forward pass and one ``(N, E)`` scoring pass.
+
+Example:
+    >>> batcher = MicroBatcher(lambda texts: [len(t) for t in texts], window_ms=5)
+    >>> await batcher.start()
+    >>> await asyncio.gather(batcher.submit("a"), batcher.submit("bb"))
+    [1, 2]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+log = logging.getLogger(__name__)
+
+
+class MicroBatcher:
+    """Args:
+    fn: ``items -> results`` (same length, same order); runs in a thread.
+    window_ms: how long to wait for more items after the first.
+    max_batch: most items per call.
+    on_batch: called with each batch size (metrics).
+    """
+
+    def __init__(self, fn: Callable[[list[Any]], Sequence[Any]], *, window_ms: float = 5.0, max_batch: int = 64,
+                 on_batch: Callable[[int], None] | None = None):
+        self.fn = fn
+        self.window = window_ms / 1000.0
+        self.max_batch = max_batch
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self.batches = 0
+        self.items = 0
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def submit(self, item: Any) -> Any:
+        if self._queue is None:
+            raise RuntimeError("micro-batcher not started")
+        fut = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.window
+            while len(batch) < self.max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    # take whatever is already waiting without blocking
+                    while len(batch) < self.max_batch and not self._queue.empty():
+                        batch.append(self._queue.get_nowait())
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    continue
+            live = [(item, fut) for item, fut in batch if not fut.cancelled()]
+            if not live:
+                continue
+            self.batches += 1
+            self.items += len(live)
+            if self.on_batch:
+                self.on_batch(len(live))
+            try:
+                results = await run_in_threadpool(self.fn, [item for item, _ in live])
+                for (_, fut), res in zip(live, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(res)
+            except Exception as exc:  # every caller of the batch gets the error
+                log.exception("batch call failed", extra={"size": len(live)})
+                for _, fut in live:
+                    if not fut.done():
+                        fut.set_exception(exc)

@@ -1,0 +1,21 @@
+"""HTTP-service settings (``QSEF_API_*`` environment variables); the project-wide ones stay in
+:mod:`qsef.settings` (host, port, api_key, router backend…)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiConfig(BaseSettings):
+    """Limits and tuning of the HTTP service."""
+
+    model_config = SettingsConfigDict(env_prefix="QSEF_API_", extra="ignore")
+
+    max_body_bytes: int = Field(256 * 1024, ge=1024, description="larger request bodies get 413")
+    max_query_chars: int = Field(8000, ge=16, description="longest query / text accepted (422 beyond)")
+    max_messages: int = Field(64, ge=1, description="most chat messages accepted")
+    batch_window_ms: float = Field(5.0, ge=0, description="/v1/score micro-batch window; 0 = no batching")
+    max_batch: int = Field(64, ge=1, description="most texts per encoder call")
+    expert_timeout_s: float = Field(120.0, gt=0, description="default per-expert answer budget")
+    warm: bool = Field(True, description="load the encoder and profiles at start-up")

@@ -1,0 +1,52 @@
+"""FastAPI dependencies as ``Annotated`` aliases; heavy objects come from the lifespan's :class:`AppState`."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from api.errors import ApiError
+from api.state import AppState
+from router.pipeline import Router
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.qsef
+
+
+def get_router(request: Request) -> Router:
+    return request.app.state.qsef.router
+
+
+def request_id(request: Request) -> str:
+    return request.state.request_id
+
+
+def require_api_key(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> None:
+    """Mutations need the key from settings (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``)."""
+    expected = request.app.state.qsef.settings.api_key
+    if not expected:
+        raise ApiError(403, "mutations_disabled",
+                       "this server has no API key configured (set QSEF_API_KEY) so mutations are disabled")
+    given = x_api_key
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            given = token.strip()
+    if not given:
+        raise ApiError(401, "missing_api_key", "this endpoint needs an API key: 'Authorization: Bearer KEY' or "
+                                               "'X-API-Key: KEY'")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(401, "invalid_api_key", "the API key is not valid")
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+RouterDep = Annotated[Router, Depends(get_router)]
+RequestIdDep = Annotated[str, Depends(request_id)]
+ApiKeyDep = Depends(require_api_key)

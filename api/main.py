@@ -1,0 +1,62 @@
+"""The FastAPI app: ``create_app()`` builds it, the lifespan builds the heavy objects once.
+
+Run it with ``qsef serve`` (uvicorn on ``settings.host:port``) or ``uvicorn --factory api.main:create_app``.
+OpenAPI docs at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from api.batching import MicroBatcher
+from api.config import ApiConfig
+from api.errors import install_error_handlers
+from api.metrics import Metrics
+from api.middleware import RequestContextMiddleware
+from api.routes import chat, experts, feedback, health, route, score
+from api.state import AppState
+from qsef.settings import Settings, get_settings
+from router.pipeline import Router
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, router: Router | None = None,
+               config: ApiConfig | None = None) -> FastAPI:
+    """Build the app. ``router`` injects a ready router (tests); otherwise the lifespan builds the
+    embedded stack from settings."""
+    settings = settings or get_settings()
+    config = config or ApiConfig()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        r = router or await run_in_threadpool(Router.from_settings, settings, timeout_s=config.expert_timeout_s)
+        state = AppState(settings=settings, config=config, router=r, metrics=metrics)
+        if config.warm:
+            await run_in_threadpool(r.scorer.warm)
+        if config.batch_window_ms > 0:
+            state.batcher = MicroBatcher(score.score_texts_fn(r), window_ms=config.batch_window_ms,
+                                         max_batch=config.max_batch, on_batch=metrics.score_batch.observe)
+            await state.batcher.start()
+        app.state.qsef = state
+        log.info("api ready", extra={"router_llm": r.decomposer.llm.describe(), "batching": bool(state.batcher)})
+        try:
+            yield
+        finally:
+            if state.batcher:
+                await state.batcher.stop()
+            if router is None:
+                r.close()
+
+    app = FastAPI(title="QSEF-KD router", version="0.1.0", lifespan=lifespan,
+                  description="Routes compound queries to small domain experts by QSEF transmission efficiency.")
+    install_error_handlers(app)
+    for module in (route, score, experts, feedback, chat, health):
+        app.include_router(module.router)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=config.max_body_bytes, metrics=metrics)
+    return app

@@ -1,0 +1,20 @@
+"""What the lifespan builds and the dependencies hand out: one :class:`AppState` per app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from api.batching import MicroBatcher
+from api.config import ApiConfig
+from api.metrics import Metrics
+from qsef.settings import Settings
+from router.pipeline import Router
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    config: ApiConfig
+    router: Router
+    metrics: Metrics = field(default_factory=Metrics)
+    batcher: MicroBatcher | None = None

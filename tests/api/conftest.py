@@ -1,0 +1,37 @@
+"""API fixtures: the real app (middleware, limits, handlers) around a router built from fakes."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.config import ApiConfig
+from api.main import create_app
+from qsef.settings import Settings
+from router.testing import FakeBackend, build_fake_router
+
+API_KEY = "test-key-123"
+
+
+@pytest.fixture
+def make_client(tmp_path):
+    FakeBackend.modes = {}
+    clients = []
+
+    def build(*, llm=None, api_key=API_KEY, timeout_s=5.0, **config):
+        settings = Settings(home=tmp_path, api_key=api_key)
+        router = build_fake_router(tmp_path, llm, timeout_s=timeout_s)
+        app = create_app(settings, router=router, config=ApiConfig(warm=False, **config))
+        client = TestClient(app)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield build
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
