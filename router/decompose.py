@@ -159,7 +159,7 @@ class Decomposer:
             sub = [SubTask(text=query, domain_hint=domain_hint(query, self.domains))]
             return Decomposition(subtasks=sub, path="fast_path", latency_ms=_ms(t0))
         if not use_llm:
-            return self._fallback(query, "LLM disabled for this call", "", t0)
+            return self._fallback(query, "LLM disabled for this call", "", t0, chosen=True)
         raw = ""
         try:
             if self.llm.supports_json_schema:
@@ -189,8 +189,9 @@ class Decomposer:
             latency_ms=_ms(t0),
         )
 
-    def _fallback(self, query: str, reason: str, raw: str, t0: float) -> Decomposition:
-        log.warning("decomposition fell back to the clause splitter", extra={"reason": reason[:300]})
+    def _fallback(self, query: str, reason: str, raw: str, t0: float, *, chosen: bool = False) -> Decomposition:
+        level = logging.INFO if chosen else logging.WARNING
+        log.log(level, "decomposition fell back to the clause splitter", extra={"reason": reason[:300]})
         subs = [SubTask(text=c, domain_hint=domain_hint(c, self.domains)) for c in split_clauses(query)]
         return Decomposition(subtasks=subs, path="clause_splitter", flagged=True, reason=reason,
                              llm=self.llm.describe(), raw=raw, latency_ms=_ms(t0))

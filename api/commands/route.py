@@ -1,0 +1,213 @@
+"""``qsef serve``, ``qsef route QUERY``, ``qsef eval decompose FILE`` — the router from the command line.
+
+Also :func:`run_demo`, the README demo: routes a handful of compound questions on the embedded
+defaults and prints, per sub-task, the chosen expert, its TE breakdown and the answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+ROUTER_LLMS = ("transformers", "openai", "vllm", "none")
+STRATEGIES = ("argmax", "top_k", "cost_aware")
+
+DEMO_QUERIES = (
+    "What are the common side effects of metformin, and how do I read a CSV file in Python with pandas?",
+    "Explain what a non-compete clause is. Also, what is the difference between a stock and a bond?",
+    "My landlord kept my deposit without reason; can I sue him? And how much should I save each month "
+    "to retire at 60?",
+    "What is the capital of Australia?",
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser("serve", help="run the HTTP API (FastAPI + uvicorn) on settings.host:port")
+    serve.add_argument("--host", help="bind address (default settings.host, loopback)")
+    serve.add_argument("--port", type=int, help="port (default settings.port)")
+    serve.add_argument("--router-llm", choices=ROUTER_LLMS, help="override settings.router_backend")
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.set_defaults(handler=_serve)
+
+    route = subparsers.add_parser("route", help="route a (compound) query: sub-tasks, chosen experts, answers, timings")
+    route.add_argument("query", metavar="QUERY", nargs="?")
+    route.add_argument("--json", action="store_true", help="print one JSON object")
+    _router_args(route)
+    route.add_argument("--strategy", choices=STRATEGIES, default="argmax")
+    route.add_argument("--k", type=int, default=2, help="experts per sub-task (top_k, cost_aware)")
+    route.add_argument("--cost-lambda", type=float, default=0.1)
+    route.add_argument("--tau", type=float, default=0.0, help="low-confidence threshold (0 = off)")
+    route.add_argument("--no-answer", action="store_true", help="decompose and score only; do not call experts")
+    route.add_argument("--max-tokens", type=int, default=128, help="answer length per sub-task")
+    route.add_argument("--demo", action="store_true", help="route the README's demo questions instead of QUERY")
+    route.set_defaults(handler=_route)
+
+    try:
+        from api.commands.score import eval_subparsers
+    except ImportError:  # the QSEF commands are not installed: create the group here
+        eval_subparsers = _own_eval_subparsers
+    dec = eval_subparsers(subparsers).add_parser(
+        "decompose", help='decompose rows {"query","domains"} and print {"n","count_accuracy","domain_set_accuracy"}')
+    dec.add_argument("file", metavar="FILE.jsonl")
+    dec.add_argument("--json", action="store_true", help="print one JSON object")
+    _router_args(dec)
+    dec.add_argument("--splitter", action="store_true", help="clause splitter only (no router LLM)")
+    dec.add_argument("--domains", choices=("hint", "qsef"), default="hint",
+                     help="predicted domains from the decomposer's hints or from QSEF's top expert")
+    dec.add_argument("--concurrency", type=int, default=4, help="queries decomposed at once")
+    dec.add_argument("--limit", type=int, help="first N rows only")
+    dec.add_argument("--rows", action="store_true", help="include per-row predictions in --json output")
+    dec.set_defaults(handler=_eval_decompose)
+
+
+def _own_eval_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    group = getattr(subparsers, "_qsef_eval_subparsers", None)
+    if group is None:
+        parser = subparsers.add_parser("eval", help="evaluate routing and decomposition on labelled JSONL files")
+        group = parser.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
+        subparsers._qsef_eval_subparsers = group
+    return group
+
+
+def _router_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--llm", choices=ROUTER_LLMS, help="router LLM backend (default settings.router_backend)")
+    p.add_argument("--model", help="router LLM model (store name / served name; default settings.router_model)")
+    p.add_argument("--llm-url", help="OpenAI-compatible base URL of a running router LLM (with --llm openai)")
+
+
+def _settings(args: argparse.Namespace):
+    from qsef.settings import get_settings
+
+    s = get_settings()
+    changes: dict[str, Any] = {}
+    if getattr(args, "llm", None):
+        changes["router_backend"] = "vllm" if args.llm == "openai" else args.llm
+    if getattr(args, "model", None):
+        changes["router_model"] = args.model
+    if getattr(args, "llm_url", None):
+        changes["llm_url"] = args.llm_url
+    return s.model_copy(update=changes) if changes else s
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.main import create_app
+
+    settings = _settings(args)
+    if args.router_llm:
+        settings = settings.model_copy(update={"router_backend": "vllm" if args.router_llm == "openai"
+                                               else args.router_llm})
+    host, port = args.host or settings.host, args.port or settings.port
+    print(f"qsef: serving on http://{host}:{port} (docs at /docs)", file=sys.stderr)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, workers=1)
+    return 0
+
+
+def _route(args: argparse.Namespace) -> int:
+    from router.pipeline import RouteOptions, Router
+
+    if not args.query and not args.demo:
+        print("qsef route: give a QUERY (or --demo)", file=sys.stderr)
+        return 2
+    if args.query is not None and not args.query.strip():
+        print("qsef route: QUERY is empty", file=sys.stderr)
+        return 2
+    opts = RouteOptions(strategy=args.strategy, k=args.k, cost_lambda=args.cost_lambda, tau=args.tau,
+                        answer=not args.no_answer, max_tokens=args.max_tokens)
+    router = Router.from_settings(_settings(args))
+    try:
+        if args.demo:
+            return run_demo(router=router, options=opts, as_json=args.json)
+        result = router.route(args.query, opts)
+    finally:
+        router.close()
+    if args.json:
+        print(json.dumps(result.model_dump(), indent=2))
+    else:
+        print_result(result)
+    return 0
+
+
+def print_result(result: Any, out: TextIO = sys.stdout) -> None:
+    """Human-readable route result: decomposition path, per sub-task expert + TE breakdown + answer."""
+    flag = " (FLAGGED fallback: " + result.decomposition_reason[:120] + ")" if result.decomposition_flagged else ""
+    print(f"query: {result.query}", file=out)
+    print(f"decomposition: {result.decomposition_path}{flag} — {len(result.subtasks)} sub-task(s)", file=out)
+    for s in result.subtasks:
+        print(f"\n  [{s.index + 1}] {s.text}", file=out)
+        low = "  LOW CONFIDENCE" if s.low_confidence else ""
+        fb = f"  (fell back from {', '.join(s.selected)})" if s.fell_back else ""
+        print(f"      expert: {s.expert}{fb}{low}   hint: {s.domain_hint}", file=out)
+        print("      " + "expert".ljust(10) + "".join(c.rjust(11) for c in
+                                                       ("D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R", "TE")),
+              file=out)
+        for sc in s.scores[:3]:
+            vals = "".join(("-" if sc[c] is None else f"{sc[c]:.3f}").rjust(11)
+                           for c in ("D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R", "TE"))
+            print("      " + str(sc["expert"])[:10].ljust(10) + vals, file=out)
+        if s.answer:
+            answer = s.answer.strip().replace("\n", "\n        ")
+            print(f"      answer: {answer}", file=out)
+        for a in s.attempts:
+            if not a.ok:
+                print(f"      ! {a.expert} failed: {a.error[:100]}", file=out)
+    t = result.timings_ms
+    print("\ntimings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()), file=out)
+
+
+def run_demo(*, router: Any = None, queries: tuple[str, ...] = DEMO_QUERIES, options: Any = None,
+             as_json: bool = False, out: TextIO = sys.stdout) -> int:
+    """Route the demo questions on the embedded defaults (in-process Qwen-0.5B router and experts unless
+    the settings say otherwise) and print each result. Returns 0."""
+    from qsef.settings import get_settings
+    from router.pipeline import RouteOptions, Router
+
+    own = router is None
+    router = router or Router.from_settings(get_settings())
+    options = options or RouteOptions(max_tokens=64)
+    try:
+        print(f"router LLM: {router.decomposer.llm.describe()}; experts: "
+              f"{', '.join(e.name for e in router.registry.list(enabled_only=True))}", file=out, flush=True)
+        for q in queries:
+            t0 = time.perf_counter()
+            result = router.route(q, options)
+            if as_json:
+                print(json.dumps(result.model_dump()), file=out, flush=True)
+            else:
+                print("\n" + "=" * 100, file=out)
+                print_result(result, out)
+                print(f"({time.perf_counter() - t0:.1f} s)", file=out, flush=True)
+    finally:
+        if own:
+            router.close()
+    return 0
+
+
+def _eval_decompose(args: argparse.Namespace) -> int:
+    from router.evaluate import evaluate_decomposition, load_rows
+    from router.pipeline import Router
+
+    rows = load_rows(args.file)
+    if args.limit:
+        rows = rows[: args.limit]
+    settings = _settings(args)
+    if args.splitter:
+        settings = settings.model_copy(update={"router_backend": "none"})
+    router = Router.from_settings(settings)
+    try:
+        out = evaluate_decomposition(rows, router.decomposer, concurrency=args.concurrency,
+                                     domain_source=args.domains, scorer=router.scorer, use_llm=not args.splitter,
+                                     keep_rows=args.rows)
+    finally:
+        router.close()
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"n={out['n']}  count_accuracy={out['count_accuracy']:.3f}  "
+              f"domain_set_accuracy={out['domain_set_accuracy']:.3f}  ({out['llm']})")
+        print(f"paths: {out['paths']}  latency p50 {out['latency_ms']['p50']:.0f} ms")
+    return 0
