@@ -82,15 +82,15 @@ def main() -> int:
         score_only, total, prefilter_total = [], [], []
         for t in texts:
             emb = enc.encode([t], use_cache=False)
-            score_only.append(timed(lambda t=t, emb=emb: engine.score([t], experts, embeddings=emb)))
+            score_only.append(timed(lambda t=t, emb=emb, ex=experts: engine.score([t], ex, embeddings=emb)))
 
-            def full(t=t):
+            def full(t=t, experts=experts):
                 e = enc.encode([t], use_cache=False)
                 engine.score([t], experts, embeddings=e)
 
             total.append(timed(full))
 
-            def pre(t=t):
+            def pre(t=t, experts=experts, filt=filt):
                 e = enc.encode([t], use_cache=False)
                 cand = filt.candidates(e, 32)
                 engine.score([t], [experts[j] for j in cand], embeddings=e)

@@ -94,3 +94,58 @@ class InMemoryHistory:
         out = (num / den).astype(np.float32)
         out[w.sum(axis=1) <= 0] = np.nan
         return out
+
+
+class LabelledHistory:
+    """History from labelled past tasks: a task labelled with domain d was handled well by the experts of
+    domain d and badly by the others (what an oracle feedback log records).
+
+    Equivalent to an :class:`InMemoryHistory` with every task recorded for every expert, but the
+    neighbours of a query batch are searched once for all experts.
+
+    Args:
+        embeddings: ``(N, dim)`` unit vectors of past tasks; labels: ``(N,)`` their gold domains.
+        expert_domains: expert name -> domain.
+        k, prior, max_similarity: as in :class:`InMemoryHistory`.
+    """
+
+    def __init__(self, embeddings: np.ndarray, labels: np.ndarray, expert_domains: dict[str, str], *,
+                 k: int = 10, prior: float = 1.0, max_similarity: float = 2.0) -> None:
+        self.emb = np.asarray(embeddings, dtype=np.float32)
+        self.labels = np.asarray(labels)
+        self.expert_domains = dict(expert_domains)
+        self.k = k
+        self.prior = prior
+        self.max_similarity = max_similarity
+        self._last: tuple[int, tuple[int, ...], np.ndarray, np.ndarray] | None = None
+
+    def _neighbours(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        key = (id(q), q.shape)
+        if self._last is not None and self._last[:2] == key:
+            return self._last[2], self._last[3]
+        k = min(self.k, self.emb.shape[0])
+        w_all, lab_all = [], []
+        for s in range(0, q.shape[0], 2048):  # bound memory: (2048, N) similarities at a time
+            sims = q[s:s + 2048] @ self.emb.T
+            sims[sims > self.max_similarity] = -np.inf
+            idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            w = np.take_along_axis(sims, idx, axis=1)
+            w_all.append(np.where(np.isfinite(w), np.maximum(w, 0.0), 0.0))
+            lab_all.append(self.labels[idx])
+        w, lab = np.concatenate(w_all), np.concatenate(lab_all)
+        self._last = (*key, w, lab)
+        return w, lab
+
+    def error_rates(self, expert_name: str, text_embeddings: np.ndarray) -> np.ndarray:
+        domain = self.expert_domains.get(expert_name)
+        if domain is None or self.emb.shape[0] == 0:
+            return np.full(text_embeddings.shape[0], np.nan, dtype=np.float32)
+        w, lab = self._neighbours(text_embeddings)
+        err = (lab != domain).astype(np.float32)
+        out = ((w * err).sum(1) + 0.5 * self.prior) / (w.sum(1) + self.prior)
+        out[w.sum(1) <= 0] = np.nan
+        return out.astype(np.float32)
+
+    def error_rate(self, expert_name: str, text_embedding: np.ndarray) -> float | None:
+        out = self.error_rates(expert_name, np.asarray(text_embedding, dtype=np.float32)[None, :])
+        return None if np.isnan(out[0]) else float(out[0])

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,6 @@ PROFILE_FORMAT = 1
 DEFAULT_DOMAINS = ("medicine", "law", "code", "finance", "general")
 #: Parameter count of the default experts' LLM (Qwen2.5-0.5B).
 DEFAULT_EXPERT_PARAMS = 0.5e9
-_TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
@@ -163,23 +161,16 @@ class ExpertProfile:
         return cls(centroid=centroid, lexical=lexical, **d)
 
 
-def split_passages(text: str, *, words: int = 120) -> list[str]:
-    """Cut a document into passages of about ``words`` words (the encoder truncates long inputs)."""
-    toks = text.split()
-    return [" ".join(toks[i:i + words]) for i in range(0, len(toks), words)] or [text]
-
-
-def corpus_passages(domain: str, *, split: str = "train", max_passages: int = 3000, seed: int = 0) -> list[str]:
-    """Passages of a domain corpus (``qsef.corpora``), uniformly subsampled to ``max_passages``."""
+def corpus_passages(domain: str, *, split: str = "train") -> list[str]:
+    """Passages of a domain corpus (``qsef.corpora``; already passage-sized), title first."""
     from qsef.corpora import load_corpus
 
-    passages: list[str] = []
+    out = []
     for doc in load_corpus(domain, split=split):
         body = f"{doc.title}. {doc.text}" if getattr(doc, "title", None) else doc.text
-        passages.extend(p for p in split_passages(body) if len(p.split()) >= 5)
-    if len(passages) > max_passages:
-        passages = random.Random(seed).sample(passages, max_passages)
-    return passages
+        if len(body.split()) >= 5:
+            out.append(body)
+    return out
 
 
 def kg_anchors(domain: str, k: int = 50) -> tuple[str | None, list[str]]:
@@ -196,8 +187,12 @@ def kg_anchors(domain: str, k: int = 50) -> tuple[str | None, list[str]]:
 
 def build_domain_profile(domain: str, *, encoder: Any = None, passages: Sequence[str] | None = None,
                          name: str | None = None, params: float = DEFAULT_EXPERT_PARAMS, cost: float = 1.0,
-                         n_anchors: int = 50) -> ExpertProfile:
+                         n_anchors: int = 50, centroid_sample: int = 1000, seed: int = 0) -> ExpertProfile:
     """Build one expert profile from a domain corpus.
+
+    The BM25 index covers every passage; the centroid is the mean embedding of a seeded sample of
+    ``centroid_sample`` passages (a mean of a thousand unit vectors is stable, and encoding whole
+    corpora on two CPU cores would take tens of minutes).
 
     Args:
         domain: domain label; its corpus comes from ``qsef.corpora`` unless ``passages`` is given.
@@ -211,14 +206,15 @@ def build_domain_profile(domain: str, *, encoder: Any = None, passages: Sequence
     passages = list(passages) if passages is not None else corpus_passages(domain)
     if not passages:
         raise ValueError(f"no texts to build a profile for domain {domain!r}")
-    emb = encoder.encode(passages, use_cache=False)
+    sample = passages if len(passages) <= centroid_sample else random.Random(seed).sample(passages, centroid_sample)
+    emb = encoder.encode(sample, use_cache=False)
     kg_domain, anchors = kg_anchors(domain, n_anchors)
     from qsef.encoder import texts_digest
 
     return ExpertProfile(
         name=name or domain, domain=domain, centroid=emb.mean(axis=0), params=params, cost=cost,
         kg_domain=kg_domain, kg_anchors=anchors, lexical=LexicalIndex.build(passages),
-        encoder=encoder.name, meta={"n_passages": len(passages), "corpus_sha256": texts_digest(passages)},
+        encoder=encoder.name, meta={"n_passages": len(passages), "n_centroid": len(sample), "corpus_sha256": texts_digest(passages)},
     )
 
 

@@ -21,7 +21,7 @@ from qsef.components import (
     component_resolver,
 )
 from qsef.engine import QSEFEngine, QSEFWeights
-from qsef.history import InMemoryHistory
+from qsef.history import LabelledHistory
 from qsef.profiles import ExpertProfile
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ class QSEFRouting(RoutingMethod):
         self.history_k = history_k
         self.l2 = l2
         self.experts = self.base
-        self.history: InMemoryHistory | None = None
+        self.history: LabelledHistory | None = None
         self.weights = engine.weights
         self.fit_info: dict[str, Any] = {}
 
@@ -294,11 +294,9 @@ class QSEFRouting(RoutingMethod):
                 experts.append(p)
         self.experts = experts
         if self.use_history:
-            self.history = InMemoryHistory(k=self.history_k)
-            loo = InMemoryHistory(k=self.history_k, max_similarity=0.9999)
-            for h in (self.history, loo):
-                for p in experts:
-                    h.record_many(p.name, train.emb, train.labels == p.domain)
+            names = {p.name: p.domain for p in experts}
+            self.history = LabelledHistory(train.emb, train.labels, names, k=self.history_k)
+            loo = LabelledHistory(train.emb, train.labels, names, k=self.history_k, max_similarity=0.9999)
         if self.calibrate:
             vals = self._values(train, loo if self.use_history else None)
             names = [n for n in FITTED if n in vals]
@@ -330,7 +328,7 @@ def report(gold: np.ndarray, pred: np.ndarray, domains: Sequence[str] | None = N
     """``{"n", "accuracy", "per_domain"}`` with per-domain accuracy (recall) and counts."""
     domains = list(domains) if domains is not None else sorted(set(gold))
     per = {d: float((pred[gold == d] == d).mean()) if (gold == d).any() else None for d in domains}
-    return {"n": int(len(gold)), "accuracy": float((gold == pred).mean()) if len(gold) else 0.0,
+    return {"n": len(gold), "accuracy": float((gold == pred).mean()) if len(gold) else 0.0,
             "per_domain": per, "support": {d: int((gold == d).sum()) for d in domains}}
 
 

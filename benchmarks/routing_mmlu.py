@@ -1,0 +1,222 @@
+"""Routing accuracy: QSEF vs baselines on MMLU (5-fold CV) and on the held-out non-MMLU set, plus ablations.
+
+Everything is measured in one run, on the same folds and the same cached MiniLM embeddings:
+
+* MMLU mapped to our five domains (SPEC §8), stratified 5-fold CV: qsef, centroid, knn, zeroshot, random
+  (and llm on a seeded subsample when ``--llm N`` is given);
+* held-out rows from other sources and styles (``qsef/corpora/data/routing_heldout.jsonl``): every method
+  trained on all of MMLU, plus ``qsef (no MMLU)`` — corpus profiles and shipped calibration only;
+* ablations: qsef with each component removed, on both sets.
+
+    .venv/bin/python benchmarks/routing_mmlu.py [--llm 200] [--out benchmarks/results/routing_mmlu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+log = logging.getLogger("routing_bench")
+
+
+def _static_cached(ds, engine, experts, name: str):
+    """attach_static with an on-disk cache keyed by the texts, the profiles and the graphs available."""
+    from qsef.encoder import texts_digest
+    from qsef.eval.routing import STATIC, attach_static
+    from qsef.settings import get_settings
+
+    key = texts_digest(ds.texts + [p.name + str(p.meta.get("corpus_sha256")) + str(p.kg_domain) + ",".join(p.kg_anchors)
+                                   for p in experts])[:16]
+    folder = get_settings().path("cache", "routing_features")
+    f = folder / f"{name}-{key}.npz"
+    if f.is_file():
+        data = np.load(f, allow_pickle=False)
+        ds.static = {k: data[k] for k in STATIC}
+        ds.flags = json.loads(str(data["flags"]))
+        return ds
+    t0 = time.time()
+    attach_static(ds, engine, experts)
+    np.savez(f, flags=np.array(json.dumps(ds.flags)), **ds.static)
+    log.info("static features", extra={"set": name, "n": len(ds.texts), "seconds": round(time.time() - t0, 1)})
+    return ds
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="benchmarks/results/routing_mmlu.json")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--llm", type=int, default=0, help="measure llm routing on a seeded subsample of N rows")
+    ap.add_argument("--llm-model", default="qwen-0.5b")
+    ap.add_argument("--heldout", default="qsef/corpora/data/routing_heldout.jsonl")
+    ap.add_argument("--skip-ablations", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level="INFO", format="%(asctime)s %(name)s %(message)s")
+    t_start = time.time()
+
+    from qsef.corpora import load_mmlu
+    from qsef.encoder import encode_cached
+    from qsef.engine import QSEFEngine
+    from qsef.eval.routing import (
+        LabelledSet,
+        confusion_png,
+        cross_validate_method,
+        load_rows,
+        make_method,
+        report,
+    )
+    from qsef.profiles import default_profiles
+
+    engine = QSEFEngine()
+    experts = default_profiles()
+    engine.experts = experts
+    enc = engine.encoder
+
+    mmlu = [{"text": r["text"], "domain": r["domain"]} for r in load_mmlu()]
+    held = load_rows(args.heldout) if Path(args.heldout).is_file() else []
+    mm = LabelledSet([r["text"] for r in mmlu], encode_cached([r["text"] for r in mmlu], encoder=enc, name="mmlu"),
+                     np.array([r["domain"] for r in mmlu]))
+    _static_cached(mm, engine, experts, "mmlu")
+    ho = None
+    if held:
+        ho = LabelledSet([r["text"] for r in held], encode_cached([r["text"] for r in held], encoder=enc, name="heldout"),
+                         np.array([r["domain"] for r in held]))
+        _static_cached(ho, engine, experts, "heldout")
+    log.info("data ready", extra={"mmlu": len(mm.texts), "heldout": len(held), "s": round(time.time() - t_start)})
+
+    results: dict = {"mmlu_cv": {}, "heldout": {}, "ablation_mmlu_cv": {}, "ablation_heldout": {}}
+    preds = {}
+    methods = ["qsef", "centroid", "knn", "zeroshot", "random"]
+
+    def mk(name, **kw):
+        return lambda: make_method(name, engine=engine, experts=experts, **kw)
+
+    for name in methods:
+        t0 = time.time()
+        out, pred = cross_validate_method(mk(name), mm, k=args.folds)
+        out["seconds"] = round(time.time() - t0, 1)
+        results["mmlu_cv"][name] = out
+        preds[name] = pred
+        log.info("mmlu cv", extra={"method": name, "acc": round(out["accuracy"], 4)})
+        if ho is not None:
+            m = mk(name)()
+            m.fit(mm)
+            p = m.predict(ho)
+            results["heldout"][name] = report(ho.labels, p)
+            if name == "qsef":
+                results["qsef_fit_on_all_mmlu"] = m.fit_info
+                preds["qsef_heldout"] = p
+            log.info("heldout", extra={"method": name, "acc": round(results["heldout"][name]["accuracy"], 4)})
+
+    # qsef without any MMLU data: corpus profiles, engine weights (shipped calibration), no history
+    for set_name, ds in (("mmlu_cv", mm), ("heldout", ho)):
+        if ds is None:
+            continue
+        m = make_method("qsef", engine=engine, experts=experts, calibrate=False, use_history=False, blend=0.0)
+        results[set_name]["qsef_corpus_only"] = report(ds.labels, m.predict(ds))
+        results[set_name]["qsef_corpus_only"]["note"] = "no MMLU rows used: corpus profiles + shipped calibration"
+
+    if args.llm:
+        rng = np.random.default_rng(0)
+        for set_name, ds in (("mmlu_cv", mm), ("heldout", ho)):
+            if ds is None:
+                continue
+            idx = np.sort(rng.choice(len(ds.texts), size=min(args.llm, len(ds.texts)), replace=False))
+            sub = ds.subset(idx)
+            t0 = time.time()
+            m = make_method("llm", model=args.llm_model)
+            out = report(sub.labels, m.predict(sub))
+            out.update(subsample=len(idx), model=args.llm_model, seconds=round(time.time() - t0, 1))
+            results[set_name]["llm"] = out
+            log.info("llm", extra={"set": set_name, "acc": out["accuracy"]})
+    else:
+        for set_name in ("mmlu_cv", "heldout"):
+            results[set_name]["llm"] = {"measured": False, "note": "not measured in this run (pass --llm N)"}
+
+    if not args.skip_ablations:
+        from qsef.components import component_resolver
+
+        for comp in component_resolver.names:
+            out, _ = cross_validate_method(mk("qsef", ablate=[comp]), mm, k=args.folds)
+            results["ablation_mmlu_cv"][comp] = out["accuracy"]
+            if ho is not None:
+                m = mk("qsef", ablate=[comp])()
+                m.fit(mm)
+                results["ablation_heldout"][comp] = report(ho.labels, m.predict(ho))["accuracy"]
+            log.info("ablation", extra={"without": comp, "acc": round(out["accuracy"], 4)})
+        for variant, kw in (("no_history", {"use_history": False}), ("no_question_centroid", {"blend": 0.0})):
+            out, _ = cross_validate_method(mk("qsef", **kw), mm, k=args.folds)
+            results["ablation_mmlu_cv"][variant] = out["accuracy"]
+            if ho is not None:
+                m = mk("qsef", **kw)()
+                m.fit(mm)
+                results["ablation_heldout"][variant] = report(ho.labels, m.predict(ho))["accuracy"]
+
+    res_dir = Path(args.out).parent
+    res_dir.mkdir(parents=True, exist_ok=True)
+    confusion_png(mm.labels, preds["qsef"], res_dir / "routing_mmlu_confusion_qsef.png", title="QSEF, MMLU 5-fold CV")
+    if ho is not None:
+        confusion_png(ho.labels, preds["qsef_heldout"], res_dir / "routing_heldout_confusion_qsef.png",
+                      title="QSEF, held-out set")
+    baselines = [k for k in ("centroid", "knn", "zeroshot", "random") if k in results["mmlu_cv"]]
+    best = max(baselines, key=lambda k: results["mmlu_cv"][k]["accuracy"])
+    doc = {
+        "benchmark": "routing_mmlu",
+        "command": " ".join([".venv/bin/python", *sys.argv]),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"node": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "note": "2 CPU cores shared with other jobs"},
+        "encoder": enc.name,
+        "n_mmlu": len(mm.texts), "n_heldout": len(held), "folds": args.folds,
+        "profiles": [{"name": p.name, "kg_domain": p.kg_domain, "anchors": len(p.kg_anchors), **p.meta} for p in experts],
+        "flags_seen": sorted({f for fl in mm.flags for f in fl}),
+        "best_baseline_mmlu": best,
+        "qsef_minus_best_baseline_mmlu": results["mmlu_cv"]["qsef"]["accuracy"] - results["mmlu_cv"][best]["accuracy"],
+        "seconds": round(time.time() - t_start, 1),
+        **results,
+    }
+    Path(args.out).write_text(json.dumps(doc, indent=2, default=float) + "\n")
+    print(markdown(doc))
+    Path(args.out).with_suffix(".md").write_text(markdown(doc) + "\n")
+    return 0
+
+
+def markdown(doc: dict) -> str:
+    doms = ["medicine", "law", "code", "finance", "general"]
+    lines = [f"# Routing accuracy ({doc['date']}, {doc['machine']['node']})", "",
+             f"`{doc['command']}` — MMLU n={doc['n_mmlu']} ({doc['folds']}-fold CV), held-out n={doc['n_heldout']}", "",
+             "| method | MMLU CV | " + " | ".join(doms) + " | held-out | " + " | ".join(doms) + " |",
+             "|---|---|" + "---|" * len(doms) + "---|" + "---|" * len(doms)]
+    for m in ("qsef", "qsef_corpus_only", "centroid", "knn", "zeroshot", "llm", "random"):
+        a, b = doc["mmlu_cv"].get(m, {}), doc["heldout"].get(m, {})
+
+        def cell(r, d=None):
+            if "accuracy" not in r:
+                return "n/m"
+            v = r["accuracy"] if d is None else r["per_domain"].get(d)
+            return "-" if v is None else f"{100 * v:.1f}"
+
+        lines.append(f"| {m} | {cell(a)} | " + " | ".join(cell(a, d) for d in doms) + f" | {cell(b)} | "
+                     + " | ".join(cell(b, d) for d in doms) + " |")
+    if doc.get("ablation_mmlu_cv"):
+        lines += ["", "| qsef without | MMLU CV | held-out |", "|---|---|---|",
+                  f"| (nothing) | {100 * doc['mmlu_cv']['qsef']['accuracy']:.1f} | "
+                  f"{100 * doc['heldout']['qsef']['accuracy']:.1f} |" if doc["heldout"] else "| (nothing) | - | - |"]
+        for k, v in doc["ablation_mmlu_cv"].items():
+            h = doc["ablation_heldout"].get(k)
+            lines.append(f"| {k} | {100 * v:.1f} | {'-' if h is None else f'{100 * h:.1f}'} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
