@@ -21,7 +21,7 @@ from qsef.components import (
     component_resolver,
 )
 from qsef.engine import QSEFEngine, QSEFWeights
-from qsef.history import LabelledHistory
+from qsef.history import HistoryProvider, LabelledHistory
 from qsef.profiles import ExpertProfile
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ class QSEFRouting(RoutingMethod):
         self.weights = engine.weights
         self.fit_info: dict[str, Any] = {}
 
-    def _values(self, ds: LabelledSet, history: InMemoryHistory | None) -> dict[str, np.ndarray]:
+    def _values(self, ds: LabelledSet, history: HistoryProvider | None) -> dict[str, np.ndarray]:
         ctx = ScoringContext(texts=ds.texts, embeddings=ds.emb, experts=self.experts, kg=self.engine.kg,
                              history=history)
         if "c_data" in ds.static:
