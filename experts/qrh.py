@@ -185,7 +185,7 @@ class SpectralMixing(nn.Module):
 
     def mix(self, u: torch.Tensor) -> torch.Tensor:
         """Per-head FFT convolution over time: (B, T, C) -> (B, T, C)."""
-        B, T, C = u.shape
+        _B, T, C = u.shape
         x = u.transpose(1, 2)  # (B, C, T)
         if self.causal:
             k = self.kernel(T).repeat_interleave(C // self.n_heads, dim=0)  # (C, T)

@@ -1,0 +1,553 @@
+"""The distillation recipe (torchtune style): ``setup / train / save_checkpoint / cleanup``.
+
+A YAML config names the components (student switches, KD loss, aggregation operator, sampler,
+curriculum, temperature schedule); ``key=value`` overrides change any leaf (``optim.steps=50``).
+
+    >>> cfg = load_config("distill/configs/law.yaml", ["optim.steps=50", "seed=1"])
+    >>> result = run(cfg)          # trains, evaluates, checkpoints, writes the profile, registers
+    >>> result["eval"]["ppl"], result["output_dir"]
+
+Stages (all in :class:`DistillRecipe`):
+
+1. ``setup``: seeds; texts of the configured domains (train) and of the expert's domain (held out);
+   shared tokenizer; kept vocabulary; token windows; resistance per window; teacher top-k logits
+   and sentence-encoder embeddings from :class:`distill.teachers.TeacherCache` (each teacher runs
+   once); the student, losses, optimizer; resume from the last checkpoint if there is one.
+2. ``train``: curriculum stage -> eligible windows -> sampler -> batch; KD target from the teacher
+   views (aggregated when there are several) at the annealed temperature; ``L_total``; AdamW with
+   warm-up + cosine decay; a progress bar with loss and tokens/s; periodic held-out evaluation
+   (perplexity, KL to the teacher, top-1 agreement) and checkpoints.
+3. ``save_checkpoint``: student (safetensors + JSON config, vocabulary inside), optimizer state
+   (safetensors), RNG and trainer state (JSON): training resumes exactly.
+4. ``finish`` (on success): profile (MiniLM centroid of the domain texts, size, KG anchors when
+   ``kg`` has the graph, corpus reference) into ``profile/`` and ``expert.json`` next to the
+   checkpoint; registration in the expert registry (skipped with a warning if it is absent).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "name": None,  # expert name; default "<domain>-qrh"
+    "domain": "general",  # the expert's domain (held-out evaluation and profile)
+    "seed": 0,
+    "threads": None,  # torch threads; default QSEF_TORCH_THREADS
+    "output_dir": None,  # default $QSEF_HOME/experts/<name>
+    "model": {"vocab_size": 4096, "d_model": 128, "n_layers": 4, "n_heads": 8, "ffn_mult": 4,
+              "max_seq_len": 128, "embedding": "prime", "mixer": "spectral", "linear": "quaternion"},
+    "data": {"domains": None,  # training domains; default [general, domain] (curriculum general -> domain)
+             "train_docs": 120, "heldout_docs": 24, "seq_len": 128, "max_windows_per_doc": 2},
+    "teacher": {"name": "qwen-0.5b", "dtype": "bfloat16", "top_k": 32, "batch_size": 8,
+                "views": [{"teacher": None, "temperature_scale": 1.0, "weight": 1.0}]},
+    "encoders": ["minilm"],  # sentence-encoder teachers for L_align ([] = none)
+    "loss": {"kd": "kd", "kd_weight": 1.0, "lambda_align": 0.1, "lambda_resist": 1.0, "align_kind": "cosine",
+             "resistance_weighting": True},
+    "aggregation": {"name": "arithmetic"},
+    "temperature": {"start": 5.0, "end": 1.0, "kind": "cosine"},
+    "sampler": {"name": "difficulty", "mix": 0.5},
+    "curriculum": "default",  # "default" (general -> domain, rising complexity), null, or a list of stages
+    "optim": {"steps": 300, "batch_size": 16, "lr": 3e-3, "weight_decay": 0.01, "warmup": 20, "grad_clip": 1.0},
+    "eval": {"every": 100, "max_windows": 64},
+    "checkpoint": {"every": 100, "resume": True},
+    "profile": {"enabled": True, "max_passages": 200, "anchors": 50},
+    "register": True,
+    "registry_path": None,  # default $QSEF_HOME/router/experts.sqlite (the router's registry)
+    "progress": True,
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be applied; the message says which key and why."""
+
+
+# ---------------------------------------------------------------------------------------- config
+
+
+def _merge(base: dict, update: dict, path: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        if k not in out:
+            raise ConfigError(f"unknown config key {path + k!r}; allowed here: {sorted(out)}")
+        if isinstance(out[k], dict) and isinstance(v, dict) and k != "model":
+            out[k] = _merge(out[k], v, f"{path}{k}.")
+        elif k == "model" and isinstance(v, dict):
+            out[k] = {**out[k], **v}  # any QRHConfig field (validated when the model is built)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_override(cfg: dict, override: str) -> dict:
+    """Apply one ``a.b.c=value`` override (value parsed as YAML: numbers, booleans, lists, null)."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like key=value (e.g. optim.steps=50)")
+    key, raw = override.split("=", 1)
+    value = yaml.safe_load(raw) if raw else None
+    parts = key.strip().split(".")
+    node = {}
+    cur = node
+    for p in parts[:-1]:
+        cur[p] = {}
+        cur = cur[p]
+    cur[parts[-1]] = value
+    return _merge(cfg, node)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Defaults <- YAML file <- ``key=value`` overrides."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        data = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping")
+        cfg = _merge(cfg, data)
+    for o in overrides:
+        cfg = apply_override(cfg, o)
+    if cfg["name"] is None:
+        cfg["name"] = f"{cfg['domain']}-qrh"
+    if cfg["data"]["domains"] is None:
+        cfg["data"]["domains"] = ["general"] if cfg["domain"] == "general" else ["general", cfg["domain"]]
+    return cfg
+
+
+def set_seed(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------- data preparation
+
+
+def prepare_data(cfg: dict, *, cache=None, tokenizer=None, texts: dict | None = None) -> dict:
+    """Windows, vocabulary, resistance and all teacher outputs for a config (teachers run once, cached).
+
+    Args:
+        cfg: a config from :func:`load_config`.
+        cache: a :class:`distill.teachers.TeacherCache` (default under ``$QSEF_HOME/cache/distill``).
+        tokenizer: the shared tokenizer (default: the teacher's).
+        texts: ``{"train": [Text], "heldout": [Text]}`` instead of the corpora (tests).
+    Returns:
+        dict with ``train`` / ``heldout`` :class:`distill.data.Windows`, ``kept`` (V-1,) tokenizer ids,
+        ``teacher`` {view teacher name: {"train": {...}, "heldout": {...}}}, ``embeddings``
+        {encoder: {"train": (N, D), "heldout": (N, D)}}, ``coverage``.
+    """
+    import torch
+
+    from distill import data as D
+    from distill.teachers import CausalLMTeacher, SentenceEncoderTeacher, TeacherCache, load_tokenizer
+
+    cache = cache or TeacherCache()
+    dc, tc = cfg["data"], cfg["teacher"]
+    tokenizer = tokenizer or load_tokenizer(tc["name"])
+    if texts is None:
+        train = [t for d in dc["domains"] for t in D.load_texts(d, "train", limit=dc["train_docs"], seed=cfg["seed"])]
+        held = D.load_texts(cfg["domain"], "heldout", limit=dc["heldout_docs"], seed=0)
+    else:
+        train, held = texts["train"], texts["heldout"]
+    tok_train, tok_held = D.tokenize(train, tokenizer), D.tokenize(held, tokenizer)
+    eos = tokenizer.eos_token_id
+    kept = D.build_vocabulary(tok_train, cfg["model"]["vocab_size"], always=[eos] if eos is not None else [])
+    pad = eos if eos is not None else 0
+    kw = dict(pad_id=pad, max_windows_per_doc=dc["max_windows_per_doc"])
+    out: dict[str, Any] = {"kept": kept, "coverage": D.coverage(tok_held, kept)}
+    for split, docs, toks in (("train", train, tok_train), ("heldout", held, tok_held)):
+        w = D.make_windows(docs, toks, dc["seq_len"], **kw)
+        per_doc = {}
+        w.resistance = torch.tensor([per_doc.setdefault(int(j), D.resistance(docs[int(j)].text)) for j in w.doc_index])
+        out[split] = w
+
+    teachers = {tc["name"]} | {v.get("teacher") or tc["name"] for v in tc["views"]}  # evaluation needs the first
+    out["teacher"] = {}
+    for name in sorted(teachers):
+        if name != tc["name"]:
+            _check_tokenizer(name, tokenizer)
+        teacher = CausalLMTeacher(name, dtype=tc["dtype"], threads=cfg.get("threads"))
+        out["teacher"][name] = {}
+        for split in ("train", "heldout"):
+            ids = out[split].ids[:, :-1]
+            key = TeacherCache.key(name, tc["dtype"], kept, ids, tc["top_k"])
+            out["teacher"][name][split] = cache.get_or_compute(
+                "lm", key, lambda t=teacher, i=ids: t.topk(i, kept, tc["top_k"], batch_size=tc["batch_size"]))
+        teacher.close()
+
+    out["embeddings"] = {}
+    for enc_name in cfg["encoders"]:
+        enc = SentenceEncoderTeacher(enc_name)
+        out["embeddings"][enc_name] = {}
+        for split in ("train", "heldout"):
+            w = out[split]
+            window_texts = [tokenizer.decode(w.ids[i, :-1][w.valid[i]].tolist()) for i in range(len(w))]
+            key = TeacherCache.key(enc_name, window_texts)
+            out["embeddings"][enc_name][split] = cache.get_or_compute(
+                "enc", key, lambda e=enc, t=window_texts: {"emb": e.encode(t)})["emb"]
+        enc.close()
+    return out
+
+
+def _check_tokenizer(name: str, tokenizer) -> None:
+    from distill.teachers import load_tokenizer, same_tokenizer
+
+    if not same_tokenizer(load_tokenizer(name), tokenizer):
+        raise ConfigError(f"teacher {name!r} does not share the student's tokenizer; token-level KD needs the same "
+                          "vocabulary (use it as a sentence-encoder teacher instead)")
+
+
+def sparse_to_dense(idx, logits, vocab_size: int):
+    """Top-k teacher logits (B, T, k) at student ids -> dense (B, T, V) with ``-inf`` elsewhere."""
+    import torch
+
+    dense = torch.full((*idx.shape[:-1], vocab_size), float("-inf"))
+    return dense.scatter_(-1, idx.long(), logits.float())
+
+
+# ---------------------------------------------------------------------------------------- recipe
+
+
+class DistillRecipe:
+    """One distillation run. Call :meth:`setup`, :meth:`train`, :meth:`save_checkpoint`, :meth:`cleanup`."""
+
+    def __init__(self, cfg: dict, *, prepared: dict | None = None, tokenizer=None):
+        self.cfg = cfg
+        self._prepared, self._tokenizer = prepared, tokenizer
+        self.step = 0
+        self.history: list[dict] = []
+
+    # ---- setup
+
+    @property
+    def output_dir(self) -> Path:
+        if self.cfg["output_dir"]:
+            return Path(self.cfg["output_dir"]).expanduser()
+        from qsef.settings import get_settings
+
+        return get_settings().path("experts") / self.cfg["name"]
+
+    def setup(self) -> None:
+        import torch
+
+        from qsef.settings import get_settings
+
+        cfg = self.cfg
+        torch.set_num_threads(cfg["threads"] or get_settings().torch_threads)
+        set_seed(cfg["seed"])
+        self.data = self._prepared or prepare_data(cfg, tokenizer=self._tokenizer)
+        set_seed(cfg["seed"])
+        self._handle_model()
+        self._handle_loss()
+        self._handle_training()
+        ckpt = self.output_dir / "trainer_state.json"
+        if cfg["checkpoint"]["resume"] and ckpt.is_file():
+            self.load_checkpoint(self.output_dir)
+
+    def _handle_model(self) -> None:
+        from experts.qrh import QRHConfig, QRHModel
+
+        mc = dict(self.cfg["model"])
+        mc["max_seq_len"] = max(mc.get("max_seq_len", 128), self.cfg["data"]["seq_len"])
+        self.model = QRHModel(QRHConfig.from_dict(mc))
+        self.model.set_vocabulary(self.data["kept"])
+
+    def _handle_loss(self) -> None:
+        from distill.aggregation import aggregator_resolver
+        from distill.data import TemperatureSchedule
+        from distill.losses import AlignmentLoss, TotalLoss, loss_resolver
+
+        lc = self.cfg["loss"]
+        kd_spec = lc["kd"]
+        kd = loss_resolver.make(kd_spec["name"], {k: v for k, v in kd_spec.items() if k != "name"}) \
+            if isinstance(kd_spec, dict) else loss_resolver.make(kd_spec)
+        aligns = {name: AlignmentLoss(self.model.config.d_model, emb["train"].shape[1], lc["align_kind"])
+                  for name, emb in self.data["embeddings"].items()}
+        self.loss = TotalLoss(kd, aligns, lambda_align=lc["lambda_align"], lambda_resist=lc["lambda_resist"],
+                              kd_weight=lc["kd_weight"])
+        ag = self.cfg["aggregation"]
+        self.aggregator = aggregator_resolver.make(ag["name"], {k: v for k, v in ag.items() if k != "name"})
+        self.temperature = TemperatureSchedule(**self.cfg["temperature"])
+
+    def _handle_training(self) -> None:
+        import torch
+
+        from distill.data import Curriculum, sampler_resolver
+
+        oc = self.cfg["optim"]
+        params = list(self.model.parameters()) + list(self.loss.parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=oc["lr"], weight_decay=oc["weight_decay"], betas=(0.9, 0.95))
+        sc = dict(self.cfg["sampler"])
+        cls = sampler_resolver.lookup(sc.pop("name"))
+        train = self.data["train"]
+        offered = {"n": len(train), "seed": self.cfg["seed"], "resistance": train.resistance, **sc}
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        unused = set(sc) - accepted
+        if unused:
+            log.warning("sampler %s ignores config keys %s", cls.__name__, sorted(unused))
+        self.sampler = cls(**{k: v for k, v in offered.items() if k in accepted})
+        cur = self.cfg["curriculum"]
+        self.curriculum = (Curriculum.default(self.cfg["domain"]) if cur == "default"
+                           else Curriculum(cur) if cur else Curriculum())
+
+    def lr_at(self, step: int) -> float:
+        oc = self.cfg["optim"]
+        if step < oc["warmup"]:
+            return oc["lr"] * (step + 1) / oc["warmup"]
+        f = (step - oc["warmup"]) / max(oc["steps"] - oc["warmup"], 1)
+        return oc["lr"] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(f, 1.0))))
+
+    # ---- batches
+
+    def batch(self, split: str, idx):
+        """Tensors for windows ``idx``: student inputs/labels, mask, teacher top-k, embeddings, resistance."""
+        w = self.data[split]
+        ids = w.ids[idx]
+        s_ids = self.model.to_student_ids(ids)
+        b = {"input": s_ids[:, :-1], "labels": s_ids[:, 1:].masked_fill(~w.valid[idx], -100),
+             "mask": w.valid[idx], "resistance": w.resistance[idx]}
+        b["teachers"] = {n: (t[split]["topk_idx"][idx], t[split]["topk_logits"][idx])
+                         for n, t in self.data["teacher"].items()}
+        b["embeddings"] = {n: e[split][idx] for n, e in self.data["embeddings"].items()}
+        return b
+
+    def teacher_target(self, b, temperature: float) -> dict:
+        """KD target: raw sparse logits for a single plain view, else aggregated tempered probabilities."""
+        import torch
+
+        V = self.model.config.vocab_size
+        views = self.cfg["teacher"]["views"]
+        default = self.cfg["teacher"]["name"]
+        if len(views) == 1 and views[0].get("temperature_scale", 1.0) == 1.0:
+            idx, val = b["teachers"][views[0].get("teacher") or default]
+            return {"teacher_logits": sparse_to_dense(idx, val, V)}
+        probs = []
+        for v in views:
+            idx, val = b["teachers"][v.get("teacher") or default]
+            t = temperature * v.get("temperature_scale", 1.0)
+            probs.append(torch.softmax(sparse_to_dense(idx, val, V) / t, -1))
+        weights = torch.tensor([float(v.get("weight", 1.0)) for v in views])
+        return {"teacher_probs": self.aggregator(torch.stack(probs), weights)}
+
+    # ---- train / eval
+
+    def train(self, until: int | None = None) -> dict:
+        """Train to ``optim.steps`` (or stop early at step ``until``, e.g. a time-boxed run to resume later)."""
+        import torch
+        from tqdm import tqdm
+
+        oc = self.cfg["optim"]
+        total = oc["steps"]
+        use_r = self.cfg["loss"]["resistance_weighting"]
+        bar = tqdm(total=total, initial=self.step, disable=not self.cfg["progress"], desc=self.cfg["name"],
+                   dynamic_ncols=True)
+        t0, tokens = time.perf_counter(), 0
+        self.model.train()
+        while self.step < (total if until is None else min(until, total)):
+            temp = self.temperature(self.step, total)
+            eligible = self.curriculum.eligible(self.data["train"], self.step, total)
+            idx = self.sampler.sample(eligible, oc["batch_size"])
+            b = self.batch("train", idx)
+            for g in self.optimizer.param_groups:
+                g["lr"] = self.lr_at(self.step)
+            logits, hidden = self.model(b["input"], return_hidden=True)
+            target = self.teacher_target(b, temp) if self.cfg["loss"]["kd_weight"] else {}
+            out = self.loss(logits, b["labels"], **target, student_hidden=hidden,
+                            teacher_embeddings=b["embeddings"] or None,
+                            resistance=b["resistance"] if use_r else None, mask=b["mask"], temperature=temp)
+            self.optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), oc["grad_clip"])
+            self.optimizer.step()
+            with torch.no_grad():
+                self.sampler.update(idx, self.loss.resist.per_sample(logits.detach(), b["labels"]))
+            self.step += 1
+            tokens += int(b["mask"].sum())
+            rate = tokens / (time.perf_counter() - t0)
+            bar.update(1)
+            bar.set_postfix(loss=f"{out['loss'].item():.3f}", T=f"{temp:.2f}", tok_s=f"{rate:.0f}")
+            if self.cfg["eval"]["every"] and (self.step % self.cfg["eval"]["every"] == 0 or self.step == total):
+                ev = self.evaluate()
+                ev.update(step=self.step, loss=round(out["loss"].item(), 4), tokens_per_s=round(rate, 1))
+                self.history.append(ev)
+                log.info("eval step=%d ppl=%.2f kl=%.3f agree=%.3f", self.step, ev["ppl"], ev["kl_to_teacher"],
+                         ev["top1_agreement"])
+                self.model.train()
+            if self.cfg["checkpoint"]["every"] and self.step % self.cfg["checkpoint"]["every"] == 0 and self.step < total:
+                self.save_checkpoint()
+        bar.close()
+        self.train_tokens_per_s = tokens / max(time.perf_counter() - t0, 1e-9)
+        return self.history[-1] if self.history else self.evaluate()
+
+    def evaluate(self, split: str = "heldout") -> dict:
+        """Held-out perplexity, KL(teacher || student) at T=1 on the teacher's top-k, top-1 agreement."""
+        import torch
+        import torch.nn.functional as F
+
+        from distill.losses import KDLoss
+
+        self.model.eval()
+        n = min(len(self.data[split]), self.cfg["eval"]["max_windows"])
+        nll = kl = agree = count = 0.0
+        teacher = self.cfg["teacher"]["name"]
+        with torch.no_grad():
+            for s in range(0, n, 16):
+                idx = torch.arange(s, min(s + 16, n))
+                b = self.batch(split, idx)
+                logits = self.model(b["input"])
+                m = b["mask"]
+                V = logits.shape[-1]
+                nll += F.cross_entropy(logits.reshape(-1, V), b["labels"].reshape(-1), ignore_index=-100,
+                                       reduction="sum").item()
+                t_idx, t_val = b["teachers"][teacher]
+                k = int(m.sum())
+                kl += KDLoss(1.0)(logits, sparse_to_dense(t_idx, t_val, V), mask=m).item() * k
+                agree += ((logits.argmax(-1) == t_idx[..., 0].long()) & m).sum().item()
+                count += k
+        return {"ppl": math.exp(nll / count), "kl_to_teacher": kl / count, "top1_agreement": agree / count,
+                "tokens": int(count)}
+
+    # ---- checkpoints
+
+    def save_checkpoint(self, directory: str | Path | None = None) -> Path:
+        """Student + optimizer + RNG + trainer state; everything safetensors or JSON (never pickle)."""
+        import torch
+        from safetensors.torch import save_file
+
+        d = Path(directory) if directory else self.output_dir
+        d.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(d)
+        state = self.optimizer.state_dict()
+        tensors = {"rng.torch": torch.get_rng_state(), "rng.sampler": self.sampler.generator.get_state()}
+        for pid, st in state["state"].items():
+            for k, v in st.items():
+                tensors[f"opt.{pid}.{k}"] = torch.as_tensor(v).clone()
+        extra = {f"loss.{k}": v for k, v in self.loss.state_dict().items()}
+        if hasattr(self.sampler, "loss"):
+            extra["sampler.loss"] = self.sampler.loss
+        tensors.update(extra)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(d / "training_state.safetensors"))
+        meta = {"step": self.step, "history": self.history, "config": self.cfg,
+                "param_groups": state["param_groups"], "python_rng": repr(random.getstate()[1][:1])}
+        tmp = d / "trainer_state.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2, default=str))
+        tmp.replace(d / "trainer_state.json")
+        return d
+
+    def load_checkpoint(self, directory: str | Path) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        from experts.qrh import QRHModel
+
+        d = Path(directory)
+        meta = json.loads((d / "trainer_state.json").read_text())
+        loaded = QRHModel.from_pretrained(d)
+        self.model.load_state_dict(loaded.state_dict())
+        tensors = load_file(str(d / "training_state.safetensors"))
+        opt_state: dict[int, dict] = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                opt_state.setdefault(int(pid), {})[name] = v
+        self.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+        self.loss.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("loss.")})
+        torch.set_rng_state(tensors["rng.torch"])
+        self.sampler.generator.set_state(tensors["rng.sampler"])
+        if "sampler.loss" in tensors:
+            self.sampler.loss = tensors["sampler.loss"]
+        self.step, self.history = meta["step"], meta["history"]
+        log.info("resumed %s at step %d", d, self.step)
+
+    # ---- on success
+
+    def finish(self, result: dict) -> dict:
+        """Write the profile and ``expert.json`` next to the checkpoint; register the expert."""
+        cfg = self.cfg
+        info: dict[str, Any] = {
+            "name": cfg["name"], "domain": cfg["domain"], "backend": "qrh", "checkpoint": str(self.output_dir),
+            "tokenizer": cfg["teacher"]["name"], "params": self.model.num_parameters(),
+            "teacher": cfg["teacher"]["name"], "eval": result, "steps": self.step,
+            "corpus": {"domains": cfg["data"]["domains"], "split": "train", "train_docs_per_domain": cfg["data"]["train_docs"],
+                       "windows": len(self.data["train"]), "seq_len": cfg["data"]["seq_len"],
+                       "vocab_coverage_heldout": round(self.data["coverage"], 4)},
+        }
+        if cfg["profile"]["enabled"]:
+            info["profile"] = write_profile(cfg, self.model.num_parameters(), self.output_dir / "profile")
+        (self.output_dir / "expert.json").write_text(json.dumps(info, indent=2, default=str))
+        if cfg["register"]:
+            info["registered"] = register_expert(info, cfg.get("registry_path"))
+        return info
+
+    def cleanup(self) -> None:
+        self.data = None
+        self._prepared = None
+
+
+def write_profile(cfg: dict, params: int, folder: Path) -> dict:
+    """MiniLM centroid of the domain's texts, KG anchors when available, BM25 corpus index, size.
+
+    Uses :func:`qsef.profiles.build_domain_profile` (the scorer's own profile format) and returns a
+    JSON summary (centroid included) for ``expert.json`` and the registry.
+    """
+    from qsef.profiles import build_domain_profile, corpus_passages
+
+    pc = cfg["profile"]
+    passages = corpus_passages(cfg["domain"], max_passages=pc["max_passages"], seed=cfg["seed"])
+    prof = build_domain_profile(cfg["domain"], passages=passages, name=cfg["name"], params=float(params),
+                                n_anchors=pc["anchors"])
+    prof.save(folder)
+    return {"dir": str(folder), "encoder": prof.encoder, "centroid": [round(float(x), 6) for x in prof.centroid],
+            "kg_domain": prof.kg_domain, "kg_anchors": prof.kg_anchors, "params": params,
+            "corpus": {"domain": cfg["domain"], "n_passages": prof.meta.get("n_passages"),
+                       "sha256": prof.meta.get("corpus_sha256")}}
+
+
+def register_expert(info: dict, registry_path: str | Path | None = None) -> bool:
+    """Add (or replace) the expert in ``experts.registry``; skipped with a warning when it is absent."""
+    try:
+        from experts.registry import ExpertRegistry, ExpertSpec
+    except ImportError as exc:
+        log.warning("expert registry not available (%s); %s trained but not registered", exc, info["name"])
+        return False
+    from qsef.settings import get_settings
+
+    path = Path(registry_path) if registry_path else get_settings().path("router") / "experts.sqlite"
+    profile = {k: v for k, v in (info.get("profile") or {}).items() if k != "centroid"}
+    spec = ExpertSpec(name=info["name"], domain=info["domain"], backend="qrh",
+                      description=f"QRH student distilled from {info['teacher']} on {info['domain']} texts",
+                      backend_kwargs={"checkpoint": info["checkpoint"], "tokenizer": info["tokenizer"]},
+                      size_params=int(info["params"]), profile=profile)
+    ExpertRegistry(path).add(spec, replace=True)
+    log.info("registered expert %s in %s", info["name"], path)
+    return True
+
+
+def run(cfg: dict, *, prepared: dict | None = None) -> dict:
+    """setup -> train -> save_checkpoint -> finish -> cleanup; returns the expert info."""
+    recipe = DistillRecipe(cfg, prepared=prepared)
+    try:
+        recipe.setup()
+        result = recipe.train()
+        recipe.save_checkpoint()
+        info = recipe.finish(result)
+        info["output_dir"] = str(recipe.output_dir)
+        info["history"] = recipe.history
+        return info
+    finally:
+        recipe.cleanup()
