@@ -2,10 +2,11 @@
 
 Five domains — ``DOMAINS == ("medicine", "law", "code", "finance", "general")`` — each with a corpus
 of plain-text passages (a few hundred words at most) built from real offline sources: HPO
-definitions and ICD-10-CM notes (medicine); SPDX licence texts and GCIDE law senses (law); the
-Python documentation, ``pydoc_data.topics`` and GCIDE computing senses (code); the GnuCash guide,
-Reuters business stories and GCIDE commerce senses (finance); Wikipedia pages and GCIDE general
-vocabulary (general). ``SOURCES`` lists every source with its origin and licence.
+definitions, ICD-10-CM notes and WordNet medical glosses (medicine); SPDX licence texts, WordNet
+legal glosses and GCIDE law senses (law); the Python documentation, ``pydoc_data.topics`` and GCIDE
+computing senses (code); the GnuCash guide, gretl's econometrics reference, Reuters business
+stories, WordNet economic glosses and GCIDE commerce senses (finance); Wikipedia pages and GCIDE
+general vocabulary (general). ``SOURCES`` lists every source with its origin and licence.
 
 A corpus is built once and cached as gzip JSONL under ``$QSEF_HOME/corpora/cache``; passages are
 split ~90/10 into ``train`` and ``heldout`` by a hash of their parent document's id, so the split is

@@ -32,7 +32,7 @@ from qsef.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 """Bump when the processing changes: caches of an older format are rebuilt (so are caches whose
 list of sources differs from ``SOURCES``)."""
 

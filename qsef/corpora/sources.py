@@ -160,7 +160,7 @@ def _gcide_reader(domain: str) -> Callable[[], Iterator[RawDoc]]:
     return read
 
 
-GCIDE_GENERAL_MAX = 5000
+GCIDE_GENERAL_MAX = 2000
 GCIDE_GENERAL_MIN_WORDS = 15
 
 
@@ -269,12 +269,26 @@ def read_gretl() -> Iterator[RawDoc]:
 # --------------------------------------------------------------------------- WordNet glosses
 
 WORDNET_TOPICS: dict[str, tuple[str, ...]] = {
+    "medicine": ("medicine", "pathology", "anatomy", "physiology", "psychiatry", "surgery", "pharmacology",
+                 "dentistry", "obstetrics", "immunology", "ophthalmology", "pediatrics", "neurology",
+                 "cardiology", "oncology", "dermatology", "gynecology", "orthopedics", "radiology"),
     "law": ("law", "criminal_law", "civil_law", "Roman_law", "legislation", "case_law", "maritime_law",
             "corporation_law", "contract_law", "military_law", "canon_law", "matrimonial_law", "shariah"),
     "finance": ("economics", "finance", "corporate_finance", "commerce", "commercial_enterprise", "banking",
                 "accounting", "tax", "stock_exchange", "business"),
 }  # fmt: skip
 """Topic-domain synsets (by a lemma of theirs) whose member synsets' glosses go to a domain."""
+WORDNET_ROOTS: dict[str, tuple[str, ...]] = {
+    # disease, symptom, medical procedure, medicine (drug), medical care, injury, illness, disorder,
+    # body part, health professional
+    "medicine": ("14070360", "14299637", "01024392", "03740161", "00657604", "14285662", "14061805",
+                 "14052403", "05220461", "10165109"),
+    # crime, legal action, lawsuit, legal document, law (legal document), lawyer, judge, wrong (tort),
+    # court (tribunal), law (legal code)
+    "law": ("00766234", "01181902", "01182654", "06479665", "06532330", "10249950", "10225219",
+            "00744305", "08329453", "08441203"),
+}  # fmt: skip
+"""WordNet 3.0 noun synsets whose hyponyms (transitively) go to a domain."""
 WORDNET_LEXFILES: dict[str, tuple[int, ...]] = {"finance": (21,)}
 """Whole lexicographer files for a domain: 21 is noun.possession (money, assets, transactions)."""
 
@@ -299,18 +313,35 @@ def _wordnet() -> dict[tuple[str, str], tuple[int, tuple[str, ...], tuple[tuple[
     return out
 
 
+def _wordnet_members(domain: str) -> set[tuple[str, str]]:
+    """Synsets of a domain: members of its topic domains, hyponyms of its roots, its lexicographer files."""
+    synsets = _wordnet()
+    topics = {key for key, (_, lemmas, _, _) in synsets.items()
+              if key[1] == "n" and set(lemmas) & set(WORDNET_TOPICS.get(domain, ()))}  # fmt: skip
+    lexfiles = set(WORDNET_LEXFILES.get(domain, ()))
+    members = {key for key, (lexfile, _, ptrs, _) in synsets.items()
+               if any(sym == ";c" and (t, tpos) in topics for sym, t, tpos in ptrs)
+               or (key[1] == "n" and lexfile in lexfiles)}  # fmt: skip
+    stack = [(offset, "n") for offset in WORDNET_ROOTS.get(domain, ())]
+    seen: set[tuple[str, str]] = set()
+    while stack:
+        key = stack.pop()
+        if key in seen or key not in synsets:
+            continue
+        seen.add(key)
+        members.add(key)
+        stack.extend((t, tpos) for sym, t, tpos in synsets[key][2] if sym in ("~", "~i"))
+    # a synset claimed by another domain's whole lexicographer file (bonds, liens) stays there
+    others = {lf for d, lfs in WORDNET_LEXFILES.items() if d != domain for lf in lfs}
+    return {key for key in members if not (key[1] == "n" and synsets[key][0] in others)}
+
+
 def _wordnet_reader(domain: str) -> Callable[[], Iterator[RawDoc]]:
     def read() -> Iterator[RawDoc]:
         synsets = _wordnet()
-        topics = {key for key, (_, lemmas, _, _) in synsets.items()
-                  if key[1] == "n" and set(lemmas) & set(WORDNET_TOPICS.get(domain, ()))}  # fmt: skip
-        lexfiles = set(WORDNET_LEXFILES.get(domain, ()))
-        for (offset, pos), (lexfile, lemmas, ptrs, gloss) in sorted(synsets.items()):
-            in_topic = any(sym == ";c" and (t, tpos) in topics for sym, t, tpos in ptrs)
-            if not (in_topic or (pos == "n" and lexfile in lexfiles)):
-                continue
-            words = [w.replace("_", " ") for w in lemmas]
-            words = [re.sub(r"\(\w+\)$", "", w) for w in words]
+        for offset, pos in sorted(_wordnet_members(domain)):
+            _, lemmas, _, gloss = synsets[(offset, pos)]
+            words = [re.sub(r"\(\w+\)$", "", w.replace("_", " ")) for w in lemmas]
             yield RawDoc(f"{offset}-{pos}", words[0], f"{'; '.join(words)}: {gloss}")
 
     read.__doc__ = f"WordNet 3.0 glosses of {domain} synsets."
@@ -366,9 +397,12 @@ SOURCES: dict[str, Source] = {
         Source("icd10cm", "medicine",
                "PyPI simple-icd-10-cm==1.5.0 wheel: data/icd10c-tabular-April-1-2026.xml",
                "public domain (US government work, CDC/NCHS)", read_icd10cm),
+        Source("wordnet-medicine", "medicine",
+               "Debian wordnet-base: glosses of diseases, symptoms, drugs, procedures, body parts and medical topic synsets",
+               "WordNet 3.0 licence (Princeton; free use with notice)", _wordnet_reader("medicine")),
         Source("spdx", "law", "npm spdx-license-list@6.12.0: licenses/*.json (full licence texts)",
                "package CC0-1.0; each text under its own licence, redistributable verbatim", read_spdx),
-        Source("wordnet-law", "law", "Debian wordnet-base: glosses of synsets in the law topic domains",
+        Source("wordnet-law", "law", "Debian wordnet-base: glosses of crimes, legal actions and documents, courts, lawyers and law topic synsets",
                "WordNet 3.0 licence (Princeton; free use with notice)", _wordnet_reader("law")),
         Source("gcide-law", "law", "Debian dict-gcide: senses labelled (Law), (Eng. Law), (Civil Law)...",
                "GPL-3+ (GCIDE; Webster 1913 public domain)", _gcide_reader("law")),
