@@ -89,7 +89,8 @@ class ReverseKLLoss(DistillLoss):
         T = self.temperature if temperature is None else temperature
         s = F.log_softmax(_flatten(student_logits).float() / T, dim=-1)
         _, logp = _teacher_log_probs(_flatten(teacher_logits), _flatten(teacher_probs), T)
-        per_token = (s.exp() * (s - logp.clamp_min(-69.0))).sum(-1)
+        q = s.exp()
+        per_token = torch.where(q > 0, q * (s - logp.clamp_min(-69.0)), 0.0).sum(-1)
         return T * T * _token_mean(per_token, mask)
 
 
@@ -110,7 +111,8 @@ class JSDLoss(DistillLoss):
         p, logp = _teacher_log_probs(_flatten(teacher_logits), _flatten(teacher_probs), T)
         q = s.exp()
         logm = torch.log((0.5 * (p + q)).clamp_min(1e-30))
-        per_token = 0.5 * (torch.where(p > 0, p * (logp - logm), 0.0).sum(-1) + (q * (s - logm)).sum(-1))
+        per_token = 0.5 * (torch.where(p > 0, p * (logp - logm), 0.0).sum(-1)
+                           + torch.where(q > 0, q * (s - logm), 0.0).sum(-1))
         return T * T * _token_mean(per_token, mask)
 
 
@@ -208,8 +210,11 @@ class TotalLoss(DistillLoss):
 
     def __init__(self, kd: DistillLoss | None = None, alignments: dict[str, AlignmentLoss] | None = None,
                  lambda_align: float = 0.1, lambda_resist: float = 1.0, kd_weight: float = 1.0,
-                 ignore_index: int = -100):
+                 ignore_index: int = -100, kd_ignore_classes: tuple[int, ...] = ()):
         super().__init__()
+        # classes the teacher never covers (the student's "unknown" id): dropped from the KD term only,
+        # so the student distribution is renormalised over the teacher's vocabulary there
+        self.kd_ignore_classes = tuple(kd_ignore_classes)
         self.kd = kd if kd is not None else KDLoss()
         self.alignments = nn.ModuleDict(alignments or {})
         self.resist = ResistanceWeightedLoss(ignore_index)
@@ -222,7 +227,10 @@ class TotalLoss(DistillLoss):
         out: dict[str, torch.Tensor] = {}
         total = student_logits.new_zeros((), dtype=torch.float32)
         if self.kd_weight and (teacher_logits is not None or teacher_probs is not None):
-            out["kd"] = self.kd(student_logits, teacher_logits, teacher_probs=teacher_probs, mask=mask,
+            kd_logits = student_logits
+            if self.kd_ignore_classes:
+                kd_logits = student_logits.index_fill(-1, torch.tensor(self.kd_ignore_classes), float("-inf"))
+            out["kd"] = self.kd(kd_logits, teacher_logits, teacher_probs=teacher_probs, mask=mask,
                                 temperature=temperature)
             total = total + self.kd_weight * out["kd"]
         if self.lambda_align and teacher_embeddings and student_hidden is not None:

@@ -49,7 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "model": {"vocab_size": 4096, "d_model": 128, "n_layers": 4, "n_heads": 8, "ffn_mult": 4,
               "max_seq_len": 128, "embedding": "prime", "mixer": "spectral", "linear": "quaternion"},
     "data": {"domains": None,  # training domains; default [general, domain] (curriculum general -> domain)
-             "train_docs": 120, "heldout_docs": 24, "seq_len": 128, "max_windows_per_doc": 2},
+             "train_docs": 120, "heldout_docs": 24, "seq_len": 128, "max_windows_per_doc": 2,
+             "seed": 0},  # document sampling seed (fixed, so every training seed sees the same data)
     "teacher": {"name": "qwen-0.5b", "dtype": "bfloat16", "top_k": 32, "batch_size": 8,
                 "views": [{"teacher": None, "temperature_scale": 1.0, "weight": 1.0}]},
     "encoders": ["minilm"],  # sentence-encoder teachers for L_align ([] = none)
@@ -160,8 +161,8 @@ def prepare_data(cfg: dict, *, cache=None, tokenizer=None, texts: dict | None = 
     dc, tc = cfg["data"], cfg["teacher"]
     tokenizer = tokenizer or load_tokenizer(tc["name"])
     if texts is None:
-        train = [t for d in dc["domains"] for t in D.load_texts(d, "train", limit=dc["train_docs"], seed=cfg["seed"])]
-        held = D.load_texts(cfg["domain"], "heldout", limit=dc["heldout_docs"], seed=0)
+        train = [t for d in dc["domains"] for t in D.load_texts(d, "train", limit=dc["train_docs"], seed=dc["seed"])]
+        held = D.load_texts(cfg["domain"], "heldout", limit=dc["heldout_docs"], seed=dc["seed"])
     else:
         train, held = texts["train"], texts["heldout"]
     tok_train, tok_held = D.tokenize(train, tokenizer), D.tokenize(held, tokenizer)
@@ -279,7 +280,7 @@ class DistillRecipe:
         aligns = {name: AlignmentLoss(self.model.config.d_model, emb["train"].shape[1], lc["align_kind"])
                   for name, emb in self.data["embeddings"].items()}
         self.loss = TotalLoss(kd, aligns, lambda_align=lc["lambda_align"], lambda_resist=lc["lambda_resist"],
-                              kd_weight=lc["kd_weight"])
+                              kd_weight=lc["kd_weight"], kd_ignore_classes=(0,))  # 0 = unknown token
         ag = self.cfg["aggregation"]
         self.aggregator = aggregator_resolver.make(ag["name"], {k: v for k, v in ag.items() if k != "name"})
         self.temperature = TemperatureSchedule(**self.cfg["temperature"])
@@ -395,7 +396,8 @@ class DistillRecipe:
         return self.history[-1] if self.history else self.evaluate()
 
     def evaluate(self, split: str = "heldout") -> dict:
-        """Held-out perplexity, KL(teacher || student) at T=1 on the teacher's top-k, top-1 agreement."""
+        """Held-out perplexity (all targets, unknown included), KL(teacher || student) at T=1 on the
+        teacher's top-k (student renormalised without the unknown id), top-1 agreement."""
         import torch
         import torch.nn.functional as F
 
@@ -416,7 +418,8 @@ class DistillRecipe:
                                        reduction="sum").item()
                 t_idx, t_val = b["teachers"][teacher]
                 k = int(m.sum())
-                kl += KDLoss(1.0)(logits, sparse_to_dense(t_idx, t_val, V), mask=m).item() * k
+                kd_logits = logits.index_fill(-1, torch.tensor([0]), float("-inf"))  # over the teacher's vocabulary
+                kl += KDLoss(1.0)(kd_logits, sparse_to_dense(t_idx, t_val, V), mask=m).item() * k
                 agree += ((logits.argmax(-1) == t_idx[..., 0].long()) & m).sum().item()
                 count += k
         return {"ppl": math.exp(nll / count), "kl_to_teacher": kl / count, "top1_agreement": agree / count,

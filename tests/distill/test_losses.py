@@ -123,3 +123,14 @@ def test_loss_resolver():
     assert loss_resolver.make("alignment", {"student_dim": 4}, teacher_dim=3).proj.out_features == 3
     with pytest.raises(UnknownComponentError, match="choose one of"):
         loss_resolver.make("nope")
+
+
+def test_total_loss_drops_ignored_classes_from_kd_only():
+    s, t, y = torch.randn(B, T, V), torch.randn(B, T, V), torch.randint(0, V, (B, T))
+    t[..., 0] = float("-inf")  # the teacher never covers class 0
+    out = TotalLoss(KDLoss(), lambda_align=0, kd_ignore_classes=(0,))(s, y, t)
+    want = KDLoss()(s[..., 1:], t[..., 1:])
+    assert out["kd"].item() == pytest.approx(want.item(), rel=1e-5)
+    assert out["resist"].item() == pytest.approx(ResistanceWeightedLoss()(s, y).item(), rel=1e-6)
+    for loss in (ReverseKLLoss(), JSDLoss()):
+        assert torch.isfinite(loss(s.index_fill(-1, torch.tensor([0]), float("-inf")), t))

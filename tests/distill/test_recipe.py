@@ -132,3 +132,14 @@ def test_cli_command_parses_and_stays_light():
     assert a.config.endswith("law.yaml") and a.overrides == ["optim.steps=3", "seed=2"]
     code = "import sys, argparse; from api.commands import distill; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_linear_cka():
+    from distill.metrics import linear_cka
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 6, generator=g)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g))
+    assert linear_cka(x, 3 * x @ q) == pytest.approx(1.0, abs=1e-9)
+    assert linear_cka(x, torch.cat([x, torch.zeros(50, 2)], 1)) == pytest.approx(1.0, abs=1e-9)
+    assert linear_cka(x, torch.randn(50, 4, generator=g)) < 0.5

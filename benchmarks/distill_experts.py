@@ -1,0 +1,52 @@
+"""Train the five default QRH experts with the shipped configs: ``qsef distill distill/configs/<d>.yaml``.
+
+Records wall time, size and held-out metrics of each; checkpoints land in ``$QSEF_HOME/experts/<name>/``
+and each expert is registered in the router's registry.
+
+    .venv/bin/python benchmarks/distill_experts.py [--domains law code] [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--domains", nargs="+", default=["medicine", "law", "code", "finance", "general"])
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    from distill_common import RESULTS, save
+
+    partial = RESULTS / "distill_experts.partial.jsonl"
+    experts = []
+    for d in args.domains:
+        cmd = [sys.executable, "-m", "api.cli", "distill", f"distill/configs/{d}.yaml", "progress=false", *args.overrides,
+               "--json"]
+        t = time.perf_counter()
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if out.returncode == 0:
+            row = {**json.loads(out.stdout.strip().splitlines()[-1]), "domain": d, "wall_s": wall}
+        else:
+            row = {"domain": d, "wall_s": wall, "error": out.stderr.strip().splitlines()[-1] if out.stderr else "?"}
+        print(json.dumps(row), flush=True)
+        with partial.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        experts.append(row)
+    save("distill_experts", {"experts": experts,
+                             "command_template": "qsef distill distill/configs/<domain>.yaml progress=false --json",
+                             "note": "wall time includes loading the corpora, the teacher forward pass (cached "
+                                     "afterwards), MiniLM embeddings, training, evaluation and the profile"})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""KD vs no KD (3 seeds) and ablations of the QRH student, on one cached dataset.
+
+Every run uses the same student size, data (cached teacher top-k) and number of steps. Reports
+held-out perplexity, top-1 agreement with the teacher, KL to the teacher and linear CKA between
+student and teacher representations (Qwen mean-pooled last hidden state; MiniLM embedding).
+
+    .venv/bin/python benchmarks/distill_kd.py [--seeds 0 1 2] [--variants kd no_kd ...] [--steps 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from distill_common import RESULTS, bench_config, save  # noqa: E402
+
+VARIANTS: dict[str, list[str]] = {
+    "kd": [],  # the full model: prime embedding, spectral mixing, quaternion, KD + MiniLM alignment + resistance
+    "no_kd": ["loss.kd_weight=0", "loss.lambda_align=0"],  # same student, CE only
+    "learned_embedding": ["model.embedding=learned"],
+    "softmax_attention": ["model.mixer=attention"],
+    "dense_linear": ["model.linear=dense"],
+    "alignment_off": ["loss.lambda_align=0"],  # also "single teacher": the Qwen LM teacher alone
+    "resistance_off": ["loss.resistance_weighting=false", "sampler.name=uniform"],
+    "multi_view_kd": ["teacher.views=[{temperature_scale: 1.0, weight: 1.0}, {temperature_scale: 2.0, weight: 1.0}]",
+                      "aggregation.name=arithmetic"],
+}
+
+
+def one_run(name: str, seed: int, data: dict, steps: int) -> dict:
+    import torch
+
+    from distill.metrics import linear_cka, pooled_hidden
+    from distill.recipe import DistillRecipe
+
+    cfg = bench_config(*VARIANTS[name], f"seed={seed}", f"optim.steps={steps}")
+    r = DistillRecipe(cfg, prepared=data)
+    t0 = time.perf_counter()
+    r.setup()
+    r.train()
+    secs = time.perf_counter() - t0
+    ev = r.evaluate()
+    held = data["heldout"]
+    s_ids = r.model.to_student_ids(held.ids[:, :-1])
+    h = pooled_hidden(r.model, s_ids, held.valid)
+    cka_lm = linear_cka(h, data["teacher"]["qwen-0.5b"]["heldout"]["hidden"])
+    cka_enc = linear_cka(h, data["embeddings"]["minilm"]["heldout"]) if data["embeddings"] else None
+    return {"variant": name, "seed": seed, **ev, "cka_teacher_lm": cka_lm, "cka_minilm": cka_enc,
+            "params": r.model.num_parameters(), "train_seconds": round(secs, 1),
+            "train_tokens_per_s": round(r.train_tokens_per_s, 1), "steps": steps,
+            "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--out", default="distill_kd")
+    args = ap.parse_args()
+
+    from qsef.logs import setup_logging
+
+    setup_logging("WARNING")
+    from distill.recipe import prepare_data
+
+    cfg = bench_config()
+    t0 = time.perf_counter()
+    data = prepare_data(cfg)  # teacher top-k + MiniLM embeddings: cached after the first run
+    print(f"data: {len(data['train'])} train / {len(data['heldout'])} held-out windows of {cfg['data']['seq_len']} "
+          f"tokens, vocabulary coverage {data['coverage']:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    partial = RESULTS / f"{args.out}.partial.jsonl"
+    done = set()
+    if partial.exists():
+        rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+        done = {(r["variant"], r["seed"], r["steps"]) for r in rows}
+    for seed in args.seeds:
+        for name in args.variants:
+            if (name, seed, args.steps) in done:
+                continue
+            row = one_run(name, seed, data, args.steps)
+            print(json.dumps(row), flush=True)
+            with partial.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+    rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["steps"] == args.steps]
+    save(args.out, {"config": cfg, "data": {"train_windows": len(data["train"]), "heldout_windows": len(data["heldout"]),
+                                            "coverage": data["coverage"]}, "variants": VARIANTS, "runs": rows})
+
+
+if __name__ == "__main__":
+    main()

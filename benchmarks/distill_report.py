@@ -1,0 +1,193 @@
+"""Build benchmarks/reports/distill.md and its plots from the distill_* result files.
+
+    .venv/bin/python benchmarks/distill_report.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from distill_common import REPORTS, RESULTS  # noqa: E402
+
+
+def _load(name: str) -> dict | None:
+    p = RESULTS / f"{name}.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def ci95(xs):
+    import numpy as np
+    from scipy import stats
+
+    xs = np.asarray(xs, dtype=float)
+    m = float(xs.mean())
+    if len(xs) < 2:
+        return m, float("nan")
+    h = float(stats.t.ppf(0.975, len(xs) - 1) * xs.std(ddof=1) / np.sqrt(len(xs)))
+    return m, h
+
+
+def kd_section(res: dict) -> tuple[list[str], dict]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    runs = res["runs"]
+    variants = [v for v in res["variants"] if any(r["variant"] == v for r in runs)]
+    by = {v: sorted([r for r in runs if r["variant"] == v], key=lambda r: r["seed"]) for v in variants}
+    out, numbers = [], {}
+    cfg = res["config"]
+    out.append(f"Data: domain `{cfg['domain']}` (curriculum general -> {cfg['domain']}), "
+               f"{res['data']['train_windows']} training windows and {res['data']['heldout_windows']} held-out windows of "
+               f"{cfg['data']['seq_len']} tokens; kept vocabulary {cfg['model']['vocab_size']} "
+               f"(held-out token coverage {res['data']['coverage']:.3f}); teacher top-{cfg['teacher']['top_k']} logits "
+               f"cached once. Student: width {cfg['model']['d_model']}, {cfg['model']['n_layers']} layers, "
+               f"{cfg['model']['n_heads']} heads; {runs[0]['steps']} steps x batch {cfg['optim']['batch_size']}.\n")
+    out.append("| variant | seeds | params | held-out ppl (mean ± 95% CI) | top-1 agreement | KL to teacher | CKA (Qwen) | CKA (MiniLM) | train s |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for v in variants:
+        rs = by[v]
+        ppl, a, kl = (ci95([r[k] for r in rs]) for k in ("ppl", "top1_agreement", "kl_to_teacher"))
+        cka, ckm = ci95([r["cka_teacher_lm"] for r in rs]), ci95([r["cka_minilm"] for r in rs])
+        secs = ci95([r["train_seconds"] for r in rs])[0]
+        numbers[v] = {"ppl": ppl, "agree": a, "kl": kl, "cka_lm": cka, "cka_minilm": ckm, "n": len(rs)}
+        fmt = lambda m, h, p=3: f"{m:.{p}f} ± {h:.{p}f}" if h == h else f"{m:.{p}f}"  # noqa: E731
+        out.append(f"| {v} | {len(rs)} | {rs[0]['params']:,} | {fmt(*ppl, 2)} | {fmt(*a)} | {fmt(*kl)} | {fmt(*cka)} | "
+                   f"{fmt(*ckm)} | {secs:.0f} |")
+    out.append("")
+    if "kd" in by and "no_kd" in by and len(by["kd"]) > 1 and len(by["no_kd"]) > 1:
+        kd, nokd = [r["ppl"] for r in by["kd"]], [r["ppl"] for r in by["no_kd"]]
+        ka, na = [r["top1_agreement"] for r in by["kd"]], [r["top1_agreement"] for r in by["no_kd"]]
+        t_w = stats.ttest_ind(kd, nokd, equal_var=False)
+        t_p = stats.ttest_rel(kd, nokd) if len(kd) == len(nokd) else None
+        a_w = stats.ttest_ind(ka, na, equal_var=False)
+        ratio = (sum(kd) / len(kd)) / (sum(nokd) / len(nokd))
+        numbers["kd_vs_no_kd"] = {"ppl_ratio": ratio, "welch_p": float(t_w.pvalue),
+                                  "paired_p": float(t_p.pvalue) if t_p else None, "agree_welch_p": float(a_w.pvalue)}
+        out.append(f"**KD vs no KD** (same student, data, steps; seeds {[r['seed'] for r in by['kd']]}): perplexity ratio "
+                   f"KD / no-KD = **{ratio:.3f}** (target ≤ 0.9); Welch t-test p = {t_w.pvalue:.3g}"
+                   + (f", paired t-test (same seeds) p = {t_p.pvalue:.3g}" if t_p else "")
+                   + f". Top-1 agreement with the teacher: Welch p = {a_w.pvalue:.3g}.\n")
+    if "kd" in by:
+        base = ci95([r["ppl"] for r in by["kd"]])[0]
+        out.append("Ablations, each against the full model (`kd`): held-out perplexity ratio variant / full "
+                   "(> 1: the variant is worse):\n")
+        for v in variants:
+            if v in ("kd",):
+                continue
+            m = ci95([r["ppl"] for r in by[v]])[0]
+            out.append(f"- `{v}`: {m / base:.3f}")
+        out.append("")
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    ms = [numbers[v]["ppl"][0] for v in variants]
+    hs = [numbers[v]["ppl"][1] if numbers[v]["ppl"][1] == numbers[v]["ppl"][1] else 0 for v in variants]
+    ax[0].bar(range(len(variants)), ms, yerr=hs, capsize=3, color=["C2" if v == "kd" else "C0" for v in variants])
+    ax[0].set_xticks(range(len(variants)), variants, rotation=40, ha="right")
+    ax[0].set_ylabel("held-out perplexity (lower is better)")
+    ax[0].set_title("QRH student: KD and ablations")
+    ma = [numbers[v]["agree"][0] for v in variants]
+    ax[1].bar(range(len(variants)), ma, color=["C2" if v == "kd" else "C1" for v in variants])
+    ax[1].set_xticks(range(len(variants)), variants, rotation=40, ha="right")
+    ax[1].set_ylabel("top-1 agreement with teacher")
+    fig.tight_layout()
+    fig.savefig(REPORTS / "distill_kd_ablations.png", dpi=110)
+    out.append("![KD and ablations](distill_kd_ablations.png)\n")
+    return out, numbers
+
+
+def mixing_section(res: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, summ = res["rows"], res["summary"]
+    out = [f"Setup: {res['setup']}.\n", "| length | spectral ms | attention ms | speed-up | spectral extra MB | attention extra MB |",
+           "|---|---|---|---|---|---|"]
+    lengths = sorted({r["length"] for r in rows})
+    by = {(r["mixer"], r["length"]): r for r in rows}
+    for n in lengths:
+        s, a = by[("spectral", n)], by[("attention", n)]
+        out.append(f"| {n} | {s['ms']:.1f} | {a['ms']:.1f} | {a['ms'] / s['ms']:.2f}x | {s['peak_extra_mb']:.0f} | "
+                   f"{a['peak_extra_mb']:.0f} |")
+    out.append(f"\nLog-log slope of time vs length: spectral {summ['spectral']['loglog_time_slope']:.2f}, "
+               f"attention {summ['attention']['loglog_time_slope']:.2f}. Speed-up at 4096: "
+               f"**{summ['speedup'].get('4096', float('nan')):.2f}x** (target ≥ 5x).\n")
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    for mixer in ("spectral", "attention"):
+        ax[0].loglog(lengths, [by[(mixer, n)]["ms"] for n in lengths], "o-", label=mixer)
+        ax[1].loglog(lengths, [max(by[(mixer, n)]["peak_extra_mb"], 0.1) for n in lengths], "o-", label=mixer)
+    ax[0].set_xlabel("sequence length"), ax[0].set_ylabel("forward time (ms)"), ax[0].legend()
+    ax[1].set_xlabel("sequence length"), ax[1].set_ylabel("peak extra memory (MB)"), ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(REPORTS / "distill_mixing.png", dpi=110)
+    out.append("![mixing scaling](distill_mixing.png)\n")
+    return out
+
+
+def speed_section(res: dict) -> list[str]:
+    r, q = res["rows"], res["ratios"]
+    out = [f"Setup: {res['setup']}; {r['student']['threads']} torch threads.\n",
+           "| model | params | scoring tokens/s | generation tokens/s | peak RSS MB |", "|---|---|---|---|---|"]
+    for k in ("student", "teacher_fp32", "teacher_bf16"):
+        x = r[k]
+        out.append(f"| {k} | {x['params']:,} | {x['score_tokens_per_s']:.0f} | {x['generate_tokens_per_s']:.1f} | "
+                   f"{x['peak_rss_mb']:.0f} |")
+    out.append(f"\nStudent / teacher parameters: **{100 * q['params_share']:.2f}%** (target ≤ 5%). Scoring speed-up: "
+               f"**{q['score_speedup_vs_fp32']:.0f}x** vs fp32 teacher, {q['score_speedup_vs_bf16']:.0f}x vs bf16 "
+               f"(target ≥ 20x). Generation speed-up {q['generate_speedup_vs_fp32']:.1f}x. Peak memory share "
+               f"{100 * q['memory_share']:.1f}%.\n")
+    return out
+
+
+def experts_section(res: dict) -> list[str]:
+    out = [f"Command per domain: `{res['command_template']}`; {res['note']}\n",
+           "| expert | params | steps | wall s | held-out ppl | KL to teacher | top-1 agreement | registered | checkpoint |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for e in res["experts"]:
+        if "error" in e:
+            out.append(f"| {e['domain']} | – | – | {e.get('wall_s', 0):.0f} | failed: {e['error'][:80]} | | | | |")
+            continue
+        ev = e["eval"]
+        out.append(f"| {e['name']} | {e['params']:,} | {e['steps']} | {e['wall_s']:.0f} | {ev['ppl']:.1f} | "
+                   f"{ev['kl_to_teacher']:.2f} | {ev['top1_agreement']:.3f} | {e.get('registered')} | `{e['output_dir']}` |")
+    return out
+
+
+def main() -> None:
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    lines = ["# Distillation: QRH students vs their teacher", "",
+             "Generated by `benchmarks/distill_report.py` from `benchmarks/results/distill_*.json`. Machine: 2 shared "
+             "CPU cores (other engineers' jobs ran at the same time, load average 8-12), no GPU; absolute times are noisy.",
+             ""]
+    numbers = {}
+    kd = _load("distill_kd")
+    lines += ["## KD vs no KD, ablations, CKA", ""]
+    if kd:
+        sec, numbers = kd_section(kd)
+        lines += sec
+    else:
+        lines += ["Not measured (no `distill_kd.json`).", ""]
+    for title, name, fn in (("Student vs teacher on this CPU", "distill_speed", speed_section),
+                            ("Spectral mixing vs softmax attention", "distill_mixing", mixing_section),
+                            ("Default experts", "distill_experts", experts_section)):
+        lines += [f"## {title}", ""]
+        res = _load(name)
+        lines += fn(res) if res else ["Not measured.", ""]
+    notes = RESULTS / "distill_notes.md"
+    if notes.is_file():
+        lines += ["## Notes, limits and what was not measured", "", notes.read_text()]
+    (REPORTS / "distill.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "distill_summary.json").write_text(json.dumps(numbers, indent=2))
+    print(f"wrote {REPORTS / 'distill.md'}")
+
+
+if __name__ == "__main__":
+    main()
