@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -95,18 +96,19 @@ class Router:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, llm: RouterLLM | None = None, timeout_s: float = 60.0,
-                      seed_defaults: bool = True) -> Router:
-        """Build the embedded stack: registry + feedback under ``$QSEF_HOME/router``, the configured router LLM,
-        and one shared model pool for the router LLM and the default experts."""
+                      seed_defaults: bool = True, registry_path: str | Path | None = None,
+                      feedback_path: str | Path | None = None) -> Router:
+        """Build the embedded stack: registry + feedback under ``$QSEF_HOME/router`` (or the given paths), the
+        configured router LLM, and one shared model pool for the router LLM and the default experts."""
         from experts.backends import ModelPool
         from experts.registry import DOMAIN_DESCRIPTIONS
         from router.llm import router_llm_from_settings
 
         pool = ModelPool(threads=settings.torch_threads)
-        registry = ExpertRegistry(settings.path("router") / "experts.sqlite")
+        registry = ExpertRegistry(registry_path or settings.path("router") / "experts.sqlite")
         if seed_defaults:
             registry.ensure_default_fleet(settings.expert_model)
-        feedback = FeedbackStore(settings.path("router") / "feedback.sqlite")
+        feedback = FeedbackStore(feedback_path or settings.path("router") / "feedback.sqlite")
         llm = llm or router_llm_from_settings(settings, pool=pool)
         domains = sorted({e.domain for e in registry.list(enabled_only=True)}) or ["general"]
         descriptions = {**DOMAIN_DESCRIPTIONS, **{e.domain: e.description for e in registry.list() if e.description}}

@@ -1,0 +1,154 @@
+"""Load test on loopback: 8 concurrent clients against /v1/score (micro-batched vs unbatched, in the
+same run) and /v1/route (fast path, decomposition + QSEF scoring, no expert answers).
+
+Two real ``qsef serve`` processes run side by side, one with the /v1/score micro-batcher
+(``QSEF_API_BATCH_WINDOW_MS=5``) and one without (``=0``); score phases alternate between them in
+slices so both see the same machine load. Every request carries a unique text, so the encoder's
+cache cannot serve it. Prints and saves ``benchmarks/results/api_load.json``.
+
+    .venv/bin/python benchmarks/api_load.py [--seconds 60] [--clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import save
+
+TEXTS = [
+    "What is the first-line treatment for high blood pressure",
+    "Can my landlord keep my deposit without giving a reason",
+    "How do I reverse a linked list in Python",
+    "How are capital gains on index funds taxed",
+    "What is the tallest mountain in Africa",
+    "Is it safe to take ibuprofen with a fever",
+    "What does a non-compete clause mean in a contract",
+    "Explain the difference between a stock and a bond",
+]
+
+
+def start_server(port: int, batch_ms: float, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "QSEF_API_BATCH_WINDOW_MS": str(batch_ms), "QSEF_ROUTER_BACKEND": "none",
+           "QSEF_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)], env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on {port} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"server on {port} not healthy after {timeout}s")
+
+
+async def run_phase(url: str, make_body, clients: int, seconds: float, counter) -> dict:
+    lat: list[float] = []
+    errors: list[str] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker():
+        async with httpx.AsyncClient(timeout=60) as c:
+            while time.perf_counter() < deadline:
+                body = make_body(next(counter))
+                t0 = time.perf_counter()
+                try:
+                    r = await c.post(url, json=body)
+                    if r.status_code != 200:
+                        errors.append(f"{r.status_code}: {r.text[:100]}")
+                    else:
+                        lat.append(time.perf_counter() - t0)
+                except httpx.HTTPError as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return {"ok": len(lat), "errors": errors, "wall_s": time.perf_counter() - t0, "lat": lat}
+
+
+def summarize(parts: list[dict]) -> dict:
+    lat = sorted(x for p in parts for x in p["lat"])
+    wall = sum(p["wall_s"] for p in parts)
+    errors = [e for p in parts for e in p["errors"]]
+    q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [lat[0]] * 99
+    return {"requests": len(lat), "errors": len(errors), "error_samples": errors[:5], "seconds": round(wall, 1),
+            "req_per_s": round(len(lat) / wall, 2), "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1)}
+
+
+async def main_async(args) -> dict:
+    counter = itertools.count()
+
+    def score_body(i):
+        return {"text": f"{TEXTS[i % len(TEXTS)]} (case {i})?"}
+
+    def route_body(i):
+        return {"query": f"{TEXTS[i % len(TEXTS)]} (case {i})?", "options": {"answer": False}}
+
+    batched, unbatched = f"http://127.0.0.1:{args.port}", f"http://127.0.0.1:{args.port + 1}"
+    for base in (batched, unbatched):  # warm both (encoder, profiles, first batch)
+        await run_phase(f"{base}/v1/score", score_body, args.clients, 3, counter)
+    slices = max(1, int(args.seconds // args.slice))
+    parts: dict[str, list] = {"score_batched": [], "score_unbatched": []}
+    for _ in range(slices):
+        parts["score_batched"].append(await run_phase(f"{batched}/v1/score", score_body, args.clients,
+                                                      args.seconds / slices, counter))
+        parts["score_unbatched"].append(await run_phase(f"{unbatched}/v1/score", score_body, args.clients,
+                                                        args.seconds / slices, counter))
+    route = [await run_phase(f"{batched}/v1/route", route_body, args.clients, args.seconds, counter)]
+    out = {k: summarize(v) for k, v in parts.items()}
+    out["route_fast_path"] = summarize(route)
+    out["score_speedup_req_per_s"] = round(out["score_batched"]["req_per_s"] / out["score_unbatched"]["req_per_s"], 2)
+    metrics = httpx.get(f"{batched}/metrics").text
+    sizes = [line for line in metrics.splitlines() if line.startswith("qsef_score_batch_size_sum")
+             or line.startswith("qsef_score_batch_size_count")]
+    out["batched_server_batch_size"] = sizes
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--slice", type=float, default=15, help="seconds per alternating score slice")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--port", type=int, default=8031)
+    args = ap.parse_args()
+    logs = Path("/tmp")
+    procs = [start_server(args.port, 5.0, logs / "qsef_load_batched.log"),
+             start_server(args.port + 1, 0.0, logs / "qsef_load_unbatched.log")]
+    try:
+        for i, p in enumerate(procs):
+            wait_healthy(args.port + i, p)
+        results = asyncio.run(main_async(args))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    results.update(clients=args.clients, seconds_per_endpoint=args.seconds,
+                   note="route = fast path with answer=false (decomposition + QSEF scoring, no expert generation)")
+    save("api_load", results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Live tests: our app on a real uvicorn port on 127.0.0.1, real HTTP clients, real processes.
+
+- the official ``openai`` client against our ``/v1/chat/completions`` with a real vLLM router LLM and
+  real vLLM-backed experts (SmolLM2-135M, the session's shared server);
+- faults with real processes stopped: a remote expert's server is terminated mid-run, the router LLM's
+  endpoint is gone, a remote expert is slow — the app falls back, flags it, and keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from experts.registry import DEFAULT_DOMAINS, DOMAIN_PROMPTS
+
+pytestmark = pytest.mark.slow
+
+LAUNCHER = r"""
+import json, sys
+import uvicorn
+from api.config import ApiConfig
+from api.main import create_app
+from experts.registry import ExpertSpec
+from qsef.settings import get_settings
+from router.pipeline import Router
+
+cfg = json.loads(sys.argv[1])
+settings = get_settings().model_copy(update=cfg["settings"])
+router = Router.from_settings(settings, registry_path=cfg["registry"], feedback_path=cfg["feedback"],
+                              seed_defaults=False, timeout_s=cfg.get("timeout", 60))
+for e in cfg["experts"]:
+    router.registry.add(ExpertSpec(**e), replace=True)
+router.refresh_domains()
+app = create_app(settings, router=router, config=ApiConfig(warm=True))
+uvicorn.run(app, host="127.0.0.1", port=cfg["port"], log_level="warning")
+"""
+
+# A minimal OpenAI-compatible server standing in for a remote expert process (model "slow" sleeps).
+ECHO = r"""
+import sys, time
+import uvicorn
+from fastapi import FastAPI
+app = FastAPI()
+name = sys.argv[2]
+
+@app.get("/v1/models")
+def models():
+    return {"object": "list", "data": []}
+
+@app.post("/v1/chat/completions")
+def chat(body: dict):
+    if body.get("model") == "slow":
+        time.sleep(5)
+    q = body["messages"][-1]["content"]
+    return {"id": "x", "object": "chat.completion", "created": 0, "model": body.get("model"),
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": f"[{name}:{body.get('model')}] {q}"}}]}
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "QSEF_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, *args], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    proc.log = log
+    return proc
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 900) -> None:
+    """Wait for a 200; the first start may build the default expert profiles from the corpora (minutes)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited {proc.returncode}: {proc.log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def launch(tmp_path):
+    procs: list[subprocess.Popen] = []
+
+    def app(settings: dict, experts: list[dict], *, timeout: float = 60) -> str:
+        port = free_port()
+        cfg = {"settings": {"api_key": "k", **settings}, "experts": experts, "port": port, "timeout": timeout,
+               "registry": str(tmp_path / "experts.sqlite"), "feedback": str(tmp_path / "feedback.sqlite")}
+        p = spawn(["-c", LAUNCHER, json.dumps(cfg)], tmp_path / f"app-{port}.log")
+        procs.append(p)
+        wait_http(f"http://127.0.0.1:{port}/health", p)
+        return f"http://127.0.0.1:{port}"
+
+    def echo(name: str) -> tuple[str, subprocess.Popen]:
+        port = free_port()
+        p = spawn(["-c", ECHO, str(port), name], tmp_path / f"echo-{name}.log")
+        procs.append(p)
+        wait_http(f"http://127.0.0.1:{port}/v1/models", p, timeout=60)
+        return f"http://127.0.0.1:{port}/v1", p
+
+    yield app, echo
+    for p in procs:
+        stop(p)
+
+
+def remote_expert(domain: str, base_url: str, model: str) -> dict:
+    return {"name": domain, "domain": domain, "backend": "openai", "system_prompt": DOMAIN_PROMPTS[domain],
+            "backend_kwargs": {"base_url": base_url, "model": model, "timeout": 30, "retries": 0}}
+
+
+Q = "Can my landlord keep my deposit without a reason, and how are capital gains on index funds taxed?"
+
+
+def test_faults_with_real_processes_stopped(launch):
+    app, echo = launch
+    e1_url, e1 = echo("e1")
+    e2_url, _ = echo("e2")
+    experts = [remote_expert("law", e1_url, "law")] + [
+        remote_expert(d, e2_url, "slow" if d == "finance" else d) for d in DEFAULT_DOMAINS if d != "law"]
+    # router LLM: the e1 process too (its replies are not decompositions -> flagged clause splitter)
+    base = app({"router_backend": "vllm", "llm_url": e1_url, "router_model": "x"}, experts, timeout=1.5)
+    with httpx.Client(base_url=base, timeout=120) as c:
+        body = c.post("/v1/route", json={"query": Q}).json()
+        assert body["decomposition_path"] == "clause_splitter" and body["decomposition_flagged"]
+        law, fin = body["subtasks"]
+        assert law["expert"] == "law" and law["answer"].startswith("[e1:law]")
+        # finance is slow: it times out and the next-best expert answers
+        assert fin["attempts"][0]["expert"] == "finance" and "timeout" in fin["attempts"][0]["error"]
+        assert fin["expert"] not in (None, "finance") and fin["fell_back"]
+
+        stop(e1)  # the law expert's server and the router LLM's server are gone
+        body = c.post("/v1/route", json={"query": Q}).json()
+        assert body["decomposition_path"] == "clause_splitter" and body["decomposition_flagged"]
+        assert "unreachable" in body["decomposition_reason"] or "reach" in body["decomposition_reason"]
+        law = body["subtasks"][0]
+        assert law["selected"] == ["law"] and not law["attempts"][0]["ok"]
+        assert law["expert"] not in (None, "law") and law["answer"].startswith("[e2:")
+        # the server keeps serving
+        assert c.get("/health").status_code == 200
+        assert c.post("/v1/score", json={"text": "What is a tort?"}).status_code == 200
+        assert c.post("/v1/feedback", json={"request_id": body["request_id"], "correct": True}).status_code == 200
+        metrics = c.get("/metrics").text
+        assert "qsef_expert_fallbacks_total" in metrics
+
+
+@pytest.mark.vllm
+def test_decomposition_with_json_schema_on_vllm(vllm_server):
+    from router.decompose import Decomposer, decomposition_schema
+    from router.llm import OpenAIRouterLLM
+
+    llm = OpenAIRouterLLM(vllm_server.base_url, vllm_server.model, timeout=300, retries=0)
+    raw = llm.complete([{"role": "user", "content": f"Split into sub-questions as JSON: {Q}"}],
+                       json_schema=decomposition_schema(list(DEFAULT_DOMAINS)), max_tokens=160)
+    data = json.loads(raw)  # schema-constrained decoding: always valid JSON of the schema's shape
+    assert isinstance(data["subtasks"], list) and data["subtasks"]
+    assert all(set(i) == {"subtask", "domain"} and i["domain"] in DEFAULT_DOMAINS for i in data["subtasks"])
+
+    d = Decomposer(llm, list(DEFAULT_DOMAINS), fast_path=False).decompose(Q)
+    assert d.path in ("llm", "repaired", "clause_splitter") and d.raw
+    assert d.path != "clause_splitter" or d.flagged
+    assert d.subtasks and all(s.domain_hint in DEFAULT_DOMAINS for s in d.subtasks)
+
+
+@pytest.mark.vllm
+def test_openai_client_against_our_chat_completions(launch, vllm_server):
+    import openai
+
+    app, _ = launch
+    experts = [remote_expert(d, vllm_server.base_url, vllm_server.model) for d in DEFAULT_DOMAINS]
+    base = app({"router_backend": "vllm", "llm_url": vllm_server.base_url, "router_model": vllm_server.model},
+               experts, timeout=300)
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", timeout=600, max_retries=0)
+    resp = client.chat.completions.create(model="qsef-router", max_tokens=24,
+                                          messages=[{"role": "user", "content": "What is the capital of France?"}])
+    assert resp.object == "chat.completion" and resp.model == "qsef-router"
+    assert resp.choices[0].message.role == "assistant" and resp.choices[0].message.content.strip()
+    routed = resp.model_extra["qsef"]
+    assert routed["decomposition_path"] == "fast_path" and routed["subtasks"][0]["expert"] in DEFAULT_DOMAINS
+
+    resp = client.chat.completions.create(model="qsef-router", max_tokens=24, messages=[{"role": "user", "content": Q}])
+    assert resp.model_extra["qsef"]["decomposition_path"] in ("llm", "repaired", "clause_splitter")
+    assert resp.choices[0].message.content.strip()
+
+    chunks = list(client.chat.completions.create(model="qsef-router", max_tokens=16, stream=True,
+                                                 messages=[{"role": "user", "content": "What is a tort?"}]))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks).strip()
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model="qsef-router", messages=[])
