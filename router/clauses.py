@@ -61,8 +61,14 @@ _QUESTION_WORDS = (
 _IMPERATIVES = (
     "explain", "write", "describe", "give", "list", "calculate", "compute", "summarize", "summarise", "tell",
     "compare", "suggest", "recommend", "show", "define", "translate", "find", "outline", "draft", "name",
-    "estimate", "create", "help", "provide", "implement", "convert",
+    "estimate", "create", "help", "provide", "implement", "convert", "discuss", "fix", "identify", "analyze",
+    "analyse", "evaluate", "design", "craft", "generate", "rewrite", "edit", "solve", "prove", "debug",
+    "review", "propose", "brainstorm", "illustrate", "elaborate", "clarify", "assess", "predict", "determine",
+    "classify", "extract", "compose", "develop", "build", "make", "recommend", "advise",
 )
+# Words that may stand before the verb of a request ("Please explain…", "Roughly what is…").
+_LEAD_INS = frozenset(("please", "roughly", "briefly", "quickly", "now", "so", "ok", "okay", "then", "and",
+                       "also", "finally", "first", "next", "lastly", "kindly", "just"))
 _STARTERS = _QUESTION_WORDS + _IMPERATIVES
 # Words that start a new clause after "and"/","; fewer than _STARTERS because "list", "name", "show"…
 # are also nouns ("a tuple and list"), and "which"/"who" after a comma open relative clauses.
@@ -82,15 +88,23 @@ _SPLIT_RE = re.compile(
 )
 _SENTENCE_RE = re.compile(r"(?<=[.?!])\s+(?=[\"'(A-Z0-9])|\n+")
 _LIST_MARK_RE = re.compile(r"^\s*(?:\(?\d+[.)]|[-*•])\s+")
-_CONNECTIVE_RE = re.compile(r"^(?:and|also|additionally|plus|then|finally|secondly|second|lastly)\b[,:]?\s*",
-                            re.IGNORECASE)
+_WANT_RE = re.compile(r"^(?:i(?:'d| would)(?: also)? like|i(?: also)? (?:want|need) to know|i(?: also)? wonder)\b",
+                      re.IGNORECASE)
+_CONNECTIVE_RE = re.compile(
+    r"^(?:and|also|additionally|plus|then|finally|secondly|second|lastly|next|after that|afterwards|"
+    r"on top of that|besides)\b[,:]?\s*", re.IGNORECASE)
 
 
 def _is_request(clause: str) -> bool:
-    """A clause asks something (ends with '?' or starts with a question word / imperative)."""
+    """A clause asks something: it ends with '?' or starts (after lead-ins like "please") with a
+    question word or an imperative verb."""
     c = clause.strip()
-    first = re.split(r"\W+", c.lower(), maxsplit=1)[0] if c else ""
-    return c.endswith("?") or first in _STARTERS
+    if c.endswith("?") or _WANT_RE.match(c):
+        return True
+    words = [w for w in re.split(r"[^\w']+", c.lower()) if w]
+    while words and words[0] in _LEAD_INS:
+        words.pop(0)
+    return bool(words) and words[0].split("'")[0] in _STARTERS
 
 
 def _tidy(clause: str) -> str:

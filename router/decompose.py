@@ -240,9 +240,22 @@ class Decomposer:
         if len(subtasks) > self.max_subtasks:
             notes.append(f"truncated {len(subtasks)} sub-tasks to {self.max_subtasks}")
             subtasks = subtasks[: self.max_subtasks]
+        clauses = split_clauses(query)
+        # A sub-task that holds two or more of the splitter's requests merged them: split it.
+        if len(clauses) > len(subtasks):
+            split: list[SubTask] = []
+            for s in subtasks:
+                stok = _tokens(s.text)
+                inside = [c for c in clauses if _tokens(c) and len(_tokens(c) & stok) / len(_tokens(c)) >= 0.8]
+                if len(inside) >= 2:
+                    notes.append(f"split merged sub-task {s.text[:60]!r} into {len(inside)}")
+                    split.extend(SubTask(text=c, domain_hint=domain_hint(c, self.domains)) for c in inside)
+                else:
+                    split.append(s)
+            subtasks = split[: self.max_subtasks]
         # Coverage: a request the clause splitter sees that no sub-task covers was left out by the LLM.
         covered = set().union(*(_tokens(s.text) for s in subtasks))
-        for clause in split_clauses(query):
+        for clause in clauses:
             ctok = _tokens(clause)
             if ctok and len(ctok & covered) / len(ctok) < 0.5 and len(subtasks) < self.max_subtasks:
                 subtasks.append(SubTask(text=clause, domain_hint=domain_hint(clause, self.domains)))

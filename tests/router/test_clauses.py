@@ -39,3 +39,14 @@ def test_domain_hint():
     assert domain_hint("Should I invest in bonds?") == "finance"
     assert domain_hint("Hello there") == "general"
     assert domain_hint("sort a list", ["law", "general"]) == "general"
+
+
+@pytest.mark.parametrize("query", [
+    "How do I read an income statement? I'd also like to know the warning signs of type 2 diabetes.",
+    "Please explain how insulin resistance develops. After that, show me how to squash commits with git.",
+    "Roughly what is the population of Canada, and what are the elements of a valid contract?",
+    "Fix this Python error: TypeError: unhashable type: 'list'. Also, what's a normal resting heart rate?",
+])
+def test_lead_ins_and_wants_are_requests(query):
+    assert len(split_clauses(query)) == 2
+    assert not is_single_question(query)

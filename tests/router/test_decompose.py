@@ -83,3 +83,10 @@ def test_prefill_used_without_schema_support():
 
     d = Decomposer(Plain(), DOMAINS).decompose(Q)
     assert d.path == "llm" and len(d.subtasks) == 2
+
+
+def test_merged_subtask_is_split():
+    q = "Explain how compound interest works and write a JavaScript function that calculates it."
+    merged = {"subtasks": [{"subtask": q, "domain": "finance"}]}
+    d = Decomposer(ScriptedLLM([json.dumps(merged)]), DOMAINS).decompose(q)
+    assert d.path == "repaired" and len(d.subtasks) == 2 and "split merged" in d.reason
