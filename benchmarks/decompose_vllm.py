@@ -60,8 +60,17 @@ def main() -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "file": args.file, "n": len(rows), "concurrency": args.concurrency, "results": {},
     }
+    import tempfile
+
+    from experts.registry import ExpertRegistry
+    from router.scoring import RegistryScorer
+
+    registry = ExpertRegistry(Path(tempfile.mkdtemp()) / "experts.sqlite")
+    registry.ensure_default_fleet()
+    scorer = RegistryScorer(registry)  # QSEF with the default profiles: domains as routing would pick them
+    scorer.warm()
     splitter = Decomposer(NoRouterLLM(), domains, descriptions=DOMAIN_DESCRIPTIONS)
-    res = evaluate_decomposition(rows, splitter, use_llm=False, keep_rows=True)
+    res = evaluate_decomposition(rows, splitter, use_llm=False, keep_rows=True, scorer=scorer)
     out["results"]["clause_splitter"] = res
     out["fast_path_latency"] = latency(Decomposer(NoRouterLLM(), domains), [q for q in single][:50])
     print(f"clause_splitter: count {res['count_accuracy']:.3f} domain-set {res['domain_set_accuracy']:.3f}",
@@ -77,7 +86,7 @@ def main() -> int:
             llm = OpenAIRouterLLM(server.base_url, model, timeout=300, retries=0)
             dec = Decomposer(llm, domains, descriptions=DOMAIN_DESCRIPTIONS)
             dec.decompose(compound[0])  # warm-up
-            res = evaluate_decomposition(rows, dec, concurrency=args.concurrency, keep_rows=True)
+            res = evaluate_decomposition(rows, dec, concurrency=args.concurrency, keep_rows=True, scorer=scorer)
             raw = Decomposer(llm, domains, descriptions=DOMAIN_DESCRIPTIONS, fast_path=False)
             res["llm_path_latency_single"] = latency(raw, compound[: args.latency_n])
             res["vllm_startup_s"] = round(startup, 1)
@@ -89,7 +98,8 @@ def main() -> int:
             server.stop()
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(out, indent=2))
-    summary = {k: {m: v[m] for m in ("count_accuracy", "domain_set_accuracy", "paths")}
+    summary = {k: {m: v.get(m) for m in ("count_accuracy", "domain_set_accuracy", "domain_set_accuracy_qsef",
+                                         "paths", "wall_s")}
                for k, v in out["results"].items()}
     print(json.dumps({"summary": summary, "fast_path_latency": out["fast_path_latency"]}, indent=2))
     RESULTS.write_text(json.dumps(out, indent=2))

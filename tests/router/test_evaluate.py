@@ -1,0 +1,26 @@
+import json
+
+import pytest
+
+from router.evaluate import evaluate_decomposition, load_rows
+
+
+def test_evaluate_decomposition_counts_and_domains(tmp_path, make_router):
+    rows = [{"query": "What is a tort?", "domains": ["law"]},
+            {"query": "Is ibuprofen safe for a fever, and how do I deduct medical costs on my taxes?",
+             "domains": ["medicine", "finance"]},
+            {"query": "What is a tort?", "domains": ["law", "code"]}]
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    router = make_router()
+    out = evaluate_decomposition(load_rows(path), router.decomposer, scorer=router.scorer, keep_rows=True)
+    assert out["n"] == 3 and out["count_accuracy"] == pytest.approx(2 / 3, abs=1e-3)
+    assert out["domain_set_accuracy"] == pytest.approx(2 / 3, abs=1e-3)
+    assert "domain_set_accuracy_qsef" in out and set(out["paths"]) <= {"fast_path", "clause_splitter"}
+
+
+def test_load_rows_rejects_bad_rows(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"query": "x"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        load_rows(p)
