@@ -200,7 +200,9 @@ def _eval_decompose(args: argparse.Namespace) -> int:
     router = Router.from_settings(settings)
     try:
         out = evaluate_decomposition(rows, router.decomposer, concurrency=args.concurrency,
-                                     domain_source=args.domains, scorer=router.scorer, use_llm=not args.splitter,
+                                     domain_source=args.domains,
+                                     scorer=router.scorer if args.domains == "qsef" else None,
+                                     use_llm=not args.splitter,
                                      keep_rows=args.rows)
     finally:
         router.close()

@@ -1,0 +1,48 @@
+"""The router's command-line commands, run in-process through ``api.cli.main`` on a temporary home."""
+
+import json
+
+import pytest
+
+from api.cli import main
+from qsef.settings import get_settings
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("QSEF_HOME", str(tmp_path))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def test_experts_list_add_show_remove(capsys):
+    assert main(["experts", "list", "--json"]) == 0
+    assert {e["name"] for e in json.loads(capsys.readouterr().out)} == {"medicine", "law", "code", "finance", "general"}
+    assert main(["experts", "add", "tax", "--domain", "finance", "--backend", "openai",
+                 "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--cost", "2"]) == 0
+    capsys.readouterr()
+    assert main(["experts", "show", "tax"]) == 0
+    assert json.loads(capsys.readouterr().out)["cost"] == 2.0
+    assert main(["experts", "remove", "tax"]) == 0
+    assert main(["experts", "remove", "tax"]) == 2  # unknown expert: a clear error, exit 2
+    assert "unknown expert 'tax'" in capsys.readouterr().err
+
+
+def test_experts_add_rejects_incomplete_backend(capsys):
+    assert main(["experts", "add", "x", "--domain", "law", "--backend", "openai"]) == 2
+    assert "base_url" in capsys.readouterr().err
+
+
+def test_eval_decompose_splitter_json(tmp_path, capsys):
+    f = tmp_path / "q.jsonl"
+    f.write_text(json.dumps({"query": "What is a tort? And how do I sort a list in Python?",
+                             "domains": ["law", "code"]}) + "\n")
+    assert main(["eval", "decompose", str(f), "--splitter", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {**out, "n": 1, "count_accuracy": 1.0, "domain_set_accuracy": 1.0}
+
+
+def test_route_needs_a_query(capsys):
+    assert main(["route", "  "]) == 2
+    assert "empty" in capsys.readouterr().err
