@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 # Order is the order of `qsef --help`. Modules that do not exist (yet) are skipped.
-COMMAND_MODULES = ("demo", "models", "llm", "kg", "score", "route", "experts", "distill")
+COMMAND_MODULES = ("demo", "models", "llm", "corpora", "kg", "score", "route", "experts", "distill")
 
 
 def _version() -> str:

