@@ -1,0 +1,287 @@
+"""Entity linking: find graph concepts mentioned in free text.
+
+Matching is exact over *normalised token sequences* (see :mod:`kg.text`): every linkable label and
+synonym becomes a pattern in a token trie (nested dicts keyed by normalised tokens). A text is
+tokenised once and the trie is walked from every token, so each pattern occurrence is found in
+``O(tokens × longest match)`` dict lookups with token boundaries built in. (A character-level
+Aho–Corasick automaton over a 100k-token alphabet was tried: pyahocorasick's per-node child lists
+made building it take tens of seconds on the general graph.) Overlaps are resolved longest-match-first,
+then leftmost.
+
+Filters keep common words from flooding the output: stop words, single tokens shorter than 3
+characters, numbers, and a small blocklist of generic words are never linked on their own; all-caps
+acronyms (``CPU``, ``HIV``) only match all-caps text. When one name fits several concepts (WordNet
+senses), the sense most often tagged with that very name wins (``counts`` attribute: WordNet's SemCor
+counts per name), then the concept whose preferred label it is, then the better connected one; the
+others are kept in ``Mention.candidates``.
+
+Unmatched noun-phrase-like spans can be linked by an embedding fallback (``fallback=True``, see
+:mod:`kg.fallback`): nearest concept label by MiniLM cosine similarity above a threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kg.text import STOPWORDS, is_acronym, label_key, norm_token, tokenize
+
+if TYPE_CHECKING:
+    from kg.model import KnowledgeGraph
+
+# Generic words that exist as concepts in some domain graphs but are almost never meant as those
+# concepts in running text (chosen on a development sample disjoint from the precision sample).
+BLOCKLIST: frozenset[str] = frozenset()
+
+_END = ""  # trie key marking the end of a name (no token is empty)
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """A concept found in a text.
+
+    Attributes:
+        node_id: the linked concept.
+        label: its preferred label.
+        start: character offset where the mention starts in the text.
+        end: character offset just after it.
+        score: confidence in (0, 1]: 1.0 for an unambiguous preferred-label match, lower for synonyms,
+            ambiguous names and embedding matches (the cosine similarity).
+        method: ``exact`` (preferred label), ``synonym`` or ``embedding``.
+        text: the surface string ``text[start:end]``.
+        candidates: other concepts the same name could mean.
+    """
+
+    node_id: str
+    label: str
+    start: int
+    end: int
+    score: float
+    method: str
+    text: str = ""
+    candidates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    node_id: str
+    is_label: bool
+    acronym: str | None  # case-sensitive surface required, when the name is an acronym
+    count: int  # how often this name was used for this concept (WordNet sense counts; 0 if unknown)
+    connectivity: float
+
+
+def _linkable_key(name: str, key: tuple[str, ...], block: frozenset[str]) -> bool:
+    if not key:
+        return False
+    if len(key) == 1:
+        tok = key[0]
+        if tok in STOPWORDS or tok in block or not any(c.isalpha() for c in tok):
+            return False
+        return len(tok) >= 3 or is_acronym(name.strip())
+    return not all(t in STOPWORDS or not any(c.isalpha() for c in t) for t in key)
+
+
+class Linker:
+    """A compiled matcher for one graph version (build once, link many texts).
+
+    Args:
+        graph: the graph whose labels and synonyms are matched.
+        block: extra single words never linked alone.
+    """
+
+    def __init__(self, graph: KnowledgeGraph, *, block: Iterable[str] = ()) -> None:
+        self.version = graph.version
+        self.domain = graph.domain
+        self._graph = graph
+        blocked = BLOCKLIST | frozenset(norm_token(w) for w in block)
+        patterns: dict[tuple[str, ...], list[_Entry]] = {}
+        succ, pred = graph.g._succ, graph.g._pred  # plain dicts: the degree view is slow at this scale
+        for node in graph.nodes():
+            if node.attrs.get("nolink"):
+                continue
+            connectivity = math.log1p(len(succ[node.id]) + len(pred[node.id]))
+            counts = node.attrs.get("counts") or ()
+            seen: set[tuple[str, ...]] = set()
+            for k, name in enumerate(node.names()):
+                key = label_key(name)
+                if key in seen or not _linkable_key(name, key, blocked):
+                    continue
+                seen.add(key)
+                acro = name.strip() if len(key) == 1 and is_acronym(name.strip()) else None
+                count = counts[k] if k < len(counts) else 0
+                patterns.setdefault(key, []).append(_Entry(node.id, k == 0, acro, count, connectivity))
+        trie: dict = {}
+        for key, entries in patterns.items():
+            entries.sort(key=lambda e: (-e.count, not e.is_label, -e.connectivity, e.node_id))
+            node = trie
+            for tok in key:
+                node = node.setdefault(tok, {})
+            node[_END] = tuple(entries)
+        self._trie = trie
+        self.n_patterns = len(patterns)
+
+    def link(self, text: str) -> list[Mention]:
+        """Exact (normalised) matches, longest first, non-overlapping, in text order."""
+        if not self.n_patterns or not text:
+            return []
+        toks = tokenize(text)
+        if not toks:
+            return []
+        norm = [norm_token(t[2]) for t in toks]
+        n = len(norm)
+        trie = self._trie
+        found: list[tuple[int, int, tuple[_Entry, ...]]] = []
+        for i in range(n):
+            node = trie.get(norm[i])
+            j = i
+            while node is not None:
+                entries = node.get(_END)
+                if entries is not None:
+                    if j == i:  # one-token name: acronyms must match case-sensitively
+                        surface = toks[i][2]
+                        entries = tuple(e for e in entries if e.acronym is None or e.acronym == surface)
+                    if entries:
+                        found.append((i, j, entries))
+                j += 1
+                if j >= n:
+                    break
+                node = node.get(norm[j])
+        found.sort(key=lambda m: (-(m[1] - m[0]), m[0]))
+        taken = [False] * len(toks)
+        out: list[Mention] = []
+        for start_tok, end_tok, entries in found:
+            if any(taken[start_tok : end_tok + 1]):
+                continue
+            for i in range(start_tok, end_tok + 1):
+                taken[i] = True
+            best = entries[0]
+            node = self._graph.get(best.node_id)
+            if node is None:
+                continue
+            score = (1.0 if best.is_label else 0.9) / math.sqrt(len(entries))
+            start, end = toks[start_tok][0], toks[end_tok][1]
+            out.append(
+                Mention(
+                    node_id=best.node_id,
+                    label=node.label,
+                    start=start,
+                    end=end,
+                    score=round(score, 4),
+                    method="exact" if best.is_label else "synonym",
+                    text=text[start:end],
+                    candidates=tuple(e.node_id for e in entries[1:]),
+                )
+            )
+        out.sort(key=lambda m: m.start)
+        return out
+
+
+_LINKERS: dict[int, Linker] = {}
+_LOCK = threading.Lock()
+
+
+def get_linker(graph: KnowledgeGraph) -> Linker:
+    """The cached :class:`Linker` of a graph (rebuilt when the graph has changed)."""
+    with _LOCK:
+        linker = _LINKERS.get(id(graph))
+    if linker is None or linker.version != graph.version or linker._graph is not graph:
+        linker = Linker(graph)
+        with _LOCK:
+            _LINKERS[id(graph)] = linker
+    return linker
+
+
+def link(
+    text: str, graph: KnowledgeGraph, *, fallback: bool = False, min_score: float = 0.0
+) -> list[Mention]:
+    """Link a text to concepts of ``graph``.
+
+    Args:
+        text: free text.
+        graph: the domain graph.
+        fallback: also try the embedding fallback on unmatched noun-phrase-like spans (loads the
+            MiniLM encoder on first use; see :mod:`kg.fallback`).
+        min_score: drop mentions scoring below this.
+
+    Returns:
+        Mentions in text order, non-overlapping.
+    """
+    mentions = get_linker(graph).link(text)
+    if fallback:
+        from kg.fallback import embedding_mentions
+
+        mentions = sorted(mentions + embedding_mentions(text, graph, mentions), key=lambda m: m.start)
+    return [m for m in mentions if m.score >= min_score]
+
+
+def concept_density(text: str, graph: KnowledgeGraph, *, mentions: list[Mention] | None = None) -> float:
+    """Share of the text's word tokens covered by linked concepts, in [0, 1] (0.0 for empty text)."""
+    toks = tokenize(text)
+    if not toks:
+        return 0.0
+    if mentions is None:
+        mentions = link(text, graph)
+    covered = sum(1 for s, e, _ in toks if any(m.start <= s and e <= m.end for m in mentions))
+    return covered / len(toks)
+
+
+class _UnionLinker:
+    """Links against several graphs at once; each span keeps every graph's concept ids."""
+
+    def __init__(self, graphs: Mapping[str, KnowledgeGraph]) -> None:
+        self.key = tuple((name, id(g), g.version) for name, g in sorted(graphs.items()))
+        self.linkers = {name: get_linker(g) for name, g in graphs.items()}
+
+    def spans(self, text: str) -> list[tuple[int, int, set[str]]]:
+        per_graph = [
+            (m.start, m.end, {m.node_id, *m.candidates})
+            for lk in self.linkers.values()
+            for m in lk.link(text)
+        ]
+        per_graph.sort(key=lambda s: (-(s[1] - s[0]), s[0]))
+        out: list[tuple[int, int, set[str]]] = []
+        for s, e, ids in per_graph:
+            same = next((o for o in out if o[0] == s and o[1] == e), None)
+            if same is not None:
+                same[2].update(ids)
+            elif not any(o[0] < e and s < o[1] for o in out):
+                out.append((s, e, set(ids)))
+        return sorted(out)
+
+
+_UNION: _UnionLinker | None = None
+
+
+def coverage(text: str, graph: KnowledgeGraph, graphs: Mapping[str, KnowledgeGraph] | None = None) -> float:
+    """Share of the text's concept mentions, linked against the union of all graphs, found in ``graph``.
+
+    The text is linked against every graph in ``graphs`` (default: all domain graphs from
+    :func:`kg.load_all` plus ``graph``); overlapping mentions are resolved longest-first across
+    graphs. A mention counts as covered when any concept id that name denotes is a node of ``graph``.
+
+    Returns:
+        A value in [0, 1]; 0.0 when nothing in the text links to any graph.
+    """
+    global _UNION
+    if graphs is None:
+        from kg.storage import load_all
+
+        graphs = dict(load_all())
+    else:
+        graphs = dict(graphs)
+    if not any(g is graph for g in graphs.values()):
+        graphs[f"_{graph.domain}"] = graph
+    key = tuple((name, id(g), g.version) for name, g in sorted(graphs.items()))
+    union = _UNION
+    if union is None or union.key != key:
+        union = _UnionLinker(graphs)
+        _UNION = union
+    spans = union.spans(text)
+    if not spans:
+        return 0.0
+    hit = sum(1 for _, _, ids in spans if any(i in graph for i in ids))
+    return hit / len(spans)
