@@ -164,6 +164,7 @@ class Router:
                 if len(answers) > 1:
                     sub.answers = [a.model_dump(include={"expert", "answer", "weight"}) for a in answers]
                 self._record(rid, sub, emb[i])
+                self._update_health(sub.attempts)
         t3 = time.perf_counter()
         agg = None
         if opt.answer:
@@ -188,6 +189,16 @@ class Router:
                                      error=att.error, embedding=embedding)
             except Exception as exc:  # feedback must never break routing; logged, not silent
                 log.error("could not record feedback", extra={"request_id": rid, "error": str(exc)[:200]})
+
+    def _update_health(self, attempts: list[Attempt]) -> None:
+        """Mark experts up or down in the registry when a call's outcome changes their state."""
+        for att in attempts:
+            status = "ok" if att.ok else "down"
+            try:
+                if self.scorer.spec(att.expert).health != status:
+                    self.registry.set_health(att.expert, status, att.error or "answered")
+            except Exception as exc:  # an expert removed meanwhile; health is advisory
+                log.info("could not update expert health", extra={"expert": att.expert, "error": str(exc)[:200]})
 
     def close(self) -> None:
         self.dispatcher.close()

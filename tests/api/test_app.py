@@ -190,3 +190,5 @@ def test_expert_down_and_slow_fall_back(make_client):
     code = c.post("/v1/route", json={"query": "How do I sort a list in Python?"}).json()["subtasks"][0]
     assert "timeout" in code["attempts"][0]["error"] and code["expert"] not in (None, "code")
     assert c.post("/v1/score", json={"text": "still serving?"}).status_code == 200
+    health = c.get("/health").json()
+    assert set(health["experts_down"]) == {"law", "code"} and health["status"] == "ok"

@@ -36,6 +36,10 @@ def test_expert_down_falls_back_to_next_best(make_router):
     assert sub.attempts[0].expert == "law" and not sub.attempts[0].ok
     assert sub.attempts[1].ok and sub.attempts[1].fallback_for == "law"
     assert sub.expert == sub.scores[1]["expert"]  # the next-best by TE
+    assert router.registry.get("law").health == "down" and router.registry.get(sub.expert).health == "ok"
+    FakeBackend.modes["law"] = "ok"
+    router.route("Can my landlord evict my tenant without a court order?")
+    assert router.registry.get("law").health == "ok"
 
 
 def test_expert_slow_times_out_to_next_best(make_router):
