@@ -170,7 +170,9 @@ def is_single_question(query: str, *, max_words: int = 40) -> bool:
 def domain_hint(text: str, domains: tuple[str, ...] | list[str] | None = None) -> str:
     """The domain whose keywords occur most often in the text ('general' on a tie or no match)."""
     t = f" {text.lower()} "
-    allowed = tuple(domains) if domains else tuple(DOMAIN_KEYWORDS)
+    given = tuple(domains) if domains else tuple(DOMAIN_KEYWORDS)
+    # a fixed order (ties go to the earlier domain) so the hint does not depend on how domains are listed
+    allowed = tuple(d for d in DOMAIN_KEYWORDS if d in given) + tuple(d for d in given if d not in DOMAIN_KEYWORDS)
     best, best_n = ("general" if "general" in allowed else allowed[0]), 0
     for domain in allowed:
         n = sum(t.count(k) for k in DOMAIN_KEYWORDS.get(domain, ()))
