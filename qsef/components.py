@@ -356,7 +356,9 @@ class ModelLoad(Component):
         hist = np.full(ctx.shape, np.nan, dtype=np.float32)
         batched = getattr(ctx.history, "error_rates", None)
         for j, ex in enumerate(ctx.experts):
-            if batched is not None:
+            if batched is not None and getattr(ctx.history, "uses_text", False):
+                hist[:, j] = batched(ex.name, ctx.embeddings, texts=ctx.texts)
+            elif batched is not None:
                 hist[:, j] = batched(ex.name, ctx.embeddings)
             else:
                 for i in range(len(ctx.texts)):

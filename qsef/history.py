@@ -19,6 +19,17 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 
+def _kernel(sims: np.ndarray, temperature: float | None, min_similarity: float) -> np.ndarray:
+    """Neighbour weights from cosines; -inf (left-out) and below-minimum neighbours weigh 0."""
+    ok = np.isfinite(sims) & (sims >= min_similarity)
+    if temperature is None:
+        return np.where(ok, np.maximum(sims, 0.0), 0.0)
+    s = np.where(ok, sims, -np.inf)
+    top = np.max(s, axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return np.where(ok, np.exp((np.where(ok, sims, 0.0) - top) / temperature), 0.0)
+
+
 @runtime_checkable
 class HistoryProvider(Protocol):
     """Anything that can report an expert's error rate on tasks similar to a text."""
@@ -38,10 +49,14 @@ class InMemoryHistory:
         prior: pseudo-count pulling the rate toward 0.5 when few neighbours exist.
         max_similarity: past tasks above this cosine are ignored (set just under 1 to leave a task's
             own record out when scoring the training tasks themselves, as calibration does).
+        temperature: ``None`` weights a neighbour by its cosine; a number T weights it by
+            ``exp((cos - cos_max) / T)`` relative to the nearest one, so the closest past tasks
+            dominate (T = 0.05 suits MiniLM).
     """
 
     def __init__(self, k: int = 10, *, min_similarity: float = 0.0, prior: float = 1.0,
-                 max_similarity: float = 2.0) -> None:
+                 max_similarity: float = 2.0, temperature: float | None = None) -> None:
+        self.temperature = temperature
         self.k = k
         self.min_similarity = min_similarity
         self.max_similarity = max_similarity
@@ -88,7 +103,7 @@ class InMemoryHistory:
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (T, k)
         s = np.take_along_axis(sims, idx, axis=1)
         e = err[idx]
-        w = np.where(np.isfinite(s) & (s >= self.min_similarity), np.maximum(s, 0.0), 0.0)
+        w = _kernel(s, self.temperature, self.min_similarity)
         num = (w * e).sum(axis=1) + 0.5 * self.prior
         den = w.sum(axis=1) + self.prior
         out = (num / den).astype(np.float32)
@@ -106,11 +121,31 @@ class LabelledHistory:
     Args:
         embeddings: ``(N, dim)`` unit vectors of past tasks; labels: ``(N,)`` their gold domains.
         expert_domains: expert name -> domain.
-        k, prior, max_similarity: as in :class:`InMemoryHistory`.
+        k, prior, max_similarity, temperature: as in :class:`InMemoryHistory`.
+        texts: the past tasks' texts; when given, "similar" is hybrid — the error rate is averaged
+            over the dense neighbours and the BM25 (lexical) neighbours, with ``lexical_weight``.
     """
 
+    uses_text = True
+
     def __init__(self, embeddings: np.ndarray, labels: np.ndarray, expert_domains: dict[str, str], *,
-                 k: int = 10, prior: float = 1.0, max_similarity: float = 2.0) -> None:
+                 k: int = 10, prior: float = 1.0, max_similarity: float = 2.0,
+                 temperature: float | None = None, texts: list[str] | None = None,
+                 lexical_weight: float = 0.5) -> None:
+        self.temperature = temperature
+        self.lexical_weight = lexical_weight
+        self._bm25 = None
+        self._last_lex: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = None
+        if texts is not None:
+            import bm25s
+
+            self._texts = list(texts)
+            self._bm25 = bm25s.BM25()
+            self._bm25.index(bm25s.tokenize(self._texts, stopwords="en", show_progress=False), show_progress=False)
+            self._vocab = set(self._bm25.vocab_dict)
+            self._text_index: dict[str, list[int]] = {}
+            for i, t in enumerate(self._texts):
+                self._text_index.setdefault(t, []).append(i)
         self.emb = np.asarray(embeddings, dtype=np.float32)
         self.labels = np.asarray(labels)
         self.expert_domains = dict(expert_domains)
@@ -129,21 +164,55 @@ class LabelledHistory:
             sims = q[s:s + 2048] @ self.emb.T
             sims[sims > self.max_similarity] = -np.inf
             idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            w = np.take_along_axis(sims, idx, axis=1)
-            w_all.append(np.where(np.isfinite(w), np.maximum(w, 0.0), 0.0))
+            w = _kernel(np.take_along_axis(sims, idx, axis=1), self.temperature, -1.0)
+            w_all.append(w)
             lab_all.append(self.labels[idx])
         w, lab = np.concatenate(w_all), np.concatenate(lab_all)
         self._last = (*key, w, lab)
         return w, lab
 
-    def error_rates(self, expert_name: str, text_embeddings: np.ndarray) -> np.ndarray:
-        domain = self.expert_domains.get(expert_name)
-        if domain is None or self.emb.shape[0] == 0:
-            return np.full(text_embeddings.shape[0], np.nan, dtype=np.float32)
-        w, lab = self._neighbours(text_embeddings)
+    def _lexical_neighbours(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        key = tuple(texts)
+        if self._last_lex is not None and self._last_lex[0] == key:
+            return self._last_lex[1], self._last_lex[2]
+        from qsef.profiles import tokenize
+
+        k = min(self.k, len(self._texts))
+        w = np.zeros((len(texts), k), dtype=np.float32)
+        lab = np.empty((len(texts), k), dtype=self.labels.dtype)
+        lab[:] = self.labels[0]
+        for i, toks in enumerate(tokenize(texts)):
+            q = [t for t in dict.fromkeys(toks) if t in self._vocab]
+            if not q:
+                continue
+            sc = self._bm25.get_scores(q)
+            if self.max_similarity < 1.0 and texts[i] in self._text_index:  # leave the task itself out
+                sc = sc.copy()
+                sc[self._text_index[texts[i]]] = -np.inf
+            idx = np.argpartition(-sc, k - 1)[:k]
+            top = sc[idx]
+            ok = np.isfinite(top) & (top > 0)
+            w[i] = np.where(ok, top / max(float(top[ok].max()) if ok.any() else 1.0, 1e-9), 0.0)
+            lab[i] = self.labels[idx]
+        self._last_lex = (key, w, lab)
+        return w, lab
+
+    def _rate(self, w: np.ndarray, lab: np.ndarray, domain: str) -> np.ndarray:
         err = (lab != domain).astype(np.float32)
         out = ((w * err).sum(1) + 0.5 * self.prior) / (w.sum(1) + self.prior)
         out[w.sum(1) <= 0] = np.nan
+        return out
+
+    def error_rates(self, expert_name: str, text_embeddings: np.ndarray,
+                    texts: list[str] | None = None) -> np.ndarray:
+        domain = self.expert_domains.get(expert_name)
+        if domain is None or self.emb.shape[0] == 0:
+            return np.full(text_embeddings.shape[0], np.nan, dtype=np.float32)
+        out = self._rate(*self._neighbours(text_embeddings), domain)
+        if self._bm25 is not None and texts is not None:
+            lex = self._rate(*self._lexical_neighbours(list(texts)), domain)
+            a = self.lexical_weight
+            out = np.where(np.isnan(lex), out, (1 - a) * out + a * np.nan_to_num(lex))
         return out.astype(np.float32)
 
     def error_rate(self, expert_name: str, text_embedding: np.ndarray) -> float | None:

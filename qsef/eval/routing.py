@@ -179,7 +179,10 @@ class LLMRouting(RoutingMethod):
 
     name = "llm"
     needs_training = False
-    PROMPT = ("Classify the question into exactly one domain: medicine, law, code, finance, general.\n"
+    PROMPT = ("Classify the question into exactly one domain:\n"
+              "medicine (health, diseases, anatomy, drugs), law (legal rules, courts, contracts, crimes), "
+              "code (programming, computers, algorithms, security), finance (economics, money, markets, "
+              "accounting), general (history, geography, culture, religion, world facts).\n"
               "Question: {text}\nAnswer with the domain name only.")
 
     def __init__(self, model: str = "qwen-0.5b", domains: Sequence[str] = tuple(DOMAIN_DESCRIPTIONS),
@@ -210,17 +213,18 @@ class LLMRouting(RoutingMethod):
         if self._lm is None:
             self._load()
         out = []
-        label_ids = [self.tok(" " + d, add_special_tokens=False)["input_ids"] for d in self.domains]
+        # the answer starts right after the assistant header, so labels are tokenized without a space
+        label_ids = [self.tok(d, add_special_tokens=False)["input_ids"] for d in self.domains]
         for text in test.texts:
             msgs = [{"role": "user", "content": self.PROMPT.format(text=text[: self.max_chars])}]
             prompt = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             p_ids = self.tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
             with torch.no_grad():
-                past = self._lm(p_ids, use_cache=True)
+                last = torch.log_softmax(self._lm(p_ids).logits[0, -1], -1)
                 scores = []
                 for ids in label_ids:
                     ids_t = torch.tensor([ids])
-                    first = torch.log_softmax(past.logits[0, -1], -1)[ids[0]].item()
+                    first = last[ids[0]].item()
                     if len(ids) > 1:
                         o = self._lm(torch.cat([p_ids, ids_t], 1)).logits[0, p_ids.shape[1] - 1: -1]
                         lp = torch.log_softmax(o, -1).gather(1, ids_t[0][:, None]).sum().item()
@@ -252,7 +256,11 @@ class QSEFRouting(RoutingMethod):
 
     def __init__(self, engine: QSEFEngine, experts: Sequence[ExpertProfile], *, ablate: Sequence[str] = (),
                  blend: float = 0.5, use_history: bool = True, calibrate: bool = True, history_k: int = 10,
-                 l2: float = 1e-3) -> None:
+                 history_temperature: float | None = 0.05, history_prior: float = 0.1,
+                 lexical_history: bool = True, l2: float = 1e-3) -> None:
+        self.history_temperature = history_temperature
+        self.history_prior = history_prior
+        self.lexical_history = lexical_history
         self.engine = engine
         self.base = list(experts)
         self.ablate = {component_resolver.lookup(a).name for a in ablate}
@@ -295,8 +303,10 @@ class QSEFRouting(RoutingMethod):
         self.experts = experts
         if self.use_history:
             names = {p.name: p.domain for p in experts}
-            self.history = LabelledHistory(train.emb, train.labels, names, k=self.history_k)
-            loo = LabelledHistory(train.emb, train.labels, names, k=self.history_k, max_similarity=0.9999)
+            kw = {"k": self.history_k, "temperature": self.history_temperature, "prior": self.history_prior,
+                  "texts": train.texts if self.lexical_history else None}
+            self.history = LabelledHistory(train.emb, train.labels, names, **kw)
+            loo = LabelledHistory(train.emb, train.labels, names, max_similarity=0.9999, **kw)
         if self.calibrate:
             vals = self._values(train, loo if self.use_history else None)
             names = [n for n in FITTED if n in vals]
