@@ -79,9 +79,9 @@ class RegistryScorer:
         return self.engine.encode(list(texts))
 
     def warm(self) -> None:
-        """Load the encoder and build the profiles now (the server does this at start-up)."""
-        self.profiles()
-        self.encode(["warm-up"])
+        """Load the encoder, profiles and graphs now with one throw-away score (the server does this at
+        start-up, so the first request does not pay for it)."""
+        self.score(["What is the warm-up question?"])
 
     def profiles(self) -> list[Any]:
         """QSEF profiles of the enabled experts, rebuilt when the registry changed.
