@@ -103,7 +103,7 @@ async def main_async(args) -> dict:
 
     batched, unbatched = f"http://127.0.0.1:{args.port}", f"http://127.0.0.1:{args.port + 1}"
     for base in (batched, unbatched):  # warm both (encoder, profiles, first batch)
-        await run_phase(f"{base}/v1/score", score_body, args.clients, 3, counter)
+        await run_phase(f"{base}/v1/score", score_body, args.clients, 10, counter)
     slices = max(1, int(args.seconds // args.slice))
     parts: dict[str, list] = {"score_batched": [], "score_unbatched": []}
     for _ in range(slices):
