@@ -17,5 +17,4 @@ class ApiConfig(BaseSettings):
     max_messages: int = Field(64, ge=1, description="most chat messages accepted")
     batch_window_ms: float = Field(5.0, ge=0, description="/v1/score micro-batch window; 0 = no batching")
     max_batch: int = Field(64, ge=1, description="most texts per encoder call")
-    expert_timeout_s: float = Field(120.0, gt=0, description="default per-expert answer budget")
     warm: bool = Field(True, description="load the encoder and profiles at start-up")

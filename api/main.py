@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        r = router or await run_in_threadpool(Router.from_settings, settings, timeout_s=config.expert_timeout_s)
+        r = router or await run_in_threadpool(Router.from_settings, settings)
         state = AppState(settings=settings, config=config, router=r, metrics=metrics)
         if config.warm:
             await run_in_threadpool(r.scorer.warm)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from experts.registry import ExpertRegistry
+from router.config import RouterConfig
 from router.decompose import Decomposer
 from router.dispatch import Aggregation, Attempt, Dispatcher, aggregator_resolver
 from router.feedback import FeedbackStore
@@ -95,29 +96,38 @@ class Router:
         self.fallback_expert = fallback_expert
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, llm: RouterLLM | None = None, timeout_s: float = 60.0,
+    def from_settings(cls, settings: Settings, *, llm: RouterLLM | None = None, timeout_s: float | None = None,
                       seed_defaults: bool = True, registry_path: str | Path | None = None,
-                      feedback_path: str | Path | None = None) -> Router:
+                      feedback_path: str | Path | None = None, config: RouterConfig | None = None) -> Router:
         """Build the embedded stack: registry + feedback under ``$QSEF_HOME/router`` (or the given paths), the
-        configured router LLM, and one shared model pool for the router LLM and the default experts."""
+        configured router LLM, and one shared model pool for the router LLM and the default experts.
+
+        Args:
+            timeout_s: per-expert timeout (default ``config.expert_timeout_s``).
+            config: router tuning (default: :class:`router.config.RouterConfig` from ``QSEF_ROUTER_*``).
+        """
         from experts.backends import ModelPool
         from experts.registry import DOMAIN_DESCRIPTIONS
         from router.llm import router_llm_from_settings
 
+        cfg = config or RouterConfig()
         pool = ModelPool(threads=settings.torch_threads)
         registry = ExpertRegistry(registry_path or settings.path("router") / "experts.sqlite")
         if seed_defaults:
             registry.ensure_default_fleet(settings.expert_model)
         feedback = FeedbackStore(feedback_path or settings.path("router") / "feedback.sqlite")
-        llm = llm or router_llm_from_settings(settings, pool=pool)
+        llm = llm or router_llm_from_settings(settings, pool=pool, timeout=cfg.llm_timeout_s, retries=cfg.llm_retries)
         domains = sorted({e.domain for e in registry.list(enabled_only=True)}) or ["general"]
         descriptions = {**DOMAIN_DESCRIPTIONS, **{e.domain: e.description for e in registry.list() if e.description}}
         return cls(
             registry=registry,
-            decomposer=Decomposer(llm, domains, descriptions=descriptions),
+            decomposer=Decomposer(llm, domains, descriptions=descriptions, max_subtasks=cfg.max_subtasks,
+                                  max_tokens=cfg.decompose_max_tokens, fast_path=cfg.fast_path),
             scorer=RegistryScorer(registry, history=feedback),
-            dispatcher=Dispatcher(pool=pool, timeout_s=timeout_s),
+            dispatcher=Dispatcher(pool=pool, timeout_s=timeout_s or cfg.expert_timeout_s,
+                                  max_fallbacks=cfg.max_fallbacks),
             feedback=feedback,
+            fallback_expert=cfg.fallback_expert,
         )
 
     def refresh_domains(self) -> None:
