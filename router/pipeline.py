@@ -140,6 +140,7 @@ class Router:
         opt = options or RouteOptions()
         rid = request_id or uuid.uuid4().hex
         t0 = time.perf_counter()
+        self.refresh_domains()  # experts may have been added or removed by another process
         dec = self.decomposer.decompose(query, use_llm=opt.use_llm)
         t1 = time.perf_counter()
         texts = [s.text for s in dec.subtasks]
