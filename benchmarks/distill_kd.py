@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill_common import RESULTS, bench_config, save  # noqa: E402
+from distill_common import RESULTS, bench_config, save
 
 VARIANTS: dict[str, list[str]] = {
     "kd": [],  # the full model: prime embedding, spectral mixing, quaternion, KD + MiniLM alignment + resistance
@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--out", default="distill_kd")
+    ap.add_argument("--summarize", action="store_true", help="only write the JSON from the finished runs")
     args = ap.parse_args()
 
     from qsef.logs import setup_logging
@@ -80,14 +81,18 @@ def main() -> None:
     if partial.exists():
         rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
         done = {(r["variant"], r["seed"], r["steps"]) for r in rows}
-    for seed in args.seeds:
-        for name in args.variants:
-            if (name, seed, args.steps) in done:
-                continue
-            row = one_run(name, seed, data, args.steps)
-            print(json.dumps(row), flush=True)
-            with partial.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+    # KD vs no KD over all seeds first, then the ablations seed by seed: a run stopped early still
+    # leaves the headline comparison complete (rows are appended as they finish)
+    head = [v for v in ("kd", "no_kd") if v in args.variants]
+    plan = [(v, s) for s in args.seeds for v in head]
+    plan += [(v, s) for s in args.seeds for v in args.variants if v not in head]
+    for name, seed in plan:
+        if args.summarize or (name, seed, args.steps) in done:
+            continue
+        row = one_run(name, seed, data, args.steps)
+        print(json.dumps(row), flush=True)
+        with partial.open("a") as f:
+            f.write(json.dumps(row) + "\n")
     rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["steps"] == args.steps]
     save(args.out, {"config": cfg, "data": {"train_windows": len(data["train"]), "heldout_windows": len(data["heldout"]),

@@ -54,14 +54,13 @@ def child(mixer: str, length: int, repeats: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096, 8192])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--child", nargs=2, metavar=("MIXER", "LENGTH"))
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.repeats)))
         return
     import numpy as np
-
     from distill_common import save
 
     rows = []
@@ -74,13 +73,13 @@ def main() -> None:
     summary = {}
     for mixer in ("spectral", "attention"):
         r = [x for x in rows if x["mixer"] == mixer]
-        slope = np.polyfit(np.log([x["length"] for x in r]), np.log([x["ms"] for x in r]), 1)[0]
+        slope = np.polyfit(np.log([x["length"] for x in r]), np.log([x["min_ms"] for x in r]), 1)[0]
         summary[mixer] = {"loglog_time_slope": float(slope)}
     by = {(x["mixer"], x["length"]): x for x in rows}
-    summary["speedup"] = {str(n): by[("attention", n)]["ms"] / by[("spectral", n)]["ms"] for n in args.lengths}
+    summary["speedup"] = {str(n): by[("attention", n)]["min_ms"] / by[("spectral", n)]["min_ms"] for n in args.lengths}
     print(summary)
     save("distill_mixing", {"rows": rows, "summary": summary,
-                            "setup": "width 128, 8 heads, batch 1, causal, forward, 1 thread, median of repeats"})
+                            "setup": "width 128, 8 heads, batch 1, causal, forward, 1 thread; time = best of repeats (busy machine)"})
 
 
 if __name__ == "__main__":

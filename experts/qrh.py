@@ -185,16 +185,16 @@ class SpectralMixing(nn.Module):
 
     def mix(self, u: torch.Tensor) -> torch.Tensor:
         """Per-head FFT convolution over time: (B, T, C) -> (B, T, C)."""
-        _B, T, C = u.shape
-        x = u.transpose(1, 2)  # (B, C, T)
+        B, T, C = u.shape
+        H = self.n_heads
+        x = u.transpose(1, 2).reshape(B, H, C // H, T)  # (B, H, C/H, T): a head's channels share a filter
         if self.causal:
-            k = self.kernel(T).repeat_interleave(C // self.n_heads, dim=0)  # (C, T)
             n = 2 * T  # zero padding: linear (not circular) convolution
-            y = torch.fft.irfft(torch.fft.rfft(x, n=n) * torch.fft.rfft(k, n=n), n=n)[..., :T]
+            kf = torch.fft.rfft(self.kernel(T), n=n)  # (H, T+1), once per head
+            y = torch.fft.irfft(torch.fft.rfft(x, n=n) * kf[:, None], n=n)[..., :T]
         else:
-            h = self.filter(T // 2 + 1).repeat_interleave(C // self.n_heads, dim=0)  # (C, T//2+1)
-            y = torch.fft.irfft(torch.fft.rfft(x, n=T) * h, n=T)
-        return y.transpose(1, 2)  # (B, T, C)
+            y = torch.fft.irfft(torch.fft.rfft(x, n=T) * self.filter(T // 2 + 1)[:, None], n=T)
+        return y.reshape(B, C, T).transpose(1, 2)  # (B, T, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u, g = self.in_proj(x).chunk(2, dim=-1)  # (B, T, C) each
