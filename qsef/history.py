@@ -121,7 +121,8 @@ class LabelledHistory:
     Args:
         embeddings: ``(N, dim)`` unit vectors of past tasks; labels: ``(N,)`` their gold domains.
         expert_domains: expert name -> domain.
-        k, prior, max_similarity, temperature: as in :class:`InMemoryHistory`.
+        k, prior, max_similarity, temperature, min_similarity: as in :class:`InMemoryHistory`
+            (with ``min_similarity``, a text whose past tasks are all dissimilar has no history: NaN).
         texts: the past tasks' texts; when given, "similar" is hybrid — the error rate is averaged
             over the dense neighbours and the BM25 (lexical) neighbours, with ``lexical_weight``.
     """
@@ -131,8 +132,9 @@ class LabelledHistory:
     def __init__(self, embeddings: np.ndarray, labels: np.ndarray, expert_domains: dict[str, str], *,
                  k: int = 10, prior: float = 1.0, max_similarity: float = 2.0,
                  temperature: float | None = None, texts: list[str] | None = None,
-                 lexical_weight: float = 0.5) -> None:
+                 lexical_weight: float = 0.5, min_similarity: float = 0.0) -> None:
         self.temperature = temperature
+        self.min_similarity = min_similarity
         self.lexical_weight = lexical_weight
         self._bm25 = None
         self._last_lex: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = None
@@ -164,7 +166,7 @@ class LabelledHistory:
             sims = q[s:s + 2048] @ self.emb.T
             sims[sims > self.max_similarity] = -np.inf
             idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            w = _kernel(np.take_along_axis(sims, idx, axis=1), self.temperature, -1.0)
+            w = _kernel(np.take_along_axis(sims, idx, axis=1), self.temperature, self.min_similarity)
             w_all.append(w)
             lab_all.append(self.labels[idx])
         w, lab = np.concatenate(w_all), np.concatenate(lab_all)

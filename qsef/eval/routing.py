@@ -257,10 +257,13 @@ class QSEFRouting(RoutingMethod):
     def __init__(self, engine: QSEFEngine, experts: Sequence[ExpertProfile], *, ablate: Sequence[str] = (),
                  blend: float = 0.5, use_history: bool = True, calibrate: bool = True, history_k: int = 10,
                  history_temperature: float | None = 0.05, history_prior: float = 0.1,
-                 lexical_history: bool = True, l2: float = 1e-3) -> None:
+                 lexical_history: bool = True, lexical_weight: float = 0.25, history_min_similarity: float = 0.0,
+                 l2: float = 1e-3) -> None:
         self.history_temperature = history_temperature
         self.history_prior = history_prior
         self.lexical_history = lexical_history
+        self.history_min_similarity = history_min_similarity
+        self.lexical_weight = lexical_weight
         self.engine = engine
         self.base = list(experts)
         self.ablate = {component_resolver.lookup(a).name for a in ablate}
@@ -304,9 +307,11 @@ class QSEFRouting(RoutingMethod):
         if self.use_history:
             names = {p.name: p.domain for p in experts}
             kw = {"k": self.history_k, "temperature": self.history_temperature, "prior": self.history_prior,
-                  "texts": train.texts if self.lexical_history else None}
+                  "texts": train.texts if self.lexical_history else None, "min_similarity": self.history_min_similarity,
+                  "lexical_weight": self.lexical_weight}
             self.history = LabelledHistory(train.emb, train.labels, names, **kw)
             loo = LabelledHistory(train.emb, train.labels, names, max_similarity=0.9999, **kw)
+            self._loo_history = loo
         if self.calibrate:
             vals = self._values(train, loo if self.use_history else None)
             names = [n for n in FITTED if n in vals]
