@@ -33,3 +33,24 @@ def test_in_memory_none_without_history():
     assert h.error_rate("x", np.ones(4, dtype=np.float32) / 2) is None
     h.record("x", np.ones(4, dtype=np.float32) / 2, correct=False)
     assert h.error_rate("x", np.ones(4, dtype=np.float32) / 2) == pytest.approx((1 + 0.5) / 2)
+
+
+def test_hybrid_history_uses_lexical_neighbours():
+    texts = ["court contract statute", "court judge ruling", "python loop function", "python compile error"]
+    labels = np.array(["law", "law", "code", "code"])
+    emb = _unit(np.eye(4, 8, dtype=np.float32) + 0.01)
+    h = LabelledHistory(emb, labels, {"law": "law", "code": "code"}, k=2, texts=texts, lexical_weight=1.0)
+    q = _unit(np.ones((1, 8), dtype=np.float32))  # dense neighbours uninformative
+    law = h.error_rates("law", q, texts=["the court and the statute"])[0]
+    code = h.error_rates("code", q, texts=["the court and the statute"])[0]
+    assert law < code
+    assert getattr(h, "uses_text", False)
+
+
+def test_temperature_kernel_prefers_nearest():
+    emb = _unit(np.array([[1, 0.0], [0.8, 0.6], [0.0, 1.0]], dtype=np.float32))
+    labels = np.array(["a", "b", "b"])
+    q = _unit(np.array([[1.0, 0.05]], dtype=np.float32))
+    sharp = LabelledHistory(emb, labels, {"ea": "a"}, k=3, temperature=0.01, prior=0.0)
+    flat = LabelledHistory(emb, labels, {"ea": "a"}, k=3, prior=0.0)
+    assert sharp.error_rates("ea", q)[0] < 0.05 < flat.error_rates("ea", q)[0]
