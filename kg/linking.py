@@ -9,8 +9,10 @@ made building it take tens of seconds on the general graph.) Overlaps are resolv
 then leftmost.
 
 Filters keep common words from flooding the output: stop words, single tokens shorter than 3
-characters, numbers, and a small blocklist of generic words are never linked on their own; all-caps
-acronyms (``CPU``, ``HIV``) only match all-caps text. When one name fits several concepts (WordNet
+characters, numbers, a small blocklist, and one-word names the importers flagged as usually meaning
+something else (``attrs["minor"]``, see :func:`kg.importers.wordnet.mark_ambiguous_names`) are never
+linked on their own; all-caps acronyms (``CPU``, ``HIV``) only match all-caps text. The word before a
+match picks between noun and verb senses ("to appeal" / "the appeal"). When one name fits several concepts (WordNet
 senses), the sense most often tagged with that very name wins (``counts`` attribute: WordNet's SemCor
 counts per name), then the concept whose preferred label it is, then the better connected one; the
 others are kept in ``Mention.candidates``.
@@ -48,8 +50,9 @@ class Mention:
         label: its preferred label.
         start: character offset where the mention starts in the text.
         end: character offset just after it.
-        score: confidence in (0, 1]: 1.0 for an unambiguous preferred-label match, lower for synonyms,
-            ambiguous names and embedding matches (the cosine similarity).
+        score: confidence in (0, 1]: 1.0 for an unambiguous preferred-label match; 0.9 for a synonym;
+            times the chosen sense's smoothed share of the name's usage counts when the name is
+            ambiguous; for embedding matches, the cosine similarity.
         method: ``exact`` (preferred label), ``synonym`` or ``embedding``.
         text: the surface string ``text[start:end]``.
         candidates: other concepts the same name could mean.
@@ -72,6 +75,7 @@ class _Entry:
     acronym: str | None  # case-sensitive surface required, when the name is an acronym
     count: int  # how often this name was used for this concept (WordNet sense counts; 0 if unknown)
     connectivity: float
+    pos: str  # WordNet part of speech (n, v, a, s, r) or "" for other sources
 
 
 def _linkable_key(name: str, key: tuple[str, ...], block: frozenset[str]) -> bool:
@@ -83,6 +87,29 @@ def _linkable_key(name: str, key: tuple[str, ...], block: frozenset[str]) -> boo
             return False
         return len(tok) >= 3 or is_acronym(name.strip())
     return not all(t in STOPWORDS or not any(c.isalpha() for c in t) for t in key)
+
+
+# the word before a match hints at its part of speech ("to appeal" vs "the appeal")
+_VERB_CUES = frozenset(
+    "to will would can could may might shall should must did does do not never i we they you he she".split()  # noqa: SIM905
+)
+_NOUN_CUES = frozenset(
+    "the a an this these those his her its their our my your each every no of in on for with by from at".split()  # noqa: SIM905
+)
+
+
+def _prefer_pos(entries: tuple[_Entry, ...], previous: str) -> tuple[_Entry, ...]:
+    """Move the senses whose part of speech fits the previous word to the front (order kept within)."""
+    if previous in _VERB_CUES:
+        fits = ("v",)
+    elif previous in _NOUN_CUES:
+        fits = ("n", "")
+    else:
+        return entries
+    first = tuple(e for e in entries if e.pos in fits)
+    if not first or len(first) == len(entries):
+        return entries
+    return first + tuple(e for e in entries if e.pos not in fits)
 
 
 class Linker:
@@ -105,15 +132,17 @@ class Linker:
                 continue
             connectivity = math.log1p(len(succ[node.id]) + len(pred[node.id]))
             counts = node.attrs.get("counts") or ()
+            minor = set(node.attrs.get("minor") or ())
+            pos = node.attrs.get("pos", "")
             seen: set[tuple[str, ...]] = set()
             for k, name in enumerate(node.names()):
                 key = label_key(name)
-                if key in seen or not _linkable_key(name, key, blocked):
+                if key in seen or name in minor or not _linkable_key(name, key, blocked):
                     continue
                 seen.add(key)
                 acro = name.strip() if len(key) == 1 and is_acronym(name.strip()) else None
                 count = counts[k] if k < len(counts) else 0
-                patterns.setdefault(key, []).append(_Entry(node.id, k == 0, acro, count, connectivity))
+                patterns.setdefault(key, []).append(_Entry(node.id, k == 0, acro, count, connectivity, pos))
         trie: dict = {}
         for key, entries in patterns.items():
             entries.sort(key=lambda e: (-e.count, not e.is_label, -e.connectivity, e.node_id))
@@ -144,6 +173,8 @@ class Linker:
                     if j == i:  # one-token name: acronyms must match case-sensitively
                         surface = toks[i][2]
                         entries = tuple(e for e in entries if e.acronym is None or e.acronym == surface)
+                    if len(entries) > 1 and i > 0:
+                        entries = _prefer_pos(entries, toks[i - 1][2].lower())
                     if entries:
                         found.append((i, j, entries))
                 j += 1
@@ -162,7 +193,9 @@ class Linker:
             node = self._graph.get(best.node_id)
             if node is None:
                 continue
-            score = (1.0 if best.is_label else 0.9) / math.sqrt(len(entries))
+            # Laplace-smoothed share of the chosen sense among the name's senses (1.0 when unambiguous)
+            share = (best.count + 1) / sum(e.count + 1 for e in entries)
+            score = (1.0 if best.is_label else 0.9) * share
             start, end = toks[start_tok][0], toks[end_tok][1]
             out.append(
                 Mention(

@@ -39,8 +39,20 @@ STOPWORDS: frozenset[str] = frozenset(
 
 
 def _fold(s: str) -> str:
+    if s.isascii():
+        return s.lower()
     s = unicodedata.normalize("NFKD", s.casefold())
     return "".join(c for c in s if not unicodedata.combining(c)).replace("’", "'")
+
+
+# plurale tantum and other words whose final "s" is not a plural ending
+_KEEP_S = frozenset(
+    """news series species means lens bus gas plus status virus thus basis analysis chaos bias atlas canvas
+    alias always perhaps whereas sometimes various aids diabetes herpes rabies measles mumps scabies
+    tetanus pancreas glottis testis pelvis thesis crisis axis physics economics mathematics politics ethics
+    statistics genetics mechanics electronics graphics linguistics logistics robotics semantics dynamics
+    arthritis""".split()  # noqa: SIM905
+)
 
 
 @lru_cache(maxsize=262144)
@@ -49,13 +61,14 @@ def stem(word: str) -> str:
 
     Rules in order (first match wins): ``'s``/``s'`` dropped; ``-ies`` -> ``-y``; ``-(ss|x|ch|sh|z)es``
     -> drop ``es``; ``-es`` after other letters -> ``-e``; ``-s`` (not ``-ss``, ``-us``, ``-is``)
-    dropped. Words of 3 letters or fewer are kept.
+    dropped. Words of 3 letters or fewer, ``-ics`` words and a short list of words whose final ``s``
+    is not a plural (``news``, ``series``, ``diabetes``) are kept.
     """
     if word.endswith("'s"):
         word = word[:-2]
     elif word.endswith("s'"):
         word = word[:-1]
-    if len(word) <= 3 or not word.isalpha():
+    if len(word) <= 3 or not word.isalpha() or word in _KEEP_S or word.endswith("ics"):
         return word
     if word.endswith("ies") and not word.endswith(("eies", "aies")):
         return word[:-3] + "y"
@@ -82,7 +95,7 @@ def tokenize(text: str) -> list[tuple[int, int, str]]:
 @lru_cache(maxsize=262144)
 def label_key(label: str) -> tuple[str, ...]:
     """The normalised token sequence of a label (what linking matches on)."""
-    return tuple(norm_token(t) for _, _, t in tokenize(label))
+    return tuple(map(norm_token, TOKEN_RE.findall(label)))
 
 
 def is_acronym(surface: str) -> bool:

@@ -11,7 +11,9 @@ fragment; :func:`build_domain` merges the fragments of a domain's recipe into on
 3. is_a/instance_of cycles are broken by dropping the closing edge (counted);
 4. every top concept without a parent is put under the synthetic domain root ``KG:<domain>``;
 5. concepts from different sources with the same unambiguous normalised label get a ``related``
-   bridge edge, so the sources form one connected graph.
+   bridge edge, so the sources form one connected graph;
+6. in domain graphs, one-word names that usually mean something else in ordinary English are
+   flagged so the linker skips them (:func:`kg.importers.wordnet.mark_ambiguous_names`).
 
 Provenance (title, licence, url, version, files, counts) is recorded per source in ``graph.meta``.
 
@@ -67,7 +69,7 @@ IMPORTERS: dict[str, Callable[[], Importer]] = {
 
 # domain -> (required sources, optional sources); order matters (first definition of an id wins)
 DOMAIN_SOURCES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "medicine": (("hpo", "icd10cm", "drugs"), ()),
+    "medicine": (("hpo", "icd10cm", "drugs", "wordnet"), ()),
     "law": (("wordnet", "courts", "licenses", "gcide-law"), ()),
     "code": (("foldoc", "wordnet"), ()),
     "finance": (("wordnet", "gcide-finance"), ("gnucash",)),
@@ -244,6 +246,14 @@ def build_domain(
         log.info("imported %s into %s: %s", name, domain, counts)
     graph.meta["hierarchy_cycles_broken"] = break_cycles(graph)
     graph.meta["bridges"] = add_bridges(graph)
+    if domain != "general":
+        from kg.importers.wordnet import mark_ambiguous_names
+
+        try:
+            graph.meta["ambiguous_names_flagged"] = mark_ambiguous_names(graph)
+        except SourceUnavailable as exc:
+            log.warning("WordNet not installed: ambiguous one-word names are not flagged (%s)", exc)
+            graph.meta["ambiguous_names_flagged"] = None
     return graph
 
 

