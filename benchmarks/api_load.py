@@ -38,9 +38,9 @@ TEXTS = [
 ]
 
 
-def start_server(port: int, batch_ms: float, log: Path) -> subprocess.Popen:
+def start_server(port: int, batch_ms: float, log: Path, threads: int) -> subprocess.Popen:
     env = {**os.environ, "QSEF_API_BATCH_WINDOW_MS": str(batch_ms), "QSEF_ROUTER_BACKEND": "none",
-           "QSEF_LOG_LEVEL": "WARNING"}
+           "QSEF_LOG_LEVEL": "WARNING", "QSEF_TORCH_THREADS": str(threads)}
     return subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)], env=env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -128,10 +128,12 @@ def main() -> int:
     ap.add_argument("--slice", type=float, default=15, help="seconds per alternating score slice")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--port", type=int, default=8031)
+    ap.add_argument("--window-ms", type=float, default=5.0, help="micro-batch window of the batched server")
+    ap.add_argument("--threads", type=int, default=1, help="QSEF_TORCH_THREADS of both servers")
     args = ap.parse_args()
     logs = Path("/tmp")
-    procs = [start_server(args.port, 5.0, logs / "qsef_load_batched.log"),
-             start_server(args.port + 1, 0.0, logs / "qsef_load_unbatched.log")]
+    procs = [start_server(args.port, args.window_ms, logs / "qsef_load_batched.log", args.threads),
+             start_server(args.port + 1, 0.0, logs / "qsef_load_unbatched.log", args.threads)]
     try:
         for i, p in enumerate(procs):
             wait_healthy(args.port + i, p)
@@ -144,7 +146,8 @@ def main() -> int:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
-    results.update(clients=args.clients, seconds_per_endpoint=args.seconds,
+    results.update(clients=args.clients, seconds_per_endpoint=args.seconds, window_ms=args.window_ms,
+                   torch_threads=args.threads,
                    note="route = fast path with answer=false (decomposition + QSEF scoring, no expert generation)")
     save("api_load", results)
     return 0

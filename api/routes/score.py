@@ -31,7 +31,7 @@ def score_texts_fn(r: Router) -> Callable[[list[str]], list[dict]]:
 
 
 @router.post("/score", response_model=ScorePublic)
-async def score_text(body: ScoreCreate, state: StateDep) -> ScorePublic:
+async def score_text(body: ScoreCreate, state: StateDep) -> dict:
     """Every candidate expert with D_emb, D_kg, C_data, C_model, C_sparsity, R, TE and rank."""
     check_length(body.text, state.config.max_query_chars, "text")
     if state.batcher is not None:
@@ -39,4 +39,4 @@ async def score_text(body: ScoreCreate, state: StateDep) -> ScorePublic:
     else:
         state.metrics.score_batch.observe(1)
         row = (await run_in_threadpool(score_texts_fn(state.router), [body.text]))[0]
-    return ScorePublic.model_validate(row)
+    return row  # validated and serialised once, by response_model
