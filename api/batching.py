@@ -2,7 +2,8 @@
 
 Requests put their item on a queue and await a future. One worker task takes the first item, keeps
 collecting for ``window_ms`` (or until ``max_batch`` items), runs ``fn(items)`` once in a worker
-thread and hands each caller its row. For ``/v1/score`` this turns N concurrent requests into one
+thread and hands each caller its row. Up to ``concurrency`` batches run at once (one per core), and
+while every slot is busy the queue keeps filling, so batches grow with load. For ``/v1/score`` this turns N concurrent requests into one
 encoder forward pass and one ``(N, E)`` scoring pass.
 
 Example:
@@ -30,12 +31,16 @@ class MicroBatcher:
     fn: ``items -> results`` (same length, same order); runs in a thread.
     window_ms: how long to wait for more items after the first.
     max_batch: most items per call.
+    concurrency: batches computed at the same time.
     on_batch: called with each batch size (metrics).
     """
 
     def __init__(self, fn: Callable[[list[Any]], Sequence[Any]], *, window_ms: float = 5.0, max_batch: int = 64,
-                 on_batch: Callable[[int], None] | None = None):
+                 concurrency: int = 2, on_batch: Callable[[int], None] | None = None):
         self.fn = fn
+        self.concurrency = max(1, concurrency)
+        self._slots: asyncio.Semaphore | None = None
+        self._inflight: set[asyncio.Task] = set()
         self.window = window_ms / 1000.0
         self.max_batch = max_batch
         self.on_batch = on_batch
@@ -46,6 +51,7 @@ class MicroBatcher:
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
+        self._slots = asyncio.Semaphore(self.concurrency)
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
@@ -54,6 +60,8 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for t in list(self._inflight):
+            t.cancel()
 
     async def submit(self, item: Any) -> Any:
         if self._queue is None:
@@ -63,15 +71,15 @@ class MicroBatcher:
         return await fut
 
     async def _run(self) -> None:
-        assert self._queue is not None
+        assert self._queue is not None and self._slots is not None
         loop = asyncio.get_running_loop()
         while True:
+            await self._slots.acquire()  # wait for a free slot first: meanwhile the queue fills up
             batch = [await self._queue.get()]
             deadline = loop.time() + self.window
             while len(batch) < self.max_batch:
                 timeout = deadline - loop.time()
                 if timeout <= 0:
-                    # take whatever is already waiting without blocking
                     while len(batch) < self.max_batch and not self._queue.empty():
                         batch.append(self._queue.get_nowait())
                     break
@@ -81,18 +89,27 @@ class MicroBatcher:
                     continue
             live = [(item, fut) for item, fut in batch if not fut.cancelled()]
             if not live:
+                self._slots.release()
                 continue
+            task = asyncio.create_task(self._process(live))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _process(self, live: list[tuple[Any, asyncio.Future]]) -> None:
+        assert self._slots is not None
+        try:
             self.batches += 1
             self.items += len(live)
             if self.on_batch:
                 self.on_batch(len(live))
-            try:
-                results = await run_in_threadpool(self.fn, [item for item, _ in live])
-                for (_, fut), res in zip(live, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(res)
-            except Exception as exc:  # every caller of the batch gets the error
-                log.exception("batch call failed", extra={"size": len(live)})
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
+            results = await run_in_threadpool(self.fn, [item for item, _ in live])
+            for (_, fut), res in zip(live, results, strict=True):
+                if not fut.done():
+                    fut.set_result(res)
+        except Exception as exc:  # every caller of the batch gets the error
+            log.exception("batch call failed", extra={"size": len(live)})
+            for _, fut in live:
+                if not fut.done():
+                    fut.set_exception(exc)
+        finally:
+            self._slots.release()

@@ -17,4 +17,5 @@ class ApiConfig(BaseSettings):
     max_messages: int = Field(64, ge=1, description="most chat messages accepted")
     batch_window_ms: float = Field(5.0, ge=0, description="/v1/score micro-batch window; 0 = no batching")
     max_batch: int = Field(64, ge=1, description="most texts per encoder call")
+    batch_concurrency: int = Field(2, ge=1, le=64, description="micro-batches scored at once (about one per core)")
     warm: bool = Field(True, description="load the encoder and profiles at start-up")

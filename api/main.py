@@ -41,7 +41,8 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
             await run_in_threadpool(r.scorer.warm)
         if config.batch_window_ms > 0:
             state.batcher = MicroBatcher(score.score_texts_fn(r), window_ms=config.batch_window_ms,
-                                         max_batch=config.max_batch, on_batch=metrics.score_batch.observe)
+                                         max_batch=config.max_batch,
+                                         concurrency=config.batch_concurrency, on_batch=metrics.score_batch.observe)
             await state.batcher.start()
         app.state.qsef = state
         log.info("api ready", extra={"router_llm": r.decomposer.llm.describe(), "batching": bool(state.batcher)})
