@@ -61,8 +61,9 @@ class KGAccess:
         self._missing: dict[str, str] = {}
         self._links: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
         self._spans: dict[tuple[str, str], frozenset[str]] = {}
+        self._mentions: dict[tuple[str, str], list[Any]] = {}
         self._dist: OrderedDict[tuple[tuple[str, ...], str, tuple[str, ...]], float] = OrderedDict()
-        self._density: dict[tuple[str, str], float] = {}
+        self._density: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     def graph(self, domain: str | None) -> Any | None:
         if domain is None:
@@ -97,9 +98,11 @@ class KGAccess:
         spans = frozenset(text[m.start:m.end].lower() for m in mentions)
         self._links[key] = nodes
         self._spans[key] = spans
+        self._mentions[key] = list(mentions)
         while len(self._links) > self.cache_size:
             old, _ = self._links.popitem(last=False)
             self._spans.pop(old, None)
+            self._mentions.pop(old, None)
         return nodes, spans
 
     def concepts(self, text: str, domain: str) -> tuple[str, ...]:
@@ -133,7 +136,10 @@ class KGAccess:
                 return None
             import kg
 
-            self._density[key] = float(kg.concept_density(text, g))
+            self._link(text, domain)  # reuse the cached mentions instead of linking again
+            self._density[key] = float(kg.concept_density(text, g, mentions=self._mentions.get(key)))
+            if len(self._density) > self.cache_size:
+                self._density.popitem(last=False)
         return self._density[key]
 
 
@@ -214,9 +220,22 @@ class EmbeddingDistance(Component):
     name = "d_emb"
     term = "D"
 
+    def __init__(self) -> None:
+        self._key: tuple[int, ...] = ()
+        self._matrix: np.ndarray | None = None
+
+    def centroids(self, experts: Sequence[ExpertProfile]) -> np.ndarray:
+        """``(E, dim)`` centroid matrix, rebuilt only when the expert list changes."""
+        key = tuple(id(e.centroid) for e in experts)
+        if key != self._key or self._matrix is None:
+            self._refs = [e.centroid for e in experts]  # keeps the ids in the key from being reused
+            self._matrix = np.stack(self._refs).astype(np.float32)
+            self._key = key
+        return self._matrix
+
     def compute(self, ctx: ScoringContext) -> np.ndarray:
         if "centroids" not in ctx.cache:
-            ctx.cache["centroids"] = np.stack([e.centroid for e in ctx.experts]).astype(np.float32)
+            ctx.cache["centroids"] = self.centroids(ctx.experts)
         cos = ctx.embeddings @ ctx.cache["centroids"].T  # (T, E)
         return np.clip((1.0 - cos) / 2.0, 0.0, 1.0)
 
@@ -395,8 +414,12 @@ class DomainSparsity(Component):
                 ctx.flag_all(f"bm25_missing:{ex.name}")
                 continue
             by_index.setdefault(id(ex.lexical), []).append(j)
+        if by_index and "tokens" not in ctx.cache:
+            from qsef.profiles import tokenize
+
+            ctx.cache["tokens"] = tokenize(ctx.texts)
         for cols in by_index.values():
-            rel = ctx.experts[cols[0]].lexical.relevance(ctx.texts)  # (T,)
+            rel = ctx.experts[cols[0]].lexical.relevance(ctx.texts, tokens=ctx.cache["tokens"])  # (T,)
             lex[:, cols] = (1.0 - rel)[:, None]
 
         base = [d for d in ctx.kg_domains() if ctx.kg.graph(d) is not None]

@@ -65,10 +65,13 @@ class LexicalIndex:
         retriever.index(bm25s.tokenize(list(passages), stopwords="en", show_progress=False), show_progress=False)
         return cls(retriever, len(passages), top_k=top_k)
 
-    def relevance(self, texts: Sequence[str]) -> np.ndarray:
-        """Normalised relevance of each text to the corpus: ``(T,)`` in [0, 1]."""
+    def relevance(self, texts: Sequence[str], *, tokens: Sequence[list[str]] | None = None) -> np.ndarray:
+        """Normalised relevance of each text to the corpus: ``(T,)`` in [0, 1].
+
+        ``tokens`` (from :func:`tokenize`) lets a caller tokenize once for several indexes.
+        """
         out = np.zeros(len(texts), dtype=np.float32)
-        for i, toks in enumerate(tokenize(texts)):
+        for i, toks in enumerate(tokens if tokens is not None else tokenize(texts)):
             toks = list(dict.fromkeys(toks))
             if not toks:
                 continue
