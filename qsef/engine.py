@@ -179,13 +179,19 @@ class QSEFEngine:
         ablate: component names switched off (contribute 0; reported as ``None``).
         history: feedback history for ``C_model`` (see :class:`qsef.history.HistoryProvider`).
         kg: graph access (default: lazy ``kg.load_graph``).
+        prefilter_k: with more than ``prefilter_min`` experts, only the union of each text's
+            ``prefilter_k`` nearest centroids (exact faiss inner-product search) is scored; the result
+            then lists those candidates only and every text carries the flag ``prefiltered:<n>/<N>``.
     """
 
     def __init__(self, experts: Sequence[ExpertProfile] | None = None, *, encoder: Any = None,
                  weights: QSEFWeights | str | Path | None = None,
                  components: Iterable[str | type[Component] | Component] | None = None,
                  ablate: Iterable[str] = (), history: HistoryProvider | None = None,
-                 kg: KGAccess | None = None) -> None:
+                 kg: KGAccess | None = None, prefilter_k: int = 32, prefilter_min: int = 64) -> None:
+        self.prefilter_k = prefilter_k
+        self.prefilter_min = prefilter_min
+        self._filter: tuple[tuple[int, ...], Any, list[ExpertProfile]] | None = None
         self._experts = list(experts) if experts is not None else None
         self._encoder = encoder
         if weights is None:
@@ -244,9 +250,24 @@ class QSEFEngine:
         if not experts:
             raise ValueError("no candidate experts to score against")
         emb = self.encode(texts) if embeddings is None else np.asarray(embeddings, dtype=np.float32)
+        n_all = len(experts)
+        if n_all > self.prefilter_min:
+            experts = [experts[j] for j in self.candidates(emb, experts)]
         ctx = ScoringContext(texts=texts, embeddings=emb, experts=experts, kg=self.kg, history=self.history)
+        if len(experts) < n_all:
+            ctx.flag_all(f"prefiltered:{len(experts)}/{n_all}")
         values = self.component_values(ctx, ablate=ablate)
         return self.combine(ctx, values, weights=weights or self.weights)
+
+    def candidates(self, embeddings: np.ndarray, experts: Sequence[ExpertProfile]) -> np.ndarray:
+        """Indices of the experts whose centroids are among each text's ``prefilter_k`` nearest (faiss)."""
+        from qsef.selection import CandidateFilter
+
+        key = tuple(id(e) for e in experts)
+        if self._filter is None or self._filter[0] != key:
+            self._filter = (key, CandidateFilter(np.stack([e.centroid for e in experts]), min_experts=self.prefilter_min),
+                            list(experts))
+        return self._filter[1].candidates(embeddings, self.prefilter_k)
 
     def component_values(self, ctx: ScoringContext, *, ablate: Iterable[str] = ()) -> dict[str, np.ndarray]:
         """Raw component matrices ``{name: (T, E)}`` for the enabled components."""

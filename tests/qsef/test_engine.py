@@ -104,3 +104,23 @@ def test_to_dict_is_json(engine):
 def test_shipped_calibration_loads():
     w = QSEFWeights.load(DEFAULT_CALIBRATION)
     assert w.k1 > 0 and abs(w.w1 + w.w2 - 1) < 1e-6 and abs(w.w_d + w.w_m + w.w_s - 1) < 1e-6
+
+
+def test_prefilter_scores_only_nearest_candidates(engine):
+    rng = np.random.default_rng(0)
+    base = engine.experts
+    many = [b.with_centroid(b.centroid + rng.normal(scale=0.05, size=b.centroid.shape), name=f"{b.name}-{i}")
+            for i in range(20) for b in base]
+    engine.prefilter_k, engine.prefilter_min = 8, 50
+    res = engine.score(QUERIES[:2], many)
+    assert len(res.experts) < len(many) and res.flags[0][-1].startswith("prefiltered:")
+    # the exact search keeps every expert that brute force ranks in the top 8 for either text
+    emb = engine.encode(QUERIES[:2])
+    sims = emb @ np.stack([e.centroid for e in many]).T
+    top = {many[j].name for row in np.argsort(-sims, axis=1)[:, :8] for j in row}
+    assert top == set(res.names)
+    full = QSEFEngine(many, encoder=engine.encoder, weights=engine.weights, kg=engine.kg, prefilter_min=10_000)
+    whole = full.score(QUERIES[:2])
+    col = {n: j for j, n in enumerate(whole.names)}
+    for j, n in enumerate(res.names):
+        np.testing.assert_allclose(res.TE[:, j], whole.TE[:, col[n]], rtol=1e-5)
