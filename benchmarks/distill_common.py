@@ -16,7 +16,7 @@ BENCH_OVERRIDES = [
     "domain=code",
     "data.train_docs=120", "data.heldout_docs=48", "data.seq_len=64", "data.max_windows_per_doc=1",
     "model.vocab_size=4096", "model.d_model=128", "model.n_layers=4", "model.n_heads=8", "model.max_seq_len=64",
-    "teacher.top_k=32", "teacher.batch_size=8", "threads=2",
+    "teacher.top_k=32", "teacher.batch_size=8", "threads=1",  # 1 thread: 2 spin on a busy box
     "optim.steps=300", "optim.batch_size=16", "optim.lr=0.003", "optim.warmup=20",
     "eval.every=0", "eval.max_windows=48", "checkpoint.every=0", "checkpoint.resume=false",
     "register=false", "profile.enabled=false", "progress=false",

@@ -22,13 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--domains", nargs="+", default=["medicine", "law", "code", "finance", "general"])
+    ap.add_argument("--summarize", action="store_true", help="only write the JSON from earlier runs")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     from distill_common import RESULTS, save
 
     partial = RESULTS / "distill_experts.partial.jsonl"
     experts = []
-    for d in args.domains:
+    for d in [] if args.summarize else args.domains:
         cmd = [sys.executable, "-m", "api.cli", "distill", f"distill/configs/{d}.yaml", "progress=false", *args.overrides,
                "--json"]
         t = time.perf_counter()
@@ -42,6 +43,13 @@ def main() -> None:
         with partial.open("a") as f:
             f.write(json.dumps(row) + "\n")
         experts.append(row)
+    # the latest row per domain, over this and earlier invocations (a failed expert can be re-run alone;
+    # its checkpoint resumes, so only the missing stages run again)
+    latest = {}
+    for line in partial.read_text().splitlines():
+        row = json.loads(line)
+        latest[row["domain"]] = row
+    experts = [latest[d] for d in ("medicine", "law", "code", "finance", "general") if d in latest]
     save("distill_experts", {"experts": experts,
                              "command_template": "qsef distill distill/configs/<domain>.yaml progress=false --json",
                              "note": "wall time includes loading the corpora, the teacher forward pass (cached "

@@ -33,13 +33,13 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def one_run(name: str, seed: int, data: dict, steps: int) -> dict:
+def one_run(name: str, seed: int, data: dict, steps: int, extra: tuple[str, ...] = ()) -> dict:
     import torch
 
     from distill.metrics import linear_cka, pooled_hidden
     from distill.recipe import DistillRecipe
 
-    cfg = bench_config(*VARIANTS[name], f"seed={seed}", f"optim.steps={steps}")
+    cfg = bench_config(*extra, *VARIANTS[name], f"seed={seed}", f"optim.steps={steps}")
     r = DistillRecipe(cfg, prepared=data)
     t0 = time.perf_counter()
     r.setup()
@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--out", default="distill_kd")
     ap.add_argument("--summarize", action="store_true", help="only write the JSON from the finished runs")
+    ap.add_argument("--set", nargs="*", default=[], metavar="key=value", help="overrides for every run")
     args = ap.parse_args()
 
     from qsef.logs import setup_logging
@@ -71,7 +72,7 @@ def main() -> None:
     setup_logging("WARNING")
     from distill.recipe import prepare_data
 
-    cfg = bench_config()
+    cfg = bench_config(*args.set)
     t0 = time.perf_counter()
     data = prepare_data(cfg)  # teacher top-k + MiniLM embeddings: cached after the first run
     print(f"data: {len(data['train'])} train / {len(data['heldout'])} held-out windows of {cfg['data']['seq_len']} "
@@ -87,14 +88,17 @@ def main() -> None:
     plan = [(v, s) for s in args.seeds for v in head]
     plan += [(v, s) for s in args.seeds for v in args.variants if v not in head]
     for name, seed in plan:
+        if partial.exists():  # another process may share the plan: re-read before each run
+            done = {(r["variant"], r["seed"], r["steps"]) for r in map(json.loads, partial.read_text().splitlines())}
         if args.summarize or (name, seed, args.steps) in done:
             continue
-        row = one_run(name, seed, data, args.steps)
+        row = one_run(name, seed, data, args.steps, tuple(args.set))
         print(json.dumps(row), flush=True)
         with partial.open("a") as f:
             f.write(json.dumps(row) + "\n")
     rows = [json.loads(line) for line in partial.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["steps"] == args.steps]
+    cfg = bench_config(*args.set, f"optim.steps={args.steps}")
     save(args.out, {"config": cfg, "data": {"train_windows": len(data["train"]), "heldout_windows": len(data["heldout"]),
                                             "coverage": data["coverage"]}, "variants": VARIANTS, "runs": rows})
 

@@ -508,17 +508,17 @@ def write_profile(cfg: dict, params: int, folder: Path) -> dict:
     Uses :func:`qsef.profiles.build_domain_profile` (the scorer's own profile format) and returns a
     JSON summary (centroid included) for ``expert.json`` and the registry.
     """
-    from qsef.profiles import build_domain_profile, corpus_passages
+    from qsef.profiles import build_domain_profile
 
     pc = cfg["profile"]
-    passages = corpus_passages(cfg["domain"], max_passages=pc["max_passages"], seed=cfg["seed"])
-    prof = build_domain_profile(cfg["domain"], passages=passages, name=cfg["name"], params=float(params),
-                                n_anchors=pc["anchors"])
+    # BM25 over the whole domain corpus; centroid from a seeded sample of max_passages passages
+    prof = build_domain_profile(cfg["domain"], name=cfg["name"], params=float(params), n_anchors=pc["anchors"],
+                                centroid_sample=pc["max_passages"], seed=cfg["seed"])
     prof.save(folder)
     return {"dir": str(folder), "encoder": prof.encoder, "centroid": [round(float(x), 6) for x in prof.centroid],
             "kg_domain": prof.kg_domain, "kg_anchors": prof.kg_anchors, "params": params,
-            "corpus": {"domain": cfg["domain"], "n_passages": prof.meta.get("n_passages"),
-                       "sha256": prof.meta.get("corpus_sha256")}}
+            "corpus": {"domain": cfg["domain"], "split": "train", "n_passages": prof.meta.get("n_passages"),
+                       "n_centroid": prof.meta.get("n_centroid"), "sha256": prof.meta.get("corpus_sha256")}}
 
 
 def register_expert(info: dict, registry_path: str | Path | None = None) -> bool:

@@ -143,3 +143,15 @@ def test_linear_cka():
     assert linear_cka(x, 3 * x @ q) == pytest.approx(1.0, abs=1e-9)
     assert linear_cka(x, torch.cat([x, torch.zeros(50, 2)], 1)) == pytest.approx(1.0, abs=1e-9)
     assert linear_cka(x, torch.randn(50, 4, generator=g)) < 0.5
+
+
+@pytest.mark.slow
+def test_write_profile_with_real_encoder_and_corpus(tmp_path):
+    """The expert profile uses qsef.profiles with the real MiniLM encoder and the finance corpus."""
+    from distill.recipe import write_profile
+
+    cfg = load_config(None, ["domain=finance", "profile.max_passages=8"])
+    out = write_profile(cfg, 1234, tmp_path / "profile")
+    assert (tmp_path / "profile" / "profile.json").is_file()
+    assert len(out["centroid"]) == 384 and out["params"] == 1234
+    assert out["corpus"]["n_centroid"] == 8 and out["corpus"]["n_passages"] > 8
