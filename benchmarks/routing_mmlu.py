@@ -61,6 +61,7 @@ def main() -> int:
     ap.add_argument("--heldout", default="qsef/corpora/data/routing_heldout.jsonl")
     ap.add_argument("--skip-ablations", action="store_true")
     ap.add_argument("--write-calibration", action="store_true", help="refit qsef/data/calibration.json on all MMLU")
+    ap.add_argument("--calibration-only", action="store_true", help="only refit the calibration (with --write-calibration)")
     args = ap.parse_args()
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s %(message)s")
     t_start = time.time()
@@ -102,7 +103,7 @@ def main() -> int:
     def mk(name, **kw):
         return lambda: make_method(name, engine=engine, experts=experts, **kw)
 
-    for name in methods:
+    for name in [] if args.calibration_only else methods:
         t0 = time.time()
         out, pred = cross_validate_method(mk(name), mm, k=args.folds)
         out["seconds"] = round(time.time() - t0, 1)
@@ -119,6 +120,8 @@ def main() -> int:
                 preds["qsef_heldout"] = p
             log.info("heldout", extra={"method": name, "acc": round(results["heldout"][name]["accuracy"], 4)})
 
+    if args.calibration_only:
+        args.skip_ablations, args.llm = True, 0
     # qsef with corpus-only profiles and no history: only its 3-4 weights are fitted on MMLU
     corpus_only = {"blend": 0.0, "use_history": False}
     out, _ = cross_validate_method(mk("qsef", **corpus_only), mm, k=args.folds)
@@ -150,7 +153,19 @@ def main() -> int:
                                               "sha256": texts_digest(mm.texts), "components": names,
                                               "history": "MMLU questions (leave-one-out), hybrid dense+BM25"},
                          note="written by benchmarks/routing_mmlu.py --write-calibration")
-        results["shipped_calibration"] = json.loads(cal_path.read_text())
+        # the same fit for engines without any history (C_model then carries no expert-specific signal)
+        m0 = mk("qsef", blend=0.0, use_history=False)()
+        m0.fit(mm)
+        vals0 = m0._values(mm, None)
+        names0 = list(m0.fit_info["beta"])
+        x0 = np.stack([vals0[n] for n in names0], -1).astype(np.float64)
+        cv0 = cross_validate(x0, y, names0, k=args.folds, l2=m0.l2)
+        doc = json.loads(cal_path.read_text())
+        doc["weights_no_history"] = {k: float(v) for k, v in vars(m0.weights).items()}
+        doc["coefficients_no_history"] = m0.fit_info["beta"]
+        doc["cv_no_history"] = cv0
+        cal_path.write_text(json.dumps(doc, indent=2) + "\n")
+        results["shipped_calibration"] = doc
 
     if args.llm:
         rng = np.random.default_rng(0)
@@ -188,6 +203,9 @@ def main() -> int:
                 m.fit(mm)
                 results["ablation_heldout"][variant] = report(ho.labels, m.predict(ho))["accuracy"]
 
+    if args.calibration_only:
+        print(json.dumps(results.get("shipped_calibration", {}), indent=2))
+        return 0
     res_dir = Path(args.out).parent
     res_dir.mkdir(parents=True, exist_ok=True)
     confusion_png(mm.labels, preds["qsef"], res_dir / "routing_mmlu_confusion_qsef.png", title="QSEF, MMLU 5-fold CV")

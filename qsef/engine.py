@@ -80,11 +80,17 @@ class QSEFWeights:
                    w_m=bm / k2 if k2 else (1 - w_d) / 2, w_s=bs / k2 if k2 else (1 - w_d) / 2, k1=k1, k2=k2)
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_CALIBRATION) -> QSEFWeights:
-        """Weights from a calibration file (``{"version", "weights": {...}, ...}``)."""
+    def load(cls, path: str | Path = DEFAULT_CALIBRATION, *, history: bool = True) -> QSEFWeights:
+        """Weights from a calibration file (``{"version", "weights": {...}, ...}``).
+
+        A file may also hold ``weights_no_history``, fitted for engines without feedback history
+        (then ``C_model`` carries no expert-specific signal and the other weights must do the work);
+        ``history=False`` selects it when present.
+        """
         data = json.loads(Path(path).read_text())
         names = {f.name for f in fields(cls)}
-        return cls(**{k: float(v) for k, v in data["weights"].items() if k in names})
+        key = "weights" if history or "weights_no_history" not in data else "weights_no_history"
+        return cls(**{k: float(v) for k, v in data[key].items() if k in names})
 
 
 @dataclass
@@ -102,6 +108,7 @@ class ExpertScore:
     R: float
     TE: float
     rank: int
+    P: float = 0.0  # calibrated choice probability TE / Σ TE over the candidates
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +141,14 @@ class ScoreResult:
     def names(self) -> list[str]:
         return [e.name for e in self.experts]
 
+    def probabilities(self) -> np.ndarray:
+        """``TE / Σ_e TE`` per text ``(T, E)``: the conditional-logit choice probability of each expert.
+
+        TE's absolute scale follows the fitted weights; this share is the scale-free confidence to put
+        a threshold on (e.g. fallback when the best expert's share is under 0.5).
+        """
+        return self.TE / np.maximum(self.TE.sum(axis=1, keepdims=True), 1e-30)
+
     def best(self) -> np.ndarray:
         """Column index of the highest-TE expert per text ``(T,)``."""
         return np.argmax(self.TE, axis=1)
@@ -141,11 +156,12 @@ class ScoreResult:
     def breakdown(self, i: int) -> list[ExpertScore]:
         """Per-expert breakdown for text ``i`` in column order."""
         out = []
+        p = self.probabilities()[i]
         for j, e in enumerate(self.experts):
             vals = {fld: (float(self.components[c][i, j]) if c in self.components else None)
                     for c, fld in COMPONENT_FIELDS.items()}
             out.append(ExpertScore(expert=e.name, domain=e.domain, D=float(self.D[i, j]), R=float(self.R[i, j]),
-                                   TE=float(self.TE[i, j]), rank=int(self.rank[i, j]), **vals))
+                                   TE=float(self.TE[i, j]), rank=int(self.rank[i, j]), P=float(p[j]), **vals))
         return out
 
     def ranked(self, i: int) -> list[ExpertScore]:
@@ -194,18 +210,37 @@ class QSEFEngine:
         self._filter: tuple[tuple[int, ...], Any, list[ExpertProfile]] | None = None
         self._experts = list(experts) if experts is not None else None
         self._encoder = encoder
+        self._calibration: Path | None = None
+        self._loaded: dict[bool, QSEFWeights] = {}
         if weights is None:
             path = active_calibration_path()
+            self._calibration = path if path.is_file() else None
             weights = QSEFWeights.load(path) if path.is_file() else QSEFWeights()
-            log.debug("loaded calibration", extra={"path": str(path)})
         elif not isinstance(weights, QSEFWeights):
+            self._calibration = Path(weights)
             weights = QSEFWeights.load(weights)
-        self.weights = weights
+        self._weights = weights
         comps = components if components is not None else component_resolver.names
         self.components = [component_resolver.make(c) for c in comps]
         self.ablate = {component_resolver.lookup(a).name for a in ablate}
         self.history = history
         self.kg = kg or KGAccess()
+
+    @property
+    def weights(self) -> QSEFWeights:
+        """The weights in use: from a calibration file, the set fitted for the engine's history state
+        (with or without a history provider); otherwise the weights given."""
+        if self._calibration is not None:
+            has = self.history is not None
+            if has not in self._loaded:
+                self._loaded[has] = QSEFWeights.load(self._calibration, history=has)
+            return self._loaded[has]
+        return self._weights
+
+    @weights.setter
+    def weights(self, value: QSEFWeights) -> None:
+        self._weights = value
+        self._calibration = None
 
     @property
     def experts(self) -> list[ExpertProfile]:

@@ -220,3 +220,22 @@ class LabelledHistory:
     def error_rate(self, expert_name: str, text_embedding: np.ndarray) -> float | None:
         out = self.error_rates(expert_name, np.asarray(text_embedding, dtype=np.float32)[None, :])
         return None if np.isnan(out[0]) else float(out[0])
+
+
+def seed_history(experts: list, *, encoder: object | None = None) -> LabelledHistory:
+    """A starting history before any feedback exists: the MMLU questions mapped to our domains
+    (SPEC §8) as labelled past tasks, hybrid dense + BM25 neighbours — the configuration the shipped
+    calibration was fitted with (``benchmarks/routing_mmlu.py``). Embeddings are cached on disk.
+
+    Args:
+        experts: the expert profiles (their ``name -> domain`` map says which expert a label favours).
+        encoder: the engine's encoder (default: the process encoder).
+    """
+    from qsef.corpora import load_mmlu
+    from qsef.encoder import encode_cached, get_encoder
+
+    rows = load_mmlu()
+    texts = [r["text"] for r in rows]
+    emb = encode_cached(texts, encoder=encoder or get_encoder(), name="mmlu")
+    return LabelledHistory(emb, np.array([r["domain"] for r in rows]), {e.name: e.domain for e in experts},
+                           k=10, temperature=0.05, prior=0.1, texts=texts, lexical_weight=0.25)

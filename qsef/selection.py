@@ -7,6 +7,10 @@ Strategies (SPEC §2) work on one row of TE values ``(E,)``:
 * :func:`select_cost_aware` — the subset maximising ``Σ TE − λ·cost``;
 * :func:`select_with_threshold` — argmax, but below τ the fallback expert answers, flagged low-confidence.
 
+TE's absolute scale follows the fitted weights (``k1``, ``k2``), so for a threshold pass the row of
+``ScoreResult.probabilities()`` (TE shares, the calibrated choice probabilities) — τ then reads as
+"at least this likely to be the right expert" and survives recalibration.
+
 :class:`CandidateFilter` keeps a faiss ``IndexFlatIP`` over expert centroids; with more experts than
 ``min_experts`` only the ``k`` nearest centroids are scored. Flat inner-product search is exact, so the
 result equals brute-force top-k (tested).

@@ -48,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--ablate", action="append", default=[], choices=component_resolver.names,
                        metavar="COMPONENT", help=f"switch a component off (repeatable): {', '.join(component_resolver.names)}")
     score.add_argument("--calibration", metavar="FILE", help="calibration file (default: the shipped one)")
+    score.add_argument("--history", choices=("none", "seed"), default="none",
+                       help="C_model history: none, or seed = MMLU questions as labelled past tasks")
     score.set_defaults(handler=_score)
 
     routing = eval_subparsers(subparsers).add_parser(
@@ -62,6 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     routing.add_argument("--cv", type=int, default=0, metavar="K", help="k-fold cross-validation on FILE itself")
     routing.add_argument("--confusion", metavar="PNG", help="save a confusion-matrix image")
     routing.add_argument("--limit", type=int, default=0, help="only the first N rows (e.g. for --method llm)")
+    routing.add_argument("--history", choices=("none", "seed"), default="none",
+                         help="qsef's C_model history: none, or seed = MMLU questions (do not use on MMLU itself)")
     routing.set_defaults(handler=_eval_routing)
 
     cal = subparsers.add_parser("calibrate", help='fit the QSEF weights on rows {"text","domain"} (conditional logit)')
@@ -76,33 +80,42 @@ def _fmt(v: float | None) -> str:
     return "   -  " if v is None else f"{v:6.3f}"
 
 
-def _score(args: argparse.Namespace) -> int:
+def _engine(args: argparse.Namespace, **kwargs):
     from qsef.engine import QSEFEngine
 
-    engine = QSEFEngine(weights=args.calibration, ablate=args.ablate)
+    engine = QSEFEngine(**kwargs)
+    if getattr(args, "history", "none") == "seed":
+        from qsef.history import seed_history
+
+        engine.history = seed_history(engine.experts, encoder=engine.encoder)
+    return engine
+
+
+def _score(args: argparse.Namespace) -> int:
+    engine = _engine(args, weights=args.calibration, ablate=args.ablate)
     res = engine.score([args.text])
     if args.json:
         print(json.dumps(res.to_dict(0)))
         return 0
-    cols = ("D_emb", "D_kg", "D", "C_data", "C_model", "C_sparsity", "R", "TE")
-    print(f"{'rank':>4}  {'expert':<16} " + " ".join(f"{c:>7}" for c in cols))
+    cols = ("D_emb", "D_kg", "D", "C_data", "C_model", "C_sparsity", "R")
+    print(f"{'rank':>4}  {'expert':<16} " + " ".join(f"{c:>7}" for c in cols) + f" {'TE':>9} {'P':>6}")
     for s in res.ranked(0):
         vals = " ".join(f"{_fmt(getattr(s, c)):>7}" for c in cols)
-        print(f"{s.rank:>4}  {s.expert[:16]:<16} {vals}")
+        print(f"{s.rank:>4}  {s.expert[:16]:<16} {vals} {s.TE:9.3g} {s.P:6.3f}")
+    print("P = TE / sum(TE): the calibrated probability that this expert is the right one")
     if res.flags[0]:
         print(f"flags: {', '.join(res.flags[0])}")
     return 0
 
 
 def _eval_routing(args: argparse.Namespace) -> int:
-    from qsef.engine import QSEFEngine
     from qsef.eval.routing import evaluate, load_rows
 
     rows = load_rows(args.file)
     if args.limit:
         rows = rows[: args.limit]
     train = load_rows(args.train) if args.train else None
-    out = evaluate(rows, method=args.method, engine=QSEFEngine(), train_rows=train, ablate=args.ablate,
+    out = evaluate(rows, method=args.method, engine=_engine(args), train_rows=train, ablate=args.ablate,
                    cv=args.cv, confusion=args.confusion)
     if args.json:
         print(json.dumps(out))

@@ -124,3 +124,22 @@ def test_prefilter_scores_only_nearest_candidates(engine):
     col = {n: j for j, n in enumerate(whole.names)}
     for j, n in enumerate(res.names):
         np.testing.assert_allclose(res.TE[:, j], whole.TE[:, col[n]], rtol=1e-5)
+
+
+def test_probabilities_are_te_shares(engine):
+    res = engine.score(QUERIES)
+    p = res.probabilities()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    assert np.array_equal(np.argmax(p, axis=1), res.best())
+    top = res.ranked(0)[0]
+    assert abs(top.P - float(p[0].max())) < 1e-5
+
+
+def test_calibration_picks_weights_for_history_state(tmp_path, engine):
+    f = tmp_path / "cal.json"
+    f.write_text(json.dumps({"format": 1, "version": "x", "weights": {"k1": 1.0, "k2": 9.0},
+                             "weights_no_history": {"k1": 7.0, "k2": 2.0}}))
+    e = QSEFEngine(engine.experts, encoder=engine.encoder, weights=f, kg=engine.kg)
+    assert e.weights.k1 == 7.0
+    e.history = InMemoryHistory()
+    assert e.weights.k1 == 1.0
