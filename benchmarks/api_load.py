@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import statistics
 import subprocess
@@ -59,24 +60,59 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 300) -> Non
     raise TimeoutError(f"server on {port} not healthy after {timeout}s")
 
 
+class RawClient:
+    """A minimal keep-alive HTTP/1.1 JSON client on asyncio streams: the load generator shares the
+    machine with the server, so it should cost as little CPU as possible (httpx costs several ms a call)."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: dict) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        data = json.dumps(body).encode()
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 async def run_phase(url: str, make_body, clients: int, seconds: float, counter) -> dict:
     lat: list[float] = []
     errors: list[str] = []
     deadline = time.perf_counter() + seconds
+    u = httpx.URL(url)
 
     async def worker():
-        async with httpx.AsyncClient(timeout=60) as c:
+        c = RawClient(u.host, u.port)
+        try:
             while time.perf_counter() < deadline:
                 body = make_body(next(counter))
                 t0 = time.perf_counter()
                 try:
-                    r = await c.post(url, json=body)
-                    if r.status_code != 200:
-                        errors.append(f"{r.status_code}: {r.text[:100]}")
+                    status, payload = await asyncio.wait_for(c.post(u.path, body), 60)
+                    if status != 200:
+                        errors.append(f"{status}: {payload[:100]!r}")
                     else:
                         lat.append(time.perf_counter() - t0)
-                except httpx.HTTPError as exc:
+                except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
                     errors.append(f"{type(exc).__name__}: {exc}")
+                    await c.close()
+                    c = RawClient(u.host, u.port)
+        finally:
+            await c.close()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
@@ -122,22 +158,14 @@ async def main_async(args) -> dict:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=60)
-    ap.add_argument("--slice", type=float, default=15, help="seconds per alternating score slice")
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--port", type=int, default=8031)
-    ap.add_argument("--window-ms", type=float, default=5.0, help="micro-batch window of the batched server")
-    ap.add_argument("--threads", type=int, default=1, help="QSEF_TORCH_THREADS of both servers")
-    args = ap.parse_args()
+def run_config(args, threads: int) -> dict:
     logs = Path("/tmp")
-    procs = [start_server(args.port, args.window_ms, logs / "qsef_load_batched.log", args.threads),
-             start_server(args.port + 1, 0.0, logs / "qsef_load_unbatched.log", args.threads)]
+    procs = [start_server(args.port, args.window_ms, logs / "qsef_load_batched.log", threads),
+             start_server(args.port + 1, 0.0, logs / "qsef_load_unbatched.log", threads)]
     try:
         for i, p in enumerate(procs):
             wait_healthy(args.port + i, p)
-        results = asyncio.run(main_async(args))
+        return asyncio.run(main_async(args))
     finally:
         for p in procs:
             p.terminate()
@@ -146,10 +174,29 @@ def main() -> int:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
-    results.update(clients=args.clients, seconds_per_endpoint=args.seconds, window_ms=args.window_ms,
-                   torch_threads=args.threads,
-                   note="route = fast path with answer=false (decomposition + QSEF scoring, no expert generation)")
-    save("api_load", results)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--slice", type=float, default=15, help="seconds per alternating score slice")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--port", type=int, default=8031)
+    ap.add_argument("--window-ms", type=float, default=5.0, help="micro-batch window of the batched server")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                    help="QSEF_TORCH_THREADS of both servers; one full run per value")
+    args = ap.parse_args()
+    runs = {}
+    for t in args.threads:
+        runs[f"torch_threads_{t}"] = run_config(args, t)
+        r = runs[f"torch_threads_{t}"]
+        print(f"threads={t}: score batched {r['score_batched']['req_per_s']} req/s, unbatched "
+              f"{r['score_unbatched']['req_per_s']} req/s (x{r['score_speedup_req_per_s']}), route "
+              f"{r['route_fast_path']['req_per_s']} req/s", flush=True)
+    save("api_load", {"runs": runs, "clients": args.clients, "seconds_per_endpoint": args.seconds,
+                      "window_ms": args.window_ms,
+                      "note": "route = fast path with answer=false (decomposition + QSEF scoring, no expert "
+                              "generation); score phases alternate batched/unbatched servers in slices"})
     return 0
 
 
