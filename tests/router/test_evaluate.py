@@ -22,5 +22,5 @@ def test_evaluate_decomposition_counts_and_domains(tmp_path, make_router):
 def test_load_rows_rejects_bad_rows(tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text('{"query": "x"}\n')
-    with pytest.raises(ValueError, match="bad.jsonl:1"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1"):
         load_rows(p)
