@@ -83,8 +83,9 @@ def stem(word: str) -> str:
 
 @lru_cache(maxsize=262144)
 def norm_token(raw: str) -> str:
-    """Case-fold, strip accents, and stem one token."""
-    return stem(_fold(raw))
+    """Case-fold, strip accents, and stem one token (stop words are not stemmed: "does" is not "doe")."""
+    folded = _fold(raw)
+    return folded if folded in STOPWORDS else stem(folded)
 
 
 def tokenize(text: str) -> list[tuple[int, int, str]]:

@@ -134,3 +134,35 @@ def test_common_words_do_not_flood_domain_graphs() -> None:
 def test_coverage_on_shipped_graphs() -> None:
     text = "The defendant's lawyer filed a motion to suppress the evidence."
     assert kg.coverage(text, kg.load_graph("law")) > kg.coverage(text, kg.load_graph("code"))
+
+
+def test_fallback_candidate_phrases() -> None:
+    from kg.fallback import candidate_phrases
+
+    text = "A heart attack, then acute kidney failure in the old patient."
+    mentions = [Mention("x", "patient", text.index("patient"), text.index("patient") + 7, 1.0, "exact")]
+    assert [p for _, _, p in candidate_phrases(text, mentions)] == ["heart attack", "acute kidney failure"]
+    assert [p for _, _, p in candidate_phrases(text, mentions, min_tokens=1)][-1] == "old"
+    long = "very long running distributed stream processing framework"
+    assert [p for _, _, p in candidate_phrases(long, [])] == [
+        "distributed stream processing framework"
+    ]  # head noun at the end
+
+
+@pytest.mark.slow
+def test_embedding_fallback_with_the_real_encoder(qsef_home, tiny: KnowledgeGraph) -> None:
+    text = "A civil wrongdoing was judged by the highest appellate tribunal"
+    exact = kg.link(text, tiny)
+    with_fallback = kg.link(text, tiny, fallback=True)
+    emb = [m for m in with_fallback if m.method == "embedding"]
+    assert {m.node_id for m in exact} <= {m.node_id for m in with_fallback}
+    assert all(0.85 <= m.score <= 1.0 and " " in m.text for m in emb)
+    assert (qsef_home / "kg" / "cache").is_dir()  # label embeddings cached as safetensors
+
+
+def test_stop_words_are_not_stemmed_into_names() -> None:
+    g = KnowledgeGraph("law")
+    g.add_node(Node("x:doe", "Doe John"))
+    g.add_node(Node("x:doe2", "doe"))
+    assert kg.link("What does John know?", g) == []
+    assert [m.node_id for m in kg.link("a doe and two does", g)] == ["x:doe2"]
