@@ -45,9 +45,13 @@ def main() -> None:
         experts.append(row)
     # the latest row per domain, over this and earlier invocations (a failed expert can be re-run alone;
     # its checkpoint resumes, so only the missing stages run again)
-    latest = {}
+    latest: dict[str, dict] = {}
     for line in partial.read_text().splitlines():
         row = json.loads(line)
+        prev = latest.get(row["domain"])
+        if prev and "error" in prev:  # a resumed run: count the failed attempt's time too
+            row = {**row, "wall_s": row["wall_s"] + prev["wall_s"],
+                   "resumed_after": f"{prev['error'][:120]} ({prev['wall_s']:.0f} s)"}
         latest[row["domain"]] = row
     experts = [latest[d] for d in ("medicine", "law", "code", "finance", "general") if d in latest]
     save("distill_experts", {"experts": experts,

@@ -31,14 +31,18 @@ def ci95(xs):
     return m, h
 
 
-def kd_section(res: dict) -> tuple[list[str], dict]:
+def kd_section(res: dict, tag: str = "") -> tuple[list[str], dict]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from scipy import stats
 
-    runs = res["runs"]
+    seen, runs = set(), []
+    for r in res["runs"]:  # parallel runners may both finish the same (variant, seed): keep the first
+        if (r["variant"], r["seed"]) not in seen:
+            seen.add((r["variant"], r["seed"]))
+            runs.append(r)
     variants = [v for v in res["variants"] if any(r["variant"] == v for r in runs)]
     by = {v: sorted([r for r in runs if r["variant"] == v], key=lambda r: r["seed"]) for v in variants}
     out, numbers = [], {}
@@ -85,6 +89,13 @@ def kd_section(res: dict) -> tuple[list[str], dict]:
             out.append(f"- `{v}`: {m / base:.3f}")
         out.append("")
 
+    if "kd" in by and "alignment_off" in by:
+        f, o = numbers["kd"], numbers["alignment_off"]
+        out.append(f"**Linear CKA** between the student's mean-pooled final hidden states and the teacher representations on "
+                   f"the held-out windows: with the alignment loss (full model) Qwen {f['cka_lm'][0]:.3f}, MiniLM "
+                   f"{f['cka_minilm'][0]:.3f}; without it (`alignment_off`) Qwen {o['cka_lm'][0]:.3f}, MiniLM "
+                   f"{o['cka_minilm'][0]:.3f}. The CE-only student (`no_kd`) has Qwen "
+                   f"{numbers.get('no_kd', f)['cka_lm'][0]:.3f}, MiniLM {numbers.get('no_kd', f)['cka_minilm'][0]:.3f}.\n")
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     ms = [numbers[v]["ppl"][0] for v in variants]
     hs = [numbers[v]["ppl"][1] if numbers[v]["ppl"][1] == numbers[v]["ppl"][1] else 0 for v in variants]
@@ -97,8 +108,8 @@ def kd_section(res: dict) -> tuple[list[str], dict]:
     ax[1].set_xticks(range(len(variants)), variants, rotation=40, ha="right")
     ax[1].set_ylabel("top-1 agreement with teacher")
     fig.tight_layout()
-    fig.savefig(REPORTS / "distill_kd_ablations.png", dpi=110)
-    out.append("![KD and ablations](distill_kd_ablations.png)\n")
+    fig.savefig(REPORTS / f"distill_kd_ablations{tag}.png", dpi=110)
+    out.append(f"![KD and ablations](distill_kd_ablations{tag}.png)\n")
     return out, numbers
 
 
@@ -161,14 +172,18 @@ def experts_section(res: dict) -> list[str]:
     out = [f"Command per domain: `{res['command_template']}`; {res['note']}\n",
            "| expert | params | steps | wall s | held-out ppl | KL to teacher | top-1 agreement | registered | checkpoint |",
            "|---|---|---|---|---|---|---|---|---|"]
+    out_notes: list[str] = []
     for e in res["experts"]:
         if "error" in e:
             out.append(f"| {e['domain']} | – | – | {e.get('wall_s', 0):.0f} | failed: {e['error'][:80]} | | | | |")
             continue
         ev = e["eval"]
+        if e.get("resumed_after"):
+            out_notes.append(f"- `{e['name']}`: first attempt failed after training ({e['resumed_after']}); "
+                             "re-run resumed from its final checkpoint; wall time is the sum of both.")
         out.append(f"| {e['name']} | {e['params']:,} | {e['steps']} | {e['wall_s']:.0f} | {ev['ppl']:.1f} | "
                    f"{ev['kl_to_teacher']:.2f} | {ev['top1_agreement']:.3f} | {e.get('registered')} | `{e['output_dir']}` |")
-    return out
+    return [*out, "", *out_notes, ""]
 
 
 def main() -> None:
@@ -185,6 +200,12 @@ def main() -> None:
         lines += sec
     else:
         lines += ["Not measured (no `distill_kd.json`).", ""]
+    kd300 = _load("distill_kd_300")
+    if kd300:
+        lines += ["### Longer training: KD vs no KD at 300 steps", ""]
+        sec, n300 = kd_section(kd300, "_300")
+        lines += sec
+        numbers["steps_300"] = n300
     for title, name, fn in (("Student vs teacher on this CPU", "distill_speed", speed_section),
                             ("Spectral mixing vs softmax attention", "distill_mixing", mixing_section),
                             ("Default experts", "distill_experts", experts_section)):

@@ -300,7 +300,7 @@ class QRHModel(nn.Module):
         if not hasattr(self, "vocab_ids"):
             return token_ids
         kept = self.vocab_ids[1:]
-        pos = torch.searchsorted(kept, token_ids).clamp_max(kept.numel() - 1)
+        pos = torch.searchsorted(kept, token_ids.contiguous()).clamp_max(kept.numel() - 1)
         return torch.where(kept[pos] == token_ids, pos + 1, torch.zeros_like(pos))
 
     def to_token_ids(self, student_ids: torch.Tensor) -> torch.Tensor:
