@@ -256,9 +256,13 @@ class KGDistance(Component):
     def compute(self, ctx: ScoringContext) -> np.ndarray:
         t, e = ctx.shape
         out = np.ones((t, e), dtype=np.float32)
-        by_key: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        # experts sharing a graph and an anchor list (many per domain in a large fleet) are computed once
+        groups: dict[tuple[str, int], list[int]] = {}
         for j, ex in enumerate(ctx.experts):
-            by_key.setdefault((ex.kg_domain or ex.domain, tuple(ex.kg_anchors)), []).append(j)
+            groups.setdefault((ex.kg_domain or ex.domain, id(ex.kg_anchors)), []).append(j)
+        by_key: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        for (domain, _), cols in groups.items():
+            by_key.setdefault((domain, tuple(ctx.experts[cols[0]].kg_anchors)), []).extend(cols)
         for (domain, anchors), cols in by_key.items():
             if ctx.kg.graph(domain) is None or not anchors:
                 out[:, cols] = self.missing_value
@@ -410,10 +414,10 @@ class DomainSparsity(Component):
         lex = np.ones((t, e), dtype=np.float32)
         by_index: dict[int, list[int]] = {}
         for j, ex in enumerate(ctx.experts):
-            if ex.lexical is None:
-                ctx.flag_all(f"bm25_missing:{ex.name}")
-                continue
             by_index.setdefault(id(ex.lexical), []).append(j)
+        none_cols = by_index.pop(id(None), [])
+        for j in none_cols:
+            ctx.flag_all(f"bm25_missing:{ctx.experts[j].name}")
         if by_index and "tokens" not in ctx.cache:
             from qsef.profiles import tokenize
 
@@ -423,18 +427,20 @@ class DomainSparsity(Component):
             lex[:, cols] = (1.0 - rel)[:, None]
 
         base = [d for d in ctx.kg_domains() if ctx.kg.graph(d) is not None]
-        own = {j: (ex.kg_domain or ex.domain) for j, ex in enumerate(ctx.experts)}
-        own = {j: d for j, d in own.items() if ctx.kg.graph(d) is not None}
-        if not base and not own:
+        by_domain: dict[str | None, list[int]] = {}
+        for j, ex in enumerate(ctx.experts):
+            d = ex.kg_domain or ex.domain
+            by_domain.setdefault(d if ctx.kg.graph(d) is not None else None, []).append(j)
+        if not base and list(by_domain) == [None]:
             return lex
         missing = np.full((t, e), np.nan, dtype=np.float32)
         for i, text in enumerate(ctx.texts):
             union = frozenset().union(*(ctx.kg.surface_concepts(text, d) for d in base))
-            for j in range(e):
-                have = ctx.kg.surface_concepts(text, own[j]) if j in own else frozenset()
+            for d, cols in by_domain.items():
+                have = ctx.kg.surface_concepts(text, d) if d is not None else frozenset()
                 total = union | have
                 if total:
-                    missing[i, j] = 1.0 - len(have) / len(total)
+                    missing[i, cols] = 1.0 - len(have) / len(total)
         w = self.lexical_weight
         return np.where(np.isnan(missing), lex, w * lex + (1.0 - w) * missing).astype(np.float32)
 
