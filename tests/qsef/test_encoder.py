@@ -1,0 +1,52 @@
+"""Encoder: LRU cache semantics with a fake model, and the real MiniLM (slow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qsef.encoder import Encoder, encode_cached
+
+
+class _Fake:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts, **_):
+        self.calls.append(list(texts))
+        return np.array([[len(t), 1.0, 0.0] for t in texts], dtype=np.float32)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return 3
+
+
+def test_cache_deduplicates_and_evicts():
+    fake = _Fake()
+    enc = Encoder("fake", model=fake, cache_size=2)
+    a = enc.encode(["aa", "b", "aa"])
+    assert fake.calls == [["aa", "b"]] and a.shape == (3, 3)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(a[0], a[2])
+    enc.encode(["b"])
+    assert len(fake.calls) == 1  # served from cache
+    enc.encode(["ccc"])  # evicts the least recently used ("aa")
+    enc.encode(["aa"])
+    assert fake.calls[-1] == ["aa"] and enc.forward_calls == 4
+
+
+def test_encode_cached_on_disk(tmp_path):
+    fake = _Fake()
+    enc = Encoder("fake", model=fake)
+    x = encode_cached(["one", "three"], encoder=enc, name="t", cache_dir=tmp_path)
+    y = encode_cached(["one", "three"], encoder=enc, name="t", cache_dir=tmp_path)
+    np.testing.assert_array_equal(x, y)
+    assert len(fake.calls) == 1 and list(tmp_path.glob("*.npy")) and not list(tmp_path.glob("*.pkl"))
+
+
+@pytest.mark.slow
+def test_real_minilm_encoder():
+    enc = Encoder("minilm")
+    v = enc.encode(["What is a tort?", "What is a tort?", "How do I sort a list in Python?"])
+    assert v.shape == (3, 384) and enc.forward_calls == 2
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+    assert float(v[0] @ v[2]) < 0.5
