@@ -129,7 +129,7 @@ class Decomposer:
         max_subtasks: int = 6,
         max_tokens: int = 256,
         fast_path: bool = True,
-        min_overlap: float = 0.3,
+        min_overlap: float = 0.6,
     ):
         self.llm = llm
         self.domains = list(dict.fromkeys(domains)) or ["general"]

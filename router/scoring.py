@@ -5,7 +5,9 @@ objects (rebuilt only when the registry changes), scores sub-tasks with one batc
 :meth:`qsef.engine.QSEFEngine.score` call, and picks experts with a strategy from
 :mod:`qsef.selection`.
 
-Profiles: an expert whose ``profile`` has ``texts`` gets a centroid and BM25 index built from them;
+Profiles: an expert whose ``profile`` names a saved profile folder (``dir``, written by
+:meth:`qsef.profiles.ExpertProfile.save`, e.g. by distillation) uses it; one with ``texts`` gets a
+centroid and BM25 index built from them;
 an expert of a default domain (medicine, law, code, finance, general) shares that domain's corpus
 profile; any other expert is profiled from its description.
 
@@ -106,11 +108,21 @@ class RegistryScorer:
         return self._specs.get(name) or self.registry.get(name)
 
     def _profile_for(self, spec: ExpertSpec) -> Any:
-        from qsef.profiles import DEFAULT_DOMAINS, build_domain_profile, default_profiles
+        from pathlib import Path
+
+        from qsef.profiles import DEFAULT_DOMAINS, ExpertProfile, build_domain_profile, default_profiles
 
         params = float(spec.size_params) if spec.size_params else None
         texts = spec.profile.get("texts") if isinstance(spec.profile, dict) else None
+        folder = spec.profile.get("dir") if isinstance(spec.profile, dict) else None
         extra: dict[str, Any] = {"cost": spec.cost, **({"params": params} if params else {})}
+        if folder and (Path(folder) / "profile.json").is_file():
+            try:
+                prof = ExpertProfile.load(Path(folder))
+                return prof.with_centroid(prof.centroid, name=spec.name, **extra)
+            except (OSError, ValueError) as exc:  # fall through to a rebuilt profile, logged
+                log.warning("cannot load expert profile; rebuilding it", extra={"expert": spec.name,
+                                                                                  "error": str(exc)[:200]})
         if texts:
             return build_domain_profile(spec.domain, encoder=self.engine.encoder, passages=list(texts),
                                         name=spec.name, **extra)

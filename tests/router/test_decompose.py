@@ -90,3 +90,14 @@ def test_merged_subtask_is_split():
     merged = {"subtasks": [{"subtask": q, "domain": "finance"}]}
     d = Decomposer(ScriptedLLM([json.dumps(merged)]), DOMAINS).decompose(q)
     assert d.path == "repaired" and len(d.subtasks) == 2 and "split merged" in d.reason
+
+
+def test_an_answer_instead_of_a_subtask_is_rejected():
+    q = "Explain what a non-compete clause is. Also, what is the difference between a stock and a bond?"
+    out = {"subtasks": [{"subtask": "A non-compete clause is a clause that does not affect the outcome of a "
+                                    "transaction.", "domain": "law"},
+                        {"subtask": "What is the difference between a stock and a bond?", "domain": "finance"}]}
+    d = Decomposer(ScriptedLLM([json.dumps(out)]), DOMAINS).decompose(q)
+    assert d.path == "repaired" and "dropped invented" in d.reason
+    assert [s.text for s in d.subtasks] == ["What is the difference between a stock and a bond?",
+                                            "Explain what a non-compete clause is."]
