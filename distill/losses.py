@@ -23,6 +23,11 @@ def _flatten(x: torch.Tensor | None, last: bool = True) -> torch.Tensor | None:
     return x.reshape(-1, x.shape[-1]) if last else x.reshape(-1)
 
 
+def _finite(logp: torch.Tensor) -> torch.Tensor:
+    """``log q`` with ``-inf`` (excluded classes, q = 0) replaced by 0, so ``q * log q`` and its gradient stay 0."""
+    return torch.where(torch.isfinite(logp), logp, torch.zeros_like(logp))
+
+
 def _token_mean(per_token: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over positions where ``mask`` is true: (N,) -> ()."""
     if mask is None:
@@ -90,7 +95,7 @@ class ReverseKLLoss(DistillLoss):
         s = F.log_softmax(_flatten(student_logits).float() / T, dim=-1)
         _, logp = _teacher_log_probs(_flatten(teacher_logits), _flatten(teacher_probs), T)
         q = s.exp()
-        per_token = torch.where(q > 0, q * (s - logp.clamp_min(-69.0)), 0.0).sum(-1)
+        per_token = (q * (_finite(s) - logp.clamp_min(-69.0))).sum(-1)
         return T * T * _token_mean(per_token, mask)
 
 
@@ -112,7 +117,7 @@ class JSDLoss(DistillLoss):
         q = s.exp()
         logm = torch.log((0.5 * (p + q)).clamp_min(1e-30))
         per_token = 0.5 * (torch.where(p > 0, p * (logp - logm), 0.0).sum(-1)
-                           + torch.where(q > 0, q * (s - logm), 0.0).sum(-1))
+                           + (q * (_finite(s) - logm)).sum(-1))
         return T * T * _token_mean(per_token, mask)
 
 

@@ -134,3 +134,13 @@ def test_total_loss_drops_ignored_classes_from_kd_only():
     assert out["resist"].item() == pytest.approx(ResistanceWeightedLoss()(s, y).item(), rel=1e-6)
     for loss in (ReverseKLLoss(), JSDLoss()):
         assert torch.isfinite(loss(s.index_fill(-1, torch.tensor([0]), float("-inf")), t))
+
+
+@pytest.mark.parametrize("loss", [KDLoss(2.0), ReverseKLLoss(2.0), JSDLoss(2.0)])
+def test_gradients_stay_finite_with_excluded_classes(loss):
+    s = torch.randn(3, V, requires_grad=True)
+    t = torch.randn(3, V)
+    t[:, 0] = float("-inf")
+    out = loss(s.index_fill(-1, torch.tensor([0]), float("-inf")), t)
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(s.grad).all()
