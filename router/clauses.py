@@ -54,6 +54,12 @@ DOMAIN_KEYWORDS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# Keywords match at the start of a word ("api" must not match inside "capital"); most are stems.
+_KEYWORD_RES = {
+    d: re.compile("|".join((r"\b" if k[0].isalnum() else "") + re.escape(k.strip()) for k in ks))
+    for d, ks in DOMAIN_KEYWORDS.items()
+}
+
 _QUESTION_WORDS = (
     "what", "how", "why", "when", "where", "which", "who", "whom", "whose", "is", "are", "can", "could",
     "should", "would", "will", "does", "do", "did", "was", "were", "has", "have",
@@ -169,13 +175,14 @@ def is_single_question(query: str, *, max_words: int = 40) -> bool:
 
 def domain_hint(text: str, domains: tuple[str, ...] | list[str] | None = None) -> str:
     """The domain whose keywords occur most often in the text ('general' on a tie or no match)."""
-    t = f" {text.lower()} "
+    t = text.lower()
     given = tuple(domains) if domains else tuple(DOMAIN_KEYWORDS)
     # a fixed order (ties go to the earlier domain) so the hint does not depend on how domains are listed
     allowed = tuple(d for d in DOMAIN_KEYWORDS if d in given) + tuple(d for d in given if d not in DOMAIN_KEYWORDS)
     best, best_n = ("general" if "general" in allowed else allowed[0]), 0
     for domain in allowed:
-        n = sum(t.count(k) for k in DOMAIN_KEYWORDS.get(domain, ()))
+        pattern = _KEYWORD_RES.get(domain)
+        n = len(pattern.findall(t)) if pattern else 0
         if (n > best_n and domain != "general") or (n > best_n and domain == "general" and best_n == 0):
             best, best_n = domain, n
     return best

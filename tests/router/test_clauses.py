@@ -50,3 +50,7 @@ def test_domain_hint():
 def test_lead_ins_and_wants_are_requests(query):
     assert len(split_clauses(query)) == 2
     assert not is_single_question(query)
+
+
+def test_keywords_match_word_starts_only():
+    assert domain_hint("What is the capital of Australia?") == "general"  # not "api" inside "capital"
