@@ -442,7 +442,8 @@ def evaluate(rows: Sequence[dict[str, str]], *, method: str = "qsef", engine: QS
                 attach_static(tr, engine, experts)
             m.fit(tr)
         elif m.needs_training and method != "qsef":
-            raise ValueError(f"method {method!r} learns from labelled rows: pass train rows or use cv")
+            raise ValueError(f"method {method!r} learns from labelled rows: pass train_rows (CLI: --train FILE.jsonl) "
+                             "or cross-validate with cv > 1 (CLI: --cv K)")
         elif method == "qsef":
             m.calibrate = False
             m.use_history = engine.history is not None
