@@ -292,7 +292,19 @@ class QSEFEngine:
         if len(experts) < n_all:
             ctx.flag_all(f"prefiltered:{len(experts)}/{n_all}")
         values = self.component_values(ctx, ablate=ablate)
-        return self.combine(ctx, values, weights=weights or self.weights)
+        if weights is not None or self._calibration is None or self.history is None:
+            return self.combine(ctx, values, weights=weights or self.weights)
+        # a history provider is plugged in, but texts it knows nothing about ("no_history") are scored
+        # with the weights fitted for the no-history feature set, which lean on D_emb instead of C_model
+        no_hist = np.array(["no_history" in f for f in ctx.flags])
+        res = self.combine(ctx, values, weights=self.weights)
+        if no_hist.any():
+            alt = self.combine(ctx, values, weights=QSEFWeights.load(self._calibration, history=False))
+            if no_hist.all():
+                return alt
+            for name in ("D", "R", "TE", "rank"):
+                getattr(res, name)[no_hist] = getattr(alt, name)[no_hist]
+        return res
 
     def candidates(self, embeddings: np.ndarray, experts: Sequence[ExpertProfile]) -> np.ndarray:
         """Indices of the experts whose centroids are among each text's ``prefilter_k`` nearest (faiss)."""

@@ -143,3 +143,20 @@ def test_calibration_picks_weights_for_history_state(tmp_path, engine):
     assert e.weights.k1 == 7.0
     e.history = InMemoryHistory()
     assert e.weights.k1 == 1.0
+
+
+def test_texts_without_history_use_no_history_weights(tmp_path, engine):
+    f = tmp_path / "cal.json"
+    f.write_text(json.dumps({"format": 1, "version": "x", "weights": {"k1": 1.0, "k2": 9.0},
+                             "weights_no_history": {"k1": 7.0, "k2": 2.0}}))
+    e = QSEFEngine(engine.experts, encoder=engine.encoder, weights=f, kg=engine.kg, history=InMemoryHistory())
+    res = e.score(QUERIES[:2])  # the history is empty: every text is "no_history"
+    plain = QSEFEngine(engine.experts, encoder=engine.encoder, weights=f, kg=engine.kg).score(QUERIES[:2])
+    np.testing.assert_allclose(res.TE, plain.TE, rtol=1e-6)
+    hist = InMemoryHistory(min_similarity=0.99)  # only the identical task counts as similar
+    hist.record("law", e.encode([QUERIES[1]])[0], correct=True)
+    e.history = hist
+    mixed = e.score(QUERIES[:2])
+    assert "no_history" not in mixed.flags[1]
+    np.testing.assert_allclose(mixed.TE[0], plain.TE[0], rtol=1e-6)
+    assert not np.allclose(mixed.TE[1], plain.TE[1])
