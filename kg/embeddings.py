@@ -159,7 +159,9 @@ def split_triples(
         ):
             for key in (h, t, rk):
                 degree[key] -= 1
-            (test if len(test) < want_test else valid).append((h, r, t))
+            # alternate so a short supply of eligible triples is shared between test and validation
+            use_test = len(test) < want_test and (len(test) <= len(valid) or len(valid) >= want_valid)
+            (test if use_test else valid).append((h, r, t))
         else:
             train.append((h, r, t))
     return train, valid, test
@@ -223,6 +225,10 @@ def train_embeddings(
         rows, _ = sample_triples(graph, max_triples)
         total, used = graph.number_of_edges(), len(rows)
         train_rows, valid_rows, test_rows = split_triples(rows, seed)
+        if len(test_rows) < 10 or len(valid_rows) < 10:
+            raise GraphError(
+                f"the {domain} sample has too few triples that can be held out ({len(test_rows)} test, {len(valid_rows)} validation)"
+            )
         training = TriplesFactory.from_labeled_triples(
             np.asarray(train_rows, dtype=str), create_inverse_triples=inverse
         )
@@ -231,8 +237,12 @@ def train_embeddings(
             "relation_to_id": training.relation_to_id,
             "create_inverse_triples": inverse,
         }
-        validation = TriplesFactory.from_labeled_triples(np.asarray(valid_rows, dtype=str), **kwargs)
-        testing = TriplesFactory.from_labeled_triples(np.asarray(test_rows, dtype=str), **kwargs)
+        validation = TriplesFactory.from_labeled_triples(
+            np.asarray(valid_rows, dtype=str).reshape(-1, 3), **kwargs
+        )
+        testing = TriplesFactory.from_labeled_triples(
+            np.asarray(test_rows, dtype=str).reshape(-1, 3), **kwargs
+        )
     eval_testing = testing
     if testing.num_triples > max_test_triples:
         rng = np.random.default_rng(seed)
@@ -331,6 +341,9 @@ def _save(model, training, path: Path, info: dict[str, Any], *, half: bool) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({"entities": ent.astype(dtype), "relations": rel.astype(dtype)}, str(tmp), metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files
     os.replace(tmp, path)
 
 
