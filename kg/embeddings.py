@@ -34,9 +34,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from kg.errors import GraphError
 
@@ -201,6 +202,8 @@ def train_embeddings(
     Returns:
         ``{"domain", "model", "mrr", "hits_at_10", "triples": {...}, "entities", "train_seconds", ...}``.
     """
+    import numpy as np
+
     spec = get_model(model)
     from kg.storage import user_dir
     from qsef.settings import configure_torch_threads
@@ -315,6 +318,7 @@ def _checked_output(path: Path) -> Path:
 
 
 def _vectors(representation) -> np.ndarray:
+    import numpy as np
     import torch
 
     with torch.no_grad():
@@ -325,6 +329,7 @@ def _vectors(representation) -> np.ndarray:
 
 
 def _save(model, training, path: Path, info: dict[str, Any], *, half: bool) -> None:
+    import numpy as np
     from safetensors.numpy import save_file
 
     entity_ids = [training.entity_id_to_label[i] for i in range(training.num_entities)]
@@ -360,6 +365,7 @@ class KGEmbeddings:
     """
 
     def __init__(self, path: str | Path) -> None:
+        import numpy as np
         from safetensors import SafetensorError, safe_open
 
         self.path = Path(path)
@@ -385,6 +391,8 @@ class KGEmbeddings:
         return node_id in self.pos
 
     def mean_vector(self, ids: Iterable[str]) -> np.ndarray | None:
+        import numpy as np
+
         rows = [self.pos[i] for i in ids if i in self.pos]
         if not rows:
             return None
