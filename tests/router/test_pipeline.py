@@ -101,3 +101,16 @@ def test_feedback_store_durable(tmp_path):
     with pytest.raises(ValueError):
         again.rate("r", rating=2.0)
     assert again.stats()["law"]["rated"] == 1
+
+
+def test_expert_with_saved_profile_folder(make_router, registry, tmp_path):
+    from experts.registry import ExpertSpec
+    from qsef.profiles import build_domain_profile
+    from router.testing import HashEncoder
+
+    prof = build_domain_profile("law", encoder=HashEncoder(), passages=["tenant landlord lease eviction court"])
+    prof.save(tmp_path / "tenancy-profile")
+    registry.add(ExpertSpec(name="tenancy", domain="law", profile={"dir": str(tmp_path / "tenancy-profile")},
+                            size_params=1_000_000))
+    res = make_router().route("Can my landlord evict me from my lease?")
+    assert "tenancy" in [s["expert"] for s in res.subtasks[0].scores]
