@@ -222,6 +222,42 @@ class LabelledHistory:
         return None if np.isnan(out[0]) else float(out[0])
 
 
+class ChainedHistory:
+    """Several history providers asked in order: a text's error rate comes from the first that knows it.
+
+    The router chains its feedback store before the seed history, so real outcomes win as soon as they
+    exist and the seed covers everything else (the state the shipped calibration was fitted in).
+    """
+
+    uses_text = True
+
+    def __init__(self, *providers: HistoryProvider | None) -> None:
+        self.providers = [p for p in providers if p is not None]
+
+    def error_rates(self, expert_name: str, text_embeddings: np.ndarray,
+                    texts: list[str] | None = None) -> np.ndarray:
+        emb = np.asarray(text_embeddings, dtype=np.float32)
+        out = np.full(emb.shape[0], np.nan, dtype=np.float32)
+        for provider in self.providers:
+            todo = np.flatnonzero(np.isnan(out))
+            if todo.size == 0:
+                break
+            batched = getattr(provider, "error_rates", None)
+            if batched is not None and texts is not None and getattr(provider, "uses_text", False):
+                vals = batched(expert_name, emb[todo], texts=[texts[i] for i in todo])
+            elif batched is not None:
+                vals = batched(expert_name, emb[todo])
+            else:
+                vals = [provider.error_rate(expert_name, emb[i]) for i in todo]
+                vals = [np.nan if v is None else v for v in vals]
+            out[todo] = np.asarray(vals, dtype=np.float32)
+        return out
+
+    def error_rate(self, expert_name: str, text_embedding: np.ndarray) -> float | None:
+        out = self.error_rates(expert_name, np.asarray(text_embedding, dtype=np.float32)[None, :])
+        return None if np.isnan(out[0]) else float(out[0])
+
+
 def seed_history(experts: list, *, encoder: object | None = None) -> LabelledHistory:
     """A starting history before any feedback exists: the MMLU questions mapped to our domains
     (SPEC §8) as labelled past tasks, hybrid dense + BM25 neighbours — the configuration the shipped

@@ -24,3 +24,6 @@ class RouterConfig(BaseSettings):
     decompose_max_tokens: int = Field(256, ge=16, le=2048)
     fast_path: bool = Field(True, description="skip the router LLM for single simple questions")
     fallback_expert: str = Field("general", description="expert used under the TE threshold tau")
+    seed_history: bool = Field(
+        True, description="before feedback knows a text, C_model asks the labelled seed history (MMLU questions)"
+    )

@@ -123,7 +123,7 @@ class Router:
             registry=registry,
             decomposer=Decomposer(llm, domains, descriptions=descriptions, max_subtasks=cfg.max_subtasks,
                                   max_tokens=cfg.decompose_max_tokens, fast_path=cfg.fast_path),
-            scorer=RegistryScorer(registry, history=feedback),
+            scorer=RegistryScorer(registry, history=feedback, seed_history=cfg.seed_history),
             dispatcher=Dispatcher(pool=pool, timeout_s=timeout_s or cfg.expert_timeout_s,
                                   max_fallbacks=cfg.max_fallbacks),
             feedback=feedback,

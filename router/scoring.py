@@ -56,12 +56,18 @@ class RegistryScorer:
         engine: a :class:`qsef.engine.QSEFEngine` (default: built lazily with ``history``).
         history: the feedback store (QSEF's history provider for ``C_model``).
         encoder: sentence encoder (default: the process encoder).
+        seed_history: chain :func:`qsef.history.seed_history` (labelled MMLU questions) after the
+            feedback store, so texts the feedback knows nothing about are still scored with history —
+            without it, out-of-the-box routing leans on corpus centroids alone and favours "general".
     """
 
-    def __init__(self, registry: ExpertRegistry, *, engine: Any = None, history: Any = None, encoder: Any = None):
+    def __init__(self, registry: ExpertRegistry, *, engine: Any = None, history: Any = None, encoder: Any = None,
+                 seed_history: bool = False):
         self.registry = registry
         self._engine = engine
         self.history = history
+        self.seed_history = seed_history
+        self._seed: Any = None
         self._encoder = encoder
         self._lock = threading.Lock()
         self._profiles: list[Any] = []
@@ -100,9 +106,20 @@ class RegistryScorer:
                 self._profiles = [self._profile_for(s) for s in specs]
                 self._specs = {s.name: s for s in specs}
                 self._fp = fp
+                if self.seed_history:
+                    self._attach_seed(self._profiles)
             else:  # health or prompt changes do not touch profiles, but keep specs fresh
                 self._specs = {s.name: s for s in specs}
             return self._profiles
+
+    def _attach_seed(self, profiles: list[Any]) -> None:
+        """Chain the seed history after the feedback store; its expert -> domain map follows the registry."""
+        from qsef.history import ChainedHistory, seed_history
+
+        if self._seed is None:
+            self._seed = seed_history(profiles, encoder=self.engine.encoder)
+            self.engine.history = ChainedHistory(self.history, self._seed)
+        self._seed.expert_domains = {p.name: p.domain for p in profiles}
 
     def spec(self, name: str) -> ExpertSpec:
         return self._specs.get(name) or self.registry.get(name)

@@ -54,3 +54,25 @@ def test_temperature_kernel_prefers_nearest():
     sharp = LabelledHistory(emb, labels, {"ea": "a"}, k=3, temperature=0.01, prior=0.0)
     flat = LabelledHistory(emb, labels, {"ea": "a"}, k=3, prior=0.0)
     assert sharp.error_rates("ea", q)[0] < 0.05 < flat.error_rates("ea", q)[0]
+
+
+def test_chained_history_asks_providers_in_order():
+    import numpy as np
+
+    from qsef.history import ChainedHistory, InMemoryHistory
+
+    rng = np.random.default_rng(0)
+    known = rng.normal(size=(4, 8)).astype(np.float32)
+    known /= np.linalg.norm(known, axis=1, keepdims=True)
+    feedback = InMemoryHistory(k=2, min_similarity=0.9)
+    feedback.record_many("law", known[:2], np.array([True, True]))
+
+    class Seed:  # a provider that knows every text: error 0.75
+        def error_rate(self, expert_name, text_embedding):
+            return 0.75
+
+    chain = ChainedHistory(feedback, None, Seed())
+    rates = chain.error_rates("law", known)
+    assert rates[0] < 0.75 and rates[1] < 0.75  # feedback knows these: its answer wins
+    assert np.allclose(rates[2:], 0.75)  # the seed fills what feedback does not know
+    assert ChainedHistory(feedback).error_rate("law", known[3]) is None
