@@ -12,8 +12,36 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# Order is the order of `qsef --help`. Modules that do not exist (yet) are skipped.
-COMMAND_MODULES = ("demo", "models", "llm", "corpora", "kg", "score", "route", "experts", "distill")
+# Every top-level command: the area modules that register it, and its one-line help for `qsef --help`.
+# Only the modules a command needs are imported (their registries pull numpy, networkx ...), so
+# `qsef --help` and `qsef models ...` stay fast. Order is the order of `qsef --help`.
+COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "demo": (("demo",), "start the stack and route a few compound questions (embedded defaults)"),
+    "route": (("route",), "route a (compound) query: sub-tasks, chosen experts, answers, timings"),
+    "score": (("score",), "QSEF score breakdown of a text against every candidate expert"),
+    "serve": (("route",), "run the HTTP API (FastAPI + uvicorn)"),
+    "eval": (("score", "route"), "evaluate routing and decomposition on labelled JSONL files"),
+    "calibrate": (("score",), "fit the QSEF weights on labelled rows (conditional logit, k-fold CV)"),
+    "experts": (("experts",), "list, show, add or remove experts in the registry"),
+    "kg": (("kg",), "curate the domain knowledge graphs"),
+    "corpora": (("corpora",), "build and inspect the domain text corpora"),
+    "distill": (("distill",), "distil a QRH domain expert from a teacher (YAML config + key=value overrides)"),
+    "models": (("models",), "pull, verify and locate the pinned models"),
+    "llm": (("llm",), "run the router LLM's vLLM server (OpenAI-compatible, loopback)"),
+}
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The first positional word of ``argv`` (skipping ``--log-level VALUE``), if it names a command."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--log-level":
+            skip = True
+        elif not token.startswith("-"):
+            return token if token in COMMANDS else None
+    return None
 
 
 def _version() -> str:
@@ -25,7 +53,8 @@ def _version() -> str:
         return "0+unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The ``qsef`` parser: the full subcommand of the command named in ``argv``, one-line stubs for the rest."""
     parser = argparse.ArgumentParser(
         prog="qsef",
         description="Route queries across small domain experts by QSEF transmission efficiency; distil those experts.",
@@ -33,19 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override QSEF_LOG_LEVEL")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"api.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"api.commands.{name}":
-                continue
-            raise
-        module.register(subparsers)
+    chosen = _command_in(argv)
+    if chosen is None:
+        for name, (_, help_text) in COMMANDS.items():
+            subparsers.add_parser(name, help=help_text)
+        return parser
+    for module in COMMANDS[chosen][0]:
+        importlib.import_module(f"api.commands.{module}").register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()

@@ -42,3 +42,13 @@ def test_every_subcommand_help_is_light():
 def test_unknown_command_is_a_usage_error():
     out = subprocess.run([sys.executable, "-m", "api.cli", "no-such-command"], capture_output=True, text=True)
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_every_listed_command_is_registered_by_its_modules():
+    """The static table behind `qsef --help` must match what the area modules really register."""
+    from api.cli import COMMANDS, build_parser
+
+    for name in COMMANDS:
+        parser = build_parser([name])
+        choices = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+        assert name in choices, f"{name} is listed but its modules {COMMANDS[name][0]} do not register it"
