@@ -20,12 +20,12 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from experts.sqlite import connect, migrate
 
 __all__ = [
     "DEFAULT_DOMAINS",
@@ -184,43 +184,10 @@ class ExpertRegistry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            self._migrate(db)
+            migrate(db, MIGRATIONS, what="registry", error=ExpertError)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        try:
-            yield db
-        finally:
-            db.close()
-
-    @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = db.execute("SELECT version FROM schema_version").fetchone()
-        if row is None:
-            db.execute("INSERT INTO schema_version VALUES (0)")
-            version = 0
-        else:
-            version = row[0]
-        if version > len(MIGRATIONS):
-            raise ExpertError(f"registry schema version {version} is newer than this code ({len(MIGRATIONS)})")
-        for i in range(version, len(MIGRATIONS)):
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                current = db.execute("SELECT version FROM schema_version").fetchone()[0]
-                if current > i:  # another process migrated meanwhile
-                    db.execute("COMMIT")
-                    continue
-                for stmt in filter(str.strip, MIGRATIONS[i].split(";")):
-                    db.execute(stmt)
-                db.execute("UPDATE schema_version SET version = ?", (i + 1,))
-                db.execute("COMMIT")
-            except Exception:
-                db.execute("ROLLBACK")
-                raise
+    def _connect(self):
+        return connect(self.path)
 
     def schema_version(self) -> int:
         with self._connect() as db:

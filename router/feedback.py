@@ -18,15 +18,13 @@ Example:
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from experts.sqlite import connect, migrate
 from qsef.history import InMemoryHistory
 
 __all__ = ["FeedbackNotFoundError", "FeedbackStore"]
@@ -75,27 +73,10 @@ class FeedbackStore:
         self._lock = threading.Lock()
         self._history: InMemoryHistory | None = None
         with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = db.execute("SELECT version FROM schema_version").fetchone()
-            version = row[0] if row else 0
-            if row is None:
-                db.execute("INSERT INTO schema_version VALUES (0)")
-            for i in range(version, len(_SCHEMA)):
-                db.execute("BEGIN IMMEDIATE")
-                for stmt in filter(str.strip, _SCHEMA[i].split(";")):
-                    db.execute(stmt)
-                db.execute("UPDATE schema_version SET version = ?", (i + 1,))
-                db.execute("COMMIT")
+            migrate(db, _SCHEMA, what="feedback store")
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        try:
-            yield db
-        finally:
-            db.close()
+    def _connect(self):
+        return connect(self.path)
 
     def record(self, *, request_id: str, index: int, subtask: str, expert: str, te: float | None,
                latency_ms: float, ok: bool, error: str = "", embedding: np.ndarray | None = None) -> int:
