@@ -35,6 +35,9 @@ from qsef.profiles import ExpertProfile
 
 log = logging.getLogger(__name__)
 
+#: The ``D_kg`` distances of SPEC §2: shortest path, lowest common ancestor, KG-embedding cosine.
+KG_DISTANCE_VARIANTS = ("path", "lca", "embedding")
+
 
 # ---------------------------------------------------------------------------------------------
 # Knowledge-graph access (lazy, cached, degrades with a flag)
@@ -62,8 +65,9 @@ class KGAccess:
         self._links: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
         self._spans: dict[tuple[str, str], frozenset[str]] = {}
         self._mentions: dict[tuple[str, str], list[Any]] = {}
-        self._dist: OrderedDict[tuple[tuple[str, ...], str, tuple[str, ...]], float] = OrderedDict()
+        self._dist: OrderedDict[tuple[tuple[str, ...], str, tuple[str, ...], str], float] = OrderedDict()
         self._density: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._embeddings: dict[str, Any] = {}
 
     def graph(self, domain: str | None) -> Any | None:
         if domain is None:
@@ -113,19 +117,52 @@ class KGAccess:
         """Lower-cased surface forms of the mentions linked in ``text``."""
         return self._link(text, domain)[1]
 
-    def distance(self, nodes: tuple[str, ...], domain: str, anchors: tuple[str, ...]) -> float:
-        """Capped, normalised shortest-path distance from ``nodes`` to ``anchors``; 1 if unreachable."""
+    def distance(self, nodes: tuple[str, ...], domain: str, anchors: tuple[str, ...], *,
+                 variant: str = "path") -> float:
+        """Distance in [0, 1] from a text's concepts ``nodes`` to an expert's ``anchors`` (1 when either is empty).
+
+        Variants (SPEC §2):
+            ``path``: shortest-path length over any relation, divided by the cap (1 beyond it);
+            ``lca``: the closest pair's lowest-common-ancestor distance in the is_a hierarchy,
+            ``1 - 2·depth(lca) / (depth(a) + depth(b))``;
+            ``embedding``: ``(1 - cos) / 2`` between the mean KG-embedding (TransE, pykeen) of each set;
+            1 when the domain has no trained embeddings (see :meth:`embeddings`).
+        """
         if not nodes or not anchors:
             return 1.0
-        key = (nodes, domain, anchors)
+        key = (nodes, domain, anchors, variant)
         if key in self._dist:
             return self._dist[key]
         g = self.graph(domain)
-        d = 1.0 if g is None else float(g.path_distance(list(nodes), list(anchors), cap=self.cap))
-        self._dist[key] = d
+        if g is None:
+            d = 1.0
+        elif variant == "path":
+            d = float(g.path_distance(list(nodes), list(anchors), cap=self.cap))
+        elif variant == "lca":
+            d = min((g.lca_distance(a, b) for a in nodes for b in anchors), default=1.0)
+        elif variant == "embedding":
+            import kg
+
+            emb = self.embeddings(domain)
+            d = 1.0 if emb is None else float(kg.embedding_distance(nodes, anchors, emb))
+        else:
+            raise ValueError(f"unknown D_kg variant {variant!r}; choose from {KG_DISTANCE_VARIANTS}")
+        self._dist[key] = float(d)
         if len(self._dist) > self.cache_size:
             self._dist.popitem(last=False)
-        return d
+        return float(d)
+
+    def embeddings(self, domain: str) -> Any | None:
+        """The domain graph's trained KG embeddings, or ``None`` when none are shipped or trained."""
+        if domain not in self._embeddings:
+            try:
+                import kg
+
+                self._embeddings[domain] = kg.load_embeddings(domain)
+            except Exception as exc:  # missing/corrupt file: D_kg's embedding variant degrades, flagged
+                log.warning("KG embeddings unavailable", extra={"domain": domain, "error": str(exc)[:200]})
+                self._embeddings[domain] = None
+        return self._embeddings[domain]
 
     def density(self, text: str, domain: str) -> float | None:
         """Share of the text's tokens linked to ``domain``'s graph, ``None`` if the graph is missing."""
@@ -241,17 +278,22 @@ class EmbeddingDistance(Component):
 
 
 class KGDistance(Component):
-    """``D_kg``: capped shortest path from the text's linked concepts N_t to the expert's anchors A_e.
+    """``D_kg``: distance from the text's linked concepts N_t to the expert's anchors A_e.
 
-    N_t is linked against the expert's own graph; 1 when nothing links or no path lies within the cap.
-    A missing graph gives ``missing_value`` and the flag ``kg_missing:<domain>``.
+    N_t is linked against the expert's own graph. ``variant`` picks the distance (see
+    :meth:`KGAccess.distance`): ``path`` (default, capped shortest path), ``lca`` (is_a hierarchy) or
+    ``embedding`` (TransE vectors; flag ``kg_embeddings_missing:<domain>`` when a domain has none).
+    1 when nothing links. A missing graph gives ``missing_value`` and the flag ``kg_missing:<domain>``.
     """
 
     name = "d_kg"
     term = "D"
 
-    def __init__(self, missing_value: float = 1.0) -> None:
+    def __init__(self, missing_value: float = 1.0, variant: str = "path") -> None:
+        if variant not in KG_DISTANCE_VARIANTS:
+            raise ValueError(f"unknown D_kg variant {variant!r}; choose from {KG_DISTANCE_VARIANTS}")
         self.missing_value = missing_value
+        self.variant = variant
 
     def compute(self, ctx: ScoringContext) -> np.ndarray:
         t, e = ctx.shape
@@ -268,8 +310,10 @@ class KGDistance(Component):
                 out[:, cols] = self.missing_value
                 ctx.flag_all(f"kg_missing:{domain}")
                 continue
+            if self.variant == "embedding" and ctx.kg.embeddings(domain) is None:
+                ctx.flag_all(f"kg_embeddings_missing:{domain}")
             for i, text in enumerate(ctx.texts):
-                out[i, cols] = ctx.kg.distance(ctx.kg.concepts(text, domain), domain, anchors)
+                out[i, cols] = ctx.kg.distance(ctx.kg.concepts(text, domain), domain, anchors, variant=self.variant)
         return out
 
 

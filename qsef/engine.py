@@ -174,6 +174,15 @@ class ScoreResult:
                 "flags": self.flags[i], "ablated": self.ablated, "weights": asdict(self.weights)}
 
 
+def default_components() -> list[Component]:
+    """One instance of every registered component, ``D_kg`` in the variant ``QSEF_KG_DISTANCE`` names."""
+    from qsef.settings import get_settings
+
+    variant = get_settings().kg_distance
+    return [component_resolver.make(n, variant=variant) if n == "d_kg" else component_resolver.make(n)
+            for n in component_resolver.names]
+
+
 def _rank(te: np.ndarray) -> np.ndarray:
     """Dense 1-based ranks per row, ties broken by column order (stable)."""
     order = np.argsort(-te, axis=1, kind="stable")
@@ -191,7 +200,8 @@ class QSEFEngine:
         encoder: object with ``encode(list[str]) -> (N, dim)`` unit rows (default: the process encoder).
         weights: :class:`QSEFWeights`, or a path to a calibration file (default:
             :func:`active_calibration_path`).
-        components: component names/classes/instances to use (default: all five).
+        components: component names/classes/instances to use (default: all five, see
+            :func:`default_components`).
         ablate: component names switched off (contribute 0; reported as ``None``).
         history: feedback history for ``C_model`` (see :class:`qsef.history.HistoryProvider`).
         kg: graph access (default: lazy ``kg.load_graph``).
@@ -220,7 +230,7 @@ class QSEFEngine:
             self._calibration = Path(weights)
             weights = QSEFWeights.load(weights)
         self._weights = weights
-        comps = components if components is not None else component_resolver.names
+        comps = components if components is not None else default_components()
         self.components = [component_resolver.make(c) for c in comps]
         self.ablate = {component_resolver.lookup(a).name for a in ablate}
         self.history = history

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     encoder_model: str = Field("minilm", description="sentence encoder (model-store name)")
+    kg_distance: Literal["path", "lca", "embedding"] = Field(
+        "path", description="D_kg variant: shortest path, is_a lowest common ancestor, or TransE embedding cosine")
     router_model: str = Field("qwen-0.5b", description="router LLM (model-store name)")
     expert_model: str = Field("qwen-0.5b", description="LLM behind the default domain experts")
     router_backend: Literal["vllm", "transformers", "none"] = "transformers"

@@ -76,9 +76,11 @@ class LabelledSet:
 def attach_static(ds: LabelledSet, engine: QSEFEngine, experts: Sequence[ExpertProfile]) -> LabelledSet:
     """Compute the fold-independent components (graph distance, complexity, sparsity) once."""
     ctx = ScoringContext(texts=ds.texts, embeddings=ds.emb, experts=list(experts), kg=engine.kg)
+    mine = {c.name: c for c in engine.components}  # the engine's instances carry their variants (D_kg)
     for name in STATIC:
         if name not in ds.static:
-            ds.static[name] = np.asarray(component_resolver.make(name).compute(ctx), dtype=np.float32)
+            comp = mine.get(name) or component_resolver.make(name)
+            ds.static[name] = np.asarray(comp.compute(ctx), dtype=np.float32)
     ds.flags = [sorted(f) for f in ctx.flags]
     return ds
 
@@ -287,7 +289,11 @@ class QSEFRouting(RoutingMethod):
             vals["d_emb"] = EmbeddingDistance().compute(ctx)
         for name in STATIC:
             if name not in self.ablate:
-                vals[name] = ds.static[name] if name in ds.static else component_resolver.make(name).compute(ctx)
+                if name not in ds.static:
+                    comp = next((c for c in self.engine.components if c.name == name), None)
+                    vals[name] = (comp or component_resolver.make(name)).compute(ctx)
+                else:
+                    vals[name] = ds.static[name]
         if "c_model" not in self.ablate:
             if "c_data" not in ctx.cache:
                 DataComplexity().column(ctx)

@@ -79,3 +79,75 @@ def test_profile_roundtrip(tmp_path):
     assert (q.name, q.domain, q.params, q.kg_anchors) == (p.name, p.domain, p.params, p.kg_anchors)
     np.testing.assert_allclose(p.lexical.relevance(QUERIES), q.lexical.relevance(QUERIES), rtol=1e-6)
     assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.pickle"))
+
+
+def _hierarchy():
+    """A small real graph: law <- civil law <- contract law, law <- criminal law <- theft; court (no is_a)."""
+    from kg.model import KnowledgeGraph, Node
+
+    g = KnowledgeGraph("law", meta={"sources": {"test": {"title": "hand-made", "licence": "CC0"}}})
+    for nid, label in [("t:law", "law"), ("t:civil", "civil law"), ("t:contract", "contract law"),
+                       ("t:criminal", "criminal law"), ("t:theft", "theft"), ("t:court", "court")]:
+        g.add_node(Node(nid, label, (), f"definition of {label}", "law", "test"))
+    g.add_edge("t:civil", "is_a", "t:law")
+    g.add_edge("t:contract", "is_a", "t:civil")
+    g.add_edge("t:criminal", "is_a", "t:law")
+    g.add_edge("t:theft", "is_a", "t:criminal")
+    g.add_edge("t:court", "related", "t:law")
+    return g
+
+
+def _kg_ctx(texts, anchors, *, domain="law"):
+    from qsef.components import KGAccess
+
+    g = _hierarchy()
+    enc = HashEncoder()
+    prof = ExpertProfile(name="lawyer", domain="law", centroid=enc.encode(["law"])[0], kg_domain=domain,
+                         kg_anchors=list(anchors))
+    access = KGAccess(loader=lambda d: g, domains=(domain,))
+    return ScoringContext(texts=texts, embeddings=enc.encode(texts), experts=[prof], kg=access), g
+
+
+@pytest.mark.parametrize("variant", ["path", "lca", "embedding"])
+def test_d_kg_variants_stay_in_unit_interval_and_are_zero_on_an_anchor(variant):
+    ctx, _ = _kg_ctx(["What does contract law say?", "nothing links here"], ["t:contract"], domain="toy")
+    m = component_resolver.make("d_kg", variant=variant).compute(ctx)
+    assert m.shape == (2, 1) and m[1, 0] == 1.0
+    if variant == "embedding":  # the toy domain has no trained embeddings: neutral value, flagged
+        assert m[0, 0] == 1.0 and "kg_embeddings_missing:toy" in ctx.flags[0]
+    else:
+        assert m[0, 0] == 0.0
+
+
+def test_d_kg_lca_variant_follows_the_is_a_hierarchy():
+    ctx, g = _kg_ctx(["Is civil law different?", "Is theft a crime?"], ["t:contract"])
+    m = component_resolver.make("d_kg", variant="lca").compute(ctx)
+    # civil law is the parent of contract law; theft only meets it at the root "law"
+    assert m[0, 0] == pytest.approx(g.lca_distance("t:civil", "t:contract"))
+    assert m[1, 0] == pytest.approx(g.lca_distance("t:theft", "t:contract"))
+    assert m[0, 0] < m[1, 0]
+    # path distance cannot tell them apart as finely: both lie within the cap
+    p = component_resolver.make("d_kg", variant="path").compute(ctx)
+    assert p[0, 0] < 1 and p[1, 0] < 1
+
+
+def test_d_kg_embedding_variant_uses_the_shipped_transe_vectors():
+    import kg
+    from qsef.components import KGAccess
+
+    access = KGAccess()
+    g = access.graph("law")
+    emb = access.embeddings("law")
+    assert g is not None and emb is not None
+    text = "Can the landlord evict a tenant who breached the lease contract?"
+    nodes = access.concepts(text, "law")
+    anchors = tuple(g.anchors(50))
+    assert nodes
+    got = access.distance(nodes, "law", anchors, variant="embedding")
+    assert got == pytest.approx(kg.embedding_distance(nodes, anchors, emb))
+    assert 0.0 <= got < 1.0
+
+
+def test_d_kg_rejects_an_unknown_variant():
+    with pytest.raises(ValueError, match="choose from"):
+        component_resolver.make("d_kg", variant="telepathy")
