@@ -188,7 +188,8 @@ class LLMRouting(RoutingMethod):
               "Question: {text}\nAnswer with the domain name only.")
 
     def __init__(self, model: str = "qwen-0.5b", domains: Sequence[str] = tuple(DOMAIN_DESCRIPTIONS),
-                 max_chars: int = 1200) -> None:
+                 max_chars: int = 1200, batch_size: int = 8) -> None:
+        self.batch_size = batch_size
         self.model_name = model
         self.domains = list(domains)
         self.max_chars = max_chars
@@ -209,32 +210,45 @@ class LLMRouting(RoutingMethod):
         self.tok = AutoTokenizer.from_pretrained(path)
         self._lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
-    def predict(self, test: LabelledSet) -> np.ndarray:
+    def label_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """Log-likelihood of each label after each prompt: ``(N, n_labels)``.
+
+        Prompts run in left-padded batches of ``batch_size``; a label of one token costs nothing beyond
+        the prompt's forward pass (Qwen's five domain names are single tokens), longer labels are scored
+        by one extra forward over prompt + label.
+        """
         import torch
 
         if self._lm is None:
             self._load()
-        out = []
         # the answer starts right after the assistant header, so labels are tokenized without a space
         label_ids = [self.tok(d, add_special_tokens=False)["input_ids"] for d in self.domains]
-        for text in test.texts:
-            msgs = [{"role": "user", "content": self.PROMPT.format(text=text[: self.max_chars])}]
-            prompt = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-            p_ids = self.tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        prompts = [self.tok.apply_chat_template([{"role": "user", "content": self.PROMPT.format(text=t[: self.max_chars])}],
+                                                tokenize=False, add_generation_prompt=True) for t in texts]
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        out = np.zeros((len(prompts), len(label_ids)), dtype=np.float64)
+        for s in range(0, len(prompts), self.batch_size):
+            batch = self.tok(prompts[s:s + self.batch_size], add_special_tokens=False, return_tensors="pt", padding=True)
             with torch.no_grad():
-                last = torch.log_softmax(self._lm(p_ids).logits[0, -1], -1)
-                scores = []
-                for ids in label_ids:
-                    ids_t = torch.tensor([ids])
-                    first = last[ids[0]].item()
-                    if len(ids) > 1:
-                        o = self._lm(torch.cat([p_ids, ids_t], 1)).logits[0, p_ids.shape[1] - 1: -1]
-                        lp = torch.log_softmax(o, -1).gather(1, ids_t[0][:, None]).sum().item()
-                    else:
-                        lp = first
-                    scores.append(lp)
-            out.append(self.domains[int(np.argmax(scores))])
-        return np.array(out)
+                pos = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # real positions under left padding
+                last = torch.log_softmax(self._lm(**batch, position_ids=pos).logits[:, -1], -1)
+                for j, ids in enumerate(label_ids):
+                    if len(ids) == 1:
+                        out[s:s + len(last), j] = last[:, ids[0]].numpy()
+                        continue
+                    ids_t = torch.tensor(ids)[None, :].expand(len(last), -1)
+                    full = torch.cat([batch["input_ids"], ids_t], 1)
+                    mask = torch.cat([batch["attention_mask"], torch.ones_like(ids_t)], 1)
+                    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+                    o = self._lm(input_ids=full, attention_mask=mask, position_ids=pos).logits[:, -len(ids) - 1:-1]
+                    o = torch.log_softmax(o, -1)
+                    out[s:s + len(last), j] = o.gather(2, ids_t[:, :, None]).sum((1, 2)).numpy()
+        return out
+
+    def predict(self, test: LabelledSet) -> np.ndarray:
+        return np.array(self.domains)[np.argmax(self.label_scores(test.texts), axis=1)]
 
 
 class QSEFRouting(RoutingMethod):

@@ -59,3 +59,19 @@ def test_report_and_loader(tmp_path):
 def test_confusion_png(engine, tmp_path):
     out = evaluate(_rows(), method="centroid", engine=engine, cv=2, confusion=tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 1000 and out["confusion_png"].endswith("c.png")
+
+
+@pytest.mark.slow
+def test_llm_routing_batched_scores_equal_one_prompt_at_a_time():
+    """Left-padded batches must give each prompt the label log-likelihoods it gets alone (real SmolLM2)."""
+    from qsef.eval.routing import LLMRouting
+
+    texts = ["What is the statute of limitations for fraud?", "Sort a list in Python",
+             "Which drug lowers blood pressure quickly in an emergency room setting for adults?"]
+    batched = LLMRouting(model="smollm2-135m", batch_size=3)
+    single = LLMRouting(model="smollm2-135m", batch_size=1)
+    a = batched.label_scores(texts)
+    single._lm, single.tok = batched._lm, batched.tok  # same weights, no second load
+    b = single.label_scores(texts)
+    assert a.shape == (3, 5) and np.all(np.isfinite(a)) and np.all(a < 0)
+    np.testing.assert_allclose(a, b, atol=2e-3)
