@@ -16,7 +16,9 @@ Stages (all in :class:`DistillRecipe`):
 2. ``train``: curriculum stage -> eligible windows -> sampler -> batch; KD target from the teacher
    views (aggregated when there are several) at the annealed temperature; ``L_total``; AdamW with
    warm-up + cosine decay; a progress bar with loss and tokens/s; periodic held-out evaluation
-   (perplexity, KL to the teacher, top-1 agreement) and checkpoints.
+   (perplexity, KL to the teacher, top-1 agreement) and checkpoints. With ``budget.minutes`` set,
+   training stops at the first step boundary where the wall-clock budget (counted from the start of
+   ``setup``, minus a reserve for what follows) is spent (:mod:`distill.budget`).
 3. ``save_checkpoint``: student (safetensors + JSON config, vocabulary inside), optimizer state
    (safetensors), RNG and trainer state (JSON): training resumes exactly.
 4. ``finish`` (on success): profile (MiniLM centroid of the domain texts, size, KG anchors when
@@ -61,6 +63,8 @@ DEFAULTS: dict[str, Any] = {
     "sampler": {"name": "difficulty", "mix": 0.5},
     "curriculum": "default",  # "default" (general -> domain, rising complexity), null, or a list of stages
     "optim": {"steps": 300, "batch_size": 16, "lr": 3e-3, "weight_decay": 0.01, "warmup": 20, "grad_clip": 1.0},
+    "budget": {"minutes": None,  # wall clock for the whole run (setup included); null = no limit
+               "reserve_minutes": 1.0},  # kept for the final evaluation, checkpoint, profile, registration
     "eval": {"every": 100, "max_windows": 64},
     "checkpoint": {"every": 100, "resume": True},
     "profile": {"enabled": True, "max_passages": 200, "anchors": 50},
@@ -246,9 +250,12 @@ class DistillRecipe:
     def setup(self) -> None:
         import torch
 
+        from distill.budget import WallClockBudget
         from qsef.settings import get_settings
 
         cfg = self.cfg
+        self.budget = WallClockBudget(**cfg["budget"])
+        self.budget.start()  # the budget covers the whole run: texts, teacher pass, training
         torch.set_num_threads(cfg["threads"] or get_settings().torch_threads)
         set_seed(cfg["seed"])
         self.data = self._prepared or prepare_data(cfg, tokenizer=self._tokenizer)
@@ -357,9 +364,15 @@ class DistillRecipe:
         use_r = self.cfg["loss"]["resistance_weighting"]
         bar = tqdm(total=total, initial=self.step, disable=not self.cfg["progress"], desc=self.cfg["name"],
                    dynamic_ncols=True)
-        t0, tokens = time.perf_counter(), 0
+        t0, tokens, step_s = time.perf_counter(), 0, 0.0
         self.model.train()
         while self.step < (total if until is None else min(until, total)):
+            if self.budget.exhausted(step_s):
+                self.budget.stopped = True
+                log.warning("%s: wall-clock budget of %s min spent after %.1f min; training stops at step %d of %d",
+                            self.cfg["name"], self.budget.minutes, self.budget.elapsed_minutes, self.step, total)
+                break
+            t_step = time.perf_counter()
             temp = self.temperature(self.step, total)
             eligible = self.curriculum.eligible(self.data["train"], self.step, total)
             idx = self.sampler.sample(eligible, oc["batch_size"])
@@ -378,6 +391,7 @@ class DistillRecipe:
             with torch.no_grad():
                 self.sampler.update(idx, self.loss.resist.per_sample(logits.detach(), b["labels"]))
             self.step += 1
+            step_s = time.perf_counter() - t_step
             tokens += int(b["mask"].sum())
             rate = tokens / (time.perf_counter() - t0)
             bar.update(1)
@@ -393,7 +407,15 @@ class DistillRecipe:
                 self.save_checkpoint()
         bar.close()
         self.train_tokens_per_s = tokens / max(time.perf_counter() - t0, 1e-9)
+        if self.budget.stopped and (not self.history or self.history[-1]["step"] != self.step):
+            ev = self.evaluate()  # the stopped model, not the last periodic evaluation
+            ev.update(step=self.step, stopped_by_budget=True)
+            self.history.append(ev)
         return self.history[-1] if self.history else self.evaluate()
+
+    def training_summary(self) -> dict:
+        """Steps done / planned, and whether the wall-clock budget ended training."""
+        return self.budget.summary(steps_done=self.step, steps_planned=self.cfg["optim"]["steps"])
 
     def evaluate(self, split: str = "heldout") -> dict:
         """Held-out perplexity (all targets, unknown included), KL(teacher || student) at T=1 on the
@@ -445,7 +467,7 @@ class DistillRecipe:
             extra["sampler.loss"] = self.sampler.loss
         tensors.update(extra)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(d / "training_state.safetensors"))
-        meta = {"step": self.step, "history": self.history, "config": self.cfg,
+        meta = {"step": self.step, "history": self.history, "config": self.cfg, "training": self.training_summary(),
                 "param_groups": state["param_groups"], "python_rng": repr(random.getstate()[1][:1])}
         tmp = d / "trainer_state.json.tmp"
         tmp.write_text(json.dumps(meta, indent=2, default=str))
@@ -485,7 +507,7 @@ class DistillRecipe:
         info: dict[str, Any] = {
             "name": cfg["name"], "domain": cfg["domain"], "backend": "qrh", "checkpoint": str(self.output_dir),
             "tokenizer": cfg["teacher"]["name"], "params": self.model.num_parameters(),
-            "teacher": cfg["teacher"]["name"], "eval": result, "steps": self.step,
+            "teacher": cfg["teacher"]["name"], "eval": result, "steps": self.step, "training": self.training_summary(),
             "corpus": {"domains": cfg["data"]["domains"], "split": "train", "train_docs_per_domain": cfg["data"]["train_docs"],
                        "windows": len(self.data["train"]), "seq_len": cfg["data"]["seq_len"],
                        "vocab_coverage_heldout": round(self.data["coverage"], 4)},
@@ -532,8 +554,12 @@ def register_expert(info: dict, registry_path: str | Path | None = None) -> bool
 
     path = Path(registry_path) if registry_path else get_settings().path("router") / "experts.sqlite"
     profile = {k: v for k, v in (info.get("profile") or {}).items() if k != "centroid"}
-    spec = ExpertSpec(name=info["name"], domain=info["domain"], backend="qrh",
-                      description=f"QRH student distilled from {info['teacher']} on {info['domain']} texts",
+    description = f"QRH student distilled from {info['teacher']} on {info['domain']} texts"
+    tr = info.get("training") or {}
+    if tr.get("stopped_by_budget"):
+        description += (f" (training stopped by its {tr['budget_minutes']:g}-min budget at step "
+                        f"{tr['steps_done']}/{tr['steps_planned']})")
+    spec = ExpertSpec(name=info["name"], domain=info["domain"], backend="qrh", description=description,
                       backend_kwargs={"checkpoint": info["checkpoint"], "tokenizer": info["tokenizer"]},
                       size_params=int(info["params"]), profile=profile)
     ExpertRegistry(path).add(spec, replace=True)
