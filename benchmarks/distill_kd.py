@@ -5,6 +5,9 @@ held-out perplexity, top-1 agreement with the teacher, KL to the teacher and lin
 student and teacher representations (Qwen mean-pooled last hidden state; MiniLM embedding).
 
     .venv/bin/python benchmarks/distill_kd.py [--seeds 0 1 2] [--variants kd no_kd ...] [--steps 300]
+
+The ``two_teachers_*`` variants need Qwen2.5-Coder-1.5B's top-k over the windows: the first run
+computes it (a few minutes on a quiet CPU, ~30 on a busy one) and caches it like the 0.5B teacher's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill_common import RESULTS, bench_config, save
 
+BIG = "qwen-1.5b"  # Qwen2.5-Coder-1.5B-Instruct, the second LM teacher
+
 VARIANTS: dict[str, list[str]] = {
     "kd": [],  # the full model: prime embedding, spectral mixing, quaternion, KD + MiniLM alignment + resistance
     "no_kd": ["loss.kd_weight=0", "loss.lambda_align=0"],  # same student, CE only
@@ -30,7 +35,23 @@ VARIANTS: dict[str, list[str]] = {
     "resistance_off": ["loss.resistance_weighting=false", "sampler.name=uniform"],
     "multi_view_kd": ["teacher.views=[{temperature_scale: 1.0, weight: 1.0}, {temperature_scale: 2.0, weight: 1.0}]",
                       "aggregation.name=arithmetic"],
+    # two real LM teachers sharing the tokenizer: Qwen2.5-Coder-0.5B + 1.5B, equal weights, one operator each;
+    # evaluation (KL, top-1 agreement, CKA) stays against the 0.5B teacher, as for every other variant
+    **{f"two_teachers_{op}": [f"teacher.views=[{{teacher: qwen-0.5b, weight: 1.0}}, {{teacher: {BIG}, weight: 1.0}}]",
+                              f"aggregation.name={op}"] for op in ("arithmetic", "geometric", "confidence")},
+    "teacher_1.5b_only": [f"teacher.views=[{{teacher: {BIG}, weight: 1.0}}]"],  # the bigger teacher alone
 }
+
+
+def lm_teacher_views(variants) -> list[str]:
+    """One override naming every LM teacher the variants use, so the data holds (and caches) each of them."""
+    names: list[str] = []
+    for v in variants:
+        cfg = bench_config(*VARIANTS[v])
+        for view in cfg["teacher"]["views"]:
+            name = view.get("teacher") or cfg["teacher"]["name"]
+            names += [name] if name not in names else []
+    return [f"teacher.views=[{', '.join('{teacher: ' + n + '}' for n in names)}]"] if len(names) > 1 else []
 
 
 def one_run(name: str, seed: int, data: dict, steps: int, extra: tuple[str, ...] = ()) -> dict:
@@ -57,6 +78,26 @@ def one_run(name: str, seed: int, data: dict, steps: int, extra: tuple[str, ...]
             "threads": torch.get_num_threads()}
 
 
+def teacher_ppl(data: dict, cfg: dict) -> dict:
+    """Each LM teacher's held-out perplexity over the kept vocabulary (the students' output space) and the full one."""
+    import math
+
+    from distill.teachers import CausalLMTeacher
+
+    held = data["heldout"]
+    n = min(len(held), cfg["eval"]["max_windows"])
+    m = held.valid[:n].float()
+    out = {}
+    for name in sorted(data["teacher"]):
+        t = CausalLMTeacher(name, dtype=cfg["teacher"]["dtype"], threads=1)
+        nll = t.target_nll(held.ids[:n], data["kept"])
+        out[name] = {k: math.exp(float((v * m).sum() / m.sum())) for k, v in nll.items()}
+        out[name]["tokens"] = int(m.sum())
+        t.close()
+        print(f"teacher {name}: held-out ppl {out[name]['kept']:.2f} (kept vocabulary), {out[name]['full']:.2f} (full)")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -65,6 +106,8 @@ def main() -> None:
     ap.add_argument("--out", default="distill_kd")
     ap.add_argument("--summarize", action="store_true", help="only write the JSON from the finished runs")
     ap.add_argument("--set", nargs="*", default=[], metavar="key=value", help="overrides for every run")
+    ap.add_argument("--teacher-ppl", action="store_true",
+                    help="only measure each LM teacher's held-out perplexity -> distill_kd_teachers.json")
     args = ap.parse_args()
 
     from qsef.logs import setup_logging
@@ -72,11 +115,14 @@ def main() -> None:
     setup_logging("WARNING")
     from distill.recipe import prepare_data
 
-    cfg = bench_config(*args.set)
+    cfg = bench_config(*args.set, *lm_teacher_views(args.variants))
     t0 = time.perf_counter()
-    data = prepare_data(cfg)  # teacher top-k + MiniLM embeddings: cached after the first run
+    data = prepare_data(cfg)  # teacher top-k (every LM teacher) + MiniLM embeddings: cached after the first run
     print(f"data: {len(data['train'])} train / {len(data['heldout'])} held-out windows of {cfg['data']['seq_len']} "
           f"tokens, vocabulary coverage {data['coverage']:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    if args.teacher_ppl:
+        save("distill_kd_teachers", {"config": cfg, "teachers": teacher_ppl(data, cfg)})
+        return
     partial = RESULTS / f"{args.out}.partial.jsonl"
     done = set()
     if partial.exists():

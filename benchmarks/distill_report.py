@@ -90,6 +90,11 @@ def kd_section(res: dict, tag: str = "") -> tuple[list[str], dict]:
             out.append(f"- `{v}`: {m / base:.3f}")
         out.append("")
 
+    multi = [v for v in variants if v.startswith("two_teachers_") or v == "teacher_1.5b_only"]
+    if "kd" in by and multi and len(by["kd"]) > 1:
+        sec, numbers["multi_teacher"] = multi_teacher_paragraph(by, ["kd", *multi], tag)
+        out += sec
+
     if "kd" in by and "alignment_off" in by:
         f, o = numbers["kd"], numbers["alignment_off"]
         out.append(f"**Linear CKA** between the student's mean-pooled final hidden states and the teacher representations on "
@@ -111,6 +116,58 @@ def kd_section(res: dict, tag: str = "") -> tuple[list[str], dict]:
     fig.tight_layout()
     fig.savefig(REPORTS / f"distill_kd_ablations{tag}.png", dpi=110)
     out.append(f"![KD and ablations](distill_kd_ablations{tag}.png)\n")
+    return out, numbers
+
+
+def multi_teacher_paragraph(by: dict, variants: list[str], tag: str = "") -> tuple[list[str], dict]:
+    """Single 0.5B teacher vs two real LM teachers (0.5B + 1.5B) under each aggregation operator."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    base = [r["ppl"] for r in by["kd"]]
+    out = ["**Multi-teacher (two real LMs).** Qwen2.5-Coder-0.5B + Qwen2.5-Coder-1.5B (same tokenizer, equal "
+           "weights, each tempered at the annealed T, then aggregated), against the single 0.5B teacher (`kd`) "
+           "and the 1.5B teacher alone. Same student, data, steps and seeds; KL, agreement and CKA are "
+           "measured against the 0.5B teacher for every row. Welch t-test against `kd`:\n",
+           "| variant | held-out ppl (mean ± 95% CI) | ratio to `kd` | Welch p vs `kd` | paired p (same seeds) | "
+           "top-1 agreement |",
+           "|---|---|---|---|---|---|"]
+    numbers = {}
+    for v in variants:
+        ppl = [r["ppl"] for r in by[v]]
+        m, h = ci95(ppl)
+        agree = ci95([r["top1_agreement"] for r in by[v]])[0]
+        p = float(stats.ttest_ind(ppl, base, equal_var=False).pvalue) if v != "kd" and len(ppl) > 1 else None
+        same_seeds = [r["seed"] for r in by[v]] == [r["seed"] for r in by["kd"]]
+        pp = float(stats.ttest_rel(ppl, base).pvalue) if v != "kd" and same_seeds and len(ppl) > 1 else None
+        numbers[v] = {"ppl": [m, h], "ratio": m / ci95(base)[0], "welch_p_vs_kd": p, "paired_p_vs_kd": pp,
+                      "n": len(ppl)}
+        fmt_p = lambda x: "–" if x is None else f"{x:.3g}"  # noqa: E731
+        out.append(f"| {v} | {m:.2f} ± {h:.2f} | {m / ci95(base)[0]:.3f} | {fmt_p(p)} | {fmt_p(pp)} | {agree:.3f} |")
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ms = [numbers[v]["ppl"][0] for v in variants]
+    hs = [numbers[v]["ppl"][1] for v in variants]
+    ax.bar(range(len(variants)), ms, yerr=hs, capsize=3, color=["C2" if v == "kd" else "C4" for v in variants])
+    ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right")
+    ax.set_ylabel("held-out perplexity (95% CI)")
+    ax.set_title("single 0.5B teacher vs 0.5B + 1.5B teachers")
+    fig.tight_layout()
+    fig.savefig(REPORTS / f"distill_multi_teacher{tag}.png", dpi=110)
+    out.append("")
+    teachers = _load("distill_kd_teachers")
+    if teachers:
+        t = teachers["teachers"]
+        best = min(x["ppl"][0] for x in numbers.values())
+        numbers["teacher_ppl"] = t
+        out.append("Teacher perplexity on the same held-out windows and targets, over the kept vocabulary (the "
+                   "students' output space) / the full vocabulary: "
+                   + "; ".join(f"{n} {v['kept']:.2f} / {v['full']:.2f}" for n, v in t.items())
+                   + f". The best student here is {best / min(v['kept'] for v in t.values()):.0f}x the better "
+                   "teacher (kept vocabulary).\n")
+    out += [f"![multi-teacher](distill_multi_teacher{tag}.png)", ""]
     return out, numbers
 
 
@@ -173,20 +230,73 @@ def speed_section(res: dict) -> list[str]:
 
 def experts_section(res: dict) -> list[str]:
     out = [f"Command per domain: `{res['command_template']}`; {res['note']}\n",
-           "| expert | params | steps | wall s | held-out ppl | KL to teacher | top-1 agreement | registered | checkpoint |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| expert | params | steps done / planned | budget min | wall s | held-out ppl | KL to teacher | "
+           "top-1 agreement | registered | checkpoint |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     out_notes: list[str] = []
     for e in res["experts"]:
         if "error" in e:
-            out.append(f"| {e['domain']} | – | – | {e.get('wall_s', 0):.0f} | failed: {e['error'][:80]} | | | | |")
+            out.append(f"| {e['domain']} | – | – | – | {e.get('wall_s', 0):.0f} | failed: {e['error'][:80]} | | | | |")
             continue
         ev = e["eval"]
         if e.get("resumed_after"):
             out_notes.append(f"- `{e['name']}`: first attempt failed after training ({e['resumed_after']}); "
                              "re-run resumed from its final checkpoint; wall time is the sum of both.")
-        out.append(f"| {e['name']} | {e['params']:,} | {e['steps']} | {e['wall_s']:.0f} | {ev['ppl']:.1f} | "
+        tr = e.get("training") or {}
+        steps = f"{tr['steps_done']} / {tr['steps_planned']}" if tr else str(e["steps"])
+        if tr.get("stopped_by_budget"):
+            steps += " (budget)"
+        budget = f"{tr['budget_minutes']:g}" if tr.get("budget_minutes") else "–"
+        out.append(f"| {e['name']} | {e['params']:,} | {steps} | {budget} | {e['wall_s']:.0f} | {ev['ppl']:.1f} | "
                    f"{ev['kl_to_teacher']:.2f} | {ev['top1_agreement']:.3f} | {e.get('registered')} | `{e['output_dir']}` |")
     return [*out, "", *out_notes, ""]
+
+
+def quality_section(res: dict) -> list[str]:
+    """Per-domain student vs teacher perplexity on the same kept vocabulary, and generation samples."""
+    import statistics
+
+    out = ["Per domain: the expert's held-out windows (the config's `heldout_docs`, first `eval.max_windows`), "
+           "perplexity over the kept vocabulary (kept ids + one unknown class; the teacher's mass outside the kept "
+           "ids is summed into unknown) and over the full tokenizer vocabulary (the student's unknown mass spread "
+           "evenly over the ids it does not keep). Teacher: Qwen2.5-Coder-0.5B-Instruct, bf16.\n"]
+    labels = list(res["measurements"])
+    out += ["| measurement | expert | training | tokens | unknown targets | student ppl (kept) | teacher ppl (kept) | "
+            "student / teacher | student ppl (full) | teacher ppl (full) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for label in labels:
+        for r in res["measurements"][label]:
+            tr = r["trained"]
+            how = f"{tr['steps']} steps, {tr['model']['embedding']} embedding"
+            if tr.get("training") and tr["training"].get("stopped_by_budget"):
+                how += f" (budget stopped it at {tr['training']['steps_done']}/{tr['training']['steps_planned']})"
+            out.append(f"| {label} | {r['expert']} | {how} | {r['tokens']} | {r['unknown_target_rate']:.3f} | "
+                       f"{r['student_ppl_kept']:.1f} | {r['teacher_ppl_kept']:.1f} | {r['ppl_ratio_kept']:.1f}x | "
+                       f"{r['student_ppl_full']:,.0f} | {r['teacher_ppl_full']:.1f} |")
+    out.append("")
+    kinds = None
+    for label in labels:
+        rows = res["measurements"][label]
+        kinds = [k for k in rows[0]["samples"][0] if k not in ("prompt", "reference")] if rows[0]["samples"] else []
+        summary = ", ".join(
+            f"{k}: teacher ppl of the continuation {statistics.median(s[k]['teacher_ppl'] for r in rows for s in r['samples']):.0f}"
+            f" (median), distinct bigrams {statistics.mean(s[k]['distinct_bigrams'] for r in rows for s in r['samples']):.2f}"
+            for k in kinds)
+        out.append(f"Generations ({label}; {res['prompt_tokens']}-token held-out prompt, {res['new_tokens']} new "
+                   f"tokens, 3 per domain): {summary}.\n")
+        out.append(f"<details><summary>samples ({label})</summary>\n")
+        for r in rows:
+            for i, smp in enumerate(r["samples"]):
+                out.append(f"**{r['domain']} #{i + 1}** prompt: `{_one_line(smp['prompt'])}`\n")
+                for k in kinds:
+                    out.append(f"- {k} (teacher ppl {smp[k]['teacher_ppl']:.0f}, distinct bigrams "
+                               f"{smp[k]['distinct_bigrams']:.2f}): `{_one_line(smp[k]['text'])}`")
+                out.append("")
+        out.append("</details>\n")
+    return out
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).replace("`", "'")
 
 
 def main() -> None:
@@ -211,7 +321,9 @@ def main() -> None:
         numbers["steps_300"] = n300
     for title, name, fn in (("Student vs teacher on this CPU", "distill_speed", speed_section),
                             ("Spectral mixing vs softmax attention", "distill_mixing", mixing_section),
-                            ("Default experts", "distill_experts", experts_section)):
+                            ("Default experts", "distill_experts", experts_section),
+                            ("Default experts: student vs teacher perplexity, and samples", "distill_quality",
+                             quality_section)):
         lines += [f"## {title}", ""]
         res = _load(name)
         lines += fn(res) if res else ["Not measured.", ""]

@@ -108,6 +108,39 @@ class CausalLMTeacher:
         finally:
             torch.set_num_threads(old)
 
+    @torch.inference_mode()
+    def target_nll(self, ids: torch.Tensor, kept: torch.Tensor, *, batch_size: int = 8) -> dict[str, torch.Tensor]:
+        """Negative log-likelihood of each next token, over the full and over the kept vocabulary.
+
+        The kept-vocabulary view is the student's output space: the kept ids, plus one "unknown"
+        class that holds the probability of every other id. A teacher perplexity over that view
+        compares directly with the student's perplexity.
+
+        Args:
+            ids: (N, T + 1) tokenizer ids; position t predicts ``ids[:, t + 1]``.
+            kept: (V - 1,) kept tokenizer ids, sorted.
+        Returns:
+            ``full`` and ``kept`` (N, T) float32 NLLs in nats (mask padding yourself).
+        """
+        old = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            is_kept = torch.zeros(self.model.get_output_embeddings().weight.shape[0], dtype=torch.bool)
+            is_kept[kept] = True
+            full, in_kept = [], []
+            for s in range(0, ids.shape[0], batch_size):
+                x = ids[s:s + batch_size]
+                logp = F.log_softmax(self.model(input_ids=x[:, :-1]).logits.float(), -1)  # (b, T, V_tok)
+                target = x[:, 1:, None]
+                nll_full = -logp.gather(-1, target)[..., 0]
+                unknown = -logp.masked_fill(is_kept, float("-inf")).logsumexp(-1)  # NLL of the unknown class
+                full.append(nll_full)
+                in_kept.append(torch.where(is_kept[target[..., 0]], nll_full, unknown))
+            return {"full": torch.cat(full), "kept": torch.cat(in_kept)}
+        finally:
+            torch.set_num_threads(old)
+
     def close(self) -> None:
         self._model = None
 
