@@ -36,8 +36,9 @@ def _static_cached(ds, engine, experts, name: str):
     from qsef.eval.routing import STATIC, attach_static
     from qsef.settings import get_settings
 
+    variant = next((getattr(c, "variant", "") for c in engine.components if c.name == "d_kg"), "")
     key = texts_digest(ds.texts + [p.name + str(p.meta.get("corpus_sha256")) + str(p.kg_domain) + ",".join(p.kg_anchors)
-                                   for p in experts])[:16]
+                                   for p in experts] + [f"d_kg={variant}"])[:16]
     folder = get_settings().path("cache", "routing_features")
     f = folder / f"{name}-{key}.npz"
     if f.is_file():
@@ -50,6 +51,18 @@ def _static_cached(ds, engine, experts, name: str):
     np.savez(f, flags=np.array(json.dumps(ds.flags)), **ds.static)
     log.info("static features", extra={"set": name, "n": len(ds.texts), "seconds": round(time.time() - t0, 1)})
     return ds
+
+
+def mcnemar(gold: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
+    """Exact two-sided McNemar test of methods a and b on the same rows (binomial on the discordant pairs)."""
+    from scipy.stats import binomtest
+
+    a_only = int(((a == gold) & (b != gold)).sum())
+    b_only = int(((a != gold) & (b == gold)).sum())
+    n = a_only + b_only
+    p = binomtest(a_only, n, 0.5).pvalue if n else 1.0
+    return {"a_right_b_wrong": a_only, "b_right_a_wrong": b_only, "p_value": float(p),
+            "accuracy_difference": float((a == gold).mean() - (b == gold).mean())}
 
 
 def main() -> int:
@@ -115,9 +128,9 @@ def main() -> int:
             m.fit(mm)
             p = m.predict(ho)
             results["heldout"][name] = report(ho.labels, p)
+            preds[f"{name}_heldout"] = p
             if name == "qsef":
                 results["qsef_fit_on_all_mmlu"] = m.fit_info
-                preds["qsef_heldout"] = p
             log.info("heldout", extra={"method": name, "acc": round(results["heldout"][name]["accuracy"], 4)})
 
     if args.calibration_only:
@@ -195,13 +208,40 @@ def main() -> int:
                 m.fit(mm)
                 results["ablation_heldout"][comp] = report(ho.labels, m.predict(ho))["accuracy"]
             log.info("ablation", extra={"without": comp, "acc": round(out["accuracy"], 4)})
-        for variant, kw in (("no_history", {"use_history": False}), ("no_question_centroid", {"blend": 0.0})):
+        for variant, kw in (("no_history", {"use_history": False}), ("no_question_centroid", {"blend": 0.0}),
+                            ("no_history_shrinkage", {"history_shrink": False})):
             out, _ = cross_validate_method(mk("qsef", **kw), mm, k=args.folds)
             results["ablation_mmlu_cv"][variant] = out["accuracy"]
             if ho is not None:
                 m = mk("qsef", **kw)()
                 m.fit(mm)
                 results["ablation_heldout"][variant] = report(ho.labels, m.predict(ho))["accuracy"]
+        # component variants: D_emb without sub-topic prototypes (SPEC's centroid-only formula) and the
+        # other two D_kg distances; each swaps one engine component and recomputes what depends on it
+        from qsef.components import EmbeddingDistance, KGDistance
+
+        default_components = list(engine.components)
+        swaps = [("d_emb_centroid_only", EmbeddingDistance(prototype_weight=0.0))]
+        swaps += [(f"d_kg_{v}", KGDistance(variant=v)) for v in ("lca", "embedding")]
+        for variant, comp in swaps:
+            engine.components = [comp if c.name == comp.name else c for c in default_components]
+            t0 = time.time()
+            mv, hv = mm, ho
+            if comp.name == "d_kg":
+                mv = LabelledSet(mm.texts, mm.emb, mm.labels, {k: v for k, v in mm.static.items() if k != "d_kg"})
+                _static_cached(mv, engine, experts, "mmlu")
+                if ho is not None:
+                    hv = LabelledSet(ho.texts, ho.emb, ho.labels, {k: v for k, v in ho.static.items() if k != "d_kg"})
+                    _static_cached(hv, engine, experts, "heldout")
+            out, _ = cross_validate_method(mk("qsef"), mv, k=args.folds)
+            results["ablation_mmlu_cv"][variant] = out["accuracy"]
+            if hv is not None:
+                m = mk("qsef")()
+                m.fit(mv)
+                results["ablation_heldout"][variant] = report(hv.labels, m.predict(hv))["accuracy"]
+            log.info("variant", extra={"variant": variant, "acc": round(out["accuracy"], 4),
+                                       "s": round(time.time() - t0, 1)})
+        engine.components = default_components
 
     if args.calibration_only:
         print(json.dumps(results.get("shipped_calibration", {}), indent=2))
@@ -214,6 +254,10 @@ def main() -> int:
                       title="QSEF, held-out set")
     baselines = [k for k in ("centroid", "knn", "zeroshot", "random") if k in results["mmlu_cv"]]
     best = max(baselines, key=lambda k: results["mmlu_cv"][k]["accuracy"])
+    significance = {"mmlu_cv": {b: mcnemar(mm.labels, preds["qsef"], preds[b]) for b in baselines}}
+    if ho is not None:
+        significance["heldout"] = {b: mcnemar(ho.labels, preds["qsef_heldout"], preds[f"{b}_heldout"])
+                                   for b in baselines}
     doc = {
         "benchmark": "routing_mmlu",
         "command": " ".join([".venv/bin/python", *sys.argv]),
@@ -226,6 +270,7 @@ def main() -> int:
         "flags_seen": sorted({f for fl in mm.flags for f in fl}),
         "best_baseline_mmlu": best,
         "qsef_minus_best_baseline_mmlu": results["mmlu_cv"]["qsef"]["accuracy"] - results["mmlu_cv"][best]["accuracy"],
+        "mcnemar_qsef_vs": significance,
         "seconds": round(time.time() - t_start, 1),
         **results,
     }
@@ -252,8 +297,14 @@ def markdown(doc: dict) -> str:
 
         lines.append(f"| {m} | {cell(a)} | " + " | ".join(cell(a, d) for d in doms) + f" | {cell(b)} | "
                      + " | ".join(cell(b, d) for d in doms) + " |")
+    if doc.get("mcnemar_qsef_vs"):
+        lines += ["", "McNemar (exact, two-sided), QSEF vs each baseline on the same rows:", "",
+                  "| set | baseline | QSEF right, baseline wrong | baseline right, QSEF wrong | p |", "|---|---|---|---|---|"]
+        for set_name, tests in doc["mcnemar_qsef_vs"].items():
+            for b, t in tests.items():
+                lines.append(f"| {set_name} | {b} | {t['a_right_b_wrong']} | {t['b_right_a_wrong']} | {t['p_value']:.2g} |")
     if doc.get("ablation_mmlu_cv"):
-        lines += ["", "| qsef without | MMLU CV | held-out |", "|---|---|---|",
+        lines += ["", "| qsef without / with variant | MMLU CV | held-out |", "|---|---|---|",
                   f"| (nothing) | {100 * doc['mmlu_cv']['qsef']['accuracy']:.1f} | "
                   f"{100 * doc['heldout']['qsef']['accuracy']:.1f} |" if doc["heldout"] else "| (nothing) | - | - |"]
         for k, v in doc["ablation_mmlu_cv"].items():

@@ -252,29 +252,74 @@ class Component(ABC):
 
 
 class EmbeddingDistance(Component):
-    """``D_emb(t, e) = (1 - cos(E(t), c_e)) / 2`` — one matrix product for the whole batch."""
+    """``D_emb``: embedding distance from a text to an expert's domain, one matrix product per batch.
+
+    SPEC §2's ``D_emb = (1 - cos(E(t), c_e)) / 2`` uses the domain centroid ``c_e`` alone. A domain is
+    seldom one blob, so when a profile carries sub-topic ``prototypes`` the distance to the nearest
+    sub-topic is mixed in::
+
+        D_emb = (1 - λ)·(1 - cos(E(t), c_e)) / 2 + λ·(1 - smax_τ cos(E(t), p)) / 2
+
+    where ``smax_τ = τ·log mean_p exp(cos/τ)`` is a smooth maximum over the prototypes p (between their
+    mean and their max). ``prototype_weight`` λ = 0 gives SPEC's formula exactly; an expert without
+    prototypes uses its centroid as its only prototype.
+
+    Args:
+        prototype_weight: λ in [0, 1].
+        temperature: τ of the smooth maximum (0.05 suits MiniLM cosines).
+    """
 
     name = "d_emb"
     term = "D"
 
-    def __init__(self) -> None:
+    def __init__(self, prototype_weight: float = 0.5, temperature: float = 0.05) -> None:
+        if not 0.0 <= prototype_weight <= 1.0:
+            raise ValueError(f"prototype_weight must lie in [0, 1], got {prototype_weight}")
+        self.prototype_weight = prototype_weight
+        self.temperature = temperature
         self._key: tuple[int, ...] = ()
         self._matrix: np.ndarray | None = None
+        self._protos: tuple[np.ndarray, np.ndarray] | None = None
 
     def centroids(self, experts: Sequence[ExpertProfile]) -> np.ndarray:
         """``(E, dim)`` centroid matrix, rebuilt only when the expert list changes."""
-        key = tuple(id(e.centroid) for e in experts)
+        key = tuple(id(e.centroid) for e in experts) + tuple(id(e.prototypes) for e in experts)
         if key != self._key or self._matrix is None:
-            self._refs = [e.centroid for e in experts]  # keeps the ids in the key from being reused
-            self._matrix = np.stack(self._refs).astype(np.float32)
+            self._refs = [(e.centroid, e.prototypes) for e in experts]  # keeps the ids in the key alive
+            self._matrix = np.stack([e.centroid for e in experts]).astype(np.float32)
+            self._protos = None
             self._key = key
         return self._matrix
+
+    def prototype_matrix(self, experts: Sequence[ExpertProfile]) -> tuple[np.ndarray, np.ndarray]:
+        """``(E·P, dim)`` stacked prototypes (padded to P per expert) and the ``(E, P)`` mask of real ones."""
+        self.centroids(experts)
+        if self._protos is None:
+            sets = [e.prototypes if e.prototypes is not None else e.centroid[None, :] for e in experts]
+            p = max(len(x) for x in sets)
+            dim = sets[0].shape[1]
+            stacked = np.zeros((len(sets), p, dim), dtype=np.float32)
+            mask = np.zeros((len(sets), p), dtype=bool)
+            for j, x in enumerate(sets):
+                stacked[j, : len(x)] = x
+                mask[j, : len(x)] = True
+            self._protos = (stacked.reshape(-1, dim), mask)
+        return self._protos
 
     def compute(self, ctx: ScoringContext) -> np.ndarray:
         if "centroids" not in ctx.cache:
             ctx.cache["centroids"] = self.centroids(ctx.experts)
         cos = ctx.embeddings @ ctx.cache["centroids"].T  # (T, E)
-        return np.clip((1.0 - cos) / 2.0, 0.0, 1.0)
+        if self.prototype_weight > 0:
+            flat, mask = self.prototype_matrix(ctx.experts)
+            t, (e, p) = len(ctx.texts), mask.shape
+            pc = (ctx.embeddings @ flat.T).reshape(t, e, p)  # (T, E, P)
+            pc = np.where(mask[None], pc, -np.inf)
+            top = pc.max(axis=2)
+            tau = self.temperature
+            smax = top + tau * np.log(np.exp((pc - top[..., None]) / tau).sum(axis=2) / mask.sum(axis=1)[None, :])
+            cos = (1.0 - self.prototype_weight) * cos + self.prototype_weight * smax
+        return np.clip((1.0 - cos) / 2.0, 0.0, 1.0).astype(np.float32)
 
 
 class KGDistance(Component):

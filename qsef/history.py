@@ -30,6 +30,20 @@ def _kernel(sims: np.ndarray, temperature: float | None, min_similarity: float) 
     return np.where(ok, np.exp((np.where(ok, sims, 0.0) - top) / temperature), 0.0)
 
 
+def _shrink(rate: np.ndarray, sims: np.ndarray) -> np.ndarray:
+    """Pull each rate toward the uninformative 0.5 in proportion to how dissimilar its neighbours are.
+
+    ``sims (T, k)``: cosines of the neighbours used (``-inf`` = left out). With ``s`` the mean of their
+    cosines clipped to [0, 1], the rate becomes ``0.5 + s·(rate - 0.5)``: an error rate measured on
+    near-duplicates counts fully, one measured on tasks that merely happen to be the closest counts
+    little. The temperature kernel only sees *relative* similarity, so without this a question from an
+    unseen style inherits its neighbours' verdict at full strength.
+    """
+    ok = np.isfinite(sims)
+    s = np.where(ok, np.clip(sims, 0.0, 1.0), 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
+    return (0.5 + s * (rate - 0.5)).astype(np.float32)
+
+
 @runtime_checkable
 class HistoryProvider(Protocol):
     """Anything that can report an expert's error rate on tasks similar to a text."""
@@ -52,10 +66,12 @@ class InMemoryHistory:
         temperature: ``None`` weights a neighbour by its cosine; a number T weights it by
             ``exp((cos - cos_max) / T)`` relative to the nearest one, so the closest past tasks
             dominate (T = 0.05 suits MiniLM).
+        shrink: pull the rate toward 0.5 by the neighbours' mean cosine (see :func:`_shrink`).
     """
 
     def __init__(self, k: int = 10, *, min_similarity: float = 0.0, prior: float = 1.0,
-                 max_similarity: float = 2.0, temperature: float | None = None) -> None:
+                 max_similarity: float = 2.0, temperature: float | None = None, shrink: bool = False) -> None:
+        self.shrink = shrink
         self.temperature = temperature
         self.k = k
         self.min_similarity = min_similarity
@@ -107,6 +123,8 @@ class InMemoryHistory:
         num = (w * e).sum(axis=1) + 0.5 * self.prior
         den = w.sum(axis=1) + self.prior
         out = (num / den).astype(np.float32)
+        if self.shrink:
+            out = _shrink(out, np.where(w > 0, s, -np.inf))
         out[w.sum(axis=1) <= 0] = np.nan
         return out
 
@@ -125,6 +143,7 @@ class LabelledHistory:
             (with ``min_similarity``, a text whose past tasks are all dissimilar has no history: NaN).
         texts: the past tasks' texts; when given, "similar" is hybrid — the error rate is averaged
             over the dense neighbours and the BM25 (lexical) neighbours, with ``lexical_weight``.
+        shrink: pull the (hybrid) rate toward 0.5 by the dense neighbours' mean cosine (:func:`_shrink`).
     """
 
     uses_text = True
@@ -132,7 +151,8 @@ class LabelledHistory:
     def __init__(self, embeddings: np.ndarray, labels: np.ndarray, expert_domains: dict[str, str], *,
                  k: int = 10, prior: float = 1.0, max_similarity: float = 2.0,
                  temperature: float | None = None, texts: list[str] | None = None,
-                 lexical_weight: float = 0.5, min_similarity: float = 0.0) -> None:
+                 lexical_weight: float = 0.5, min_similarity: float = 0.0, shrink: bool = False) -> None:
+        self.shrink = shrink
         self.temperature = temperature
         self.min_similarity = min_similarity
         self.lexical_weight = lexical_weight
@@ -154,24 +174,27 @@ class LabelledHistory:
         self.k = k
         self.prior = prior
         self.max_similarity = max_similarity
-        self._last: tuple[int, tuple[int, ...], np.ndarray, np.ndarray] | None = None
+        self._last: tuple[int, tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
-    def _neighbours(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _neighbours(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Kernel weights, labels and cosines (``-inf`` where weightless) of each text's k neighbours."""
         key = (id(q), q.shape)
         if self._last is not None and self._last[:2] == key:
-            return self._last[2], self._last[3]
+            return self._last[2]
         k = min(self.k, self.emb.shape[0])
-        w_all, lab_all = [], []
+        w_all, lab_all, sim_all = [], [], []
         for s in range(0, q.shape[0], 2048):  # bound memory: (2048, N) similarities at a time
             sims = q[s:s + 2048] @ self.emb.T
             sims[sims > self.max_similarity] = -np.inf
             idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            w = _kernel(np.take_along_axis(sims, idx, axis=1), self.temperature, self.min_similarity)
+            top = np.take_along_axis(sims, idx, axis=1)
+            w = _kernel(top, self.temperature, self.min_similarity)
             w_all.append(w)
             lab_all.append(self.labels[idx])
-        w, lab = np.concatenate(w_all), np.concatenate(lab_all)
-        self._last = (*key, w, lab)
-        return w, lab
+            sim_all.append(np.where(w > 0, top, -np.inf))
+        out = np.concatenate(w_all), np.concatenate(lab_all), np.concatenate(sim_all)
+        self._last = (*key, out)
+        return out
 
     def _lexical_neighbours(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         key = tuple(texts)
@@ -210,11 +233,14 @@ class LabelledHistory:
         domain = self.expert_domains.get(expert_name)
         if domain is None or self.emb.shape[0] == 0:
             return np.full(text_embeddings.shape[0], np.nan, dtype=np.float32)
-        out = self._rate(*self._neighbours(text_embeddings), domain)
+        w, lab, sims = self._neighbours(text_embeddings)
+        out = self._rate(w, lab, domain)
         if self._bm25 is not None and texts is not None:
             lex = self._rate(*self._lexical_neighbours(list(texts)), domain)
             a = self.lexical_weight
             out = np.where(np.isnan(lex), out, (1 - a) * out + a * np.nan_to_num(lex))
+        if self.shrink:
+            out = np.where(np.isnan(out), out, _shrink(np.nan_to_num(out), sims))
         return out.astype(np.float32)
 
     def error_rate(self, expert_name: str, text_embedding: np.ndarray) -> float | None:
@@ -261,7 +287,8 @@ class ChainedHistory:
 def seed_history(experts: list, *, encoder: object | None = None) -> LabelledHistory:
     """A starting history before any feedback exists: the MMLU questions mapped to our domains
     (SPEC §8) as labelled past tasks, hybrid dense + BM25 neighbours — the configuration the shipped
-    calibration was fitted with (``benchmarks/routing_mmlu.py``). Embeddings are cached on disk.
+    calibration was fitted with (``benchmarks/routing_mmlu.py``), rates shrunk by neighbour similarity so
+    that questions unlike any MMLU question lean on the corpus signals. Embeddings are cached on disk.
 
     Args:
         experts: the expert profiles (their ``name -> domain`` map says which expert a label favours).
@@ -274,4 +301,4 @@ def seed_history(experts: list, *, encoder: object | None = None) -> LabelledHis
     texts = [r["text"] for r in rows]
     emb = encode_cached(texts, encoder=encoder or get_encoder(), name="mmlu")
     return LabelledHistory(emb, np.array([r["domain"] for r in rows]), {e.name: e.domain for e in experts},
-                           k=10, temperature=0.05, prior=0.1, texts=texts, lexical_weight=0.25)
+                           k=10, temperature=0.05, prior=0.1, texts=texts, lexical_weight=0.25, shrink=True)

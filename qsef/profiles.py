@@ -27,7 +27,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-PROFILE_FORMAT = 1
+PROFILE_FORMAT = 2
+#: Sub-topic prototypes per default profile (spherical k-means over the embedded corpus sample).
+N_PROTOTYPES = 16
 DEFAULT_DOMAINS = ("medicine", "law", "code", "finance", "general")
 #: Parameter count of the default experts' LLM (Qwen2.5-0.5B).
 DEFAULT_EXPERT_PARAMS = 0.5e9
@@ -105,6 +107,10 @@ class ExpertProfile:
         name: unique expert name.
         domain: the domain label (also the routing label in evaluation).
         centroid: unit vector ``(dim,)``, the normalised mean embedding of the domain texts.
+        prototypes: unit rows ``(P, dim)``: centres of the domain's sub-topics (spherical k-means over
+            the same texts), or ``None``. A domain is rarely one blob in embedding space — "git rebase"
+            and "list comprehension" are both code but far apart — so ``D_emb`` also measures the
+            distance to the nearest sub-topic, not only to the mean.
         params: parameter count (capacity for ``C_model``).
         cost: relative cost per call (cost-aware selection).
         kg_domain: which domain graph grounds ``D_kg`` (usually ``domain``); ``None`` for none.
@@ -124,10 +130,14 @@ class ExpertProfile:
     lexical: LexicalIndex | None = None
     encoder: str = "minilm"
     meta: dict[str, Any] = field(default_factory=dict)
+    prototypes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         c = np.asarray(self.centroid, dtype=np.float32).reshape(-1)
         self.centroid = c / max(float(np.linalg.norm(c)), 1e-12)
+        if self.prototypes is not None:
+            p = np.asarray(self.prototypes, dtype=np.float32).reshape(-1, c.shape[0])
+            self.prototypes = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
 
     def with_centroid(self, centroid: np.ndarray, **changes: Any) -> ExpertProfile:
         """A copy with another centroid (and any other field changed); the BM25 index is shared."""
@@ -141,14 +151,17 @@ class ExpertProfile:
         from safetensors.numpy import save_file
 
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({"centroid": self.centroid}, str(folder / "centroid.safetensors"))
+        tensors = {"centroid": self.centroid}
+        if self.prototypes is not None:
+            tensors["prototypes"] = self.prototypes
+        save_file(tensors, str(folder / "centroid.safetensors"))
         if self.lexical is not None:
             bm = folder / "bm25"
             if bm.exists():
                 shutil.rmtree(bm)
             bm.mkdir()
             self.lexical.save(bm)
-        d = {k: v for k, v in asdict(self).items() if k not in ("centroid", "lexical")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("centroid", "lexical", "prototypes")}
         d["format"] = PROFILE_FORMAT
         (folder / "profile.json").write_text(json.dumps(d, indent=2))
 
@@ -157,11 +170,11 @@ class ExpertProfile:
         from safetensors.numpy import load_file
 
         d = json.loads((folder / "profile.json").read_text())
-        if d.pop("format", None) != PROFILE_FORMAT:
+        if d.pop("format", None) not in (1, PROFILE_FORMAT):  # format 1: no prototypes yet
             raise ValueError(f"profile at {folder} has an unknown format; rebuild it")
-        centroid = load_file(str(folder / "centroid.safetensors"))["centroid"]
+        tensors = load_file(str(folder / "centroid.safetensors"))
         lexical = LexicalIndex.load(folder / "bm25") if (folder / "bm25" / "lexical.json").is_file() else None
-        return cls(centroid=centroid, lexical=lexical, **d)
+        return cls(centroid=tensors["centroid"], prototypes=tensors.get("prototypes"), lexical=lexical, **d)
 
 
 def corpus_passages(domain: str, *, split: str = "train") -> list[str]:
@@ -195,7 +208,8 @@ def build_domain_profile(domain: str, *, encoder: Any = None, passages: Sequence
 
     The BM25 index covers every passage; the centroid is the mean embedding of a seeded sample of
     ``centroid_sample`` passages (a mean of a thousand unit vectors is stable, and encoding whole
-    corpora on two CPU cores would take tens of minutes).
+    corpora on two CPU cores would take tens of minutes) and the prototypes are that sample's
+    :func:`prototypes`.
 
     Args:
         domain: domain label; its corpus comes from ``qsef.corpora`` unless ``passages`` is given.
@@ -210,15 +224,32 @@ def build_domain_profile(domain: str, *, encoder: Any = None, passages: Sequence
     if not passages:
         raise ValueError(f"no texts to build a profile for domain {domain!r}")
     sample = passages if len(passages) <= centroid_sample else random.Random(seed).sample(passages, centroid_sample)
-    emb = encoder.encode(sample, use_cache=False)
+    from qsef.encoder import encode_cached
+
+    emb = encode_cached(sample, encoder=encoder, name=f"profile-{domain}")  # on disk: rebuilds skip the encoder
     kg_domain, anchors = kg_anchors(domain, n_anchors)
     from qsef.encoder import texts_digest
 
     return ExpertProfile(
-        name=name or domain, domain=domain, centroid=emb.mean(axis=0), params=params, cost=cost,
+        name=name or domain, domain=domain, centroid=emb.mean(axis=0), prototypes=prototypes(emb, seed=seed),
+        params=params, cost=cost,
         kg_domain=kg_domain, kg_anchors=anchors, lexical=LexicalIndex.build(passages),
         encoder=encoder.name, meta={"n_passages": len(passages), "n_centroid": len(sample), "corpus_sha256": texts_digest(passages)},
     )
+
+
+def prototypes(embeddings: np.ndarray, k: int = N_PROTOTYPES, *, seed: int = 0) -> np.ndarray:
+    """``(min(k, N), dim)`` unit sub-topic centres: spherical k-means (faiss) over unit rows ``(N, dim)``."""
+    import faiss
+
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    k = max(1, min(k, x.shape[0]))
+    if k == x.shape[0]:
+        return x.copy()
+    km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, spherical=True, verbose=False)
+    km.train(x)
+    c = km.centroids.astype(np.float32)
+    return c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
 
 
 def profiles_dir() -> Path:
@@ -233,8 +264,16 @@ def default_profiles(*, rebuild: bool = False, encoder: Any = None,
     out = []
     for d in domains:
         folder = profiles_dir() / d
+        prof = None
         if not rebuild and (folder / "profile.json").is_file():
-            prof = ExpertProfile.load(folder)
+            try:
+                prof = ExpertProfile.load(folder)
+            except (ValueError, KeyError, OSError) as exc:  # older format or damaged files: rebuild
+                log.warning("rebuilding expert profile", extra={"domain": d, "reason": str(exc)[:200]})
+        if prof is not None and prof.prototypes is None:
+            log.info("rebuilding expert profile (no prototypes)", extra={"domain": d})
+            prof = None
+        if prof is not None:
             if prof.kg_domain is None:  # graphs may have appeared since the profile was built
                 prof.kg_domain, prof.kg_anchors = kg_anchors(d)
                 if prof.kg_domain is not None:

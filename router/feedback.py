@@ -143,7 +143,7 @@ class FeedbackStore:
         with self._lock:
             if self._history is not None:
                 return self._history
-            h = InMemoryHistory(k=self.k)
+            h = InMemoryHistory(k=self.k, shrink=True)
             with self._connect() as db:
                 rows = db.execute(
                     "SELECT expert, embedding, ok, rating FROM outcomes WHERE embedding IS NOT NULL "

@@ -15,7 +15,6 @@ import numpy as np
 from qsef.calibration import FITTED, fit_conditional_logit, kfold_indices
 from qsef.components import (
     DataComplexity,
-    EmbeddingDistance,
     ModelLoad,
     ScoringContext,
     component_resolver,
@@ -266,6 +265,8 @@ class QSEFRouting(RoutingMethod):
         blend: share of the training-question centroid in ``c_e`` (0 = corpus only).
         use_history: back ``C_model`` with the training-fold history.
         calibrate: fit the weights per fold (else the engine's weights).
+        history_shrink: shrink history error rates toward 0.5 by neighbour similarity (as the router's
+            seed history and feedback store do; see :func:`qsef.history._shrink`).
     """
 
     name = "qsef"
@@ -274,7 +275,8 @@ class QSEFRouting(RoutingMethod):
                  blend: float = 0.5, use_history: bool = True, calibrate: bool = True, history_k: int = 10,
                  history_temperature: float | None = 0.05, history_prior: float = 0.1,
                  lexical_history: bool = True, lexical_weight: float = 0.25, history_min_similarity: float = 0.0,
-                 l2: float = 1e-3) -> None:
+                 history_shrink: bool = True, l2: float = 1e-3) -> None:
+        self.history_shrink = history_shrink
         self.history_temperature = history_temperature
         self.history_prior = history_prior
         self.lexical_history = lexical_history
@@ -293,6 +295,10 @@ class QSEFRouting(RoutingMethod):
         self.weights = engine.weights
         self.fit_info: dict[str, Any] = {}
 
+    def _component(self, name: str) -> Any:
+        """The engine's instance of a component (it carries the configured variant), else a default one."""
+        return next((c for c in self.engine.components if c.name == name), None) or component_resolver.make(name)
+
     def _values(self, ds: LabelledSet, history: HistoryProvider | None) -> dict[str, np.ndarray]:
         ctx = ScoringContext(texts=ds.texts, embeddings=ds.emb, experts=self.experts, kg=self.engine.kg,
                              history=history)
@@ -300,14 +306,10 @@ class QSEFRouting(RoutingMethod):
             ctx.cache["c_data"] = ds.static["c_data"][:, 0]
         vals: dict[str, np.ndarray] = {}
         if "d_emb" not in self.ablate:
-            vals["d_emb"] = EmbeddingDistance().compute(ctx)
+            vals["d_emb"] = self._component("d_emb").compute(ctx)
         for name in STATIC:
             if name not in self.ablate:
-                if name not in ds.static:
-                    comp = next((c for c in self.engine.components if c.name == name), None)
-                    vals[name] = (comp or component_resolver.make(name)).compute(ctx)
-                else:
-                    vals[name] = ds.static[name]
+                vals[name] = ds.static[name] if name in ds.static else self._component(name).compute(ctx)
         if "c_model" not in self.ablate:
             if "c_data" not in ctx.cache:
                 DataComplexity().column(ctx)
@@ -328,7 +330,7 @@ class QSEFRouting(RoutingMethod):
             names = {p.name: p.domain for p in experts}
             kw = {"k": self.history_k, "temperature": self.history_temperature, "prior": self.history_prior,
                   "texts": train.texts if self.lexical_history else None, "min_similarity": self.history_min_similarity,
-                  "lexical_weight": self.lexical_weight}
+                  "lexical_weight": self.lexical_weight, "shrink": self.history_shrink}
             self.history = LabelledHistory(train.emb, train.labels, names, **kw)
             loo = LabelledHistory(train.emb, train.labels, names, max_similarity=0.9999, **kw)
             self._loo_history = loo

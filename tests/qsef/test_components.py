@@ -81,6 +81,47 @@ def test_profile_roundtrip(tmp_path):
     assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.pickle"))
 
 
+def test_profile_roundtrip_keeps_prototypes_and_reads_format_1(tmp_path):
+    import json
+
+    from qsef.profiles import prototypes
+
+    enc = HashEncoder()
+    emb = enc.encode(CORPORA["code"] + CORPORA["law"])
+    p = make_experts(enc)[2].with_centroid(emb.mean(0), prototypes=prototypes(emb, 3, seed=0))
+    assert p.prototypes.shape == (3, emb.shape[1])
+    np.testing.assert_allclose(np.linalg.norm(p.prototypes, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(prototypes(emb, 3, seed=0), p.prototypes, rtol=1e-5)  # seeded: reproducible
+    p.save(tmp_path / "code")
+    np.testing.assert_allclose(ExpertProfile.load(tmp_path / "code").prototypes, p.prototypes)
+    # a format-1 profile (written before prototypes existed) still loads, without prototypes
+    make_experts(enc)[2].save(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "profile.json").read_text())
+    meta["format"] = 1
+    (tmp_path / "old" / "profile.json").write_text(json.dumps(meta))
+    assert ExpertProfile.load(tmp_path / "old").prototypes is None
+
+
+def test_d_emb_prototypes_pull_a_subtopic_closer_and_weight_zero_is_the_spec_formula():
+    from qsef.components import EmbeddingDistance
+
+    dim = 8
+    c = np.eye(dim, dtype=np.float32)
+    # the expert's two sub-topics are axes 0 and 1; its centroid lies between them
+    with_protos = ExpertProfile(name="e", domain="d", centroid=c[0] + c[1], prototypes=np.stack([c[0], c[1]]))
+    plain = ExpertProfile(name="f", domain="d", centroid=c[0] + c[1])
+    q = c[[0, 2]]  # exactly sub-topic 0; and an unrelated direction
+    ctx = ScoringContext(texts=["a", "b"], embeddings=q, experts=[with_protos, plain], kg=None)
+    spec = EmbeddingDistance(prototype_weight=0.0).compute(ctx)
+    np.testing.assert_allclose(spec[:, 0], (1 - q @ with_protos.centroid) / 2, atol=1e-6)
+    mixed = EmbeddingDistance(prototype_weight=0.5).compute(ctx)
+    assert mixed[0, 0] < spec[0, 0]  # the nearest sub-topic counts: closer than to the mean
+    np.testing.assert_allclose(mixed[:, 1], spec[:, 1], atol=1e-6)  # no prototypes: the centroid alone
+    assert np.all((mixed >= 0) & (mixed <= 1))
+    with pytest.raises(ValueError, match="prototype_weight"):
+        EmbeddingDistance(prototype_weight=1.5)
+
+
 def _hierarchy():
     """A small real graph: law <- civil law <- contract law, law <- criminal law <- theft; court (no is_a)."""
     from kg.model import KnowledgeGraph, Node

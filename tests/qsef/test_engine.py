@@ -160,3 +160,19 @@ def test_texts_without_history_use_no_history_weights(tmp_path, engine):
     assert "no_history" not in mixed.flags[1]
     np.testing.assert_allclose(mixed.TE[0], plain.TE[0], rtol=1e-6)
     assert not np.allclose(mixed.TE[1], plain.TE[1])
+
+
+def test_kg_distance_setting_picks_the_d_kg_variant(monkeypatch):
+    from qsef.settings import get_settings
+
+    monkeypatch.setenv("QSEF_KG_DISTANCE", "lca")
+    get_settings.cache_clear()
+    try:
+        d_kg = next(c for c in QSEFEngine(experts=[], weights=QSEFWeights()).components if c.name == "d_kg")
+        assert d_kg.variant == "lca"
+        monkeypatch.setenv("QSEF_KG_DISTANCE", "cosmic")
+        get_settings.cache_clear()
+        with pytest.raises(ValueError, match="kg_distance"):
+            get_settings()
+    finally:
+        get_settings.cache_clear()

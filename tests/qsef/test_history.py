@@ -76,3 +76,23 @@ def test_chained_history_asks_providers_in_order():
     assert rates[0] < 0.75 and rates[1] < 0.75  # feedback knows these: its answer wins
     assert np.allclose(rates[2:], 0.75)  # the seed fills what feedback does not know
     assert ChainedHistory(feedback).error_rate("law", known[3]) is None
+
+
+def test_shrinkage_trusts_near_duplicates_and_discounts_far_neighbours():
+    """With ``shrink`` the error rate moves toward 0.5 as the nearest past tasks get less similar."""
+    from qsef.history import InMemoryHistory, LabelledHistory
+
+    rng = np.random.default_rng(0)
+    past = rng.normal(size=(20, 8)).astype(np.float32)
+    past /= np.linalg.norm(past, axis=1, keepdims=True)
+    labels = np.array(["a"] * 20)
+    near = past[0] + 0.01  # a near-duplicate of past tasks labelled "a"
+    far = rng.normal(size=8).astype(np.float32)
+    q = np.stack([near / np.linalg.norm(near), far / np.linalg.norm(far)])
+    plain = LabelledHistory(past, labels, {"eb": "b"}, k=3, prior=0.0).error_rates("eb", q)
+    shrunk = LabelledHistory(past, labels, {"eb": "b"}, k=3, prior=0.0, shrink=True).error_rates("eb", q)
+    assert plain[0] == pytest.approx(1.0) and plain[1] == pytest.approx(1.0)  # expert b always failed
+    assert 0.5 < shrunk[1] < shrunk[0] <= 1.0  # far neighbours count less than near-duplicates
+    mem = InMemoryHistory(k=3, prior=0.0, shrink=True)
+    mem.record_many("eb", past, np.zeros(20, dtype=bool))
+    np.testing.assert_allclose(mem.error_rates("eb", q), shrunk, atol=1e-5)
