@@ -2,9 +2,14 @@
 
 Requests put their item on a queue and await a future. One worker task takes the first item, keeps
 collecting for ``window_ms`` (or until ``max_batch`` items), runs ``fn(items)`` once in a worker
-thread and hands each caller its row. Up to ``concurrency`` batches run at once (one per core), and
-while every slot is busy the queue keeps filling, so batches grow with load. For ``/v1/score`` this turns N concurrent requests into one
-encoder forward pass and one ``(N, E)`` scoring pass.
+thread — one thread hop per batch, not per request — and hands each caller its result. Up to
+``concurrency`` batches run at once, and while every slot is busy the queue keeps filling, so
+batches grow with load. For ``/v1/score`` this turns N concurrent requests into one encoder forward
+pass and one ``(N, E)`` scoring pass.
+
+The window closes early once a batch is as large as the previous one: under steady load the same
+callers come back after each batch (a closed loop), and waiting out the window would only leave the
+CPU idle. Items already queued are still taken along (up to ``max_batch``), so batches can grow.
 
 Example:
     >>> batcher = MicroBatcher(lambda texts: [len(t) for t in texts], window_ms=5)
@@ -29,7 +34,8 @@ log = logging.getLogger(__name__)
 class MicroBatcher:
     """Args:
     fn: ``items -> results`` (same length, same order); runs in a thread.
-    window_ms: how long to wait for more items after the first.
+    window_ms: the longest wait for more items after the first (ends early once the batch is as large
+        as the previous one).
     max_batch: most items per call.
     concurrency: batches computed at the same time.
     on_batch: called with each batch size (metrics).
@@ -48,6 +54,7 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None
         self.batches = 0
         self.items = 0
+        self._expect = max_batch  # size of the previous batch: enough to close the window early
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -72,28 +79,36 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         assert self._queue is not None and self._slots is not None
-        loop = asyncio.get_running_loop()
         while True:
             await self._slots.acquire()  # wait for a free slot first: meanwhile the queue fills up
-            batch = [await self._queue.get()]
-            deadline = loop.time() + self.window
-            while len(batch) < self.max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    while len(batch) < self.max_batch and not self._queue.empty():
-                        batch.append(self._queue.get_nowait())
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    continue
+            batch = await self._collect()
             live = [(item, fut) for item, fut in batch if not fut.cancelled()]
+            self._expect = max(1, len(batch))
             if not live:
                 self._slots.release()
                 continue
             task = asyncio.create_task(self._process(live))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
+
+    async def _collect(self) -> list[tuple[Any, asyncio.Future]]:
+        """The first queued item, then whatever arrives within the window (up to ``max_batch``), or
+        until the batch is as large as the previous one."""
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        batch = [await self._queue.get()]
+        deadline = loop.time() + self.window
+        while len(batch) < self.max_batch:
+            timeout = deadline - loop.time()
+            if timeout <= 0 or len(batch) >= self._expect:
+                while len(batch) < self.max_batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+            except TimeoutError:
+                continue
+        return batch
 
     async def _process(self, live: list[tuple[Any, asyncio.Future]]) -> None:
         assert self._slots is not None

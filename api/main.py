@@ -19,6 +19,7 @@ from api.metrics import Metrics
 from api.middleware import RequestContextMiddleware
 from api.routes import chat, experts, feedback, health, route, score
 from api.state import AppState
+from api.threads import limit_native_threads
 from qsef.settings import Settings, get_settings
 from router.pipeline import Router
 
@@ -39,13 +40,15 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
         state = AppState(settings=settings, config=config, router=r, metrics=metrics)
         if config.warm:
             await run_in_threadpool(r.scorer.warm)
+        pools = limit_native_threads(settings.torch_threads)
         if config.batch_window_ms > 0:
             state.batcher = MicroBatcher(score.score_texts_fn(r), window_ms=config.batch_window_ms,
                                          max_batch=config.max_batch,
                                          concurrency=config.batch_concurrency, on_batch=metrics.score_batch.observe)
             await state.batcher.start()
         app.state.qsef = state
-        log.info("api ready", extra={"router_llm": r.decomposer.llm.describe(), "batching": bool(state.batcher)})
+        log.info("api ready", extra={"router_llm": r.decomposer.llm.describe(), "batching": bool(state.batcher),
+                                   "native_threads": pools})
         try:
             yield
         finally:

@@ -4,7 +4,10 @@ same run) and /v1/route (fast path, decomposition + QSEF scoring, no expert answ
 Two real ``qsef serve`` processes run side by side, one with the /v1/score micro-batcher
 (``QSEF_API_BATCH_WINDOW_MS=5``) and one without (``=0``); score phases alternate between them in
 slices so both see the same machine load. Every request carries a unique text, so the encoder's
-cache cannot serve it. Prints and saves ``benchmarks/results/api_load.json``.
+cache cannot serve it. Besides requests/s and latency, each phase records the server process's CPU
+time per request (user + system, from ``/proc``): on a shared machine whose load changes under the
+run, that cost is the steadier measure of how much work batching saves. The 1-minute load average
+is sampled before every slice. Prints and saves ``benchmarks/results/api_load.json``.
 
     .venv/bin/python benchmarks/api_load.py [--seconds 60] [--clients 8]
 """
@@ -89,7 +92,13 @@ class RawClient:
             self.writer.close()
 
 
-async def run_phase(url: str, make_body, clients: int, seconds: float, counter) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_phase(url: str, make_body, clients: int, seconds: float, counter, pid: int | None = None) -> dict:
     lat: list[float] = []
     errors: list[str] = []
     deadline = time.perf_counter() + seconds
@@ -114,9 +123,12 @@ async def run_phase(url: str, make_body, clients: int, seconds: float, counter) 
         finally:
             await c.close()
 
+    load = os.getloadavg()[0]
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
-    return {"ok": len(lat), "errors": errors, "wall_s": time.perf_counter() - t0, "lat": lat}
+    return {"ok": len(lat), "errors": errors, "wall_s": time.perf_counter() - t0, "lat": lat, "load": load,
+            "cpu_s": (cpu_seconds(pid) - cpu0) if pid else None}
 
 
 def summarize(parts: list[dict]) -> dict:
@@ -124,11 +136,15 @@ def summarize(parts: list[dict]) -> dict:
     wall = sum(p["wall_s"] for p in parts)
     errors = [e for p in parts for e in p["errors"]]
     q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [lat[0]] * 99
-    return {"requests": len(lat), "errors": len(errors), "error_samples": errors[:5], "seconds": round(wall, 1),
-            "req_per_s": round(len(lat) / wall, 2), "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1)}
+    out = {"requests": len(lat), "errors": len(errors), "error_samples": errors[:5], "seconds": round(wall, 1),
+           "req_per_s": round(len(lat) / wall, 2), "p50_ms": round(q[49] * 1000, 1), "p99_ms": round(q[98] * 1000, 1),
+           "load_avg_1m_per_slice": [round(p["load"], 2) for p in parts]}
+    if all(p["cpu_s"] is not None for p in parts):
+        out["server_cpu_ms_per_request"] = round(1000 * sum(p["cpu_s"] for p in parts) / max(1, len(lat)), 2)
+    return out
 
 
-async def main_async(args) -> dict:
+async def main_async(args, pids: tuple[int, int]) -> dict:
     counter = itertools.count()
 
     def score_body(i):
@@ -144,13 +160,15 @@ async def main_async(args) -> dict:
     parts: dict[str, list] = {"score_batched": [], "score_unbatched": []}
     for _ in range(slices):
         parts["score_batched"].append(await run_phase(f"{batched}/v1/score", score_body, args.clients,
-                                                      args.seconds / slices, counter))
+                                                      args.seconds / slices, counter, pids[0]))
         parts["score_unbatched"].append(await run_phase(f"{unbatched}/v1/score", score_body, args.clients,
-                                                        args.seconds / slices, counter))
-    route = [await run_phase(f"{batched}/v1/route", route_body, args.clients, args.seconds, counter)]
+                                                        args.seconds / slices, counter, pids[1]))
+    route = [await run_phase(f"{batched}/v1/route", route_body, args.clients, args.seconds, counter, pids[0])]
     out = {k: summarize(v) for k, v in parts.items()}
     out["route_fast_path"] = summarize(route)
     out["score_speedup_req_per_s"] = round(out["score_batched"]["req_per_s"] / out["score_unbatched"]["req_per_s"], 2)
+    out["score_cpu_saving"] = round(out["score_unbatched"]["server_cpu_ms_per_request"]
+                                    / out["score_batched"]["server_cpu_ms_per_request"], 2)
     metrics = httpx.get(f"{batched}/metrics").text
     sizes = [line for line in metrics.splitlines() if line.startswith("qsef_score_batch_size_sum")
              or line.startswith("qsef_score_batch_size_count")]
@@ -165,7 +183,7 @@ def run_config(args, threads: int) -> dict:
     try:
         for i, p in enumerate(procs):
             wait_healthy(args.port + i, p)
-        return asyncio.run(main_async(args))
+        return asyncio.run(main_async(args, (procs[0].pid, procs[1].pid)))
     finally:
         for p in procs:
             p.terminate()
@@ -191,12 +209,14 @@ def main() -> int:
         runs[f"torch_threads_{t}"] = run_config(args, t)
         r = runs[f"torch_threads_{t}"]
         print(f"threads={t}: score batched {r['score_batched']['req_per_s']} req/s, unbatched "
-              f"{r['score_unbatched']['req_per_s']} req/s (x{r['score_speedup_req_per_s']}), route "
-              f"{r['route_fast_path']['req_per_s']} req/s", flush=True)
+              f"{r['score_unbatched']['req_per_s']} req/s (x{r['score_speedup_req_per_s']}); server CPU "
+              f"{r['score_batched']['server_cpu_ms_per_request']} vs {r['score_unbatched']['server_cpu_ms_per_request']} "
+              f"ms/request (x{r['score_cpu_saving']}); route {r['route_fast_path']['req_per_s']} req/s", flush=True)
     save("api_load", {"runs": runs, "clients": args.clients, "seconds_per_endpoint": args.seconds,
                       "window_ms": args.window_ms,
                       "note": "route = fast path with answer=false (decomposition + QSEF scoring, no expert "
-                              "generation); score phases alternate batched/unbatched servers in slices"})
+                              "generation); score phases alternate batched/unbatched servers in slices; "
+                              "server_cpu_ms_per_request = server process user+system CPU / successful requests"})
     return 0
 
 

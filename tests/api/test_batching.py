@@ -51,3 +51,65 @@ def test_batches_run_concurrently_and_errors_reach_every_caller():
 
     assert asyncio.run(main()) == [str(i) for i in range(8)]
     assert peak[0] == 2
+
+
+def test_window_closes_early_once_the_previous_batch_size_is_reached():
+    """Closed loop: the same 4 callers come back; the second batch must not wait out the 300 ms window."""
+    sizes = []
+
+    def fn(items):
+        sizes.append(len(items))
+        return items
+
+    async def main():
+        b = MicroBatcher(fn, window_ms=300, concurrency=1)
+        await b.start()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(b.submit(i) for i in range(4)))
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        await asyncio.gather(*(b.submit(i) for i in range(4)))
+        second = time.perf_counter() - t0
+        await asyncio.gather(*(b.submit(i) for i in range(6)))  # more callers: the batch still grows
+        await b.stop()
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert sizes[:2] == [4, 4] and sum(sizes[2:]) == 6 and max(sizes[2:]) >= 4
+    assert first >= 0.3 and second < 0.15
+
+
+def _public(d: dict) -> dict:
+    from api.schemas import ExpertScorePublic
+
+    keep = set(ExpertScorePublic.model_fields)
+    return {"text": d["text"], "flags": d["flags"], "experts": [{k: e[k] for k in keep} for e in d["experts"]]}
+
+
+@pytest.mark.parametrize("ablate", [(), ("d_kg", "c_sparsity")])
+def test_score_rows_equal_per_text_breakdown(tmp_path, ablate):
+    """The vectorised rows of a batch == ScoreResult.to_dict(i) per text (the plain path), fields and order."""
+    from api.routes.score import score_rows
+    from router.testing import build_fake_router
+
+    r = build_fake_router(tmp_path)
+    texts = ["Can my landlord evict me?", "How do I sort a list in Python?", "Is ibuprofen safe with a fever?"]
+    result = r.scorer.engine.score(texts, r.scorer.profiles(), ablate=ablate)
+    rows = score_rows(result)
+    assert [{k: row[k] for k in ("text", "flags", "experts")} for row in rows] == [
+        _public(result.to_dict(i)) for i in range(len(texts))]
+    assert all(row["batch_size"] == 3 for row in rows)
+    assert all((e["D_kg"] is None) == ("d_kg" in ablate) for row in rows for e in row["experts"])
+
+
+def test_score_bodies_are_valid_json_of_the_public_schema(tmp_path):
+    import json
+
+    from api.routes.score import score_texts_fn
+    from api.schemas import ScorePublic
+    from router.testing import build_fake_router
+
+    bodies = score_texts_fn(build_fake_router(tmp_path))(["What is a tort?", "What is a mutex?"])
+    parsed = [ScorePublic.model_validate(json.loads(b)) for b in bodies]
+    assert [p.text for p in parsed] == ["What is a tort?", "What is a mutex?"]
+    assert [e.rank for e in parsed[0].experts] == [1, 2, 3, 4, 5]
