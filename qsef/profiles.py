@@ -4,7 +4,7 @@ A profile holds the expert's domain, the centroid ``c_e`` of its domain texts (f
 index over its domain corpus (for ``C_sparsity``), its knowledge-graph anchors ``A_e`` (for ``D_kg``),
 its size (for ``C_model``) and its cost (for cost-aware selection). The five default domain profiles
 (medicine, law, code, finance, general) are built from the domain corpora and cached on disk under
-``get_settings().path("profiles")`` as JSON + safetensors + bm25s arrays — never pickle.
+:func:`profiles_dir` (one folder per encoder) as JSON + safetensors + bm25s arrays — never pickle.
 
 Example:
     >>> profiles = default_profiles()                  # built once, then loaded from disk
@@ -252,18 +252,25 @@ def prototypes(embeddings: np.ndarray, k: int = N_PROTOTYPES, *, seed: int = 0) 
     return c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
 
 
-def profiles_dir() -> Path:
+def profiles_dir(encoder_name: str | None = None) -> Path:
+    """Where the default profiles built with an encoder live: ``$QSEF_HOME/profiles/<encoder>/``.
+
+    Centroids and prototypes only make sense in their encoder's space (MiniLM has 384 dimensions, mpnet
+    768), so each encoder gets its own folder.
+    """
     from qsef.settings import get_settings
 
-    return get_settings().path("profiles")
+    name = Path(encoder_name or get_settings().encoder_model).name
+    return get_settings().path("profiles", name)
 
 
 def default_profiles(*, rebuild: bool = False, encoder: Any = None,
                      domains: Sequence[str] = DEFAULT_DOMAINS) -> list[ExpertProfile]:
     """The five default domain profiles, built from the corpora on first use and cached on disk."""
     out = []
+    root = profiles_dir(getattr(encoder, "name", None))
     for d in domains:
-        folder = profiles_dir() / d
+        folder = root / d
         prof = None
         if not rebuild and (folder / "profile.json").is_file():
             try:

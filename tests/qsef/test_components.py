@@ -192,3 +192,21 @@ def test_d_kg_embedding_variant_uses_the_shipped_transe_vectors():
 def test_d_kg_rejects_an_unknown_variant():
     with pytest.raises(ValueError, match="choose from"):
         component_resolver.make("d_kg", variant="telepathy")
+
+
+def test_default_profiles_are_kept_per_encoder(tmp_path, monkeypatch):
+    """A 768-d mpnet profile must never be loaded for the 384-d MiniLM encoder, or the reverse."""
+    from qsef.profiles import default_profiles, profiles_dir
+    from qsef.settings import get_settings
+
+    monkeypatch.setenv("QSEF_HOME", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        assert profiles_dir("minilm") != profiles_dir("mpnet")
+        assert profiles_dir("minilm").parent == profiles_dir("mpnet").parent == tmp_path / "profiles"
+        law = make_experts()[1]
+        law.with_centroid(law.centroid, prototypes=law.centroid[None, :]).save(profiles_dir("hash") / "law")
+        (loaded,) = default_profiles(encoder=HashEncoder(), domains=["law"])
+        assert loaded.centroid.shape == (HashEncoder.dim,)
+    finally:
+        get_settings.cache_clear()
