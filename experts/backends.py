@@ -7,10 +7,18 @@ One registry, :data:`backend_resolver`, maps a name to a class:
 - ``openai``: a remote OpenAI-compatible endpoint (e.g. one vLLM server per expert);
 - ``qrh``: a QRH student checkpoint (``experts/qrh.py``), loaded lazily when that module exists.
 
+Cancellation: ``generate`` takes an optional ``cancel`` event. The dispatcher sets it when it stops
+waiting (per-expert timeout); the in-process backends check it between decoding steps (a transformers
+``StoppingCriteria`` for ``hf``, a step-by-step loop for ``qrh``) and while waiting for the model's
+lock, so an abandoned generation ends within a step and releases the model for the next request. It
+then raises :class:`GenerationCancelledError`; its partial output is never returned.
+
 Example:
     >>> pool = ModelPool(threads=1)
     >>> backend = make_backend(spec, pool=pool)      # spec: an ExpertSpec from the registry
     >>> backend.generate([{"role": "user", "content": "What is a mutex?"}], max_tokens=64)
+    >>> stop = threading.Event()                       # stop.set() from another thread cancels
+    >>> backend.generate(messages, max_tokens=64, cancel=stop)
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailableError",
     "ExpertBackend",
+    "GenerationCancelledError",
     "HFBackend",
     "ModelPool",
     "OpenAIBackend",
@@ -45,6 +54,40 @@ class BackendError(RuntimeError):
 
 class BackendUnavailableError(BackendError):
     """The backend cannot be used at all here (missing module, checkpoint or model)."""
+
+
+class GenerationCancelledError(BackendError):
+    """The caller cancelled the generation (e.g. the dispatcher's timeout); partial output is discarded."""
+
+
+def _cancelled(cancel: threading.Event | None) -> bool:
+    return cancel is not None and cancel.is_set()
+
+
+def _acquire(lock: threading.Lock, cancel: threading.Event | None, what: str) -> None:
+    """Take ``lock``, giving up as soon as ``cancel`` is set (checked every 50 ms).
+
+    Raises:
+        GenerationCancelledError: cancelled while waiting.
+    """
+    if cancel is None:
+        lock.acquire()
+        return
+    while not lock.acquire(timeout=0.05):
+        if cancel.is_set():
+            raise GenerationCancelledError(f"cancelled while waiting for {what} (busy with another request)")
+
+
+def _stop_on(cancel: threading.Event) -> Any:
+    """A transformers ``StoppingCriteria`` that ends generation once ``cancel`` is set (checked each step)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class _Cancel(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return _Cancel()
 
 
 class ExpertBackend(ABC):
@@ -63,9 +106,14 @@ class ExpertBackend(ABC):
 
     @abstractmethod
     def generate(
-        self, messages: list[dict[str, str]], *, max_tokens: int = 128, temperature: float = 0.0
+        self, messages: list[dict[str, str]], *, max_tokens: int = 128, temperature: float = 0.0,
+        cancel: threading.Event | None = None,
     ) -> str:
         """Answer the conversation.
+
+        Args:
+            cancel: when set (by another thread), stop as soon as possible and raise
+                :class:`GenerationCancelledError` instead of returning partial text.
 
         Raises:
             BackendError: on any failure to produce an answer.
@@ -125,9 +173,16 @@ class ModelPool:
             return self._models[key]
 
     def generate(
-        self, folder: Path, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, prefill: str = ""
+        self, folder: Path, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, prefill: str = "",
+        cancel: threading.Event | None = None,
     ) -> str:
-        """Chat-template the messages, optionally prefill the assistant turn, decode the continuation."""
+        """Chat-template the messages, optionally prefill the assistant turn, decode the continuation.
+
+        ``cancel`` is checked while waiting for the model's lock and after every generated token.
+
+        Raises:
+            GenerationCancelledError: ``cancel`` was set before the answer was complete.
+        """
         import torch
 
         tok, model, lock = self.get(folder)
@@ -138,8 +193,17 @@ class ModelPool:
             kwargs.update(do_sample=True, temperature=temperature)
         else:
             kwargs.update(do_sample=False)
-        with lock, torch.inference_mode():
-            out = model.generate(**inputs, **kwargs)
+        if cancel is not None:
+            kwargs["stopping_criteria"] = [_stop_on(cancel)]
+        _acquire(lock, cancel, f"model {folder.name}")
+        try:
+            with torch.inference_mode():
+                out = model.generate(**inputs, **kwargs)
+        finally:
+            lock.release()
+        if _cancelled(cancel):
+            raise GenerationCancelledError(f"generation on {folder.name} cancelled after "
+                                           f"{out.shape[1] - inputs['input_ids'].shape[1]} tokens")
         return tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
@@ -161,10 +225,10 @@ class HFBackend(ExpertBackend):
             self._folder = self.pool.resolve(self.model, self.path)
         return self._folder
 
-    def generate(self, messages, *, max_tokens=128, temperature=0.0) -> str:
+    def generate(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> str:
         try:
             return self.pool.generate(
-                self.folder, self.messages_for(messages), max_tokens=max_tokens, temperature=temperature
+                self.folder, self.messages_for(messages), max_tokens=max_tokens, temperature=temperature, cancel=cancel
             ).strip()
         except BackendError:
             raise
@@ -203,7 +267,10 @@ class OpenAIBackend(ExpertBackend):
             self._client = OpenAICompatClient(self.base_url, self.model, timeout=self.timeout, retries=self.retries)
         return self._client
 
-    def generate(self, messages, *, max_tokens=128, temperature=0.0) -> str:
+    def generate(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> str:
+        """The remote server cannot be interrupted; the request ends at the client's ``timeout``."""
+        if _cancelled(cancel):
+            raise GenerationCancelledError(f"remote expert {self.spec.name!r}: cancelled before the request")
         try:
             return self.client.chat(self.messages_for(messages), max_tokens=max_tokens, temperature=temperature).strip()
         except Exception as exc:
@@ -258,16 +325,25 @@ class QRHBackend(ExpertBackend):
                 self._tok = AutoTokenizer.from_pretrained(str(folder))
             return self._model, self._tok
 
-    def generate(self, messages, *, max_tokens=128, temperature=0.0) -> str:
+    def generate(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> str:
+        """Decode one token per ``QRHModel.generate`` call so ``cancel`` is checked between tokens
+        (the student has no KV cache: each step re-reads the whole context either way)."""
         import torch
 
         model, tok = self._load()
         try:
             prompt = tok.apply_chat_template(self.messages_for(messages), tokenize=False, add_generation_prompt=True)
             ids = tok(prompt, return_tensors="pt")["input_ids"]
+            out = ids
             with torch.inference_mode():
-                out = model.generate(ids, max_new_tokens=max_tokens, temperature=temperature)
+                for _ in range(max_tokens):
+                    if _cancelled(cancel):
+                        raise GenerationCancelledError(f"QRH expert {self.spec.name!r}: generation cancelled after "
+                                                       f"{out.shape[1] - ids.shape[1]} tokens")
+                    out = model.generate(out, max_new_tokens=1, temperature=temperature)
             return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+        except BackendError:
+            raise
         except Exception as exc:
             raise BackendError(f"QRH expert {self.spec.name!r} failed: {exc}") from exc
 

@@ -2,7 +2,10 @@
 
 Each selected expert gets ``timeout_s`` to answer. On an error or a timeout the next-best expert by
 TE that has not been tried yet answers instead (at most ``max_fallbacks`` times); every attempt is
-recorded. Backends are built once per expert (and rebuilt when the expert's settings change).
+recorded. A timed-out call is cancelled, not just abandoned: the dispatcher sets the call's cancel
+event, so an in-process model stops within a decoding step and frees its lock and worker thread for
+the next request (see :mod:`experts.backends`). Backends are built once per expert (and rebuilt when
+the expert's settings change).
 
 Aggregation (:data:`aggregator_resolver`): ``concat`` (default) numbers the sub-tasks and puts each
 answer under its sub-task; ``compose`` asks the router LLM to write one reply from them and falls
@@ -61,7 +64,8 @@ class Dispatcher:
             shared :class:`ModelPool`).
         timeout_s: per-expert answer budget.
         max_fallbacks: how many replacement experts to try per selected expert.
-        max_workers: threads for expert calls (a timed-out call keeps its thread until it ends).
+        max_workers: threads for expert calls (a timed-out in-process call ends within a decoding step; a
+            remote one at its HTTP client's timeout).
     """
 
     def __init__(self, backend_factory: Callable[[ExpertSpec], ExpertBackend] | None = None, *,
@@ -89,18 +93,23 @@ class Dispatcher:
 
     def call(self, spec: ExpertSpec, messages: list[dict[str, str]], *, max_tokens: int,
              timeout_s: float | None = None) -> tuple[str | None, Attempt]:
-        """One expert call with a timeout; never raises."""
+        """One expert call with a timeout; never raises. On timeout the call is cancelled (see the module doc)."""
         t0 = time.perf_counter()
         timeout = self.timeout_s if timeout_s is None else timeout_s
+        cancel = threading.Event()
+        fut: cf.Future | None = None
         try:
             backend = self.backend(spec)
-            fut = self._executor.submit(backend.generate, messages, max_tokens=max_tokens)
+            fut = self._executor.submit(backend.generate, messages, max_tokens=max_tokens, cancel=cancel)
             text = fut.result(timeout=timeout)
             if not isinstance(text, str) or not text.strip():
                 raise ValueError("empty answer")
             return text, Attempt(expert=spec.name, ok=True, latency_ms=_ms(t0))
         except cf.TimeoutError:
-            err = f"timeout after {timeout:g}s"
+            cancel.set()
+            if fut is not None:
+                fut.cancel()  # still queued behind busy workers: never starts
+            err = f"timeout after {timeout:g}s (generation cancelled)"
         except Exception as exc:
             err = f"{type(exc).__name__}: {exc}"
         log.warning("expert call failed", extra={"expert": spec.name, "error": err[:300]})

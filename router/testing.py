@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from experts.backends import BackendError, ExpertBackend
+from experts.backends import BackendError, ExpertBackend, GenerationCancelledError
 from router.llm import RouterLLM, RouterLLMUnavailableError
 
 DOMAIN_TEXTS = {
@@ -52,7 +52,7 @@ class HashEncoder:
 
 
 class FakeBackend(ExpertBackend):
-    """Answers instantly; ``mode`` = ok | down | slow (sleeps ``delay``)."""
+    """Answers instantly; ``mode`` = ok | down | slow (sleeps ``delay``, or until cancelled)."""
 
     name = "fake"
     modes: ClassVar[dict[str, str]] = {}  # expert name -> ok | down | slow, shared by all instances
@@ -61,12 +61,15 @@ class FakeBackend(ExpertBackend):
         super().__init__(spec)
         self.delay = 2.0
 
-    def generate(self, messages, *, max_tokens=128, temperature=0.0):
+    def generate(self, messages, *, max_tokens=128, temperature=0.0, cancel=None):
         mode = self.modes.get(self.spec.name, "ok")
         if mode == "down":
             raise BackendError(f"{self.spec.name} is down")
         if mode == "slow":
-            time.sleep(self.delay)
+            if cancel is None:
+                time.sleep(self.delay)
+            elif cancel.wait(self.delay):
+                raise GenerationCancelledError(f"{self.spec.name}: cancelled")
         return f"[{self.spec.name}] answer to: {messages[-1]['content']}"
 
 

@@ -1,9 +1,14 @@
+import threading
+import time
+
 import pytest
 
 from experts.backends import (
     BackendError,
     BackendUnavailableError,
+    GenerationCancelledError,
     HFBackend,
+    ModelPool,
     OpenAIBackend,
     QRHBackend,
     backend_resolver,
@@ -55,3 +60,88 @@ def test_qrh_backend_missing_checkpoint(tmp_path):
     assert b.health()[0] is False
     with pytest.raises(BackendUnavailableError):
         b.generate([{"role": "user", "content": "q"}])
+
+
+# ---- cancellation: a timed-out in-process generation stops and frees the model (real models)
+
+COUNT = [{"role": "user", "content": "Count from 1 to 500, separated by commas."}]
+
+
+@pytest.mark.slow
+def test_timed_out_hf_generation_stops_and_frees_the_model():
+    """SmolLM2-135M, slowed to 0.1 s per forward step (fault injection); the dispatcher gives up after
+    1 s, the generation stops within a step or two and the next call gets the model at once."""
+    from router.dispatch import Dispatcher
+
+    spec = ExpertSpec(name="tiny", domain="general", backend="hf", backend_kwargs={"model": "smollm2-135m"})
+    backend = HFBackend(spec, pool=ModelPool(threads=1))
+    _, model, lock = backend.pool.get(backend.folder)
+    steps: list[float] = []
+
+    def slow_step(module, args):
+        steps.append(time.monotonic())
+        time.sleep(0.1)
+
+    hook = model.register_forward_pre_hook(slow_step)
+    d = Dispatcher(lambda s: backend, timeout_s=1.0)
+    try:
+        answer, att = d.call(spec, COUNT, max_tokens=400)  # 400 slow steps = 40 s if never stopped
+        gave_up = time.monotonic()
+        assert answer is None and "timeout after 1s" in att.error and "cancelled" in att.error
+        assert lock.acquire(timeout=1.0), "the abandoned generation still holds the model lock"
+        lock.release()
+        assert len(steps) >= 3 and sum(t > gave_up for t in steps) <= 2
+    finally:
+        hook.remove()
+    t0 = time.monotonic()
+    answer, att = d.call(spec, [{"role": "user", "content": "Say hello."}], max_tokens=4, timeout_s=60)
+    assert att.ok and answer and time.monotonic() - t0 < 20
+    d.close()
+
+
+@pytest.mark.slow
+def test_hf_generation_waiting_for_the_lock_gives_up_when_cancelled():
+    spec = ExpertSpec(name="tiny", domain="general", backend="hf", backend_kwargs={"model": "smollm2-135m"})
+    backend = HFBackend(spec, pool=ModelPool(threads=1))
+    _, _, lock = backend.pool.get(backend.folder)
+    cancel = threading.Event()
+    with lock:  # another request is generating
+        threading.Timer(0.2, cancel.set).start()
+        t0 = time.monotonic()
+        with pytest.raises(GenerationCancelledError, match="waiting for model"):
+            backend.generate(COUNT, max_tokens=4, cancel=cancel)
+        assert time.monotonic() - t0 < 1.0
+
+
+def _qrh_expert(tmp_path):
+    import torch
+
+    from experts.qrh import QRHConfig, QRHModel
+
+    torch.manual_seed(0)
+    model = QRHModel(QRHConfig(vocab_size=99, d_model=32, n_layers=2, n_heads=4, max_seq_len=16)).eval()
+    model.set_vocabulary(torch.arange(1000, 1000 + 98 * 3, 3))
+    model.save_pretrained(tmp_path / "ckpt")
+    spec = ExpertSpec(name="q", domain="law", backend="qrh",
+                      backend_kwargs={"checkpoint": str(tmp_path / "ckpt"), "tokenizer": "qwen-0.5b"})
+    return QRHBackend(spec)
+
+
+def test_qrh_step_by_step_decoding_equals_model_generate(tmp_path):
+    backend = _qrh_expert(tmp_path)
+    model, tok = backend._load()
+    prompt = tok.apply_chat_template(COUNT, tokenize=False, add_generation_prompt=True)
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    expected = tok.decode(model.generate(ids, max_new_tokens=12)[0, ids.shape[1]:], skip_special_tokens=True)
+    assert backend.generate(COUNT, max_tokens=12) == expected.strip()
+
+
+def test_qrh_generation_stops_when_cancelled(tmp_path):
+    backend = _qrh_expert(tmp_path)
+    backend._load()
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(GenerationCancelledError, match=r"cancelled after [1-9]\d* tokens"):
+        backend.generate(COUNT, max_tokens=1_000_000, cancel=cancel)
+    assert time.monotonic() - t0 < 2.0
