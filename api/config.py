@@ -18,4 +18,7 @@ class ApiConfig(BaseSettings):
     batch_window_ms: float = Field(5.0, ge=0, description="/v1/score micro-batch window; 0 = no batching")
     max_batch: int = Field(64, ge=1, description="most texts per encoder call")
     batch_concurrency: int = Field(2, ge=1, le=64, description="micro-batches scored at once (about one per core)")
+    health_interval_s: float = Field(30.0, ge=0, description="seconds between expert health probes (remote: "
+                                                             "GET /v1/models; local: weights readable); 0 = off")
+    health_timeout_s: float = Field(2.0, gt=0, le=60, description="budget of one remote health check")
     warm: bool = Field(True, description="load the encoder and profiles at start-up")

@@ -17,6 +17,7 @@ from api.config import ApiConfig
 from api.errors import install_error_handlers
 from api.metrics import Metrics
 from api.middleware import RequestContextMiddleware
+from api.probe import HealthProbe
 from api.routes import chat, experts, feedback, health, route, score
 from api.state import AppState
 from api.threads import limit_native_threads
@@ -46,12 +47,18 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
                                          max_batch=config.max_batch,
                                          concurrency=config.batch_concurrency, on_batch=metrics.score_batch.observe)
             await state.batcher.start()
+        if config.health_interval_s > 0:
+            state.probe = HealthProbe(r.registry, r.dispatcher.backend, interval_s=config.health_interval_s,
+                                      timeout_s=config.health_timeout_s)
+            await state.probe.start()
         app.state.qsef = state
         log.info("api ready", extra={"router_llm": r.decomposer.llm.describe(), "batching": bool(state.batcher),
                                    "native_threads": pools})
         try:
             yield
         finally:
+            if state.probe:
+                await state.probe.stop()
             if state.batcher:
                 await state.batcher.stop()
             if router is None:

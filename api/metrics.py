@@ -30,7 +30,8 @@ class Metrics:
         self.decompositions.labels(result.decomposition_path, str(result.decomposition_flagged).lower()).inc()
         for sub in result.subtasks:
             for att in sub.attempts:
-                self.expert_calls.labels(att.expert, str(att.ok).lower()).inc()
+                if not att.skipped:
+                    self.expert_calls.labels(att.expert, str(att.ok).lower()).inc()
             if sub.fell_back:
                 self.fallbacks.inc()
 

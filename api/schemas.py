@@ -145,9 +145,18 @@ class ChatCompletionPublic(BaseModel):
     qsef: RouteResult | None = Field(None, description="routing details (ignored by OpenAI clients)")
 
 
+class ExpertHealthPublic(BaseModel):
+    name: str
+    health: Literal["unknown", "ok", "down"]
+    detail: str = ""
+    checked_at: float | None = Field(None, description="Unix time of the last probe or call outcome")
+
+
 class HealthPublic(BaseModel):
     status: Literal["ok", "degraded"]
     experts: int
     experts_down: list[str]
     router_llm: str
     score_batching: bool
+    health_probe_interval_s: float = Field(0.0, description="seconds between expert health probes; 0 = off")
+    expert_health: list[ExpertHealthPublic] = Field(default_factory=list, description="every enabled expert")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from api.batching import MicroBatcher
 from api.config import ApiConfig
 from api.metrics import Metrics
+from api.probe import HealthProbe
 from qsef.settings import Settings
 from router.pipeline import Router
 
@@ -18,3 +19,4 @@ class AppState:
     router: Router
     metrics: Metrics = field(default_factory=Metrics)
     batcher: MicroBatcher | None = None
+    probe: HealthProbe | None = None

@@ -119,8 +119,9 @@ class ExpertBackend(ABC):
             BackendError: on any failure to produce an answer.
         """
 
-    def health(self) -> tuple[bool, str]:
-        """Cheap liveness check: (ok, detail). Default: the backend could be constructed."""
+    def health(self, *, timeout_s: float = 2.0) -> tuple[bool, str]:
+        """Cheap liveness check, never loading a model: (ok, detail). Default: the backend could be
+        constructed. See :mod:`experts.health` for what each backend checks."""
         return True, "ok"
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -235,11 +236,15 @@ class HFBackend(ExpertBackend):
         except Exception as exc:
             raise BackendError(f"hf expert {self.spec.name!r} failed: {exc}") from exc
 
-    def health(self) -> tuple[bool, str]:
-        try:
-            return True, str(self.folder)
-        except BackendError as exc:
-            return False, str(exc)
+    def health(self, *, timeout_s: float = 2.0) -> tuple[bool, str]:
+        """The folder (``path``) or the pulled store model (``model``) is complete; nothing is pulled."""
+        from experts.health import check_model_folder, check_store_model
+
+        if self.path:
+            return check_model_folder(Path(self.path))
+        if not self.model:
+            return False, "hf backend needs backend_kwargs 'model' (store name) or 'path'"
+        return check_store_model(self.model)
 
 
 class OpenAIBackend(ExpertBackend):
@@ -276,14 +281,16 @@ class OpenAIBackend(ExpertBackend):
         except Exception as exc:
             raise BackendError(f"remote expert {self.spec.name!r} at {self.base_url} failed: {exc}") from exc
 
-    def health(self) -> tuple[bool, str]:
+    def health(self, *, timeout_s: float = 2.0) -> tuple[bool, str]:
+        """``GET {base_url}/models`` answers 200 within ``timeout_s``."""
         import httpx
 
+        url = f"{self.base_url}/models"
         try:
-            r = httpx.get(f"{self.base_url}/models", timeout=2.0)
-            return r.status_code == 200, f"GET /models -> {r.status_code}"
+            r = httpx.get(url, timeout=timeout_s)
+            return r.status_code == 200, f"GET {url} -> {r.status_code}"
         except httpx.HTTPError as exc:
-            return False, f"{type(exc).__name__}: {exc}"
+            return False, f"GET {url}: {type(exc).__name__}: {exc}"
 
 
 class QRHBackend(ExpertBackend):
@@ -347,15 +354,18 @@ class QRHBackend(ExpertBackend):
         except Exception as exc:
             raise BackendError(f"QRH expert {self.spec.name!r} failed: {exc}") from exc
 
-    def health(self) -> tuple[bool, str]:
-        try:
-            import importlib.util
+    def health(self, *, timeout_s: float = 2.0) -> tuple[bool, str]:
+        """The QRH model code is present and the checkpoint folder's config and weights are readable."""
+        import importlib.util
 
+        from experts.health import check_model_folder
+
+        try:
             if importlib.util.find_spec("experts.qrh") is None:
                 return False, "experts/qrh.py not present"
         except ImportError as exc:
             return False, str(exc)
-        return self.checkpoint.exists(), str(self.checkpoint)
+        return check_model_folder(self.checkpoint if self.checkpoint.is_dir() else self.checkpoint.parent)
 
 
 backend_resolver: dict[str, type[ExpertBackend]] = {

@@ -46,6 +46,7 @@ class Attempt(BaseModel):
     latency_ms: float
     error: str = ""
     fallback_for: str | None = Field(None, description="the expert this attempt replaced")
+    skipped: bool = Field(False, description="not called: marked down, so healthy experts went first")
 
 
 class ExpertAnswer(BaseModel):
@@ -120,6 +121,10 @@ class Dispatcher:
                  history: Sequence[dict[str, str]] = (), timeout_s: float | None = None) -> list[ExpertAnswer]:
         """Ask each selected expert; replace failures with the next-best untried expert in ``ranked``.
 
+        Experts the registry marks ``down`` (health probe or an earlier failed call) are tried after
+        every healthy candidate; a selected expert passed over that way is recorded as a failed attempt
+        with the reason, and the answer counts as a fallback.
+
         Returns:
             one :class:`ExpertAnswer` per selected expert (``expert=None`` when every try failed).
         """
@@ -128,13 +133,18 @@ class Dispatcher:
         out: list[ExpertAnswer] = []
         for name, weight in zip(selected, weights, strict=True):
             attempts: list[Attempt] = []
-            candidates = [name] + [n for n in ranked if n != name and n not in selected]
+            candidates = _healthy_first([name] + [n for n in ranked if n != name and n not in selected], spec_of)
+            if candidates[0][0] != name:
+                detail = next(why for cand, why in candidates if cand == name)
+                attempts.append(Attempt(expert=name, ok=False, latency_ms=0.0, skipped=True, error=detail[:500]))
             answer: str | None = None
             used: str | None = None
-            for cand in candidates:
-                if cand in tried or len(attempts) > self.max_fallbacks:
+            calls = 0
+            for cand, _ in candidates:
+                if cand in tried or calls > self.max_fallbacks:
                     continue
                 tried.add(cand)
+                calls += 1
                 try:
                     spec = spec_of(cand)
                 except Exception as exc:  # removed from the registry meanwhile
@@ -202,6 +212,23 @@ def aggregate_compose(items: Sequence[tuple[str, str | None, str]], *, llm: Any 
 
 
 aggregator_resolver: dict[str, Callable[..., Aggregation]] = {"concat": aggregate_concat, "compose": aggregate_compose}
+
+
+def _healthy_first(names: Sequence[str], spec_of: Callable[[str], ExpertSpec]) -> list[tuple[str, str]]:
+    """``(name, why_last)`` in the given order, except that experts marked ``down`` move to the end
+    (kept, not dropped: the mark may be stale and a down expert beats no answer)."""
+    up, down = [], []
+    for n in names:
+        try:
+            spec = spec_of(n)
+        except Exception:  # removed meanwhile: the call loop records it
+            up.append((n, ""))
+            continue
+        if spec.health == "down":
+            down.append((n, f"marked down ({spec.health_detail or 'no detail'}); healthy experts tried first"))
+        else:
+            up.append((n, ""))
+    return up + down
 
 
 def _ms(t0: float) -> float:

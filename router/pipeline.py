@@ -194,6 +194,8 @@ class Router:
             return
         te_of = {s["expert"]: s["TE"] for s in sub.scores}
         for att in sub.attempts:
+            if att.skipped:  # not called: says nothing about the expert on this task
+                continue
             try:
                 self.feedback.record(request_id=rid, index=sub.index, subtask=sub.text, expert=att.expert,
                                      te=te_of.get(att.expert), latency_ms=att.latency_ms, ok=att.ok,
@@ -204,6 +206,8 @@ class Router:
     def _update_health(self, attempts: list[Attempt]) -> None:
         """Mark experts up or down in the registry when a call's outcome changes their state."""
         for att in attempts:
+            if att.skipped:
+                continue
             status = "ok" if att.ok else "down"
             try:
                 if self.scorer.spec(att.expert).health != status:

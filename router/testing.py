@@ -72,6 +72,10 @@ class FakeBackend(ExpertBackend):
                 raise GenerationCancelledError(f"{self.spec.name}: cancelled")
         return f"[{self.spec.name}] answer to: {messages[-1]['content']}"
 
+    def health(self, *, timeout_s=2.0):
+        mode = self.modes.get(self.spec.name, "ok")
+        return mode != "down", f"fake expert: {mode}"
+
 
 class ScriptedLLM(RouterLLM):
     """Returns canned outputs in order (or raises when ``down``)."""

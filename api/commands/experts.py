@@ -101,17 +101,9 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _health(args: argparse.Namespace) -> int:
-    from experts.backends import BackendError, make_backend
+    from experts.health import probe_registry
 
-    reg = _registry()
-    out = {}
-    for e in reg.list():
-        try:
-            ok, detail = make_backend(e).health()
-        except BackendError as exc:
-            ok, detail = False, str(exc)
-        reg.set_health(e.name, "ok" if ok else "down", detail)
-        out[e.name] = {"ok": ok, "detail": detail}
+    out = {name: {"ok": ok, "detail": detail} for name, (ok, detail) in probe_registry(_registry()).items()}
     if args.json:
         print(json.dumps(out, indent=2))
     else:

@@ -154,7 +154,8 @@ def print_result(result: Any, out: TextIO = sys.stdout) -> None:
             print(f"      answer: {answer}", file=out)
         for a in s.attempts:
             if not a.ok:
-                print(f"      ! {a.expert} failed: {a.error[:100]}", file=out)
+                what = "skipped" if a.skipped else "failed"
+                print(f"      ! {a.expert} {what}: {a.error[:100]}", file=out)
     t = result.timings_ms
     print("\ntimings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()), file=out)
 

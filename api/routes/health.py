@@ -1,4 +1,5 @@
-"""``GET /health`` (liveness and a summary) and ``GET /metrics`` (Prometheus text format)."""
+"""``GET /health`` (liveness, and every expert's state from the health probe and recent calls) and
+``GET /metrics`` (Prometheus text format)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import StateDep
-from api.schemas import HealthPublic
+from api.schemas import ExpertHealthPublic, HealthPublic
 
 router = APIRouter(tags=["health"])
 
@@ -20,6 +21,9 @@ async def health(state: StateDep) -> HealthPublic:
         status="ok" if experts and len(down) < len(experts) else "degraded",
         experts=len(experts), experts_down=down, router_llm=state.router.decomposer.llm.describe(),
         score_batching=state.batcher is not None,
+        health_probe_interval_s=state.probe.interval_s if state.probe else 0.0,
+        expert_health=[ExpertHealthPublic(name=e.name, health=e.health, detail=e.health_detail, checked_at=e.health_at)
+                       for e in experts],
     )
 
 
