@@ -1,9 +1,27 @@
-"""Dispatch: health-aware candidate order."""
+"""Dispatch (health-aware candidate order) and aggregation, the compose step against the real router LLM."""
 
 from __future__ import annotations
 
-from router.dispatch import Dispatcher
+import socket
+
+import pytest
+
+from router.dispatch import Dispatcher, aggregate_compose, aggregate_concat
+from router.pipeline import RouteOptions
 from router.testing import FakeBackend
+
+ITEMS = [
+    ("Can my landlord keep my deposit without a reason?", "law",
+     "Usually not: a landlord must return the deposit or give a written, itemised reason for keeping it."),
+    ("How do I reverse a list in Python?", "code", "Use my_list.reverse() in place, or my_list[::-1] for a copy."),
+]
+QUERY = "Can my landlord keep my deposit without a reason, and how do I reverse a list in Python?"
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:  # nothing listens here once the socket is closed: connection refused
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
 
 
 def test_expert_marked_down_is_tried_last_and_the_skip_is_recorded(registry):
@@ -20,3 +38,45 @@ def test_expert_marked_down_is_tried_last_and_the_skip_is_recorded(registry):
     [ans] = d.dispatch("What is a tort?", ["law"], [1.0], ["law", "general", "code"], registry.get)
     assert ans.expert == "law" and not ans.fell_back and [a.expert for a in ans.attempts] == ["law", "general", "code", "law"]
     d.close()
+
+
+def test_compose_falls_back_to_flagged_concat_when_the_llm_is_down():
+    from router.llm import OpenAIRouterLLM
+
+    llm = OpenAIRouterLLM(_closed_port_url(), "any", timeout=5, retries=0)
+    agg = aggregate_compose(ITEMS, llm=llm, query=QUERY)
+    assert agg.method == "concat" and agg.flagged and agg.reason.startswith("compose failed, concatenated instead")
+    assert agg.answer == aggregate_concat(ITEMS).answer
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_compose_with_the_real_router_llm(vllm_server):
+    from router.llm import OpenAIRouterLLM
+
+    llm = OpenAIRouterLLM(vllm_server.base_url, vllm_server.model, timeout=300, retries=0)
+    agg = aggregate_compose(ITEMS, llm=llm, query=QUERY, max_tokens=96)
+    assert agg.method == "compose" and not agg.flagged and agg.reason == ""
+    assert agg.answer.strip() and agg.answer != aggregate_concat(ITEMS).answer
+    assert not agg.answer.startswith("1. ")  # the LLM wrote it, not the numbered concatenation
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_route_composes_with_the_real_router_llm_and_flags_it_when_down(vllm_server, make_router):
+    """Full pipeline: the real LLM decomposes and composes; experts are instant fakes. With the LLM's
+    endpoint gone the same route still answers: clause splitter + numbered concatenation, both flagged."""
+    from router.llm import OpenAIRouterLLM
+
+    llm = OpenAIRouterLLM(vllm_server.base_url, vllm_server.model, timeout=300, retries=0)
+    opts = RouteOptions(aggregate="compose", max_tokens=32)
+    res = make_router(llm).route(QUERY, opts)
+    assert len(res.subtasks) >= 2 and all(s.answer for s in res.subtasks)
+    assert res.aggregation.method == "compose" and not res.aggregation.flagged
+    assert res.answer.strip() and res.answer == res.aggregation.answer
+
+    down = OpenAIRouterLLM(_closed_port_url(), vllm_server.model, timeout=5, retries=0)
+    res = make_router(down).route(QUERY, opts)
+    assert res.decomposition_flagged and len(res.subtasks) == 2
+    assert res.aggregation.method == "concat" and res.aggregation.flagged
+    assert "compose failed" in res.aggregation.reason and res.answer.startswith("1. ")
