@@ -18,7 +18,9 @@ Stages (all in :class:`DistillRecipe`):
    warm-up + cosine decay; a progress bar with loss and tokens/s; periodic held-out evaluation
    (perplexity, KL to the teacher, top-1 agreement) and checkpoints. With ``budget.minutes`` set,
    training stops at the first step boundary where the wall-clock budget (counted from the start of
-   ``setup``, minus a reserve for what follows) is spent (:mod:`distill.budget`).
+   ``setup``, minus a reserve for what follows) is spent; with ``budget.schedule: budget`` the
+   schedules also speed up when time runs short, so a stopped run still ends annealed
+   (:mod:`distill.budget`).
 3. ``save_checkpoint``: student (safetensors + JSON config, vocabulary inside), optimizer state
    (safetensors), RNG and trainer state (JSON): training resumes exactly.
 4. ``finish`` (on success): profile (MiniLM centroid of the domain texts, size, KG anchors when
@@ -64,7 +66,8 @@ DEFAULTS: dict[str, Any] = {
     "curriculum": "default",  # "default" (general -> domain, rising complexity), null, or a list of stages
     "optim": {"steps": 300, "batch_size": 16, "lr": 3e-3, "weight_decay": 0.01, "warmup": 20, "grad_clip": 1.0},
     "budget": {"minutes": None,  # wall clock for the whole run (setup included); null = no limit
-               "reserve_minutes": 1.0},  # kept for the final evaluation, checkpoint, profile, registration
+               "reserve_minutes": 1.0,  # kept for the final evaluation, checkpoint, profile, registration
+               "schedule": "steps"},  # LR / temperature / curriculum follow "steps", or "budget" (time too)
     "eval": {"every": 100, "max_windows": 64},
     "checkpoint": {"every": 100, "resume": True},
     "profile": {"enabled": True, "max_passages": 200, "anchors": 50},
@@ -366,6 +369,7 @@ class DistillRecipe:
                    dynamic_ncols=True)
         t0, tokens, step_s = time.perf_counter(), 0, 0.0
         self.model.train()
+        self.budget.begin_training()
         while self.step < (total if until is None else min(until, total)):
             if self.budget.exhausted(step_s):
                 self.budget.stopped = True
@@ -373,12 +377,13 @@ class DistillRecipe:
                             self.cfg["name"], self.budget.minutes, self.budget.elapsed_minutes, self.step, total)
                 break
             t_step = time.perf_counter()
-            temp = self.temperature(self.step, total)
-            eligible = self.curriculum.eligible(self.data["train"], self.step, total)
+            at = self.schedule_step = self.budget.progress_step(self.step, total)  # = step unless schedule=budget
+            temp = self.temperature(at, total)
+            eligible = self.curriculum.eligible(self.data["train"], at, total)
             idx = self.sampler.sample(eligible, oc["batch_size"])
             b = self.batch("train", idx)
             for g in self.optimizer.param_groups:
-                g["lr"] = self.lr_at(self.step)
+                g["lr"] = self.lr_at(at)
             logits, hidden = self.model(b["input"], return_hidden=True)
             target = self.teacher_target(b, temp) if self.cfg["loss"]["kd_weight"] else {}
             out = self.loss(logits, b["labels"], **target, student_hidden=hidden,
@@ -415,7 +420,8 @@ class DistillRecipe:
 
     def training_summary(self) -> dict:
         """Steps done / planned, and whether the wall-clock budget ended training."""
-        return self.budget.summary(steps_done=self.step, steps_planned=self.cfg["optim"]["steps"])
+        return {**self.budget.summary(steps_done=self.step, steps_planned=self.cfg["optim"]["steps"]),
+                "schedule_step": getattr(self, "schedule_step", self.step)}  # where LR / T / curriculum ended
 
     def evaluate(self, split: str = "heldout") -> dict:
         """Held-out perplexity (all targets, unknown included), KL(teacher || student) at T=1 on the

@@ -38,10 +38,28 @@ def test_no_budget_never_stops():
     assert not b.exhausted(1e9)
 
 
-@pytest.mark.parametrize("minutes, reserve", [(0, 0), (-1, 0), (5, 5), (5, -1)])
-def test_invalid_budgets_are_refused(minutes, reserve):
+@pytest.mark.parametrize("minutes, reserve, schedule", [(0, 0, "steps"), (-1, 0, "steps"), (5, 5, "steps"),
+                                                        (5, -1, "steps"), (5, 1, "time")])
+def test_invalid_budgets_are_refused(minutes, reserve, schedule):
     with pytest.raises(BudgetError, match="budget"):
-        WallClockBudget(minutes, reserve)
+        WallClockBudget(minutes, reserve, schedule)
+
+
+def test_budget_schedule_follows_steps_or_time_whichever_is_further():
+    clock = FakeClock()
+    b = WallClockBudget(minutes=12, reserve_minutes=1, schedule="budget", clock=clock)
+    b.start()
+    clock.t += 60  # setup took 1 min: 12 - 1 reserve - 1 setup = 10 min of training time
+    b.begin_training()
+    clock.t += 60  # 10% of the training time
+    assert b.progress_step(step=50, total=100) == 50  # ahead of time: the step count rules
+    assert b.progress_step(step=3, total=100) == 10  # behind: time rules
+    clock.t += 20 * 60
+    assert b.progress_step(step=3, total=100) == 99  # never past the last step
+    steps_only = WallClockBudget(minutes=12, reserve_minutes=1, schedule="steps", clock=clock)
+    steps_only.begin_training()
+    clock.t += 11 * 60
+    assert steps_only.progress_step(step=3, total=100) == 3
 
 
 def _budget_run(tmp_path, seconds: float):
@@ -76,6 +94,21 @@ def test_budget_stops_training_saves_evaluates_and_resumes(tmp_path):
     assert again.budget.stopped and again.step > tr["steps_done"]
 
 
+def test_budget_schedule_ends_a_stopped_run_annealed(tmp_path):
+    cfg = _budget_run(tmp_path, 1.5)
+    cfg["budget"]["schedule"] = "budget"
+    r = DistillRecipe(cfg, prepared=synthetic_prepared())
+    r.setup()
+    r.budget.started = r.budget.clock()
+    r.train()
+    tr = r.training_summary()
+    assert tr["stopped_by_budget"] and tr["steps_done"] < 100000
+    # the schedules ran with the time, not the step count: near their end (the last step before the stop
+    # is at most one step's time short of it; steps are slower on a busy machine)
+    assert tr["schedule_step"] >= 0.8 * 100000 > 10 * tr["steps_done"]
+    assert r.temperature(tr["schedule_step"], 100000) < 1.3 < 4.5 < r.temperature(tr["steps_done"], 100000)
+
+
 def test_budget_spent_before_training_does_no_step(tmp_path):
     r = DistillRecipe(_budget_run(tmp_path, 0.6), prepared=synthetic_prepared())
     r.setup()
@@ -97,5 +130,17 @@ def test_registered_description_says_the_budget_stopped_training(tmp_path):
 
 def test_budget_is_a_config_key_with_an_override():
     cfg = load_config(None, ["budget.minutes=12.5"])
-    assert cfg["budget"] == {"minutes": 12.5, "reserve_minutes": 1.0}
+    assert cfg["budget"] == {"minutes": 12.5, "reserve_minutes": 1.0, "schedule": "steps"}
     assert load_config(None)["budget"]["minutes"] is None
+
+
+def test_shipped_configs_set_the_budget_their_header_states():
+    from pathlib import Path
+
+    from distill import recipe
+
+    for p in sorted((Path(recipe.__file__).parent / "configs").glob("*.yaml")):
+        budget = load_config(p)["budget"]
+        header = "".join(line for line in p.read_text().splitlines() if line.startswith("#"))
+        assert budget["minutes"] and f"Wall-clock budget: {budget['minutes']:g} min" in header, p.name
+        assert 0 < budget["reserve_minutes"] < budget["minutes"]
