@@ -1,6 +1,7 @@
 """Train the five default QRH experts with the shipped configs: ``qsef distill distill/configs/<d>.yaml``.
 
-Records wall time, size and held-out metrics of each; checkpoints land in ``$QSEF_HOME/experts/<name>/``
+Records wall time, size, held-out metrics and how training ended (steps done / planned, whether
+the config's wall-clock budget stopped it) of each; checkpoints land in ``$QSEF_HOME/experts/<name>/``
 and each expert is registered in the router's registry.
 
     .venv/bin/python benchmarks/distill_experts.py [--domains law code] [key=value ...]
@@ -37,6 +38,8 @@ def main() -> None:
         wall = time.perf_counter() - t
         if out.returncode == 0:
             row = {**json.loads(out.stdout.strip().splitlines()[-1]), "domain": d, "wall_s": wall}
+            meta = json.loads((Path(row["output_dir"]) / "expert.json").read_text())
+            row["training"] = meta.get("training")  # steps done / planned, budget, stopped_by_budget
         else:
             row = {"domain": d, "wall_s": wall, "error": out.stderr.strip().splitlines()[-1] if out.stderr else "?"}
         print(json.dumps(row), flush=True)

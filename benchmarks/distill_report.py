@@ -267,6 +267,8 @@ def quality_section(res: dict) -> list[str]:
         for r in res["measurements"][label]:
             tr = r["trained"]
             how = f"{tr['steps']} steps, {tr['model']['embedding']} embedding"
+            if tr.get("corpus"):
+                how = f"{tr['corpus']['windows']} windows, " + how
             if tr.get("training") and tr["training"].get("stopped_by_budget"):
                 how += f" (budget stopped it at {tr['training']['steps_done']}/{tr['training']['steps_planned']})"
             out.append(f"| {label} | {r['expert']} | {how} | {r['tokens']} | {r['unknown_target_rate']:.3f} | "
@@ -293,6 +295,22 @@ def quality_section(res: dict) -> list[str]:
                 out.append("")
         out.append("</details>\n")
     return out
+
+
+def budget_section(res: dict) -> list[str]:
+    """A shipped config run with a budget too small for its steps: where it stopped, what it recorded."""
+    out = [f"Command: `benchmarks/distill_budget.py` (a shipped config, `budget.minutes` overridden, scratch folder "
+           f"and registry); {res['note']}.\n",
+           "| run | config | budget min (reserve) | schedules follow | process wall min | steps done / planned | "
+           "schedule step at stop | held-out ppl | files saved | registry description |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["runs"]:
+        tr = r["training"]
+        out.append(f"| {r['label']} | {r['domain']}.yaml {' '.join(r.get('overrides', []))} | {tr['budget_minutes']:g} "
+                   f"({tr['reserve_minutes']:g}) | {tr['schedule']} | {r['process_wall_minutes']:.2f} | "
+                   f"{tr['steps_done']} / {tr['steps_planned']} | {tr['schedule_step']} | {r['eval']['ppl']:.1f} | "
+                   f"{', '.join(f for f in r['files'] if f != 'profile')}, profile/ | {r['registered_description']} |")
+    return [*out, ""]
 
 
 def _one_line(text: str) -> str:
@@ -323,7 +341,8 @@ def main() -> None:
                             ("Spectral mixing vs softmax attention", "distill_mixing", mixing_section),
                             ("Default experts", "distill_experts", experts_section),
                             ("Default experts: student vs teacher perplexity, and samples", "distill_quality",
-                             quality_section)):
+                             quality_section),
+                            ("Wall-clock budget", "distill_budget", budget_section)):
         lines += [f"## {title}", ""]
         res = _load(name)
         lines += fn(res) if res else ["Not measured.", ""]

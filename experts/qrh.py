@@ -313,15 +313,22 @@ class QRHModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, repetition_penalty: float = 1.0) -> torch.Tensor:
         """Append ``max_new_tokens`` tokens to ``idx`` (B, T): greedy at temperature 0, else sampled.
 
-        With a vocabulary map (:meth:`set_vocabulary`) ``idx`` and the result are tokenizer ids.
+        ``repetition_penalty`` > 1 (CTRL-style, as in HF ``generate``) divides the positive logits and
+        multiplies the negative logits of every token already in the context; small students loop
+        without it. With a vocabulary map (:meth:`set_vocabulary`) ``idx`` and the result are tokenizer ids.
         """
+        if repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be positive (1.0 = off), got {repetition_penalty}")
         mapped = hasattr(self, "vocab_ids")
         idx = self.to_student_ids(idx)
         for _ in range(max_new_tokens):
             logits = self(idx[:, -self.config.max_seq_len:])[:, -1]  # (B, V)
+            if repetition_penalty != 1.0:
+                seen = logits.gather(1, idx)  # (B, T): logits of the tokens in the context
+                logits.scatter_(1, idx, torch.where(seen > 0, seen / repetition_penalty, seen * repetition_penalty))
             if mapped:
                 logits[:, 0] = float("-inf")  # never emit the unknown token
             if temperature <= 0:

@@ -154,3 +154,24 @@ def test_vocabulary_map_round_trip(tmp_path):
     again = QRHModel.from_pretrained(tmp_path)
     out = again.generate(tok, 4)
     assert out.shape == (1, 8) and torch.isin(out[0, 4:], kept).all()
+
+
+def test_repetition_penalty_matches_the_plain_formula():
+    model = QRHModel(QRHConfig(**TINY)).eval()
+    x = torch.randint(1, 99, (2, 8))
+    assert torch.equal(model.generate(x, 3), model.generate(x, 3, repetition_penalty=1.0))
+    with torch.no_grad():
+        logits = model(x)[:, -1].clone()  # (B, V)
+    for b in range(2):
+        for t in set(x[b].tolist()):  # every token in the context, once
+            logits[b, t] = logits[b, t] / 2.0 if logits[b, t] > 0 else logits[b, t] * 2.0
+    assert torch.equal(model.generate(x, 1, repetition_penalty=2.0)[:, -1], logits.argmax(-1))
+
+
+def test_repetition_penalty_reduces_repeats_and_refuses_nonsense():
+    model = QRHModel(QRHConfig(**TINY)).eval()
+    x = torch.randint(1, 99, (1, 4))
+    plain, penalised = model.generate(x, 12)[0, 4:], model.generate(x, 12, repetition_penalty=100.0)[0, 4:]
+    assert penalised.unique().numel() >= plain.unique().numel()
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        model.generate(x, 1, repetition_penalty=0.0)
