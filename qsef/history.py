@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections import defaultdict
 from typing import Protocol, runtime_checkable
 
@@ -174,13 +176,19 @@ class LabelledHistory:
         self.k = k
         self.prior = prior
         self.max_similarity = max_similarity
-        self._last: tuple[int, tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._last: tuple[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._last_lock = threading.Lock()
 
     def _neighbours(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Kernel weights, labels and cosines (``-inf`` where weightless) of each text's k neighbours."""
-        key = (id(q), q.shape)
-        if self._last is not None and self._last[:2] == key:
-            return self._last[2]
+        # every expert asks about the same batch: search once per batch. The key is the batch's content
+        # (an id() could be reused by another request's array); the lock makes (key, result) atomic
+        key = hashlib.blake2b(np.ascontiguousarray(q, dtype=np.float32).tobytes() + repr(q.shape).encode(),
+                              digest_size=16).digest()
+        with self._last_lock:
+            last = self._last
+        if last is not None and last[0] == key:
+            return last[1]
         k = min(self.k, self.emb.shape[0])
         w_all, lab_all, sim_all = [], [], []
         for s in range(0, q.shape[0], 2048):  # bound memory: (2048, N) similarities at a time
@@ -193,13 +201,15 @@ class LabelledHistory:
             lab_all.append(self.labels[idx])
             sim_all.append(np.where(w > 0, top, -np.inf))
         out = np.concatenate(w_all), np.concatenate(lab_all), np.concatenate(sim_all)
-        self._last = (*key, out)
+        with self._last_lock:
+            self._last = (key, out)
         return out
 
     def _lexical_neighbours(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         key = tuple(texts)
-        if self._last_lex is not None and self._last_lex[0] == key:
-            return self._last_lex[1], self._last_lex[2]
+        last = self._last_lex  # one read: another thread may replace it meanwhile
+        if last is not None and last[0] == key:
+            return last[1], last[2]
         from qsef.profiles import tokenize
 
         k = min(self.k, len(self._texts))

@@ -96,3 +96,20 @@ def test_shrinkage_trusts_near_duplicates_and_discounts_far_neighbours():
     mem = InMemoryHistory(k=3, prior=0.0, shrink=True)
     mem.record_many("eb", past, np.zeros(20, dtype=bool))
     np.testing.assert_allclose(mem.error_rates("eb", q), shrunk, atol=1e-5)
+
+
+def test_neighbour_cache_is_keyed_by_content_not_identity():
+    """Two batches with equal contents share one search; a different batch never gets the cached one."""
+    from qsef.history import LabelledHistory
+
+    rng = np.random.default_rng(1)
+    past = rng.normal(size=(30, 6)).astype(np.float32)
+    past /= np.linalg.norm(past, axis=1, keepdims=True)
+    labels = np.array(["a"] * 15 + ["b"] * 15)
+    h = LabelledHistory(past, labels, {"ea": "a", "eb": "b"}, k=3, prior=0.0)
+    a, b = past[:2].copy(), past[20:22].copy()
+    first = h.error_rates("ea", a)
+    assert h._neighbours(a.copy()) is h._neighbours(a)  # equal content, other object: cached
+    fresh = LabelledHistory(past, labels, {"ea": "a", "eb": "b"}, k=3, prior=0.0)
+    np.testing.assert_allclose(h.error_rates("ea", b), fresh.error_rates("ea", b))
+    np.testing.assert_allclose(h.error_rates("ea", a), first)
