@@ -333,7 +333,7 @@ def main() -> None:
         lines += ["Not measured (no `distill_kd.json`).", ""]
     kd300 = _load("distill_kd_300")
     if kd300:
-        lines += ["### Longer training: KD vs no KD at 300 steps", ""]
+        lines += ["### Longer training: 300 steps (KD vs no KD; two teachers)", ""]
         sec, n300 = kd_section(kd300, "_300")
         lines += sec
         numbers["steps_300"] = n300
