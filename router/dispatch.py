@@ -190,9 +190,14 @@ def aggregate_concat(items: Sequence[tuple[str, str | None, str]], **_: Any) -> 
 
 def aggregate_compose(items: Sequence[tuple[str, str | None, str]], *, llm: Any = None, query: str = "",
                       max_tokens: int = 384, **_: Any) -> Aggregation:
-    """Ask the router LLM to merge the answers into one reply; ``concat`` (flagged) if that fails."""
-    if llm is None or len(items) == 1:
+    """Ask the router LLM to merge the answers into one reply; ``concat`` (flagged) if that fails or no
+    router LLM may be used (``llm=None``, e.g. a request with ``use_llm=false``)."""
+    if len(items) == 1:
         return aggregate_concat(items)
+    if llm is None:
+        agg = aggregate_concat(items)
+        agg.flagged, agg.reason = True, "compose needs the router LLM, which is off for this request: concatenated"
+        return agg
     notes = "\n\n".join(f"Sub-question: {t}\nExpert answer: {a or '(none)'}" for t, _, a in items)
     messages = [
         {"role": "system", "content": "Combine the expert answers into one clear reply to the user's message. "

@@ -180,7 +180,8 @@ class Router:
         agg = None
         if opt.answer:
             items = [(s.text, s.expert, s.answer) for s in subs]
-            agg = aggregator_resolver[opt.aggregate](items, llm=self.decomposer.llm, query=query)
+            llm = self.decomposer.llm if opt.use_llm else None  # use_llm=false: no router-LLM call at all
+            agg = aggregator_resolver[opt.aggregate](items, llm=llm, query=query)
         t4 = time.perf_counter()
         return RouteResult(
             request_id=rid, query=query, decomposition_path=dec.path, decomposition_flagged=dec.flagged,

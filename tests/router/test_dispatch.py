@@ -80,3 +80,14 @@ def test_route_composes_with_the_real_router_llm_and_flags_it_when_down(vllm_ser
     assert res.decomposition_flagged and len(res.subtasks) == 2
     assert res.aggregation.method == "concat" and res.aggregation.flagged
     assert "compose failed" in res.aggregation.reason and res.answer.startswith("1. ")
+
+
+def test_compose_never_calls_the_llm_when_the_request_forbids_it(make_router):
+    """``use_llm=false`` means no router-LLM call at all: compose degrades to a flagged concatenation."""
+    from router.testing import ScriptedLLM
+
+    llm = ScriptedLLM(["the LLM must not write this"])
+    res = make_router(llm).route(QUERY, RouteOptions(aggregate="compose", use_llm=False, max_tokens=16))
+    assert llm.calls == 0
+    assert len(res.subtasks) >= 2 and res.aggregation.method == "concat" and res.aggregation.flagged
+    assert "off for this request" in res.aggregation.reason
