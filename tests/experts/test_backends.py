@@ -90,7 +90,9 @@ def test_timed_out_hf_generation_stops_and_frees_the_model():
         assert answer is None and "timeout after 1s" in att.error and "cancelled" in att.error
         assert lock.acquire(timeout=1.0), "the abandoned generation still holds the model lock"
         lock.release()
-        assert len(steps) >= 3 and sum(t > gave_up for t in steps) <= 2
+        # generation was under way (on a busy machine the prompt's forward pass alone can take the whole
+        # second), and after the give-up at most two more steps ran
+        assert steps and steps[0] < gave_up and sum(t > gave_up for t in steps) <= 2
     finally:
         hook.remove()
     t0 = time.monotonic()
