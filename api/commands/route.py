@@ -142,13 +142,14 @@ def print_result(result: Any, out: TextIO = sys.stdout) -> None:
         low = "  LOW CONFIDENCE" if s.low_confidence else ""
         fb = f"  (fell back from {', '.join(s.selected)})" if s.fell_back else ""
         print(f"      expert: {s.expert}{fb}{low}   hint: {s.domain_hint}", file=out)
-        print("      " + "expert".ljust(10) + "".join(c.rjust(11) for c in
-                                                       ("D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R", "TE")),
-              file=out)
+        cols = ("D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R")
+        print("      " + "expert".ljust(12) + "".join(c.rjust(11) for c in (*cols, "TE", "P")), file=out)
         for sc in s.scores[:3]:
-            vals = "".join(("-" if sc[c] is None else f"{sc[c]:.3f}").rjust(11)
-                           for c in ("D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R", "TE"))
-            print("      " + str(sc["expert"])[:10].ljust(10) + vals, file=out)
+            vals = "".join(("-" if sc.get(c) is None else f"{sc[c]:.3f}").rjust(11) for c in cols)
+            te = "-" if sc.get("TE") is None else f"{sc['TE']:.3g}"  # TE's scale follows the fitted k1, k2
+            p = "-" if sc.get("P") is None else f"{sc['P']:.2f}"
+            print("      " + str(sc["expert"])[:12].ljust(12) + vals + te.rjust(11) + p.rjust(11), file=out)
+        print("      (P = TE / sum of TE over the candidates: the calibrated chance this expert is right)", file=out)
         if s.answer:
             answer = s.answer.strip().replace("\n", "\n        ")
             print(f"      answer: {answer}", file=out)
