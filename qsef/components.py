@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -277,41 +278,43 @@ class EmbeddingDistance(Component):
             raise ValueError(f"prototype_weight must lie in [0, 1], got {prototype_weight}")
         self.prototype_weight = prototype_weight
         self.temperature = temperature
-        self._key: tuple[int, ...] = ()
-        self._matrix: np.ndarray | None = None
-        self._protos: tuple[np.ndarray, np.ndarray] | None = None
+        self._lock = threading.Lock()
+        self._cached: tuple[tuple[int, ...], list[Any], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
-    def centroids(self, experts: Sequence[ExpertProfile]) -> np.ndarray:
-        """``(E, dim)`` centroid matrix, rebuilt only when the expert list changes."""
+    def matrices(self, experts: Sequence[ExpertProfile]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(E, dim)`` centroids, ``(E·P, dim)`` prototypes (padded to P per expert; an expert without
+        prototypes has its centroid as its only one) and the ``(E, P)`` mask of real prototypes.
+
+        Rebuilt only when the expert list changes; built and swapped under a lock, so server threads
+        scoring different candidate lists never mix one list's centroids with another's prototypes.
+        """
         key = tuple(id(e.centroid) for e in experts) + tuple(id(e.prototypes) for e in experts)
-        if key != self._key or self._matrix is None:
-            self._refs = [(e.centroid, e.prototypes) for e in experts]  # keeps the ids in the key alive
-            self._matrix = np.stack([e.centroid for e in experts]).astype(np.float32)
-            self._protos = None
-            self._key = key
-        return self._matrix
-
-    def prototype_matrix(self, experts: Sequence[ExpertProfile]) -> tuple[np.ndarray, np.ndarray]:
-        """``(E·P, dim)`` stacked prototypes (padded to P per expert) and the ``(E, P)`` mask of real ones."""
-        self.centroids(experts)
-        if self._protos is None:
+        with self._lock:
+            if self._cached is not None and self._cached[0] == key:
+                return self._cached[2]
+            centroids = np.stack([e.centroid for e in experts]).astype(np.float32)
             sets = [e.prototypes if e.prototypes is not None else e.centroid[None, :] for e in experts]
-            p = max(len(x) for x in sets)
-            dim = sets[0].shape[1]
+            p, dim = max(len(x) for x in sets), centroids.shape[1]
             stacked = np.zeros((len(sets), p, dim), dtype=np.float32)
             mask = np.zeros((len(sets), p), dtype=bool)
             for j, x in enumerate(sets):
                 stacked[j, : len(x)] = x
                 mask[j, : len(x)] = True
-            self._protos = (stacked.reshape(-1, dim), mask)
-        return self._protos
+            out = (centroids, stacked.reshape(-1, dim), mask)
+            refs = [(e.centroid, e.prototypes) for e in experts]  # keeps the ids in the key from being reused
+            self._cached = (key, refs, out)
+            return out
+
+    def centroids(self, experts: Sequence[ExpertProfile]) -> np.ndarray:
+        """``(E, dim)`` centroid matrix (see :meth:`matrices`)."""
+        return self.matrices(experts)[0]
 
     def compute(self, ctx: ScoringContext) -> np.ndarray:
-        if "centroids" not in ctx.cache:
-            ctx.cache["centroids"] = self.centroids(ctx.experts)
-        cos = ctx.embeddings @ ctx.cache["centroids"].T  # (T, E)
+        if "d_emb_matrices" not in ctx.cache:
+            ctx.cache["d_emb_matrices"] = self.matrices(ctx.experts)
+        centroids, flat, mask = ctx.cache["d_emb_matrices"]
+        cos = ctx.embeddings @ centroids.T  # (T, E)
         if self.prototype_weight > 0:
-            flat, mask = self.prototype_matrix(ctx.experts)
             t, (e, p) = len(ctx.texts), mask.shape
             pc = (ctx.embeddings @ flat.T).reshape(t, e, p)  # (T, E, P)
             pc = np.where(mask[None], pc, -np.inf)

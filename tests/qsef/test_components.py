@@ -210,3 +210,27 @@ def test_default_profiles_are_kept_per_encoder(tmp_path, monkeypatch):
         assert loaded.centroid.shape == (HashEncoder.dim,)
     finally:
         get_settings.cache_clear()
+
+
+def test_d_emb_is_safe_when_threads_score_different_expert_lists():
+    """One shared component, two candidate lists of different sizes scored concurrently: every result
+    equals the single-threaded one (centroids and prototypes of one list are never mixed with another's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from qsef.components import EmbeddingDistance
+    from qsef.profiles import prototypes
+
+    enc = HashEncoder()
+    experts = [p.with_centroid(p.centroid, prototypes=prototypes(enc.encode(CORPORA[p.domain]), 2))
+               for p in make_experts(enc)]
+    lists = [experts, experts[:2]]
+    q = enc.encode(QUERIES)
+    expected = [EmbeddingDistance().compute(ScoringContext(QUERIES, q, ex, kg=None)) for ex in lists]
+    shared = EmbeddingDistance()
+
+    def run(i):
+        return i % 2, shared.compute(ScoringContext(QUERIES, q, lists[i % 2], kg=None))
+
+    with ThreadPoolExecutor(4) as pool:
+        for which, got in pool.map(run, range(200)):
+            np.testing.assert_allclose(got, expected[which], atol=1e-6)
