@@ -33,10 +33,10 @@ log = logging.getLogger("routing_bench")
 def _static_cached(ds, engine, experts, name: str):
     """attach_static with an on-disk cache keyed by the texts, the profiles and the graphs available."""
     from qsef.encoder import texts_digest
-    from qsef.eval.routing import STATIC, attach_static
+    from qsef.eval.routing import STATIC, attach_static, engine_component
     from qsef.settings import get_settings
 
-    variant = next((getattr(c, "variant", "") for c in engine.components if c.name == "d_kg"), "")
+    variant = engine_component(engine, "d_kg").variant
     key = texts_digest(ds.texts + [p.name + str(p.meta.get("corpus_sha256")) + str(p.kg_domain) + ",".join(p.kg_anchors)
                                    for p in experts] + [f"d_kg={variant}"])[:16]
     folder = get_settings().path("cache", "routing_features")

@@ -305,10 +305,6 @@ class EmbeddingDistance(Component):
             self._cached = (key, refs, out)
             return out
 
-    def centroids(self, experts: Sequence[ExpertProfile]) -> np.ndarray:
-        """``(E, dim)`` centroid matrix (see :meth:`matrices`)."""
-        return self.matrices(experts)[0]
-
     def compute(self, ctx: ScoringContext) -> np.ndarray:
         if "d_emb_matrices" not in ctx.cache:
             ctx.cache["d_emb_matrices"] = self.matrices(ctx.experts)

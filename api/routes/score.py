@@ -19,11 +19,11 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import StateDep
 from api.routes.route import check_length
 from api.schemas import ExpertScorePublic, ScoreCreate, ScorePublic
+from qsef.components import COMPONENT_FIELDS
 from router.pipeline import Router
 
 router = APIRouter(prefix="/v1", tags=["score"])
 
-_COMPONENTS = {"D_emb": "d_emb", "D_kg": "d_kg", "C_data": "c_data", "C_model": "c_model", "C_sparsity": "c_sparsity"}
 _FIELDS = tuple(ExpertScorePublic.model_fields)  # response key order
 
 
@@ -40,7 +40,7 @@ def score_rows(result: Any) -> list[dict[str, Any]]:
         "domain": [[x.domain for x in result.experts]] * t,
         "D": result.D.tolist(), "R": result.R.tolist(), "TE": result.TE.tolist(), "rank": result.rank.tolist(),
     }
-    for fld, comp in _COMPONENTS.items():
+    for comp, fld in COMPONENT_FIELDS.items():
         cols[fld] = result.components[comp].tolist() if comp in result.components else [[None] * e] * t
     rows = []
     for i in range(t):

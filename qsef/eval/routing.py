@@ -72,14 +72,18 @@ class LabelledSet:
                            [self.flags[i] for i in idx] if self.flags else [])
 
 
+def engine_component(engine: QSEFEngine, name: str) -> Any:
+    """The engine's instance of a component (it carries the configured variant, e.g. of D_kg), else a
+    default one."""
+    return next((c for c in engine.components if c.name == name), None) or component_resolver.make(name)
+
+
 def attach_static(ds: LabelledSet, engine: QSEFEngine, experts: Sequence[ExpertProfile]) -> LabelledSet:
     """Compute the fold-independent components (graph distance, complexity, sparsity) once."""
     ctx = ScoringContext(texts=ds.texts, embeddings=ds.emb, experts=list(experts), kg=engine.kg)
-    mine = {c.name: c for c in engine.components}  # the engine's instances carry their variants (D_kg)
     for name in STATIC:
         if name not in ds.static:
-            comp = mine.get(name) or component_resolver.make(name)
-            ds.static[name] = np.asarray(comp.compute(ctx), dtype=np.float32)
+            ds.static[name] = np.asarray(engine_component(engine, name).compute(ctx), dtype=np.float32)
     ds.flags = [sorted(f) for f in ctx.flags]
     return ds
 
@@ -295,10 +299,6 @@ class QSEFRouting(RoutingMethod):
         self.weights = engine.weights
         self.fit_info: dict[str, Any] = {}
 
-    def _component(self, name: str) -> Any:
-        """The engine's instance of a component (it carries the configured variant), else a default one."""
-        return next((c for c in self.engine.components if c.name == name), None) or component_resolver.make(name)
-
     def _values(self, ds: LabelledSet, history: HistoryProvider | None) -> dict[str, np.ndarray]:
         ctx = ScoringContext(texts=ds.texts, embeddings=ds.emb, experts=self.experts, kg=self.engine.kg,
                              history=history)
@@ -306,10 +306,10 @@ class QSEFRouting(RoutingMethod):
             ctx.cache["c_data"] = ds.static["c_data"][:, 0]
         vals: dict[str, np.ndarray] = {}
         if "d_emb" not in self.ablate:
-            vals["d_emb"] = self._component("d_emb").compute(ctx)
+            vals["d_emb"] = engine_component(self.engine, "d_emb").compute(ctx)
         for name in STATIC:
             if name not in self.ablate:
-                vals[name] = ds.static[name] if name in ds.static else self._component(name).compute(ctx)
+                vals[name] = ds.static[name] if name in ds.static else engine_component(self.engine, name).compute(ctx)
         if "c_model" not in self.ablate:
             if "c_data" not in ctx.cache:
                 DataComplexity().column(ctx)
