@@ -1,12 +1,14 @@
-"""Routing accuracy: QSEF vs baselines on MMLU (5-fold CV) and on the held-out non-MMLU set, plus ablations.
+"""Routing accuracy: QSEF vs baselines on MMLU (5-fold CV) and on two held-out non-MMLU sets, plus ablations.
 
 Everything is measured in one run, on the same folds and the same cached MiniLM embeddings:
 
 * MMLU mapped to our five domains (SPEC §8), stratified 5-fold CV: qsef, centroid, knn, zeroshot, random
   (and llm on a seeded subsample when ``--llm N`` is given);
-* held-out rows from other sources and styles (``qsef/corpora/data/routing_heldout.jsonl``): every method
-  trained on all of MMLU, plus ``qsef (no MMLU)`` — corpus profiles and shipped calibration only;
-* ablations: qsef with each component removed, on both sets.
+* two held-out sets from other sources and styles, every method trained on all of MMLU:
+  ``routing_heldout.jsonl`` (200 rows, written while developing; its errors were inspected) and
+  ``routing_heldout_blind.jsonl`` (300 rows in six styles, written before any tuning by someone who
+  never ran a router on it, and never used to choose anything);
+* ablations: qsef with each component removed or swapped for a variant, on every set.
 
     .venv/bin/python benchmarks/routing_mmlu.py [--llm 200] [--out benchmarks/results/routing_mmlu.json]
 """
@@ -22,6 +24,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,8 +40,10 @@ def _static_cached(ds, engine, experts, name: str):
     from qsef.settings import get_settings
 
     variant = engine_component(engine, "d_kg").variant
+    sparsity = engine_component(engine, "c_sparsity")
     key = texts_digest(ds.texts + [p.name + str(p.meta.get("corpus_sha256")) + str(p.kg_domain) + ",".join(p.kg_anchors)
-                                   for p in experts] + [f"d_kg={variant}"])[:16]
+                                   for p in experts]
+                       + [f"d_kg={variant}", f"c_sparsity={sparsity.lexical},{sparsity.lexical_weight}"])[:16]
     folder = get_settings().path("cache", "routing_features")
     f = folder / f"{name}-{key}.npz"
     if f.is_file():
@@ -71,7 +76,10 @@ def main() -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--llm", type=int, default=0, help="measure llm routing on a seeded subsample of N rows")
     ap.add_argument("--llm-model", default="qwen-0.5b")
-    ap.add_argument("--heldout", default="qsef/corpora/data/routing_heldout.jsonl")
+    ap.add_argument("--heldout", default="qsef/corpora/data/routing_heldout.jsonl",
+                    help="held-out set used while developing (its errors were looked at)")
+    ap.add_argument("--blind", default="qsef/corpora/data/routing_heldout_blind.jsonl",
+                    help="held-out set written before any tuning and never used to tune")
     ap.add_argument("--skip-ablations", action="store_true")
     ap.add_argument("--write-calibration", action="store_true", help="refit qsef/data/calibration.json on all MMLU")
     ap.add_argument("--calibration-only", action="store_true", help="only refit the calibration (with --write-calibration)")
@@ -98,18 +106,23 @@ def main() -> int:
     enc = engine.encoder
 
     mmlu = [{"text": r["text"], "domain": r["domain"]} for r in load_mmlu()]
-    held = load_rows(args.heldout) if Path(args.heldout).is_file() else []
     mm = LabelledSet([r["text"] for r in mmlu], encode_cached([r["text"] for r in mmlu], encoder=enc, name="mmlu"),
                      np.array([r["domain"] for r in mmlu]))
     _static_cached(mm, engine, experts, "mmlu")
-    ho = None
-    if held:
-        ho = LabelledSet([r["text"] for r in held], encode_cached([r["text"] for r in held], encoder=enc, name="heldout"),
-                         np.array([r["domain"] for r in held]))
-        _static_cached(ho, engine, experts, "heldout")
-    log.info("data ready", extra={"mmlu": len(mm.texts), "heldout": len(held), "s": round(time.time() - t_start)})
+    tests: dict[str, LabelledSet] = {}  # every held-out set: fitted on all MMLU, then predicted
+    for set_name, path in (("heldout", args.heldout), ("blind", args.blind)):
+        if Path(path).is_file():
+            rows = load_rows(path)
+            texts = [r["text"] for r in rows]
+            tests[set_name] = LabelledSet(texts, encode_cached(texts, encoder=enc, name=set_name),
+                                          np.array([r["domain"] for r in rows]))
+            _static_cached(tests[set_name], engine, experts, set_name)
+    log.info("data ready", extra={"mmlu": len(mm.texts), **{k: len(v.texts) for k, v in tests.items()},
+                                  "s": round(time.time() - t_start)})
 
-    results: dict = {"mmlu_cv": {}, "heldout": {}, "ablation_mmlu_cv": {}, "ablation_heldout": {}}
+    results: dict = {"mmlu_cv": {}, "ablation_mmlu_cv": {}}
+    for set_name in tests:
+        results[set_name], results[f"ablation_{set_name}"] = {}, {}
     preds = {}
     methods = ["qsef", "centroid", "knn", "zeroshot", "random"]
 
@@ -123,15 +136,16 @@ def main() -> int:
         results["mmlu_cv"][name] = out
         preds[name] = pred
         log.info("mmlu cv", extra={"method": name, "acc": round(out["accuracy"], 4)})
-        if ho is not None:
+        if tests:
             m = mk(name)()
             m.fit(mm)
-            p = m.predict(ho)
-            results["heldout"][name] = report(ho.labels, p)
-            preds[f"{name}_heldout"] = p
             if name == "qsef":
                 results["qsef_fit_on_all_mmlu"] = m.fit_info
-            log.info("heldout", extra={"method": name, "acc": round(results["heldout"][name]["accuracy"], 4)})
+            for set_name, ds in tests.items():
+                p = m.predict(ds)
+                results[set_name][name] = report(ds.labels, p)
+                preds[f"{name}_{set_name}"] = p
+                log.info(set_name, extra={"method": name, "acc": round(results[set_name][name]["accuracy"], 4)})
 
     if args.calibration_only:
         args.skip_ablations, args.llm = True, 0
@@ -140,10 +154,10 @@ def main() -> int:
     out, _ = cross_validate_method(mk("qsef", **corpus_only), mm, k=args.folds)
     out["note"] = "corpus profiles, no history; only the weights fitted (CV) on MMLU"
     results["mmlu_cv"]["qsef_corpus_only"] = out
-    if ho is not None:
-        m = mk("qsef", **corpus_only)()
-        m.fit(mm)
-        results["heldout"]["qsef_corpus_only"] = report(ho.labels, m.predict(ho))
+    m = mk("qsef", **corpus_only)()
+    m.fit(mm)
+    for set_name, ds in tests.items():
+        results[set_name]["qsef_corpus_only"] = report(ds.labels, m.predict(ds))
 
     # the shipped calibration: weights fitted on all of MMLU with the default (corpus) profiles and the
     # MMLU questions as feedback history, as the router runs it once feedback exists
@@ -182,9 +196,7 @@ def main() -> int:
 
     if args.llm:
         rng = np.random.default_rng(0)
-        for set_name, ds in (("mmlu_cv", mm), ("heldout", ho)):
-            if ds is None:
-                continue
+        for set_name, ds in (("mmlu_cv", mm), *tests.items()):
             idx = np.sort(rng.choice(len(ds.texts), size=min(args.llm, len(ds.texts)), replace=False))
             sub = ds.subset(idx)
             t0 = time.time()
@@ -194,53 +206,45 @@ def main() -> int:
             results[set_name]["llm"] = out
             log.info("llm", extra={"set": set_name, "acc": out["accuracy"]})
     else:
-        for set_name in ("mmlu_cv", "heldout"):
+        for set_name in ("mmlu_cv", *tests):
             results[set_name]["llm"] = {"measured": False, "note": "not measured in this run (pass --llm N)"}
 
     if not args.skip_ablations:
-        from qsef.components import component_resolver
+        from qsef.components import DomainSparsity, EmbeddingDistance, KGDistance, component_resolver
+        from qsef.eval.routing import STATIC
+
+        def ablation(label: str, make: Any, train: LabelledSet, sets: dict[str, LabelledSet]) -> None:
+            out, _ = cross_validate_method(make, train, k=args.folds)
+            results["ablation_mmlu_cv"][label] = out["accuracy"]
+            m = make()
+            m.fit(train)
+            for set_name, ds in sets.items():
+                results[f"ablation_{set_name}"][label] = report(ds.labels, m.predict(ds))["accuracy"]
+            log.info("ablation", extra={"variant": label, "acc": round(out["accuracy"], 4)})
 
         for comp in component_resolver.names:
-            out, _ = cross_validate_method(mk("qsef", ablate=[comp]), mm, k=args.folds)
-            results["ablation_mmlu_cv"][comp] = out["accuracy"]
-            if ho is not None:
-                m = mk("qsef", ablate=[comp])()
-                m.fit(mm)
-                results["ablation_heldout"][comp] = report(ho.labels, m.predict(ho))["accuracy"]
-            log.info("ablation", extra={"without": comp, "acc": round(out["accuracy"], 4)})
+            ablation(comp, mk("qsef", ablate=[comp]), mm, tests)
         for variant, kw in (("no_history", {"use_history": False}), ("no_question_centroid", {"blend": 0.0}),
                             ("no_history_shrinkage", {"history_shrink": False})):
-            out, _ = cross_validate_method(mk("qsef", **kw), mm, k=args.folds)
-            results["ablation_mmlu_cv"][variant] = out["accuracy"]
-            if ho is not None:
-                m = mk("qsef", **kw)()
-                m.fit(mm)
-                results["ablation_heldout"][variant] = report(ho.labels, m.predict(ho))["accuracy"]
-        # component variants: D_emb without sub-topic prototypes (SPEC's centroid-only formula) and the
-        # other two D_kg distances; each swaps one engine component and recomputes what depends on it
-        from qsef.components import EmbeddingDistance, KGDistance
-
+            ablation(variant, mk("qsef", **kw), mm, tests)
+        # component variants: D_emb without sub-topic prototypes (SPEC's centroid-only formula), the other
+        # two D_kg distances, C_sparsity with the missing-concept share and with BM25 instead of keyness;
+        # each swaps one engine component and recomputes the cached features that depend on it
         default_components = list(engine.components)
         swaps = [("d_emb_centroid_only", EmbeddingDistance(prototype_weight=0.0))]
         swaps += [(f"d_kg_{v}", KGDistance(variant=v)) for v in ("lca", "embedding")]
+        swaps += [("c_sparsity_concepts", DomainSparsity(lexical_weight=0.5)),
+                  ("c_sparsity_bm25", DomainSparsity(lexical="bm25", lexical_weight=0.5))]
         for variant, comp in swaps:
             engine.components = [comp if c.name == comp.name else c for c in default_components]
-            t0 = time.time()
-            mv, hv = mm, ho
-            if comp.name == "d_kg":
-                mv = LabelledSet(mm.texts, mm.emb, mm.labels, {k: v for k, v in mm.static.items() if k != "d_kg"})
-                _static_cached(mv, engine, experts, "mmlu")
-                if ho is not None:
-                    hv = LabelledSet(ho.texts, ho.emb, ho.labels, {k: v for k, v in ho.static.items() if k != "d_kg"})
-                    _static_cached(hv, engine, experts, "heldout")
-            out, _ = cross_validate_method(mk("qsef"), mv, k=args.folds)
-            results["ablation_mmlu_cv"][variant] = out["accuracy"]
-            if hv is not None:
-                m = mk("qsef")()
-                m.fit(mv)
-                results["ablation_heldout"][variant] = report(hv.labels, m.predict(hv))["accuracy"]
-            log.info("variant", extra={"variant": variant, "acc": round(out["accuracy"], 4),
-                                       "s": round(time.time() - t0, 1)})
+
+            def recomputed(ds: LabelledSet, set_name: str, name: str = comp.name) -> LabelledSet:
+                if name not in STATIC:
+                    return ds
+                out = LabelledSet(ds.texts, ds.emb, ds.labels, {k: v for k, v in ds.static.items() if k != name})
+                return _static_cached(out, engine, experts, set_name)
+
+            ablation(variant, mk("qsef"), recomputed(mm, "mmlu"), {k: recomputed(v, k) for k, v in tests.items()})
         engine.components = default_components
 
     if args.calibration_only:
@@ -249,15 +253,15 @@ def main() -> int:
     res_dir = Path(args.out).parent
     res_dir.mkdir(parents=True, exist_ok=True)
     confusion_png(mm.labels, preds["qsef"], res_dir / "routing_mmlu_confusion_qsef.png", title="QSEF, MMLU 5-fold CV")
-    if ho is not None:
-        confusion_png(ho.labels, preds["qsef_heldout"], res_dir / "routing_heldout_confusion_qsef.png",
-                      title="QSEF, held-out set")
+    for set_name, ds in tests.items():
+        confusion_png(ds.labels, preds[f"qsef_{set_name}"], res_dir / f"routing_{set_name}_confusion_qsef.png",
+                      title=f"QSEF, {set_name} set")
     baselines = [k for k in ("centroid", "knn", "zeroshot", "random") if k in results["mmlu_cv"]]
     best = max(baselines, key=lambda k: results["mmlu_cv"][k]["accuracy"])
     significance = {"mmlu_cv": {b: mcnemar(mm.labels, preds["qsef"], preds[b]) for b in baselines}}
-    if ho is not None:
-        significance["heldout"] = {b: mcnemar(ho.labels, preds["qsef_heldout"], preds[f"{b}_heldout"])
-                                   for b in baselines}
+    for set_name, ds in tests.items():
+        significance[set_name] = {b: mcnemar(ds.labels, preds[f"qsef_{set_name}"], preds[f"{b}_{set_name}"])
+                                  for b in baselines}
     doc = {
         "benchmark": "routing_mmlu",
         "command": " ".join([".venv/bin/python", *sys.argv]),
@@ -265,7 +269,10 @@ def main() -> int:
         "machine": {"node": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "note": "2 CPU cores shared with other jobs"},
         "encoder": enc.name,
-        "n_mmlu": len(mm.texts), "n_heldout": len(held), "folds": args.folds,
+        "n_mmlu": len(mm.texts), **{f"n_{k}": len(v.texts) for k, v in tests.items()}, "folds": args.folds,
+        "test_sets": {"heldout": f"{args.heldout}: written while developing; its errors were inspected",
+                      "blind": f"{args.blind}: written before tuning by someone who never ran a router on it; "
+                               "never used to choose anything"},
         "profiles": [{"name": p.name, "kg_domain": p.kg_domain, "anchors": len(p.kg_anchors), **p.meta} for p in experts],
         "flags_seen": sorted({f for fl in mm.flags for f in fl}),
         "best_baseline_mmlu": best,
@@ -282,21 +289,27 @@ def main() -> int:
 
 def markdown(doc: dict) -> str:
     doms = ["medicine", "law", "code", "finance", "general"]
+    sets = ["mmlu_cv", *[k for k in ("heldout", "blind") if doc.get(k)]]
+    title = {"mmlu_cv": "MMLU CV", "heldout": "held-out", "blind": "blind"}
+    sizes = ", ".join(f"{title[k]} n={doc.get(f'n_{k}')}" for k in sets[1:])
     lines = [f"# Routing accuracy ({doc['date']}, {doc['machine']['node']})", "",
-             f"`{doc['command']}` — MMLU n={doc['n_mmlu']} ({doc['folds']}-fold CV), held-out n={doc['n_heldout']}", "",
-             "| method | MMLU CV | " + " | ".join(doms) + " | held-out | " + " | ".join(doms) + " |",
-             "|---|---|" + "---|" * len(doms) + "---|" + "---|" * len(doms)]
-    for m in ("qsef", "qsef_corpus_only", "centroid", "knn", "zeroshot", "llm", "random"):
-        a, b = doc["mmlu_cv"].get(m, {}), doc["heldout"].get(m, {})
+             f"`{doc['command']}` — MMLU n={doc['n_mmlu']} ({doc['folds']}-fold CV), {sizes}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in doc.get("test_sets", {}).items()] + [""]
 
-        def cell(r, d=None):
-            if "accuracy" not in r:
-                return "n/m"
-            v = r["accuracy"] if d is None else r["per_domain"].get(d)
-            return "-" if v is None else f"{100 * v:.1f}"
+    def cell(r: dict, d: str | None = None) -> str:
+        if "accuracy" not in r:
+            return "n/m"
+        v = r["accuracy"] if d is None else r["per_domain"].get(d)
+        return "-" if v is None else f"{100 * v:.1f}"
 
-        lines.append(f"| {m} | {cell(a)} | " + " | ".join(cell(a, d) for d in doms) + f" | {cell(b)} | "
-                     + " | ".join(cell(b, d) for d in doms) + " |")
+    lines += ["| method | " + " | ".join(title[k] for k in sets) + " |", "|---|" + "---|" * len(sets)]
+    methods = ("qsef", "qsef_corpus_only", "centroid", "knn", "zeroshot", "llm", "random")
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(cell(doc[k].get(m, {})) for k in sets) + " |")
+    for k in sets:
+        lines += ["", f"Per domain, {title[k]}:", "", "| method | " + " | ".join(doms) + " |", "|---|" + "---|" * len(doms)]
+        for m in methods:
+            lines.append(f"| {m} | " + " | ".join(cell(doc[k].get(m, {}), d) for d in doms) + " |")
     if doc.get("mcnemar_qsef_vs"):
         lines += ["", "McNemar (exact, two-sided), QSEF vs each baseline on the same rows:", "",
                   "| set | baseline | QSEF right, baseline wrong | baseline right, QSEF wrong | p |", "|---|---|---|---|---|"]
@@ -304,12 +317,11 @@ def markdown(doc: dict) -> str:
             for b, t in tests.items():
                 lines.append(f"| {set_name} | {b} | {t['a_right_b_wrong']} | {t['b_right_a_wrong']} | {t['p_value']:.2g} |")
     if doc.get("ablation_mmlu_cv"):
-        lines += ["", "| qsef without / with variant | MMLU CV | held-out |", "|---|---|---|",
-                  f"| (nothing) | {100 * doc['mmlu_cv']['qsef']['accuracy']:.1f} | "
-                  f"{100 * doc['heldout']['qsef']['accuracy']:.1f} |" if doc["heldout"] else "| (nothing) | - | - |"]
-        for k, v in doc["ablation_mmlu_cv"].items():
-            h = doc["ablation_heldout"].get(k)
-            lines.append(f"| {k} | {100 * v:.1f} | {'-' if h is None else f'{100 * h:.1f}'} |")
+        lines += ["", "| qsef without / with variant | " + " | ".join(title[k] for k in sets) + " |", "|---|" + "---|" * len(sets),
+                  "| (nothing) | " + " | ".join(cell(doc[k]["qsef"]) for k in sets) + " |"]
+        for name in doc["ablation_mmlu_cv"]:
+            vals = [doc[f"ablation_{k}"].get(name) for k in sets]
+            lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{100 * v:.1f}" for v in vals) + " |")
     return "\n".join(lines)
 
 

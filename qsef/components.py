@@ -484,18 +484,68 @@ class ModelLoad(Component):
 
 
 class DomainSparsity(Component):
-    """``C_sparsity(t, e)``: ``1 -`` normalised BM25 relevance of t to e's corpus, averaged with the share of
+    """``C_sparsity(t, e)``: ``1 -`` the lexical relevance of t to e's corpus, averaged with the share of
     t's linked concepts (over the fixed graph set of ``KGAccess.domains``) missing from e's graph.
 
-    A missing BM25 index counts as relevance 0 (flag ``bm25_missing:<expert>``); when no concept links in
-    any graph the concept share is left out.
+    The lexical relevance is, by default, the *keyness* of t's words for e's corpus against the pooled
+    default corpora (:meth:`qsef.profiles.LexicalIndex.keyness`); ``lexical="bm25"`` uses the normalised
+    BM25 score instead (:meth:`~qsef.profiles.LexicalIndex.relevance`), which is nearly constant on real
+    questions and so carries little signal. An expert with no index counts as relevance 0 (flag
+    ``bm25_missing:<expert>``); one whose index has no word counts falls back to BM25 (flag
+    ``term_counts_missing:<expert>``). When no concept links in any graph the concept share is left out.
+
+    Args:
+        lexical_weight: share of the lexical term (the rest is the missing-concept share). The default
+            1.0 leaves the concept share out: WordNet's general graph links nearly every English word, so
+            "concepts missing from e's graph" is about 0 for the general expert and about 0.9 for every
+            other one whatever the text — a constant pull toward ``general`` (measured in
+            ``benchmarks/routing_mmlu.py``, variant ``c_sparsity_concepts``).
+        lexical: ``"keyness"`` or ``"bm25"``.
+        reference: background word counts for keyness (default: :func:`qsef.profiles.reference_terms`).
     """
 
     name = "c_sparsity"
     term = "R"
 
-    def __init__(self, lexical_weight: float = 0.5) -> None:
+    def __init__(self, lexical_weight: float = 1.0, lexical: str = "keyness", reference: Any = None) -> None:
+        if lexical not in ("keyness", "bm25"):
+            raise ValueError(f"lexical must be 'keyness' or 'bm25', not {lexical!r}")
+        if not 0.0 <= lexical_weight <= 1.0:
+            raise ValueError(f"lexical_weight must lie in [0, 1], not {lexical_weight}")
         self.lexical_weight = lexical_weight
+        self.lexical = lexical
+        self._reference = reference
+        self._reference_failed = False
+
+    def reference(self, ctx: ScoringContext) -> Any:
+        """The keyness background: the given one, else the pooled default corpora; when those cannot be
+        built here (corpora not installed), the pooled corpora of the experts being scored, flagged
+        ``keyness_reference:scored_experts``."""
+        if self._reference is None and not self._reference_failed:
+            from qsef.corpora import CorpusError
+            from qsef.profiles import reference_terms
+
+            try:
+                self._reference = reference_terms()
+            except (CorpusError, OSError) as exc:
+                log.warning("default corpora unavailable; keyness measured against the scored experts",
+                            extra={"error": str(exc)[:200]})
+                self._reference_failed = True
+        if self._reference is not None:
+            return self._reference
+        from qsef.profiles import ReferenceTerms
+
+        ctx.flag_all("keyness_reference:scored_experts")
+        return ReferenceTerms.pooled([ex.lexical for ex in ctx.experts if ex.lexical is not None])
+
+    def _lexical_relevance(self, ctx: ScoringContext, index: Any, expert: str) -> np.ndarray:
+        if self.lexical == "keyness":
+            if index.terms is not None:
+                if "keyness_reference" not in ctx.cache:
+                    ctx.cache["keyness_reference"] = self.reference(ctx)
+                return index.keyness(ctx.cache["tokens"], ctx.cache["keyness_reference"])
+            ctx.flag_all(f"term_counts_missing:{expert}")
+        return index.relevance(ctx.texts, tokens=ctx.cache["tokens"])
 
     def compute(self, ctx: ScoringContext) -> np.ndarray:
         t, e = ctx.shape
@@ -511,8 +561,10 @@ class DomainSparsity(Component):
 
             ctx.cache["tokens"] = tokenize(ctx.texts)
         for cols in by_index.values():
-            rel = ctx.experts[cols[0]].lexical.relevance(ctx.texts, tokens=ctx.cache["tokens"])  # (T,)
-            lex[:, cols] = (1.0 - rel)[:, None]
+            ex = ctx.experts[cols[0]]
+            lex[:, cols] = (1.0 - self._lexical_relevance(ctx, ex.lexical, ex.name))[:, None]
+        if self.lexical_weight >= 1.0:
+            return lex
 
         base = [d for d in ctx.kg_domains() if ctx.kg.graph(d) is not None]
         by_domain: dict[str | None, list[int]] = {}

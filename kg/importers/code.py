@@ -19,7 +19,9 @@ _DATE = re.compile(r"\(\d{4}-\d{2}-\d{2}\)\s*$")
 _URL = re.compile(r"\s*\((?:https?|ftp|telnet|news|mailto):[^()]*\)|\s*<[^<>@\s]+@[^<>\s]+>")
 
 
-def _clean(text: str) -> str:
+def clean_body(text: str) -> str:
+    """An entry body as plain prose: URLs and e-mail addresses dropped, ``{cross links}`` reduced to
+    their labels, ``<subject tags>`` removed, whitespace squashed."""
     text = _URL.sub("", text)
     text = _LINK.sub(lambda m: m.group(1).split(" (")[0], text)
     text = _TAG.sub("", text)
@@ -85,7 +87,7 @@ class FoldocImporter(Importer):
         seen: set[str] = set()
         tag_ids: dict[str, str] = {}
         for nid, label, others, body, tags, links in parsed:
-            cleaned = _clean(body)
+            cleaned = clean_body(body)
             # an entry whose body is only a cross-reference is another name for the target
             if not tags and len(links) == 1 and len(cleaned) <= len(links[0]) + 2:
                 redirect[nid] = links[0].lower()

@@ -72,7 +72,7 @@ class DebPin:
 
     @property
     def filename(self) -> str:
-        return f"{self.name}_{self.version}_{self.arch}.deb"
+        return f"{self.name}_{self.version.replace(':', '%3a')}_{self.arch}.deb"  # apt writes an epoch as %3a
 
 
 WHEELS: dict[str, WheelPin] = {
@@ -151,11 +151,28 @@ DEBS: dict[str, DebPin] = {
             "GPL-3 (gretl command reference)",
             ("./usr/share/gretl/gretl_cli_cmdref.en",),
         ),
+        DebPin(
+            "git-doc",
+            "1:2.39.5-0+deb12u3",
+            "all",
+            "3c89668a11053a6bafade3de1f611f4613db31e082af63f43d8c5b69ad8795ec",
+            "GPL-2 (git documentation)",
+            ("./usr/share/doc/git-doc/",),
+        ),
+        DebPin(
+            "docker-doc",
+            "20.10.24+dfsg1-1+deb12u1",
+            "all",
+            "b665c4be8746a496c8f561d42ff8026fbed2ee6581e53fa63df40656a9d80eeb",
+            "Apache-2.0 (Docker documentation)",
+            ("./usr/share/doc/docker-doc/",),
+        ),
     )
 }
 
 APT_PATHS: dict[str, Path] = {
     "dict-gcide": Path("/usr/share/dictd/gcide.dict.dz"),
+    "dict-foldoc": Path("/usr/share/dictd/foldoc.dict.dz"),
     "python3.11-doc": Path("/usr/share/doc/python3.11/html/_sources"),
     "wordnet-base": Path("/usr/share/wordnet/data.noun"),
 }

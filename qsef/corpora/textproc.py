@@ -302,3 +302,66 @@ def wikitext_to_text(wikitext: str) -> str:
     paras = [squash(p) for p in re.split(r"\n\s*\n", "\n".join(out))]
     # keep headings but drop leftover fragments of markup (lone punctuation, empty list items)
     return "\n\n".join(p for p in paras if re.search(r"[A-Za-z]{2,}", p))
+
+
+# --------------------------------------------------------------------------- AsciiDoc and Markdown
+
+_ADOC_DROP_LINE = re.compile(
+    r"^(?:[=\-~^+.*_/]{4,}|--|\+|\[\[[^\]]*\]\]|\[[\w ,=\"'#.-]*\]|:[\w-]+:.*|"
+    r"(?:include|ifdef|ifndef|endif|image)::.*|//.*)$"
+)
+"""AsciiDoc lines with no prose: title underlines and block delimiters, list continuations, anchors,
+block attributes (``[verse]``), document attributes, preprocessor directives, comments."""
+
+
+_ADOC_ATTRIBUTES = {"litdd": "--", "tilde": "~", "caret": "^", "startsb": "[", "endsb": "]", "nbsp": " "}
+"""Character attributes git's documentation uses where the literal character would be markup."""
+
+
+def asciidoc_to_text(source: str) -> str:
+    """Plain text from an AsciiDoc file (git's documentation): markup and bookkeeping removed, prose,
+    command synopses and option lists kept."""
+    out: list[str] = []
+    for line in source.replace("\t", "    ").split("\n"):
+        s = line.strip()
+        if _ADOC_DROP_LINE.match(s):
+            out.append("")
+            continue
+        s = re.sub(r"^=+\s+", "", s)  # one-line section titles
+        s = re.sub(r"::$", ":", s)  # labelled-list terms
+        out.append(s)
+    text = "\n".join(out)
+    text = re.sub(r"link(?:git)?:([\w.-]+)\[\d*\]", r"\1", text)
+    text = re.sub(r"(?:https?|link|mailto):\S+\[([^\]]*)\]", r"\1", text)
+    text = re.sub(r"<<[^,>]+,([^>]+)>>", r"\1", text)
+    text = re.sub(r"<<([^>]+)>>", r"\1", text)
+    text = re.sub(r"(?<![\w'])'([^'\n]+)'(?![\w'])", r"\1", text)  # 'emphasis'
+    text = re.sub(r"``(.*?)''", r'"\1"', text)
+    text = text.replace("`", "")
+    text = re.sub(r"\{(\w+)\}", lambda m: _ADOC_ATTRIBUTES.get(m.group(1), m.group(0)), text)
+    return "\n\n".join(squash(p) for p in paragraphs(text))
+
+
+def markdown_to_text(source: str) -> str:
+    """Plain text from a Markdown file: front matter, HTML tags, link targets and emphasis marks
+    removed; headings, prose, tables (cells on one line) and code blocks kept."""
+    text = re.sub(r"\A---\n.*?\n---\n", "", source, flags=re.S)
+    text = re.sub(r"<!--.*?-->", " ", text, flags=re.S)
+    text = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", text)  # images
+    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)  # links keep their label
+    text = re.sub(r"\[([^\]]+)\]\[[^\]]*\]", r"\1", text)
+    text = re.sub(r"(?m)^\[[^\]]+\]:\s*\S+.*$", "", text)  # link reference definitions
+    text = re.sub(r"</?[A-Za-z][^>]*>", " ", text)
+    out = []
+    for line in text.split("\n"):
+        s = line.strip()
+        if re.match(r"^(```|~~~)", s) or re.match(r"^\|?\s*:?-{3,}", s):
+            out.append("")  # code fences and table rules
+            continue
+        s = re.sub(r"^#{1,6}\s+", "", s)
+        s = s.strip("|").replace(" | ", " ") if s.startswith("|") else s
+        out.append(s)
+    text = "\n".join(out)
+    text = re.sub(r"(\*\*|__)(\S(?:.*?\S)?)\1", r"\2", text)
+    text = text.replace("`", "")
+    return "\n\n".join(squash(p) for p in paragraphs(text))

