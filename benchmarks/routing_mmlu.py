@@ -252,9 +252,11 @@ def main() -> int:
         return 0
     res_dir = Path(args.out).parent
     res_dir.mkdir(parents=True, exist_ok=True)
-    confusion_png(mm.labels, preds["qsef"], res_dir / "routing_mmlu_confusion_qsef.png", title="QSEF, MMLU 5-fold CV")
+    stem = Path(args.out).stem  # another --out (another encoder, say) must not overwrite the default plots
+    prefix = "routing" if stem == "routing_mmlu" else stem
+    confusion_png(mm.labels, preds["qsef"], res_dir / f"{stem}_confusion_qsef.png", title="QSEF, MMLU 5-fold CV")
     for set_name, ds in tests.items():
-        confusion_png(ds.labels, preds[f"qsef_{set_name}"], res_dir / f"routing_{set_name}_confusion_qsef.png",
+        confusion_png(ds.labels, preds[f"qsef_{set_name}"], res_dir / f"{prefix}_{set_name}_confusion_qsef.png",
                       title=f"QSEF, {set_name} set")
     baselines = [k for k in ("centroid", "knn", "zeroshot", "random") if k in results["mmlu_cv"]]
     best = max(baselines, key=lambda k: results["mmlu_cv"][k]["accuracy"])

@@ -175,7 +175,8 @@ class ExpertProfile:
         cost: relative cost per call (cost-aware selection).
         kg_domain: which domain graph grounds ``D_kg`` (usually ``domain``); ``None`` for none.
         kg_anchors: anchor node ids ``A_e`` in that graph.
-        lexical: BM25 index over the domain corpus, or ``None`` (then BM25 sparsity is flagged missing).
+        lexical: BM25 index and word counts of the domain corpus, or ``None`` (then ``C_sparsity`` is
+            flagged ``bm25_missing``).
         encoder: encoder name the centroid was computed with.
         meta: free-form provenance (corpus size, digest, build date).
     """
