@@ -522,12 +522,11 @@ class DomainSparsity(Component):
         built here (corpora not installed), the pooled corpora of the experts being scored, flagged
         ``keyness_reference:scored_experts``."""
         if self._reference is None and not self._reference_failed:
-            from qsef.corpora import CorpusError
             from qsef.profiles import reference_terms
 
             try:
                 self._reference = reference_terms()
-            except (CorpusError, OSError) as exc:
+            except Exception as exc:  # corpora, encoder or profiles unavailable: a flagged fallback, not a crash
                 log.warning("default corpora unavailable; keyness measured against the scored experts",
                             extra={"error": str(exc)[:200]})
                 self._reference_failed = True
