@@ -1,7 +1,7 @@
 """The periodic health probe against real expert processes: a remote expert's server is stopped, the
 probe marks it down within a round, /health lists it, and routing tries healthy experts first (no
 timeout wait on the dead one). The app runs in-process (TestClient); the experts are real HTTP
-servers in their own processes (the stand-in from test_live)."""
+servers in their own processes (the stand-in of processes.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from test_live import ECHO, free_port, spawn, stop, wait_http
+from processes import ECHO, free_port, spawn, stop, wait_http
 
 from api.config import ApiConfig
 from api.main import create_app
