@@ -23,7 +23,7 @@ def _handle(args: argparse.Namespace) -> int:
     from distill.recipe import load_config, run
 
     info = run(load_config(args.config, args.overrides))  # ConfigError is a ValueError: the CLI reports it
-    summary = {k: info[k] for k in ("name", "domain", "output_dir", "params", "steps", "eval", "registered")
+    summary = {k: info[k] for k in ("name", "domain", "output_dir", "params", "steps", "training", "eval", "registered")
                if k in info}
     if args.json:
         print(json.dumps(summary, default=str))

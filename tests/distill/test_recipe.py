@@ -134,6 +134,21 @@ def test_cli_command_parses_and_stays_light():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
+def test_cli_json_reports_training_budget(monkeypatch, capsys):
+    """``qsef distill --json`` carries the run's training summary (budget stop, steps done / planned)."""
+    import argparse
+
+    import distill.recipe
+    from api.commands import distill as distill_cmd
+
+    info = {"name": "law-qrh", "domain": "law", "output_dir": "/x", "params": 10, "steps": 4, "registered": True,
+            "eval": {"ppl": 9.0}, "training": {"stopped_by_budget": True, "steps_done": 4, "steps_planned": 9}}
+    monkeypatch.setattr(distill.recipe, "load_config", lambda path, overrides: {})
+    monkeypatch.setattr(distill.recipe, "run", lambda cfg: info)
+    assert distill_cmd._handle(argparse.Namespace(config="c.yaml", overrides=[], json=True)) == 0
+    assert json.loads(capsys.readouterr().out) == info
+
+
 def test_linear_cka():
     from distill.metrics import linear_cka
 
