@@ -16,13 +16,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from api.tasks import cancel_and_wait
 from experts.health import probe_registry
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,8 @@ class HealthProbe:
         self._task = asyncio.create_task(self._run(), name="expert-health-probe")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def run_once(self) -> dict[str, tuple[bool, str]]:
         """One round now (in a worker thread); returns ``{name: (ok, detail)}``."""
