@@ -43,7 +43,7 @@ $(VENV)/.stamp-apt: deps/apt.txt
 	fi
 	@touch $@
 
-$(VENV)/.stamp-assets: $(VENV)/.stamp-deps $(VENV)/.stamp-apt deps/npm.txt qsef/corpora/assets.py
+$(VENV)/.stamp-assets: $(VENV)/.stamp-deps $(VENV)/.stamp-apt deps/npm.txt corpora/assets.py
 	$(PY) -m api.setup_assets
 	@touch $@
 

@@ -79,8 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0 if args.command is None else 2
-    from qsef.logs import setup_logging
-    from qsef.settings import get_settings
+    from core.logs import setup_logging
+    from core.settings import get_settings
 
     try:
         settings = get_settings()

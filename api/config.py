@@ -1,5 +1,5 @@
 """HTTP-service settings (``QSEF_API_*`` environment variables); the project-wide ones stay in
-:mod:`qsef.settings` (host, port, api_key, router backend…)."""
+:mod:`core.settings` (host, port, api_key, router backend…)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from api.probe import HealthProbe
 from api.routes import chat, experts, feedback, health, route, score
 from api.state import AppState
 from api.threads import limit_native_threads
-from qsef.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from router.pipeline import Router
 
 log = logging.getLogger(__name__)

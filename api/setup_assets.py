@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qsef.logs import setup_logging
-from qsef.settings import get_settings
+from core.logs import setup_logging
+from core.settings import get_settings
 
 log = logging.getLogger("qsef.setup")
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ def install_npm(settings) -> None:
 def main() -> int:
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_format)
-    from qsef.store import DEFAULT_MODELS, ModelStore
+    from core.store import DEFAULT_MODELS, ModelStore
     from router.llm.venv import ensure_env
 
     store = ModelStore(settings)
@@ -57,7 +57,7 @@ def main() -> int:
     ensure_env(settings)
     install_npm(settings)
     try:
-        assets = importlib.import_module("qsef.corpora.assets")
+        assets = importlib.import_module("corpora.assets")
     except ModuleNotFoundError:
         assets = None
     if assets is not None:

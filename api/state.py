@@ -8,7 +8,7 @@ from api.batching import MicroBatcher
 from api.config import ApiConfig
 from api.metrics import Metrics
 from api.probe import HealthProbe
-from qsef.settings import Settings
+from core.settings import Settings
 from router.pipeline import Router
 
 

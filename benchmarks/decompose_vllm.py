@@ -19,8 +19,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from experts.registry import DEFAULT_DOMAINS, DOMAIN_DESCRIPTIONS
-from qsef.corpora.evalsets import data_file
+from core.domains import DOMAIN_DESCRIPTIONS, DOMAINS
+from corpora.evalsets import data_file
 from router.decompose import Decomposer
 from router.evaluate import evaluate_decomposition, load_rows
 from router.llm import NoRouterLLM, OpenAIRouterLLM
@@ -51,7 +51,7 @@ def main() -> int:
     from router.llm.server import VLLMServer
 
     rows = load_rows(args.file)[: args.limit] if args.limit else load_rows(args.file)
-    domains = list(DEFAULT_DOMAINS)
+    domains = list(DOMAINS)
     single = [r["query"] for r in rows if len(r["domains"]) == 1]
     compound = [r["query"] for r in rows if len(r["domains"]) > 1]
     out: dict = {

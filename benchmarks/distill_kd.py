@@ -110,7 +110,7 @@ def main() -> None:
                     help="only measure each LM teacher's held-out perplexity -> distill_kd_teachers.json")
     args = ap.parse_args()
 
-    from qsef.logs import setup_logging
+    from core.logs import setup_logging
 
     setup_logging("WARNING")
     from distill.recipe import prepare_data

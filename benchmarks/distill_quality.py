@@ -31,8 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill_common import RESULTS, save
 
+from core.domains import DOMAINS
+
 ROOT = Path(__file__).resolve().parents[1]
-DOMAINS = ["medicine", "law", "code", "finance", "general"]
+
 PROMPT_TOKENS, NEW_TOKENS = 24, 32
 
 
@@ -117,7 +119,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the configs (e.g. output_dir=...)")
     args = ap.parse_args()
 
-    from qsef.logs import setup_logging
+    from core.logs import setup_logging
 
     setup_logging("WARNING")
     import torch

@@ -65,8 +65,8 @@ def confidence_report(te: np.ndarray, correct: np.ndarray) -> dict:
 
 def main() -> int:
     logging.basicConfig(level="WARNING")
+    from corpora import load_mmlu, load_routing_heldout
     from qsef.calibration import kfold_indices
-    from qsef.corpora import load_mmlu, load_routing_heldout
     from qsef.encoder import encode_cached
     from qsef.engine import QSEFEngine
     from qsef.eval.routing import LabelledSet, make_method

@@ -35,9 +35,9 @@ log = logging.getLogger("routing_bench")
 
 def _static_cached(ds, engine, experts, name: str):
     """attach_static with an on-disk cache keyed by the texts, the profiles and the graphs available."""
+    from core.settings import get_settings
     from qsef.encoder import texts_digest
     from qsef.eval.routing import STATIC, attach_static, engine_component
-    from qsef.settings import get_settings
 
     variant = engine_component(engine, "d_kg").variant
     sparsity = engine_component(engine, "c_sparsity")
@@ -76,9 +76,9 @@ def main() -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--llm", type=int, default=0, help="measure llm routing on a seeded subsample of N rows")
     ap.add_argument("--llm-model", default="qwen-0.5b")
-    ap.add_argument("--heldout", default="qsef/corpora/data/routing_heldout.jsonl",
+    ap.add_argument("--heldout", default="corpora/data/routing_heldout.jsonl",
                     help="held-out set used while developing (its errors were looked at)")
-    ap.add_argument("--blind", default="qsef/corpora/data/routing_heldout_blind.jsonl",
+    ap.add_argument("--blind", default="corpora/data/routing_heldout_blind.jsonl",
                     help="held-out set written before any tuning and never used to tune")
     ap.add_argument("--skip-ablations", action="store_true")
     ap.add_argument("--write-calibration", action="store_true", help="refit qsef/data/calibration.json on all MMLU")
@@ -87,7 +87,7 @@ def main() -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s %(message)s")
     t_start = time.time()
 
-    from qsef.corpora import load_mmlu
+    from corpora import load_mmlu
     from qsef.encoder import encode_cached
     from qsef.engine import QSEFEngine
     from qsef.eval.routing import (

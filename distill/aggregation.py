@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from distill.registry import Resolver
+from core.resolver import Resolver
 
 _FLOOR = 1e-12  # log floor: disjoint top-k supports stay defined in log space
 

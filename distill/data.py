@@ -1,6 +1,6 @@
 """Training data for distillation: domain texts -> fixed-length token windows, sampling, curriculum.
 
-* :func:`load_texts` reads a domain corpus (``qsef.corpora``) with its train / held-out split.
+* :func:`load_texts` reads a domain corpus (``corpora``) with its train / held-out split.
 * :func:`build_vocabulary` picks the tokenizer ids the student keeps (most frequent in the corpus).
 * :func:`make_windows` tokenises documents into windows of ``seq_len + 1`` tokens.
 * :func:`resistance` scores a text's difficulty (QSEF's ``C_data`` features) -> sample weight.
@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from distill.registry import Resolver
+from core.domains import check_domain
+from core.resolver import Resolver
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,14 @@ class Text:
 
 
 def load_texts(domain: str, split: str = "train", *, limit: int | None = None, seed: int = 0) -> list[Text]:
-    """Documents of a domain corpus (``qsef.corpora.load_corpus``), seeded subsample of ``limit``.
+    """Documents of a domain corpus (``corpora.load_corpus``), seeded subsample of ``limit``.
 
     Raises:
         ValueError: unknown domain (names the valid ones).
     """
-    from qsef.corpora import DOMAINS, load_corpus
+    from corpora import load_corpus
 
-    if domain not in DOMAINS:
-        raise ValueError(f"unknown domain {domain!r}; choose one of {list(DOMAINS)}")
+    check_domain(domain)
     docs = [Text(d.id, d.domain, f"{d.title}. {d.text}" if d.title else d.text) for d in load_corpus(domain, split=split)]
     docs = [d for d in docs if len(d.text.split()) >= 8]
     if limit is not None and len(docs) > limit:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.registry import Resolver
+from core.resolver import Resolver
 
 
 def _flatten(x: torch.Tensor | None, last: bool = True) -> torch.Tensor | None:

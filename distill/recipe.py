@@ -246,15 +246,15 @@ class DistillRecipe:
     def output_dir(self) -> Path:
         if self.cfg["output_dir"]:
             return Path(self.cfg["output_dir"]).expanduser()
-        from qsef.settings import get_settings
+        from core.settings import get_settings
 
         return get_settings().path("experts") / self.cfg["name"]
 
     def setup(self) -> None:
         import torch
 
+        from core.settings import get_settings
         from distill.budget import WallClockBudget
-        from qsef.settings import get_settings
 
         cfg = self.cfg
         self.budget = WallClockBudget(**cfg["budget"])
@@ -556,7 +556,7 @@ def register_expert(info: dict, registry_path: str | Path | None = None) -> bool
     except ImportError as exc:
         log.warning("expert registry not available (%s); %s trained but not registered", exc, info["name"])
         return False
-    from qsef.settings import get_settings
+    from core.settings import get_settings
 
     path = Path(registry_path) if registry_path else get_settings().path("router") / "experts.sqlite"
     profile = {k: v for k, v in (info.get("profile") or {}).items() if k != "centroid"}

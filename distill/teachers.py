@@ -31,7 +31,7 @@ def resolve_model_folder(name_or_path: str) -> Path:
     p = Path(name_or_path).expanduser()
     if p.is_dir():
         return p
-    from qsef.store import ModelStore
+    from core.store import ModelStore
 
     return Path(ModelStore().ensure(name_or_path))
 
@@ -175,7 +175,7 @@ class TeacherCache:
 
     def __init__(self, root: str | Path | None = None):
         if root is None:
-            from qsef.settings import get_settings
+            from core.settings import get_settings
 
             root = get_settings().path("cache", "distill")
         self.root = Path(root)

@@ -150,7 +150,7 @@ class ModelPool:
         if not model:
             raise BackendUnavailableError("hf backend needs backend_kwargs 'model' (store name) or 'path'")
         try:
-            from qsef.store import ModelStore
+            from core.store import ModelStore
         except ImportError as exc:  # pragma: no cover - the store ships with the package
             raise BackendUnavailableError(f"model store unavailable: {exc}") from exc
         try:
@@ -267,7 +267,7 @@ class OpenAIBackend(ExpertBackend):
     @property
     def client(self) -> Any:
         if self._client is None:
-            from router.llm.http_client import OpenAICompatClient
+            from core.http import OpenAICompatClient
 
             self._client = OpenAICompatClient(self.base_url, self.model, timeout=self.timeout, retries=self.retries)
         return self._client

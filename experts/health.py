@@ -83,8 +83,8 @@ def check_model_folder(folder: Path, *, config: str = "config.json") -> tuple[bo
 def check_store_model(name: str) -> tuple[bool, str]:
     """A model-store model: pulled (never pulled here), every manifest file at its recorded size, and
     its folder readable by :func:`check_model_folder`."""
-    from qsef.store import MANIFEST, ModelStore
-    from qsef.store.errors import ModelStoreError
+    from core.store import MANIFEST, ModelStore
+    from core.store.errors import ModelStoreError
 
     try:
         folder = ModelStore().path(name)

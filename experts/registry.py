@@ -25,10 +25,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from experts.sqlite import connect, migrate
+from core.db import connect, migrate
+from core.domains import DOMAIN_DESCRIPTIONS, DOMAINS
 
 __all__ = [
-    "DEFAULT_DOMAINS",
     "DOMAIN_PROMPTS",
     "MIGRATIONS",
     "ExpertError",
@@ -40,7 +40,6 @@ __all__ = [
     "default_fleet",
 ]
 
-DEFAULT_DOMAINS = ("medicine", "law", "code", "finance", "general")
 
 DOMAIN_PROMPTS = {
     "medicine": "You are a careful medical expert. Answer clinical and biomedical questions accurately and "
@@ -55,13 +54,6 @@ DOMAIN_PROMPTS = {
     "history, geography, science and culture accurately and concisely.",
 }
 
-DOMAIN_DESCRIPTIONS = {
-    "medicine": "medicine, health, diseases, symptoms, drugs, anatomy, clinical care",
-    "law": "law, legal rights, contracts, courts, regulation, licences, crime",
-    "code": "programming, software, algorithms, computer science, security, machine learning",
-    "finance": "finance, money, accounting, investing, taxes, markets, economics",
-    "general": "general knowledge: history, geography, science, culture, everyday questions",
-}
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 BackendName = Literal["hf", "openai", "qrh"]
@@ -139,7 +131,7 @@ def default_fleet(model: str = "qwen-0.5b", size_params: int = 494_000_000) -> l
             size_params=size_params,
             cost=1.0,
         )
-        for d in DEFAULT_DOMAINS
+        for d in DOMAINS
     ]
 
 

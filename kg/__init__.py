@@ -39,9 +39,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from core.domains import DOMAINS
 from kg.errors import GraphError, GraphFormatError, SourceUnavailable
 from kg.linking import Mention, concept_density, coverage, link
-from kg.model import DOMAINS, RELATIONS, Edge, KnowledgeGraph, Node, Relation
+from kg.model import RELATIONS, Edge, KnowledgeGraph, Node, Relation
 from kg.storage import graph_path, load_all, load_graph, read_graph, save_graph, write_graph
 
 if TYPE_CHECKING:

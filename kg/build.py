@@ -18,7 +18,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from kg.model import DOMAINS, KnowledgeGraph
+from core.domains import DOMAINS
+from kg.model import KnowledgeGraph
 from kg.storage import DATA_DIR, SUFFIX, atomic_write, write_graph
 
 

@@ -205,8 +205,8 @@ def train_embeddings(
     import numpy as np
 
     spec = get_model(model)
+    from core.settings import configure_torch_threads
     from kg.storage import user_dir
-    from qsef.settings import configure_torch_threads
 
     os.environ.setdefault("PYSTOW_HOME", str(user_dir() / "pystow"))
     configure_torch_threads()
@@ -309,7 +309,7 @@ def train_embeddings(
 
 
 def _checked_output(path: Path) -> Path:
-    from qsef.settings import get_settings
+    from core.settings import get_settings
 
     path = Path(path).resolve()
     if SHIPPED_DIR in path.parents:

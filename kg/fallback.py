@@ -51,7 +51,7 @@ MIN_PHRASE_TOKENS = 2  # single words are the exact matcher's job (and its ambig
 
 def encoder_path() -> Path:
     """The MiniLM folder from the model store (pulled and verified once)."""
-    from qsef.store import ModelStore
+    from core.store import ModelStore
 
     return Path(ModelStore().ensure("minilm"))
 
@@ -61,7 +61,7 @@ def get_encoder() -> Any:
     """The MiniLM sentence encoder on CPU (loaded once; imports sentence-transformers)."""
     from sentence_transformers import SentenceTransformer
 
-    from qsef.settings import configure_torch_threads
+    from core.settings import configure_torch_threads
 
     configure_torch_threads()
     return SentenceTransformer(str(encoder_path()), device="cpu")

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
+from core.domains import check_domain as _check_domain
 from kg.errors import GraphError
 
 if TYPE_CHECKING:
     from kg.index import GraphIndex
 
-DOMAINS: tuple[str, ...] = ("medicine", "law", "code", "finance", "general")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +75,7 @@ def check_domain(domain: str) -> str:
     Raises:
         GraphError: naming the allowed domains.
     """
-    if domain not in DOMAINS:
-        raise GraphError(f"unknown domain {domain!r}; allowed: {', '.join(DOMAINS)}")
-    return domain
+    return _check_domain(domain, error=GraphError)
 
 
 @dataclass(frozen=True, slots=True)

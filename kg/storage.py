@@ -32,8 +32,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from core.domains import DOMAINS
 from kg.errors import GraphError, GraphFormatError
-from kg.model import DOMAINS, Edge, KnowledgeGraph, Node, check_domain
+from kg.model import Edge, KnowledgeGraph, Node, check_domain
 
 FORMAT_NAME = "#qsef-kg"
 FORMAT_VERSION = 1
@@ -377,7 +378,7 @@ def shipped_path(domain: str) -> Path:
 
 def user_dir() -> Path:
     """``$QSEF_HOME/kg`` (created on demand): curated graphs, exports, embeddings, caches."""
-    from qsef.settings import get_settings
+    from core.settings import get_settings
 
     return get_settings().path("kg")
 

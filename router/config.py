@@ -1,5 +1,5 @@
 """Router tuning from ``QSEF_ROUTER_*`` environment variables (the
-project-wide settings — router backend, model, URL, threads — stay in :mod:`qsef.settings`).
+project-wide settings — router backend, model, URL, threads — stay in :mod:`core.settings`).
 
 Example:
     $ QSEF_ROUTER_LLM_TIMEOUT_S=30 QSEF_ROUTER_EXPERT_TIMEOUT_S=20 qsef serve

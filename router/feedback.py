@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experts.sqlite import connect, migrate
+from core.db import connect, migrate
 from qsef.history import InMemoryHistory
 
 __all__ = ["FeedbackNotFoundError", "FeedbackStore"]

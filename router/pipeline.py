@@ -29,7 +29,7 @@ from router.llm import RouterLLM
 from router.scoring import RegistryScorer, Strategy
 
 if TYPE_CHECKING:
-    from qsef.settings import Settings
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,8 @@ class Router:
             timeout_s: per-expert timeout (default ``config.expert_timeout_s``).
             config: router tuning (default: :class:`router.config.RouterConfig` from ``QSEF_ROUTER_*``).
         """
+        from core.domains import DOMAIN_DESCRIPTIONS
         from experts.backends import ModelPool
-        from experts.registry import DOMAIN_DESCRIPTIONS
         from router.llm import router_llm_from_settings
 
         cfg = config or RouterConfig()

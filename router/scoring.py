@@ -127,7 +127,8 @@ class RegistryScorer:
     def _profile_for(self, spec: ExpertSpec) -> Any:
         from pathlib import Path
 
-        from qsef.profiles import DEFAULT_DOMAINS, ExpertProfile, build_domain_profile, default_profiles
+        from core.domains import DOMAINS
+        from qsef.profiles import ExpertProfile, build_domain_profile, default_profiles
 
         params = float(spec.size_params) if spec.size_params else None
         texts = spec.profile.get("texts") if isinstance(spec.profile, dict) else None
@@ -143,7 +144,7 @@ class RegistryScorer:
         if texts:
             return build_domain_profile(spec.domain, encoder=self.engine.encoder, passages=list(texts),
                                         name=spec.name, **extra)
-        if spec.domain in DEFAULT_DOMAINS:
+        if spec.domain in DOMAINS:
             base = default_profiles(domains=[spec.domain], encoder=self.engine.encoder)[0]
             return base.with_centroid(base.centroid, name=spec.name, **extra)
         log.warning("expert has no profile texts; profiling it from its description", extra={"expert": spec.name})

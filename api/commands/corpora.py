@@ -1,4 +1,4 @@
-"""``qsef corpora ensure-assets|build|stats`` — the domain text corpora (see :mod:`qsef.corpora`)."""
+"""``qsef corpora ensure-assets|build|stats`` — the domain text corpora (see :mod:`corpora`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-DOMAINS = ("medicine", "law", "code", "finance", "general")  # mirrors qsef.corpora.DOMAINS without importing it
+from core.domains import DOMAINS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,14 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _ensure_assets(args: argparse.Namespace) -> int:
-    from qsef.corpora.assets import ensure_assets
+    from corpora.assets import ensure_assets
 
     print(json.dumps(ensure_assets(), indent=2, default=str))
     return 0
 
 
 def _build(args: argparse.Namespace) -> int:
-    from qsef.corpora.build import build_corpus
+    from corpora.build import build_corpus
 
     t0 = time.perf_counter()
     out: dict[str, object] = {d: str(build_corpus(d, force=args.force)) for d in (args.domain or DOMAINS)}
@@ -40,7 +40,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from qsef.corpora.build import corpus_stats
+    from corpora.build import corpus_stats
 
     print(json.dumps(corpus_stats(), indent=2))
     return 0

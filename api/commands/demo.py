@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from api.commands.route import run_demo
-    from qsef.settings import get_settings
+    from core.settings import get_settings
     from router.llm.server import VLLMServer
     from router.pipeline import Router
 

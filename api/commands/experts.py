@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _registry():
+    from core.settings import get_settings
     from experts.registry import ExpertRegistry
-    from qsef.settings import get_settings
 
     s = get_settings()
     reg = ExpertRegistry(s.path("router") / "experts.sqlite")

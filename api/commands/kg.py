@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DOMAINS = ("medicine", "law", "code", "finance", "general")
+from core.domains import DOMAINS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -372,8 +372,8 @@ def _dedupe(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from core.settings import get_settings
     from kg.storage import atomic_write, export_json, export_triples_tsv
-    from qsef.settings import get_settings
 
     graph = _load_target(args)
     chunks = export_json(graph) if args.format == "json" else export_triples_tsv(graph)

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _server(args: argparse.Namespace):
-    from qsef.settings import get_settings
+    from core.settings import get_settings
     from router.llm.server import VLLMServer
 
     settings = get_settings()

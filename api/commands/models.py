@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _resolve(names: list[str], store) -> list[str]:
-    from qsef.store.catalog import DEFAULT_MODELS
+    from core.store.catalog import DEFAULT_MODELS
 
     if not names:
         return list(DEFAULT_MODELS)
@@ -46,7 +46,7 @@ def _resolve(names: list[str], store) -> list[str]:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from qsef.store import ModelStore
+    from core.store import ModelStore
 
     store = ModelStore()
     for name in _resolve(args.names, store):
@@ -66,7 +66,7 @@ def _human(n: int) -> str:
 def _list(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from qsef.store import ModelStore
+    from core.store import ModelStore
 
     store = ModelStore()
     rows = [store.status(name, deep=args.verify) for name in store.catalog]
@@ -81,7 +81,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from qsef.store import ModelNotPulled, ModelStore, ModelStoreError
+    from core.store import ModelNotPulled, ModelStore, ModelStoreError
 
     store = ModelStore()
     names = args.names or [n for n in store.catalog if (store.folder(n) / "manifest.json").exists()]
@@ -100,14 +100,14 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _path(args: argparse.Namespace) -> int:
-    from qsef.store import ModelStore
+    from core.store import ModelStore
 
     print(ModelStore().path(args.name))
     return 0
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from qsef.store import ModelStore
+    from core.store import ModelStore
 
     removed = ModelStore().remove(args.name)
     print(f"{args.name}: {'removed' if removed else 'was not pulled'}")

@@ -79,7 +79,7 @@ def _router_args(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from qsef.settings import get_settings
+    from core.settings import get_settings
 
     s = get_settings()
     changes: dict[str, Any] = {}
@@ -165,7 +165,7 @@ def run_demo(*, router: Any = None, queries: tuple[str, ...] = DEMO_QUERIES, opt
              as_json: bool = False, out: TextIO = sys.stdout) -> int:
     """Route the demo questions on the embedded defaults (in-process Qwen-0.5B router and experts unless
     the settings say otherwise) and print each result. Returns 0."""
-    from qsef.settings import get_settings
+    from core.settings import get_settings
     from router.pipeline import RouteOptions, Router
 
     own = router is None

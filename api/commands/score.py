@@ -128,10 +128,10 @@ def _eval_routing(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from core.settings import get_settings
     from qsef.calibration import calibrate
     from qsef.engine import QSEFEngine
     from qsef.eval.routing import load_rows
-    from qsef.settings import get_settings
 
     out = Path(args.out) if args.out else get_settings().path() / "calibration.json"
     fit = calibrate(QSEFEngine(), load_rows(args.file), k=args.folds, out=out)

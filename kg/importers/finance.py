@@ -35,7 +35,7 @@ def _find_glossary() -> Path:
     cached = user_dir() / "sources" / "gnc-glossary.xml"
     if cached.is_file():
         return cached
-    from qsef.settings import get_settings
+    from core.settings import get_settings
 
     corpora_copy = get_settings().home / "corpora" / "assets" / "debs" / "gnucash-docs" / GLOSSARY_MEMBER
     if corpora_copy.is_file():  # extracted by `qsef corpora ensure-assets`

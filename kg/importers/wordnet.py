@@ -249,7 +249,7 @@ def _reader(system_dir: str):
     import nltk.data
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    from qsef.settings import get_settings
+    from core.settings import get_settings
 
     src = Path(system_dir)
     missing = [f for f in _FILES if not (src / f).is_file()]

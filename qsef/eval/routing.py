@@ -205,8 +205,8 @@ class LLMRouting(RoutingMethod):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from qsef.settings import configure_torch_threads
-        from qsef.store import ModelStore
+        from core.settings import configure_torch_threads
+        from core.store import ModelStore
 
         configure_torch_threads()
         path = ModelStore().ensure(self.model_name)

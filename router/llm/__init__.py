@@ -11,7 +11,7 @@ A router LLM only has to continue a chat, optionally constrained to a JSON schem
   takes its flagged clause-splitter path.
 
 The managed server (:class:`router.llm.server.VLLMServer`) and the HTTP client
-(:class:`router.llm.http_client.OpenAICompatClient`) live in their own modules.
+(:class:`core.http.OpenAICompatClient`) live in their own modules.
 
 Example:
     >>> llm = make_router_llm("openai", base_url="http://127.0.0.1:8011/v1", model="qwen-0.5b")
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from router.llm.errors import LLMError, LLMUnavailable
 
 if TYPE_CHECKING:
-    from qsef.settings import Settings
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class RouterLLM(ABC):
 
 
 class OpenAIRouterLLM(RouterLLM):
-    """An OpenAI-compatible server (vLLM), through :class:`router.llm.http_client.OpenAICompatClient`.
+    """An OpenAI-compatible server (vLLM), through :class:`core.http.OpenAICompatClient`.
 
     Args:
         base_url: e.g. ``http://127.0.0.1:8011/v1``.
@@ -99,7 +99,7 @@ class OpenAIRouterLLM(RouterLLM):
     @property
     def client(self) -> Any:
         if self._client is None:
-            from router.llm.http_client import OpenAICompatClient
+            from core.http import OpenAICompatClient
 
             self._client = OpenAICompatClient(self.base_url, self.model, timeout=self.timeout, retries=self.retries,
                                               backoff=0.2)

@@ -1,12 +1,12 @@
-"""Router-LLM exceptions (library-level; the HTTP layer maps them to status codes)."""
+"""Router-LLM exceptions (library-level; the HTTP layer maps them to status codes).
 
+The client errors (:class:`LLMError`, :class:`LLMUnavailable`) belong to the one HTTP client in
+:mod:`core.http`; they are named here too so router code has one place to import its errors from.
+"""
 
-class LLMError(RuntimeError):
-    """The LLM answered, but not usefully (bad status, malformed body)."""
+from core.http import LLMError, LLMUnavailable
 
-
-class LLMUnavailable(LLMError):
-    """The LLM endpoint could not be reached after the configured retries."""
+__all__ = ["LLMError", "LLMUnavailable", "ServerError"]
 
 
 class ServerError(RuntimeError):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from qsef.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from router.llm.errors import ServerError
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class VLLMServer:
             ServerError: the port is taken, another model is served there, the process died, or it
                 was not healthy within ``timeout`` (the process is then stopped; the message quotes its log).
         """
-        from qsef.store import ModelStore
+        from core.store import ModelStore
         from router.llm.venv import ensure_env
 
         running = self.info()

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qsef.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from router.llm.errors import ServerError
 
 log = logging.getLogger(__name__)

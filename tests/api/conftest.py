@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from api.config import ApiConfig
 from api.main import create_app
-from qsef.settings import Settings
+from core.settings import Settings
 from router.testing import FakeBackend, build_fake_router
 
 API_KEY = "test-key-123"

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from api.cli import main
-from qsef.settings import get_settings
+from core.settings import get_settings
 
 
 @pytest.fixture(autouse=True)

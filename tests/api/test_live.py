@@ -15,7 +15,8 @@ import httpx
 import pytest
 from processes import ECHO, free_port, spawn, stop, wait_http
 
-from experts.registry import DEFAULT_DOMAINS, DOMAIN_PROMPTS
+from core.domains import DOMAINS
+from experts.registry import DOMAIN_PROMPTS
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +26,7 @@ import uvicorn
 from api.config import ApiConfig
 from api.main import create_app
 from experts.registry import ExpertSpec
-from qsef.settings import get_settings
+from core.settings import get_settings
 from router.pipeline import Router
 
 cfg = json.loads(sys.argv[1])
@@ -79,7 +80,7 @@ def test_faults_with_real_processes_stopped(launch):
     e1_url, e1 = echo("e1")
     e2_url, _ = echo("e2")
     experts = [remote_expert("law", e1_url, "law")] + [
-        remote_expert(d, e2_url, "slow" if d == "finance" else d) for d in DEFAULT_DOMAINS if d != "law"]
+        remote_expert(d, e2_url, "slow" if d == "finance" else d) for d in DOMAINS if d != "law"]
     # router LLM: the e1 process too (its replies are not decompositions -> flagged clause splitter)
     base = app({"router_backend": "vllm", "llm_url": e1_url, "router_model": "x"}, experts, timeout=1.5)
     with httpx.Client(base_url=base, timeout=120) as c:
@@ -113,15 +114,15 @@ def test_decomposition_with_json_schema_on_vllm(vllm_server):
 
     llm = OpenAIRouterLLM(vllm_server.base_url, vllm_server.model, timeout=300, retries=0)
     raw = llm.complete([{"role": "user", "content": f"Split into sub-questions as JSON: {Q}"}],
-                       json_schema=decomposition_schema(list(DEFAULT_DOMAINS)), max_tokens=160)
+                       json_schema=decomposition_schema(list(DOMAINS)), max_tokens=160)
     data = json.loads(raw)  # schema-constrained decoding: always valid JSON of the schema's shape
     assert isinstance(data["subtasks"], list) and data["subtasks"]
-    assert all(set(i) == {"subtask", "domain"} and i["domain"] in DEFAULT_DOMAINS for i in data["subtasks"])
+    assert all(set(i) == {"subtask", "domain"} and i["domain"] in DOMAINS for i in data["subtasks"])
 
-    d = Decomposer(llm, list(DEFAULT_DOMAINS), fast_path=False).decompose(Q)
+    d = Decomposer(llm, list(DOMAINS), fast_path=False).decompose(Q)
     assert d.path in ("llm", "repaired", "clause_splitter") and d.raw
     assert d.path != "clause_splitter" or d.flagged
-    assert d.subtasks and all(s.domain_hint in DEFAULT_DOMAINS for s in d.subtasks)
+    assert d.subtasks and all(s.domain_hint in DOMAINS for s in d.subtasks)
 
 
 @pytest.mark.vllm
@@ -129,7 +130,7 @@ def test_openai_client_against_our_chat_completions(launch, vllm_server):
     import openai
 
     app, _ = launch
-    experts = [remote_expert(d, vllm_server.base_url, vllm_server.model) for d in DEFAULT_DOMAINS]
+    experts = [remote_expert(d, vllm_server.base_url, vllm_server.model) for d in DOMAINS]
     base = app({"router_backend": "vllm", "llm_url": vllm_server.base_url, "router_model": vllm_server.model},
                experts, timeout=300)
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", timeout=600, max_retries=0)
@@ -138,7 +139,7 @@ def test_openai_client_against_our_chat_completions(launch, vllm_server):
     assert resp.object == "chat.completion" and resp.model == "qsef-router"
     assert resp.choices[0].message.role == "assistant" and resp.choices[0].message.content.strip()
     routed = resp.model_extra["qsef"]
-    assert routed["decomposition_path"] == "fast_path" and routed["subtasks"][0]["expert"] in DEFAULT_DOMAINS
+    assert routed["decomposition_path"] == "fast_path" and routed["subtasks"][0]["expert"] in DOMAINS
 
     resp = client.chat.completions.create(model="qsef-router", max_tokens=24, messages=[{"role": "user", "content": Q}])
     assert resp.model_extra["qsef"]["decomposition_path"] in ("llm", "repaired", "clause_splitter")

@@ -13,9 +13,9 @@ from processes import ECHO, free_port, spawn, stop, wait_http
 
 from api.config import ApiConfig
 from api.main import create_app
+from core.domains import DOMAINS
+from core.settings import Settings
 from experts.backends import make_backend
-from experts.registry import DEFAULT_DOMAINS
-from qsef.settings import Settings
 from router.testing import build_fake_router
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def test_probe_marks_a_stopped_expert_down_and_dispatch_skips_it(tmp_path, echo)
     law_url, law_proc = echo("e1")
     rest_url, _ = echo("e2")
     router = build_fake_router(tmp_path)  # tiny profiles and the hashing encoder; real remote backends below
-    for d in DEFAULT_DOMAINS:
+    for d in DOMAINS:
         router.registry.update(d, backend="openai", backend_kwargs={
             "base_url": law_url if d == "law" else rest_url, "model": d, "timeout": 30, "retries": 0})
     router.dispatcher.backend_factory = make_backend

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from core.resolver import UnknownComponentError
 from distill.losses import (
     AlignmentLoss,
     AlphaMixLoss,
@@ -15,7 +16,6 @@ from distill.losses import (
     TotalLoss,
     loss_resolver,
 )
-from distill.registry import UnknownComponentError
 
 B, T, V = 2, 5, 99
 

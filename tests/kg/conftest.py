@@ -12,8 +12,8 @@ from kg.model import KnowledgeGraph, Node
 @pytest.fixture
 def qsef_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``$QSEF_HOME`` pointing at an empty temporary folder (settings and graph caches reset)."""
+    from core.settings import get_settings
     from kg import storage
-    from qsef.settings import get_settings
 
     home = tmp_path / "home"
     home.mkdir()

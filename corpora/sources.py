@@ -1,6 +1,6 @@
 """The raw text sources of the five domain corpora, one reader each, and the ``SOURCES`` table.
 
-A reader yields ``RawDoc`` (key, title, text) in a fixed order; ``qsef.corpora.build`` cuts the text
+A reader yields ``RawDoc`` (key, title, text) in a fixed order; ``corpora.build`` cuts the text
 into passages. Readers only read local files; a missing file raises ``SourceMissingError`` naming
 the command that installs it.
 """
@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from qsef.corpora import assets, gcide
-from qsef.corpora.base import DOMAINS
-from qsef.corpora.textproc import (
+from core.domains import DOMAINS
+from corpora import assets, gcide
+from corpora.textproc import (
     asciidoc_to_text,
     docbook_entities,
     docbook_to_text,

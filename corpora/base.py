@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-DOMAINS: tuple[str, ...] = ("medicine", "law", "code", "finance", "general")
-"""The five routing domains, in the order every report uses."""
+from core.domains import DOMAINS, check_domain
 
 Split = Literal["train", "heldout", "all"]
 SPLITS: tuple[str, ...] = ("train", "heldout", "all")
@@ -21,7 +20,7 @@ class Document:
             a longer document; the part before ``#`` names the parent document.
         domain: one of ``DOMAINS``.
         text: plain text, a few hundred words at most.
-        source: name of the source in ``qsef.corpora.SOURCES``.
+        source: name of the source in ``corpora.SOURCES``.
         title: the parent document's title (term name, licence name, page title...).
     """
 
@@ -38,7 +37,7 @@ class Document:
 
 
 class CorpusError(RuntimeError):
-    """Base class of the errors raised by ``qsef.corpora``."""
+    """Base class of the errors raised by ``corpora``."""
 
 
 class SourceMissingError(CorpusError):
@@ -60,12 +59,5 @@ class AssetVerificationError(CorpusError):
     """A downloaded asset does not have its pinned SHA-256."""
 
 
-def check_domain(domain: str) -> str:
-    """Return ``domain`` if it is one of ``DOMAINS``.
-
-    Raises:
-        ValueError: naming the valid domains otherwise.
-    """
-    if domain not in DOMAINS:
-        raise ValueError(f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}")
-    return domain
+__all__ = ["DOMAINS", "SPLITS", "AssetVerificationError", "CorpusError", "Document", "SourceMissingError",
+           "Split", "check_domain"]

@@ -10,7 +10,7 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from qsef.store.errors import ModelStoreError
+from core.store.errors import ModelStoreError
 
 _CHUNK = 1 << 20
 

