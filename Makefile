@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine (idempotent, cached):
 #   make demo   — set up, then run the main job on the embedded defaults
-#   make test   — set up, then run the test suite
+#   make test   — set up, then run the test suite (import contracts first)
+#   make test-fast — the inner loop: the suite without the slow tests
 # Set-up steps leave stamp files in .venv/ so a second run skips what is done.
 
 PYTHON      ?= python3.11
@@ -15,7 +16,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TRANSFORMERS_VERBOSITY := error
 
-.PHONY: setup demo test lint bench clean-venv
+.PHONY: setup demo test test-fast imports lint bench clean-venv
 
 setup: $(VENV)/.stamp-assets
 
@@ -50,8 +51,16 @@ $(VENV)/.stamp-assets: $(VENV)/.stamp-deps $(VENV)/.stamp-apt deps/npm.txt corpo
 demo: setup
 	$(QSEF) demo
 
-test: setup
+# the layering contracts (pyproject's [tool.importlinter]): a wrong-way import fails the tests
+imports: setup
+	$(VENV)/bin/lint-imports
+
+test: imports
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the inner loop: everything but the slow tests (real LLMs, vLLM, servers), stopping at the first failure
+test-fast: imports
+	$(PY) -m pytest -m "not slow and not vllm and not stops_vllm" -x -q $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -3,6 +3,7 @@
 Each area module exposes ``register(subparsers)``; its handlers import heavy libraries (torch,
 transformers, pykeen, sentence-transformers) only when they run, so ``qsef --help`` stays fast.
 Handlers return an exit code; library errors become one clear line on stderr and exit code 2.
+:func:`main` builds the one :class:`core.settings.Settings` and hands it to the handler as ``args.settings``.
 """
 
 from __future__ import annotations
@@ -80,14 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     from core.logs import setup_logging
-    from core.settings import get_settings
+    from core.settings import Settings
 
     try:
-        settings = get_settings()
+        settings = Settings()  # built once here and handed to the handler as args.settings
     except Exception as exc:  # invalid QSEF_* values or config file
         print(f"qsef: invalid settings: {exc}", file=sys.stderr)
         return 2
     setup_logging(args.log_level or settings.log_level, settings.log_format)
+    args.settings = settings
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

@@ -13,7 +13,6 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api.batching import MicroBatcher
-from api.config import ApiConfig
 from api.errors import install_error_handlers
 from api.metrics import Metrics
 from api.middleware import RequestContextMiddleware
@@ -21,24 +20,24 @@ from api.probe import HealthProbe
 from api.routes import chat, experts, feedback, health, route, score
 from api.state import AppState
 from api.threads import limit_native_threads
-from core.settings import Settings, get_settings
+from core.settings import Settings
 from router.pipeline import Router
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, router: Router | None = None,
-               config: ApiConfig | None = None) -> FastAPI:
-    """Build the app. ``router`` injects a ready router (tests); otherwise the lifespan builds the
-    embedded stack from settings."""
-    settings = settings or get_settings()
-    config = config or ApiConfig()
+def create_app(settings: Settings | None = None, *, router: Router | None = None) -> FastAPI:
+    """Build the app from one settings object (default: ``Settings()`` from the environment — this is a
+    face, the place settings are built) and pass it down; ``settings.api`` holds the HTTP limits.
+    ``router`` injects a ready router (tests); otherwise the lifespan builds the embedded stack."""
+    settings = settings if settings is not None else Settings()
+    config = settings.api
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         r = router or await run_in_threadpool(Router.from_settings, settings)
-        state = AppState(settings=settings, config=config, router=r, metrics=metrics)
+        state = AppState(settings=settings, router=r, metrics=metrics)
         if config.warm:
             await run_in_threadpool(r.scorer.warm)
         pools = limit_native_threads(settings.torch_threads)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from experts.registry import ExpertSpec
 from router.pipeline import RouteOptions, RouteResult
 
-MAX_QUERY_CHARS = 8000  # overridden per app by ApiConfig.max_query_chars (checked in the handlers)
+MAX_QUERY_CHARS = 8000  # overridden per app by settings.api.max_query_chars (checked in the handlers)
 
 
 class _Strict(BaseModel):

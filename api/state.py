@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from api.batching import MicroBatcher
-from api.config import ApiConfig
 from api.metrics import Metrics
 from api.probe import HealthProbe
 from core.settings import Settings
@@ -15,7 +14,6 @@ from router.pipeline import Router
 @dataclass
 class AppState:
     settings: Settings
-    config: ApiConfig
     router: Router
     metrics: Metrics = field(default_factory=Metrics)
     batcher: MicroBatcher | None = None

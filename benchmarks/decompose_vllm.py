@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.domains import DOMAIN_DESCRIPTIONS, DOMAINS
+from core.settings import Settings
 from corpora.evalsets import data_file
 from router.decompose import Decomposer
 from router.evaluate import evaluate_decomposition, load_rows
@@ -77,7 +78,7 @@ def main() -> int:
           flush=True)
 
     for model in args.models:
-        server = VLLMServer(model, port=args.port)
+        server = VLLMServer(model, settings=Settings(), port=args.port)
         t0 = time.perf_counter()
         server.start(timeout=900)
         startup = time.perf_counter() - t0

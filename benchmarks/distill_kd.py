@@ -23,6 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill_common import RESULTS, bench_config, save
 
+from core.settings import Settings
+
+SETTINGS = Settings()  # a benchmark is an entry point: settings are built here
+
 BIG = "qwen-1.5b"  # Qwen2.5-Coder-1.5B-Instruct, the second LM teacher
 
 VARIANTS: dict[str, list[str]] = {
@@ -61,7 +65,7 @@ def one_run(name: str, seed: int, data: dict, steps: int, extra: tuple[str, ...]
     from distill.recipe import DistillRecipe
 
     cfg = bench_config(*extra, *VARIANTS[name], f"seed={seed}", f"optim.steps={steps}")
-    r = DistillRecipe(cfg, prepared=data)
+    r = DistillRecipe(cfg, settings=SETTINGS, prepared=data)
     t0 = time.perf_counter()
     r.setup()
     r.train()
@@ -89,7 +93,7 @@ def teacher_ppl(data: dict, cfg: dict) -> dict:
     m = held.valid[:n].float()
     out = {}
     for name in sorted(data["teacher"]):
-        t = CausalLMTeacher(name, dtype=cfg["teacher"]["dtype"], threads=1)
+        t = CausalLMTeacher(name, settings=SETTINGS, dtype=cfg["teacher"]["dtype"], threads=1)
         nll = t.target_nll(held.ids[:n], data["kept"])
         out[name] = {k: math.exp(float((v * m).sum() / m.sum())) for k, v in nll.items()}
         out[name]["tokens"] = int(m.sum())
@@ -117,7 +121,7 @@ def main() -> None:
 
     cfg = bench_config(*args.set, *lm_teacher_views(args.variants))
     t0 = time.perf_counter()
-    data = prepare_data(cfg)  # teacher top-k (every LM teacher) + MiniLM embeddings: cached after the first run
+    data = prepare_data(cfg, settings=SETTINGS)  # teacher top-k (every LM teacher) + MiniLM embeddings: cached after the first run
     print(f"data: {len(data['train'])} train / {len(data['heldout'])} held-out windows of {cfg['data']['seq_len']} "
           f"tokens, vocabulary coverage {data['coverage']:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
     if args.teacher_ppl:

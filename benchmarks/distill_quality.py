@@ -32,6 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from distill_common import RESULTS, save
 
 from core.domains import DOMAINS
+from core.settings import Settings
+
+SETTINGS = Settings()  # a benchmark is an entry point: settings are built here
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,16 +66,16 @@ def one_domain(domain: str, penalty: float, overrides: list[str]) -> dict:
     from experts.qrh import QRHModel
 
     cfg = load_config(ROOT / "distill" / "configs" / f"{domain}.yaml", ["threads=1", "progress=false", *overrides])
-    out_dir = DistillRecipe(cfg).output_dir
-    tok = load_tokenizer(cfg["teacher"]["name"])
-    data = prepare_data(cfg, tokenizer=tok)  # cached teacher outputs: no teacher pass
+    out_dir = DistillRecipe(cfg, settings=SETTINGS).output_dir
+    tok = load_tokenizer(SETTINGS, cfg["teacher"]["name"])
+    data = prepare_data(cfg, settings=SETTINGS, tokenizer=tok)  # cached teacher outputs: no teacher pass
     student = QRHModel.from_pretrained(out_dir).eval()
     if not torch.equal(student.vocab_ids[1:], data["kept"]):
         raise RuntimeError(f"{out_dir} was trained on another kept vocabulary than {domain}.yaml gives now")
     held = data["heldout"]
     n = min(len(held), cfg["eval"]["max_windows"])
     ids, valid = held.ids[:n], held.valid[:n]
-    teacher = CausalLMTeacher(cfg["teacher"]["name"], dtype=cfg["teacher"]["dtype"], threads=1)
+    teacher = CausalLMTeacher(cfg["teacher"]["name"], settings=SETTINGS, dtype=cfg["teacher"]["dtype"], threads=1)
     s_nll = student_target_nll(student, ids, n_token_ids=len(tok))
     t_nll = teacher.target_nll(ids, data["kept"])
     m = valid.float()

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from core.settings import Settings
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -59,7 +61,7 @@ def child(which: str, threads: int, repeats: int) -> dict:
         from distill.teachers import resolve_model_folder
 
         dtype = {"teacher_fp32": torch.float32, "teacher_bf16": torch.bfloat16}[which]
-        m = AutoModelForCausalLM.from_pretrained(str(resolve_model_folder("qwen-0.5b")), dtype=dtype).eval()
+        m = AutoModelForCausalLM.from_pretrained(str(resolve_model_folder(Settings(), "qwen-0.5b")), dtype=dtype).eval()
         n = sum(p.numel() for p in m.parameters())
         out = _measure(lambda x: m(input_ids=x).logits,
                        lambda p: m.generate(p, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False), repeats)

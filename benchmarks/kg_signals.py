@@ -28,6 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.settings import Settings
+
+SETTINGS = Settings()  # a benchmark is an entry point: settings are built here
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SAMPLE = ROOT / "benchmarks" / "results" / "kg_linking_sample.json"
@@ -56,7 +60,7 @@ def bench_graph(domain: str, texts: list[str], passes: int, seed: int) -> dict:
     from kg.storage import graph_path, read_graph
     from kg.text import tokenize
 
-    graph, t_load = _timed(read_graph, graph_path(domain), domain=domain)
+    graph, t_load = _timed(read_graph, graph_path(SETTINGS, domain), domain=domain)
     linker, t_linker = _timed(get_linker, graph)  # the cached linker kg.link and concept_density use
     graph_index, t_index = _timed(lambda: graph.index)
     _, t_depth = _timed(lambda: graph_index.depth)
@@ -132,7 +136,7 @@ def bench_graph(domain: str, texts: list[str], passes: int, seed: int) -> dict:
         "concept_density_per_text": _ms(lat_density),
     }
     try:
-        emb = kg.load_embeddings(domain)
+        emb = kg.load_embeddings(SETTINGS, domain)
         lat_emb = []
         for s in ids:
             t0 = time.perf_counter()
@@ -165,7 +169,7 @@ def main() -> int:
     import kg
 
     lat_cov = []
-    graphs = kg.load_all()
+    graphs = kg.load_all(SETTINGS)
     kg.coverage(texts[0], graphs["law"], graphs)  # builds the union linker once
     for t in texts:
         t0 = time.perf_counter()

@@ -25,6 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save
 from routing_mmlu import _static_cached
 
+from core.settings import Settings
+
+SETTINGS = Settings()  # a benchmark is an entry point: settings are built here
+
 TAUS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -72,17 +76,17 @@ def main() -> int:
     from qsef.eval.routing import LabelledSet, make_method
     from qsef.profiles import default_profiles
 
-    engine = QSEFEngine()
-    experts = default_profiles()
+    engine = QSEFEngine(settings=SETTINGS)
+    experts = default_profiles(SETTINGS)
     engine.experts = experts
 
     def labelled(rows: list[dict], name: str) -> LabelledSet:
         texts = [r["text"] for r in rows]
-        ds = LabelledSet(texts, encode_cached(texts, encoder=engine.encoder, name=name),
+        ds = LabelledSet(texts, encode_cached(texts, encoder=engine.encoder, name=name, cache_dir=SETTINGS.path("cache", "embeddings")),
                          np.array([r["domain"] for r in rows]))
         return _static_cached(ds, engine, experts, name)
 
-    mm = labelled(load_mmlu(), "mmlu")
+    mm = labelled(load_mmlu(SETTINGS), "mmlu")
     sets = {"heldout": labelled(load_routing_heldout(), "heldout"),
             "blind": labelled(load_routing_heldout(blind=True), "blind")}
 

@@ -28,6 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from core.settings import Settings
+
+SETTINGS = Settings()  # a benchmark is an entry point: settings are built here
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 log = logging.getLogger("routing_bench")
@@ -35,7 +39,6 @@ log = logging.getLogger("routing_bench")
 
 def _static_cached(ds, engine, experts, name: str):
     """attach_static with an on-disk cache keyed by the texts, the profiles and the graphs available."""
-    from core.settings import get_settings
     from qsef.encoder import texts_digest
     from qsef.eval.routing import STATIC, attach_static, engine_component
 
@@ -44,7 +47,7 @@ def _static_cached(ds, engine, experts, name: str):
     key = texts_digest(ds.texts + [p.name + str(p.meta.get("corpus_sha256")) + str(p.kg_domain) + ",".join(p.kg_anchors)
                                    for p in experts]
                        + [f"d_kg={variant}", f"c_sparsity={sparsity.lexical},{sparsity.lexical_weight}"])[:16]
-    folder = get_settings().path("cache", "routing_features")
+    folder = SETTINGS.path("cache", "routing_features")
     f = folder / f"{name}-{key}.npz"
     if f.is_file():
         data = np.load(f, allow_pickle=False)
@@ -100,13 +103,14 @@ def main() -> int:
     )
     from qsef.profiles import default_profiles
 
-    engine = QSEFEngine()
-    experts = default_profiles()
+    engine = QSEFEngine(settings=SETTINGS)
+    experts = default_profiles(SETTINGS)
     engine.experts = experts
     enc = engine.encoder
 
-    mmlu = [{"text": r["text"], "domain": r["domain"]} for r in load_mmlu()]
-    mm = LabelledSet([r["text"] for r in mmlu], encode_cached([r["text"] for r in mmlu], encoder=enc, name="mmlu"),
+    mmlu = [{"text": r["text"], "domain": r["domain"]} for r in load_mmlu(SETTINGS)]
+    mm = LabelledSet([r["text"] for r in mmlu], encode_cached([r["text"] for r in mmlu], encoder=enc, name="mmlu",
+                                                            cache_dir=SETTINGS.path("cache", "embeddings")),
                      np.array([r["domain"] for r in mmlu]))
     _static_cached(mm, engine, experts, "mmlu")
     tests: dict[str, LabelledSet] = {}  # every held-out set: fitted on all MMLU, then predicted
@@ -114,7 +118,8 @@ def main() -> int:
         if Path(path).is_file():
             rows = load_rows(path)
             texts = [r["text"] for r in rows]
-            tests[set_name] = LabelledSet(texts, encode_cached(texts, encoder=enc, name=set_name),
+            tests[set_name] = LabelledSet(texts, encode_cached(texts, encoder=enc, name=set_name,
+                                                               cache_dir=SETTINGS.path("cache", "embeddings")),
                                           np.array([r["domain"] for r in rows]))
             _static_cached(tests[set_name], engine, experts, set_name)
     log.info("data ready", extra={"mmlu": len(mm.texts), **{k: len(v.texts) for k, v in tests.items()},
@@ -200,7 +205,7 @@ def main() -> int:
             idx = np.sort(rng.choice(len(ds.texts), size=min(args.llm, len(ds.texts)), replace=False))
             sub = ds.subset(idx)
             t0 = time.time()
-            m = make_method("llm", model=args.llm_model)
+            m = make_method("llm", engine=engine, model=args.llm_model)
             out = report(sub.labels, m.predict(sub))
             out.update(subsample=len(idx), model=args.llm_model, seconds=round(time.time() - t0, 1))
             results[set_name]["llm"] = out

@@ -21,6 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.settings import Settings
+
+SETTINGS = Settings()  # a benchmark is an entry point: settings are built here
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 TEXTS = [
@@ -60,9 +64,9 @@ def main() -> int:
     from qsef.engine import QSEFEngine
     from qsef.profiles import default_profiles
 
-    engine = QSEFEngine(prefilter_min=10**9)  # every expert scored
-    base = default_profiles()
-    pf_engine = QSEFEngine(base, encoder=engine.encoder, kg=engine.kg)  # default: faiss pre-filter above 64
+    engine = QSEFEngine(prefilter_min=10**9, settings=SETTINGS)  # every expert scored
+    base = default_profiles(SETTINGS)
+    pf_engine = QSEFEngine(base, encoder=engine.encoder, kg=engine.kg, settings=SETTINGS)  # default: faiss pre-filter above 64
     enc = engine.encoder
     enc.encode(["warm-up"], use_cache=False)
     texts = [f"{t} (variant {r})" for r in range(args.reps) for t in TEXTS][: args.reps]

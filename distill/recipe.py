@@ -38,9 +38,12 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +149,7 @@ def set_seed(seed: int) -> None:
 # ---------------------------------------------------------------------------------------- data preparation
 
 
-def prepare_data(cfg: dict, *, cache=None, tokenizer=None, texts: dict | None = None) -> dict:
+def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, texts: dict | None = None) -> dict:
     """Windows, vocabulary, resistance and all teacher outputs for a config (teachers run once, cached).
 
     Args:
@@ -164,12 +167,13 @@ def prepare_data(cfg: dict, *, cache=None, tokenizer=None, texts: dict | None = 
     from distill import data as D
     from distill.teachers import CausalLMTeacher, SentenceEncoderTeacher, TeacherCache, load_tokenizer
 
-    cache = cache or TeacherCache()
+    cache = cache or TeacherCache(settings.path("cache", "distill"))
     dc, tc = cfg["data"], cfg["teacher"]
-    tokenizer = tokenizer or load_tokenizer(tc["name"])
+    tokenizer = tokenizer or load_tokenizer(settings, tc["name"])
     if texts is None:
-        train = [t for d in dc["domains"] for t in D.load_texts(d, "train", limit=dc["train_docs"], seed=dc["seed"])]
-        held = D.load_texts(cfg["domain"], "heldout", limit=dc["heldout_docs"], seed=dc["seed"])
+        train = [t for d in dc["domains"]
+                 for t in D.load_texts(settings, d, "train", limit=dc["train_docs"], seed=dc["seed"])]
+        held = D.load_texts(settings, cfg["domain"], "heldout", limit=dc["heldout_docs"], seed=dc["seed"])
     else:
         train, held = texts["train"], texts["heldout"]
     tok_train, tok_held = D.tokenize(train, tokenizer), D.tokenize(held, tokenizer)
@@ -188,8 +192,8 @@ def prepare_data(cfg: dict, *, cache=None, tokenizer=None, texts: dict | None = 
     out["teacher"] = {}
     for name in sorted(teachers):
         if name != tc["name"]:
-            _check_tokenizer(name, tokenizer)
-        teacher = CausalLMTeacher(name, dtype=tc["dtype"], threads=cfg.get("threads"))
+            _check_tokenizer(settings, name, tokenizer)
+        teacher = CausalLMTeacher(name, settings=settings, dtype=tc["dtype"], threads=cfg.get("threads"))
         out["teacher"][name] = {}
         for split in ("train", "heldout"):
             ids = out[split].ids[:, :-1]
@@ -200,7 +204,7 @@ def prepare_data(cfg: dict, *, cache=None, tokenizer=None, texts: dict | None = 
 
     out["embeddings"] = {}
     for enc_name in cfg["encoders"]:
-        enc = SentenceEncoderTeacher(enc_name)
+        enc = SentenceEncoderTeacher(enc_name, settings=settings)
         out["embeddings"][enc_name] = {}
         for split in ("train", "heldout"):
             w = out[split]
@@ -212,10 +216,10 @@ def prepare_data(cfg: dict, *, cache=None, tokenizer=None, texts: dict | None = 
     return out
 
 
-def _check_tokenizer(name: str, tokenizer) -> None:
+def _check_tokenizer(settings: Settings, name: str, tokenizer) -> None:
     from distill.teachers import load_tokenizer, same_tokenizer
 
-    if not same_tokenizer(load_tokenizer(name), tokenizer):
+    if not same_tokenizer(load_tokenizer(settings, name), tokenizer):
         raise ConfigError(f"teacher {name!r} does not share the student's tokenizer; token-level KD needs the same "
                           "vocabulary (use it as a sentence-encoder teacher instead)")
 
@@ -234,8 +238,9 @@ def sparse_to_dense(idx, logits, vocab_size: int):
 class DistillRecipe:
     """One distillation run. Call :meth:`setup`, :meth:`train`, :meth:`save_checkpoint`, :meth:`cleanup`."""
 
-    def __init__(self, cfg: dict, *, prepared: dict | None = None, tokenizer=None):
+    def __init__(self, cfg: dict, *, settings: Settings, prepared: dict | None = None, tokenizer=None):
         self.cfg = cfg
+        self.settings = settings
         self._prepared, self._tokenizer = prepared, tokenizer
         self.step = 0
         self.history: list[dict] = []
@@ -246,22 +251,19 @@ class DistillRecipe:
     def output_dir(self) -> Path:
         if self.cfg["output_dir"]:
             return Path(self.cfg["output_dir"]).expanduser()
-        from core.settings import get_settings
-
-        return get_settings().path("experts") / self.cfg["name"]
+        return self.settings.path("experts") / self.cfg["name"]
 
     def setup(self) -> None:
         import torch
 
-        from core.settings import get_settings
         from distill.budget import WallClockBudget
 
         cfg = self.cfg
         self.budget = WallClockBudget(**cfg["budget"])
         self.budget.start()  # the budget covers the whole run: texts, teacher pass, training
-        torch.set_num_threads(cfg["threads"] or get_settings().torch_threads)
+        torch.set_num_threads(cfg["threads"] or self.settings.torch_threads)
         set_seed(cfg["seed"])
-        self.data = self._prepared or prepare_data(cfg, tokenizer=self._tokenizer)
+        self.data = self._prepared or prepare_data(cfg, settings=self.settings, tokenizer=self._tokenizer)
         set_seed(cfg["seed"])
         self._handle_model()
         self._handle_loss()
@@ -519,10 +521,12 @@ class DistillRecipe:
                        "vocab_coverage_heldout": round(self.data["coverage"], 4)},
         }
         if cfg["profile"]["enabled"]:
-            info["profile"] = write_profile(cfg, self.model.num_parameters(), self.output_dir / "profile")
+            info["profile"] = write_profile(cfg, self.model.num_parameters(), self.output_dir / "profile",
+                                            settings=self.settings)
         (self.output_dir / "expert.json").write_text(json.dumps(info, indent=2, default=str))
         if cfg["register"]:
-            info["registered"] = register_expert(info, cfg.get("registry_path"))
+            info["registered"] = register_expert(
+                info, cfg.get("registry_path") or self.settings.path("router") / "experts.sqlite")
         return info
 
     def cleanup(self) -> None:
@@ -530,7 +534,7 @@ class DistillRecipe:
         self._prepared = None
 
 
-def write_profile(cfg: dict, params: int, folder: Path) -> dict:
+def write_profile(cfg: dict, params: int, folder: Path, *, settings: Settings) -> dict:
     """MiniLM centroid of the domain's texts, KG anchors when available, BM25 corpus index, size.
 
     Uses :func:`qsef.profiles.build_domain_profile` (the scorer's own profile format) and returns a
@@ -540,7 +544,7 @@ def write_profile(cfg: dict, params: int, folder: Path) -> dict:
 
     pc = cfg["profile"]
     # BM25 over the whole domain corpus; centroid from a seeded sample of max_passages passages
-    prof = build_domain_profile(cfg["domain"], name=cfg["name"], params=float(params), n_anchors=pc["anchors"],
+    prof = build_domain_profile(cfg["domain"], settings=settings, name=cfg["name"], params=float(params), n_anchors=pc["anchors"],
                                 centroid_sample=pc["max_passages"], seed=cfg["seed"])
     prof.save(folder)
     return {"dir": str(folder), "encoder": prof.encoder, "centroid": [round(float(x), 6) for x in prof.centroid],
@@ -549,16 +553,14 @@ def write_profile(cfg: dict, params: int, folder: Path) -> dict:
                        "n_centroid": prof.meta.get("n_centroid"), "sha256": prof.meta.get("corpus_sha256")}}
 
 
-def register_expert(info: dict, registry_path: str | Path | None = None) -> bool:
+def register_expert(info: dict, registry_path: str | Path) -> bool:
     """Add (or replace) the expert in ``experts.registry``; skipped with a warning when it is absent."""
     try:
         from experts.registry import ExpertRegistry, ExpertSpec
     except ImportError as exc:
         log.warning("expert registry not available (%s); %s trained but not registered", exc, info["name"])
         return False
-    from core.settings import get_settings
-
-    path = Path(registry_path) if registry_path else get_settings().path("router") / "experts.sqlite"
+    path = Path(registry_path)
     profile = {k: v for k, v in (info.get("profile") or {}).items() if k != "centroid"}
     description = f"QRH student distilled from {info['teacher']} on {info['domain']} texts"
     tr = info.get("training") or {}
@@ -573,9 +575,9 @@ def register_expert(info: dict, registry_path: str | Path | None = None) -> bool
     return True
 
 
-def run(cfg: dict, *, prepared: dict | None = None) -> dict:
+def run(cfg: dict, *, settings: Settings, prepared: dict | None = None) -> dict:
     """setup -> train -> save_checkpoint -> finish -> cleanup; returns the expert info."""
-    recipe = DistillRecipe(cfg, prepared=prepared)
+    recipe = DistillRecipe(cfg, settings=settings, prepared=prepared)
     try:
         recipe.setup()
         result = recipe.train()

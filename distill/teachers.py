@@ -8,7 +8,7 @@
 * :class:`TeacherCache` — safetensors files under ``$QSEF_HOME/cache/distill`` keyed by a hash of
   everything that determines the output (teacher, vocabulary, inputs, k).
 
-    >>> teacher = CausalLMTeacher("qwen-0.5b")
+    >>> teacher = CausalLMTeacher("qwen-0.5b", settings=Settings())
     >>> out = teacher.topk(ids, kept, k=32)      # {"topk_idx": (N,T,k) int32, "topk_logits": (N,T,k) fp16, ...}
 """
 
@@ -19,27 +19,31 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+if TYPE_CHECKING:
+    from core.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
-def resolve_model_folder(name_or_path: str) -> Path:
+def resolve_model_folder(settings: Settings, name_or_path: str) -> Path:
     """A model-store name (``qwen-0.5b``, ``minilm``, ``mpnet``…) or a local folder -> folder."""
     p = Path(name_or_path).expanduser()
     if p.is_dir():
         return p
     from core.store import ModelStore
 
-    return Path(ModelStore().ensure(name_or_path))
+    return Path(ModelStore(settings).ensure(name_or_path))
 
 
-def load_tokenizer(name_or_path: str):
+def load_tokenizer(settings: Settings, name_or_path: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(resolve_model_folder(name_or_path)))
+    return AutoTokenizer.from_pretrained(str(resolve_model_folder(settings, name_or_path)))
 
 
 def same_tokenizer(a, b) -> bool:
@@ -54,10 +58,13 @@ class CausalLMTeacher:
         name: model-store name or HF folder.
         dtype: ``"bfloat16"`` (faster on CPU) or ``"float32"``.
         threads: torch threads while the teacher runs (None = leave as is).
+        settings: where the model store is.
     """
 
-    def __init__(self, name: str = "qwen-0.5b", *, dtype: str = "bfloat16", threads: int | None = None):
+    def __init__(self, name: str = "qwen-0.5b", *, settings: Settings, dtype: str = "bfloat16",
+                 threads: int | None = None):
         self.name, self.dtype, self.threads = name, getattr(torch, dtype), threads
+        self.settings = settings
         self._model = None
 
     @property
@@ -65,7 +72,7 @@ class CausalLMTeacher:
         if self._model is None:
             from transformers import AutoModelForCausalLM
 
-            folder = resolve_model_folder(self.name)
+            folder = resolve_model_folder(self.settings, self.name)
             self._model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=self.dtype).eval()
         return self._model
 
@@ -148,8 +155,9 @@ class CausalLMTeacher:
 class SentenceEncoderTeacher:
     """A sentence-transformers encoder (``minilm`` 384-d, ``mpnet`` 768-d): texts -> (N, D) unit vectors."""
 
-    def __init__(self, name: str = "minilm"):
+    def __init__(self, name: str = "minilm", *, settings: Settings):
         self.name = name
+        self.settings = settings
         self._model = None
 
     @property
@@ -157,7 +165,7 @@ class SentenceEncoderTeacher:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(resolve_model_folder(self.name)), device="cpu")
+            self._model = SentenceTransformer(str(resolve_model_folder(self.settings, self.name)), device="cpu")
         return self._model
 
     @torch.inference_mode()
@@ -173,11 +181,7 @@ class SentenceEncoderTeacher:
 class TeacherCache:
     """Teacher outputs on disk as safetensors, keyed by the hash of what determines them."""
 
-    def __init__(self, root: str | Path | None = None):
-        if root is None:
-            from core.settings import get_settings
-
-            root = get_settings().path("cache", "distill")
+    def __init__(self, root: str | Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 

@@ -12,6 +12,6 @@ Example:
     >>> from experts.backends import ModelPool, make_backend
     >>> reg = ExpertRegistry("experts.sqlite")
     >>> reg.ensure_default_fleet()            # medicine, law, code, finance, general on Qwen-0.5B
-    >>> law = make_backend(reg.get("law"), pool=ModelPool())
+    >>> law = make_backend(reg.get("law"), pool=ModelPool(Settings()))
     >>> law.generate([{"role": "user", "content": "What is a tort?"}], max_tokens=64)
 """

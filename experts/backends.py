@@ -14,7 +14,7 @@ lock, so an abandoned generation ends within a step and releases the model for t
 then raises :class:`GenerationCancelledError`; its partial output is never returned.
 
 Example:
-    >>> pool = ModelPool(threads=1)
+    >>> pool = ModelPool(Settings())
     >>> backend = make_backend(spec, pool=pool)      # spec: an ExpertSpec from the registry
     >>> backend.generate([{"role": "user", "content": "What is a mutex?"}], max_tokens=64)
     >>> stop = threading.Event()                       # stop.set() from another thread cancels
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from core.settings import Settings
     from experts.registry import ExpertSpec
 
 log = logging.getLogger(__name__)
@@ -128,33 +129,44 @@ class ExpertBackend(ABC):
         """Release resources (default: nothing)."""
 
 
+def local_model_folder(path: str | Path) -> Path:
+    """A local Hugging Face model folder (one with a ``config.json``).
+
+    Raises:
+        BackendUnavailableError: naming the folder when it is not one.
+    """
+    p = Path(path).expanduser()
+    if not (p / "config.json").is_file():
+        raise BackendUnavailableError(f"{p} is not a Hugging Face model folder (no config.json)")
+    return p
+
+
 class ModelPool:
     """Loads each local causal LM once and hands the same instance to every expert that names it.
 
     Generation on one model is serialised by a per-model lock: the CPU is the bottleneck anyway,
     and HF models are not safe to call from several threads at once.
+
+    Args:
+        settings: where the model store is; ``settings.torch_threads`` sets torch's threads.
     """
 
-    def __init__(self, threads: int = 1):
-        self.threads = threads
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.threads = settings.torch_threads
         self._models: dict[str, tuple[Any, Any, threading.Lock]] = {}
         self._lock = threading.Lock()
 
-    @staticmethod
-    def resolve(model: str | None = None, path: str | None = None) -> Path:
+    def resolve(self, model: str | None = None, path: str | None = None) -> Path:
+        """The model folder: ``path`` (checked) or the store model ``model`` (pulled and verified once)."""
         if path:
-            p = Path(path).expanduser()
-            if not (p / "config.json").is_file():
-                raise BackendUnavailableError(f"{p} is not a Hugging Face model folder (no config.json)")
-            return p
+            return local_model_folder(path)
         if not model:
             raise BackendUnavailableError("hf backend needs backend_kwargs 'model' (store name) or 'path'")
+        from core.store import ModelStore
+
         try:
-            from core.store import ModelStore
-        except ImportError as exc:  # pragma: no cover - the store ships with the package
-            raise BackendUnavailableError(f"model store unavailable: {exc}") from exc
-        try:
-            return Path(ModelStore().ensure(model))
+            return Path(ModelStore(self.settings).ensure(model))
         except Exception as exc:
             raise BackendUnavailableError(f"cannot get model {model!r} from the model store: {exc}") from exc
 
@@ -208,14 +220,27 @@ class ModelPool:
         return tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-class HFBackend(ExpertBackend):
+class _LocalBackend(ExpertBackend):
+    """An in-process model: it runs on the :class:`ModelPool` it was built with (a backend built
+    without one — to validate a spec — can say whether it is configured, not run)."""
+
+    _pool: ModelPool | None
+
+    @property
+    def pool(self) -> ModelPool:
+        if self._pool is None:
+            raise BackendUnavailableError(f"{self.name} expert {self.spec.name!r} was built without a model pool")
+        return self._pool
+
+
+class HFBackend(_LocalBackend):
     """A local Hugging Face causal LM (``backend_kwargs``: ``model`` store name or ``path``)."""
 
     name = "hf"
 
     def __init__(self, spec: ExpertSpec, *, pool: ModelPool | None = None, **kwargs: Any):
         super().__init__(spec)
-        self.pool = pool or ModelPool()
+        self._pool = pool
         self.model = spec.backend_kwargs.get("model")
         self.path = spec.backend_kwargs.get("path")
         self._folder: Path | None = None
@@ -223,13 +248,14 @@ class HFBackend(ExpertBackend):
     @property
     def folder(self) -> Path:
         if self._folder is None:
-            self._folder = self.pool.resolve(self.model, self.path)
+            self._folder = local_model_folder(self.path) if self.path else self.pool.resolve(self.model)
         return self._folder
 
     def generate(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> str:
         try:
+            folder = self.folder  # a bad path is reported before the missing pool
             return self.pool.generate(
-                self.folder, self.messages_for(messages), max_tokens=max_tokens, temperature=temperature, cancel=cancel
+                folder, self.messages_for(messages), max_tokens=max_tokens, temperature=temperature, cancel=cancel
             ).strip()
         except BackendError:
             raise
@@ -244,7 +270,7 @@ class HFBackend(ExpertBackend):
             return check_model_folder(Path(self.path))
         if not self.model:
             return False, "hf backend needs backend_kwargs 'model' (store name) or 'path'"
-        return check_store_model(self.model)
+        return check_store_model(self.pool.settings, self.model)
 
 
 class OpenAIBackend(ExpertBackend):
@@ -293,7 +319,7 @@ class OpenAIBackend(ExpertBackend):
             return False, f"GET {url}: {type(exc).__name__}: {exc}"
 
 
-class QRHBackend(ExpertBackend):
+class QRHBackend(_LocalBackend):
     """A QRH student checkpoint (``backend_kwargs``: ``checkpoint``, the folder written by
     ``QRHModel.save_pretrained``; optional ``tokenizer``: a model-store
     name or folder whose tokenizer the student shares). Loaded on first use from ``experts.qrh``."""
@@ -306,7 +332,7 @@ class QRHBackend(ExpertBackend):
         if not ckpt:
             raise BackendUnavailableError("qrh backend needs backend_kwargs 'checkpoint'")
         self.checkpoint = Path(ckpt).expanduser()
-        self.pool = pool or ModelPool()
+        self._pool = pool
         self._model: Any = None
         self._tok: Any = None
         self._lock = threading.Lock()
@@ -326,9 +352,8 @@ class QRHBackend(ExpertBackend):
                 from transformers import AutoTokenizer
 
                 tok_src = self.spec.backend_kwargs.get("tokenizer")
-                folder = self.pool.resolve(None, tok_src) if tok_src and Path(tok_src).exists() else (
-                    self.pool.resolve(tok_src or "qwen-0.5b")
-                )
+                folder = (local_model_folder(tok_src) if tok_src and Path(tok_src).exists()
+                          else self.pool.resolve(tok_src or "qwen-0.5b"))
                 self._tok = AutoTokenizer.from_pretrained(str(folder))
             return self._model, self._tok
 

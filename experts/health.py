@@ -12,7 +12,7 @@ is left to ``qsef models verify``.
 experts marked ``down`` last, and ``GET /health`` lists them.
 
 Example:
-    >>> results = probe_registry(registry, timeout_s=2.0)
+    >>> results = probe_registry(registry, lambda spec: make_backend(spec, pool=pool), timeout_s=2.0)
     >>> results["law"]
     (True, 'GET http://127.0.0.1:8001/v1/models -> 200')
 """
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from core.settings import Settings
     from experts.registry import ExpertRegistry, ExpertSpec
 
 log = logging.getLogger(__name__)
@@ -80,14 +81,14 @@ def check_model_folder(folder: Path, *, config: str = "config.json") -> tuple[bo
     return True, f"{folder} ({len(weights)} weights file{'s' * (len(weights) > 1)})"
 
 
-def check_store_model(name: str) -> tuple[bool, str]:
+def check_store_model(settings: Settings, name: str) -> tuple[bool, str]:
     """A model-store model: pulled (never pulled here), every manifest file at its recorded size, and
     its folder readable by :func:`check_model_folder`."""
     from core.store import MANIFEST, ModelStore
     from core.store.errors import ModelStoreError
 
     try:
-        folder = ModelStore().path(name)
+        folder = ModelStore(settings).path(name)
         manifest = json.loads((folder / MANIFEST).read_text())
     except (ModelStoreError, OSError, ValueError) as exc:
         return False, str(exc)
@@ -98,23 +99,22 @@ def check_store_model(name: str) -> tuple[bool, str]:
     return check_model_folder(folder)
 
 
-def probe_registry(registry: ExpertRegistry, backend_of: Callable[[ExpertSpec], Any] | None = None, *,
+def probe_registry(registry: ExpertRegistry, backend_of: Callable[[ExpertSpec], Any], *,
                    timeout_s: float = 2.0, max_workers: int = 8) -> dict[str, tuple[bool, str]]:
     """Check every registered expert's backend at once and record the results in ``registry``.
 
     Args:
         registry: the expert registry (``health``, ``health_detail`` and ``health_at`` are written).
-        backend_of: ``spec -> ExpertBackend`` (default: :func:`experts.backends.make_backend`; the
-            server passes its dispatcher's cached backends).
+        backend_of: ``spec -> ExpertBackend`` (the server passes its dispatcher's cached backends; the
+            CLI ``lambda spec: make_backend(spec, pool=ModelPool(settings))``).
         timeout_s: budget of each remote check.
         max_workers: checks run in parallel, so one unreachable host does not delay the others.
 
     Returns:
         ``{name: (ok, detail)}`` for every expert checked.
     """
-    from experts.backends import BackendError, make_backend
+    from experts.backends import BackendError
 
-    backend_of = backend_of or make_backend
     specs = registry.list()
 
     def check(spec: ExpertSpec) -> tuple[bool, str]:

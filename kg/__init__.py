@@ -46,25 +46,23 @@ from kg.model import RELATIONS, Edge, KnowledgeGraph, Node, Relation
 from kg.storage import graph_path, load_all, load_graph, read_graph, save_graph, write_graph
 
 if TYPE_CHECKING:
+    from core.settings import Settings
     from kg.embeddings import KGEmbeddings
 
 
-def embedding_distance(sources: Any, targets: Any, embeddings: KGEmbeddings | str, **kwargs: Any) -> float:
-    """Cosine distance between the mean KG-embedding vectors of two concept sets, in [0, 1].
-
-    See :func:`kg.embeddings.embedding_distance` (``embeddings`` is a :class:`~kg.embeddings.KGEmbeddings`
-    or a domain name whose trained embeddings are loaded).
-    """
+def embedding_distance(sources: Any, targets: Any, embeddings: KGEmbeddings) -> float:
+    """Cosine distance between the mean KG-embedding vectors of two concept sets, in [0, 1]
+    (see :func:`kg.embeddings.embedding_distance`; ``embeddings`` from :func:`load_embeddings`)."""
     from kg.embeddings import embedding_distance as _impl
 
-    return _impl(sources, targets, embeddings, **kwargs)
+    return _impl(sources, targets, embeddings)
 
 
-def load_embeddings(domain: str, model: str | None = None) -> KGEmbeddings:
+def load_embeddings(settings: Settings, domain: str, model: str | None = None) -> KGEmbeddings:
     """Trained embeddings of a domain graph (user-trained first, then shipped); see :mod:`kg.embeddings`."""
     from kg.embeddings import load_embeddings as _impl
 
-    return _impl(domain, model)
+    return _impl(settings, domain, model)
 
 
 __all__ = [

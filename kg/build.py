@@ -35,6 +35,7 @@ def graph_counts(graph: KnowledgeGraph) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.settings import Settings
     from kg.importers import build_domain
 
     parser = argparse.ArgumentParser(prog="python -m kg.build", description=__doc__.split("\n")[1])
@@ -46,9 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     counts_path = args.out / "counts.json"
     counts = json.loads(counts_path.read_text()) if counts_path.is_file() else {}
+    settings = Settings()  # an entry point: the one place this script reads the environment
     for domain in args.domains:
         t0 = time.perf_counter()
-        graph = build_domain(domain)
+        graph = build_domain(settings, domain)
         path = write_graph(graph, args.out / f"{domain}{SUFFIX}", backup=False)
         counts[domain] = {
             **graph_counts(graph),

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
+    from core.settings import Settings
+
 from kg.errors import GraphError
 
 log = logging.getLogger(__name__)
@@ -81,11 +83,11 @@ def get_model(name: str) -> ModelSpec:
     raise GraphError(f"unknown embedding model {name!r}; registered: {', '.join(MODELS)}")
 
 
-def embeddings_dir() -> Path:
+def embeddings_dir(settings: Settings) -> Path:
     """``$QSEF_HOME/kg/embeddings`` (created on demand)."""
     from kg.storage import user_dir
 
-    path = user_dir() / "embeddings"
+    path = user_dir(settings) / "embeddings"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -168,7 +170,7 @@ def split_triples(
     return train, valid, test
 
 
-def train_embeddings(
+def train_embeddings(settings: Settings,
     domain: str,
     *,
     model: str = "TransE",
@@ -208,8 +210,8 @@ def train_embeddings(
     from core.settings import configure_torch_threads
     from kg.storage import user_dir
 
-    os.environ.setdefault("PYSTOW_HOME", str(user_dir() / "pystow"))
-    configure_torch_threads()
+    os.environ.setdefault("PYSTOW_HOME", str(user_dir(settings) / "pystow"))
+    configure_torch_threads(settings)
     import torch
     from pykeen.pipeline import pipeline
     from pykeen.triples import TriplesFactory
@@ -224,7 +226,7 @@ def train_embeddings(
     else:
         from kg.storage import load_graph
 
-        graph = load_graph(domain)
+        graph = load_graph(settings, domain)
         rows, _ = sample_triples(graph, max_triples)
         total, used = graph.number_of_edges(), len(rows)
         train_rows, valid_rows, test_rows = split_triples(rows, seed)
@@ -301,20 +303,18 @@ def train_embeddings(
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, torch threads {torch.get_num_threads()}",
     }
     if save:
-        path = out or embeddings_dir() / f"{domain}-{spec.name}.safetensors"
-        path = _checked_output(path)
+        path = out or embeddings_dir(settings) / f"{domain}-{spec.name}.safetensors"
+        path = _checked_output(settings, path)
         _save(result.model, training, path, out_info, half=half)
         out_info["path"] = str(path)
     return out_info
 
 
-def _checked_output(path: Path) -> Path:
-    from core.settings import get_settings
-
+def _checked_output(settings: Settings, path: Path) -> Path:
     path = Path(path).resolve()
     if SHIPPED_DIR in path.parents:
         return path
-    return get_settings().confine(path)
+    return settings.confine(path)
 
 
 def _vectors(representation) -> np.ndarray:
@@ -405,14 +405,14 @@ _LOADED: dict[tuple[str, str | None], KGEmbeddings] = {}
 _LOCK = threading.Lock()
 
 
-def embeddings_path(domain: str, model: str | None = None) -> Path:
+def embeddings_path(settings: Settings, domain: str, model: str | None = None) -> Path:
     """The embeddings file :func:`load_embeddings` reads (user-trained first, then shipped).
 
     Raises:
         FileNotFoundError: none trained or shipped; the message names the command that trains them.
     """
     names = [get_model(model).name] if model else list(MODELS)
-    for folder in (embeddings_dir(), SHIPPED_DIR):
+    for folder in (embeddings_dir(settings), SHIPPED_DIR):
         for name in names:
             p = folder / f"{domain}-{name}.safetensors"
             if p.is_file():
@@ -422,9 +422,9 @@ def embeddings_path(domain: str, model: str | None = None) -> Path:
     )
 
 
-def load_embeddings(domain: str, model: str | None = None) -> KGEmbeddings:
+def load_embeddings(settings: Settings, domain: str, model: str | None = None) -> KGEmbeddings:
     """Embeddings of a domain graph (cached); ``model=None`` takes the first registered model found."""
-    path = embeddings_path(domain, model)
+    path = embeddings_path(settings, domain, model)
     key = (str(path), str(path.stat().st_mtime_ns))
     with _LOCK:
         hit = _LOADED.get(key)
@@ -438,23 +438,19 @@ def load_embeddings(domain: str, model: str | None = None) -> KGEmbeddings:
 def embedding_distance(
     sources: Iterable[str],
     targets: Iterable[str],
-    embeddings: KGEmbeddings | str,
-    *,
-    model: str | None = None,
+    embeddings: KGEmbeddings,
 ) -> float:
     """Cosine distance between the mean embedding of two concept sets, ``(1 - cos) / 2`` in [0, 1].
 
     Args:
         sources: node ids (e.g. linked concepts of a text).
         targets: node ids (e.g. an expert's anchors).
-        embeddings: trained embeddings, or a domain name to load them for.
-        model: with a domain name, which model's embeddings.
+        embeddings: trained embeddings (:func:`load_embeddings`).
 
     Returns:
         1.0 when either set has no embedded concept (unknown ids are skipped).
     """
-    emb = load_embeddings(embeddings, model) if isinstance(embeddings, str) else embeddings
-    a, b = emb.mean_vector(sources), emb.mean_vector(targets)
+    a, b = embeddings.mean_vector(sources), embeddings.mean_vector(targets)
     if a is None or b is None:
         return 1.0
     return float(min(1.0, max(0.0, (1.0 - float(a @ b)) / 2.0)))

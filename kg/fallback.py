@@ -39,6 +39,7 @@ from kg.linking import Mention
 from kg.text import STOPWORDS, tokenize
 
 if TYPE_CHECKING:
+    from core.settings import Settings
     from kg.model import KnowledgeGraph
 
 log = logging.getLogger(__name__)
@@ -49,29 +50,29 @@ MAX_PHRASE_TOKENS = 4
 MIN_PHRASE_TOKENS = 2  # single words are the exact matcher's job (and its ambiguity filters')
 
 
-def encoder_path() -> Path:
+def encoder_path(settings: Settings) -> Path:
     """The MiniLM folder from the model store (pulled and verified once)."""
     from core.store import ModelStore
 
-    return Path(ModelStore().ensure("minilm"))
+    return Path(ModelStore(settings).ensure("minilm"))
 
 
-@lru_cache(maxsize=1)
-def get_encoder() -> Any:
+@lru_cache(maxsize=2)
+def get_encoder(settings: Settings) -> Any:
     """The MiniLM sentence encoder on CPU (loaded once; imports sentence-transformers)."""
     from sentence_transformers import SentenceTransformer
 
     from core.settings import configure_torch_threads
 
-    configure_torch_threads()
-    return SentenceTransformer(str(encoder_path()), device="cpu")
+    configure_torch_threads(settings)
+    return SentenceTransformer(str(encoder_path(settings)), device="cpu")
 
 
-def encode(texts: list[str]) -> np.ndarray:
+def encode(settings: Settings, texts: list[str]) -> np.ndarray:
     """L2-normalised float32 embeddings, shape ``(len(texts), 384)``."""
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
-    vecs = get_encoder().encode(
+    vecs = get_encoder(settings).encode(
         texts, batch_size=128, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
     )
     return np.asarray(vecs, dtype=np.float32)
@@ -85,7 +86,8 @@ class LabelIndex:
         matrix: ``(len(ids), 384)`` float32, rows L2-normalised.
     """
 
-    def __init__(self, graph: KnowledgeGraph, *, max_nodes: int = DEFAULT_MAX_NODES) -> None:
+    def __init__(self, graph: KnowledgeGraph, *, settings: Settings, max_nodes: int = DEFAULT_MAX_NODES) -> None:
+        self.settings = settings
         nodes = [
             n
             for n in graph.nodes()
@@ -110,7 +112,7 @@ class LabelIndex:
 
         from kg.storage import user_dir
 
-        path = user_dir() / "cache" / f"labels-{domain}-minilm-{digest}.safetensors"
+        path = user_dir(self.settings) / "cache" / f"labels-{domain}-minilm-{digest}.safetensors"
         if path.is_file():
             data = load_file(str(path))
             if data["matrix"].shape[0] == len(labels):
@@ -118,7 +120,7 @@ class LabelIndex:
         log.info(
             "embedding %d concept labels of the %s graph (once; cached in %s)", len(labels), domain, path
         )
-        matrix = encode(labels)
+        matrix = encode(self.settings, labels)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         save_file(
@@ -138,18 +140,19 @@ class LabelIndex:
         return best, sims[np.arange(len(vectors)), best]
 
 
-_INDEXES: dict[int, LabelIndex] = {}
+_INDEXES: dict[tuple[int, Path], LabelIndex] = {}
 _LOCK = threading.Lock()
 
 
-def label_index(graph: KnowledgeGraph, *, max_nodes: int = DEFAULT_MAX_NODES) -> LabelIndex:
+def label_index(graph: KnowledgeGraph, *, settings: Settings, max_nodes: int = DEFAULT_MAX_NODES) -> LabelIndex:
     """The cached :class:`LabelIndex` of a graph (rebuilt when the graph changed)."""
+    key = (id(graph), settings.home)
     with _LOCK:
-        idx = _INDEXES.get(id(graph))
+        idx = _INDEXES.get(key)
     if idx is None or idx.version != graph.version:
-        idx = LabelIndex(graph, max_nodes=max_nodes)
+        idx = LabelIndex(graph, settings=settings, max_nodes=max_nodes)
         with _LOCK:
-            _INDEXES[id(graph)] = idx
+            _INDEXES[key] = idx
     return idx
 
 
@@ -185,6 +188,7 @@ def embedding_mentions(
     graph: KnowledgeGraph,
     mentions: list[Mention],
     *,
+    settings: Settings,
     threshold: float = DEFAULT_THRESHOLD,
     max_nodes: int = DEFAULT_MAX_NODES,
 ) -> list[Mention]:
@@ -196,12 +200,13 @@ def embedding_mentions(
         mentions: exact matches already found (their spans are skipped).
         threshold: minimum cosine similarity between phrase and label.
         max_nodes: size cap of the label index (most central concepts first).
+        settings: where the encoder and the label cache live.
     """
     phrases = candidate_phrases(text, mentions)
     if not phrases:
         return []
-    index = label_index(graph, max_nodes=max_nodes)
-    best, sims = index.nearest(encode([p for _, _, p in phrases]))
+    index = label_index(graph, settings=settings, max_nodes=max_nodes)
+    best, sims = index.nearest(encode(settings, [p for _, _, p in phrases]))
     out = []
     for (start, end, phrase), row, sim in zip(phrases, best, sims, strict=True):
         if float(sim) < threshold:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from kg.text import STOPWORDS, is_acronym, label_key, norm_token, tokenize
 
 if TYPE_CHECKING:
+    from core.settings import Settings
     from kg.model import KnowledgeGraph
 
 # Generic words that exist as concepts in some domain graphs but are almost never meant as those
@@ -229,7 +230,8 @@ def get_linker(graph: KnowledgeGraph) -> Linker:
 
 
 def link(
-    text: str, graph: KnowledgeGraph, *, fallback: bool = False, min_score: float = 0.0
+    text: str, graph: KnowledgeGraph, *, fallback: bool = False, min_score: float = 0.0,
+    settings: Settings | None = None,
 ) -> list[Mention]:
     """Link a text to concepts of ``graph``.
 
@@ -238,6 +240,7 @@ def link(
         graph: the domain graph.
         fallback: also try the embedding fallback on unmatched noun-phrase-like spans (loads the
             MiniLM encoder on first use; see :mod:`kg.fallback`).
+        settings: where the fallback's encoder and label cache live (required with ``fallback``).
         min_score: drop mentions scoring below this.
 
     Returns:
@@ -247,7 +250,10 @@ def link(
     if fallback:
         from kg.fallback import embedding_mentions
 
-        mentions = sorted(mentions + embedding_mentions(text, graph, mentions), key=lambda m: m.start)
+        if settings is None:
+            raise ValueError("link(..., fallback=True) needs settings (the encoder and label cache live there)")
+        mentions = sorted(mentions + embedding_mentions(text, graph, mentions, settings=settings),
+                          key=lambda m: m.start)
     return [m for m in mentions if m.score >= min_score]
 
 
@@ -289,23 +295,17 @@ class _UnionLinker:
 _UNION: _UnionLinker | None = None
 
 
-def coverage(text: str, graph: KnowledgeGraph, graphs: Mapping[str, KnowledgeGraph] | None = None) -> float:
+def coverage(text: str, graph: KnowledgeGraph, graphs: Mapping[str, KnowledgeGraph]) -> float:
     """Share of the text's concept mentions, linked against the union of all graphs, found in ``graph``.
 
-    The text is linked against every graph in ``graphs`` (default: all domain graphs from
-    :func:`kg.load_all` plus ``graph``); overlapping mentions are resolved longest-first across
+    The text is linked against every graph in ``graphs`` (e.g. :func:`kg.load_all`) plus ``graph``; overlapping mentions are resolved longest-first across
     graphs. A mention counts as covered when any concept id that name denotes is a node of ``graph``.
 
     Returns:
         A value in [0, 1]; 0.0 when nothing in the text links to any graph.
     """
     global _UNION
-    if graphs is None:
-        from kg.storage import load_all
-
-        graphs = dict(load_all())
-    else:
-        graphs = dict(graphs)
+    graphs = dict(graphs)
     if not any(g is graph for g in graphs.values()):
         graphs[f"_{graph.domain}"] = graph
     key = tuple((name, id(g), g.version) for name, g in sorted(graphs.items()))

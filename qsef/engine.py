@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from core.settings import Settings
 from qsef.components import (
     COMPONENT_FIELDS,
     Component,
@@ -39,12 +40,10 @@ log = logging.getLogger(__name__)
 DEFAULT_CALIBRATION = Path(__file__).parent / "data" / "calibration.json"
 
 
-def active_calibration_path() -> Path:
+def active_calibration_path(settings: Settings) -> Path:
     """The calibration the engine loads by default: ``$QSEF_HOME/calibration.json`` if ``qsef calibrate``
     (or feedback refitting) wrote one, else the shipped ``qsef/data/calibration.json``."""
-    from core.settings import get_settings
-
-    user = get_settings().home / "calibration.json"
+    user = settings.home / "calibration.json"
     return user if user.is_file() else DEFAULT_CALIBRATION
 
 
@@ -174,11 +173,9 @@ class ScoreResult:
                 "flags": self.flags[i], "ablated": self.ablated, "weights": asdict(self.weights)}
 
 
-def default_components() -> list[Component]:
-    """One instance of every registered component, ``D_kg`` in the variant ``QSEF_KG_DISTANCE`` names."""
-    from core.settings import get_settings
-
-    variant = get_settings().kg_distance
+def default_components(settings: Settings) -> list[Component]:
+    """One instance of every registered component, ``D_kg`` in the variant ``settings.kg_distance`` names."""
+    variant = settings.kg_distance
     return [component_resolver.make(n, variant=variant) if n == "d_kg" else component_resolver.make(n)
             for n in component_resolver.names]
 
@@ -208,13 +205,17 @@ class QSEFEngine:
         prefilter_k: with more than ``prefilter_min`` experts, only the union of each text's
             ``prefilter_k`` nearest centroids (exact faiss inner-product search) is scored; the result
             then lists those candidates only and every text carries the flag ``prefiltered:<n>/<N>``.
+        settings: where profiles, calibration, graphs and the encoder come from (default: ``Settings()``,
+            read from the environment — the faces pass theirs).
     """
 
     def __init__(self, experts: Sequence[ExpertProfile] | None = None, *, encoder: Any = None,
                  weights: QSEFWeights | str | Path | None = None,
                  components: Iterable[str | type[Component] | Component] | None = None,
                  ablate: Iterable[str] = (), history: HistoryProvider | None = None,
-                 kg: KGAccess | None = None, prefilter_k: int = 32, prefilter_min: int = 64) -> None:
+                 kg: KGAccess | None = None, prefilter_k: int = 32, prefilter_min: int = 64,
+                 settings: Settings | None = None) -> None:
+        self.settings = settings if settings is not None else Settings()
         self.prefilter_k = prefilter_k
         self.prefilter_min = prefilter_min
         self._filter: tuple[tuple[int, ...], Any, list[ExpertProfile]] | None = None
@@ -223,18 +224,18 @@ class QSEFEngine:
         self._calibration: Path | None = None
         self._loaded: dict[bool, QSEFWeights] = {}
         if weights is None:
-            path = active_calibration_path()
+            path = active_calibration_path(self.settings)
             self._calibration = path if path.is_file() else None
             weights = QSEFWeights.load(path) if path.is_file() else QSEFWeights()
         elif not isinstance(weights, QSEFWeights):
             self._calibration = Path(weights)
             weights = QSEFWeights.load(weights)
         self._weights = weights
-        comps = components if components is not None else default_components()
+        comps = components if components is not None else default_components(self.settings)
         self.components = [component_resolver.make(c) for c in comps]
         self.ablate = {component_resolver.lookup(a).name for a in ablate}
         self.history = history
-        self.kg = kg or KGAccess()
+        self.kg = kg or KGAccess(self.settings)
 
     @property
     def weights(self) -> QSEFWeights:
@@ -257,7 +258,7 @@ class QSEFEngine:
         if self._experts is None:
             from qsef.profiles import default_profiles
 
-            self._experts = default_profiles()
+            self._experts = default_profiles(self.settings)
         return self._experts
 
     @experts.setter
@@ -269,7 +270,7 @@ class QSEFEngine:
         if self._encoder is None:
             from qsef.encoder import get_encoder
 
-            self._encoder = get_encoder()
+            self._encoder = get_encoder(self.settings)
         return self._encoder
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -298,7 +299,8 @@ class QSEFEngine:
         n_all = len(experts)
         if n_all > self.prefilter_min:
             experts = [experts[j] for j in self.candidates(emb, experts)]
-        ctx = ScoringContext(texts=texts, embeddings=emb, experts=experts, kg=self.kg, history=self.history)
+        ctx = ScoringContext(texts=texts, embeddings=emb, experts=experts, kg=self.kg, history=self.history,
+                             settings=self.settings)
         if len(experts) < n_all:
             ctx.flag_all(f"prefiltered:{len(experts)}/{n_all}")
         values = self.component_values(ctx, ablate=ablate)

@@ -16,9 +16,12 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import defaultdict
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 
 def _kernel(sims: np.ndarray, temperature: float | None, min_similarity: float) -> np.ndarray:
@@ -294,7 +297,7 @@ class ChainedHistory:
         return None if np.isnan(out[0]) else float(out[0])
 
 
-def seed_history(experts: list, *, encoder: object | None = None) -> LabelledHistory:
+def seed_history(experts: list, *, settings: Settings, encoder: object | None = None) -> LabelledHistory:
     """A starting history before any feedback exists: the MMLU questions mapped to our domains
     (SPEC §8) as labelled past tasks, hybrid dense + BM25 neighbours — the configuration the shipped
     calibration was fitted with (``benchmarks/routing_mmlu.py``), rates shrunk by neighbour similarity so
@@ -302,13 +305,15 @@ def seed_history(experts: list, *, encoder: object | None = None) -> LabelledHis
 
     Args:
         experts: the expert profiles (their ``name -> domain`` map says which expert a label favours).
-        encoder: the engine's encoder (default: the process encoder).
+        settings: where the MMLU wheel and the embedding cache live.
+        encoder: the engine's encoder (default: the settings' encoder).
     """
     from corpora import load_mmlu
     from qsef.encoder import encode_cached, get_encoder
 
-    rows = load_mmlu()
+    rows = load_mmlu(settings)
     texts = [r["text"] for r in rows]
-    emb = encode_cached(texts, encoder=encoder or get_encoder(), name="mmlu")
+    emb = encode_cached(texts, encoder=encoder or get_encoder(settings), name="mmlu",
+                        cache_dir=settings.path("cache", "embeddings"))
     return LabelledHistory(emb, np.array([r["domain"] for r in rows]), {e.name: e.domain for e in experts},
                            k=10, temperature=0.05, prior=0.1, texts=texts, lexical_weight=0.25, shrink=True)

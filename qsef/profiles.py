@@ -7,7 +7,7 @@ its size (for ``C_model``) and its cost (for cost-aware selection). The five def
 :func:`profiles_dir` (one folder per encoder) as JSON + safetensors + bm25s arrays — never pickle.
 
 Example:
-    >>> profiles = default_profiles()                  # built once, then loaded from disk
+    >>> profiles = default_profiles(Settings())                  # built once, then loaded from disk
     >>> [p.name for p in profiles]
     ['medicine', 'law', 'code', 'finance', 'general']
 """
@@ -21,11 +21,14 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from core.domains import DOMAINS
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -239,12 +242,12 @@ class ExpertProfile:
         return cls(centroid=tensors["centroid"], prototypes=tensors.get("prototypes"), lexical=lexical, **d)
 
 
-def corpus_passages(domain: str, *, split: str = "train") -> list[str]:
+def corpus_passages(settings: Settings, domain: str, *, split: str = "train") -> list[str]:
     """Passages of a domain corpus (``corpora``; already passage-sized), title first."""
     from corpora import load_corpus
 
     out = []
-    for doc in load_corpus(domain, split=split):
+    for doc in load_corpus(settings, domain, split=split):
         body = f"{doc.title}. {doc.text}" if getattr(doc, "title", None) else doc.text
         if len(body.split()) >= 5:
             out.append(body)
@@ -260,19 +263,20 @@ def corpus_fingerprint(domain: str) -> str:
     return f"format={CACHE_FORMAT};sources=" + ",".join(s.name for s in sources_for(domain))
 
 
-def kg_anchors(domain: str, k: int = 50) -> tuple[str | None, list[str]]:
+def kg_anchors(settings: Settings, domain: str, k: int = 50) -> tuple[str | None, list[str]]:
     """Anchor concepts of a domain graph, or ``(None, [])`` when the graph is not available (logged)."""
     try:
         import kg
 
-        g = kg.load_graph(domain)
+        g = kg.load_graph(settings, domain)
         return domain, list(g.anchors(k))
     except Exception as exc:  # a missing graph degrades D_kg, explicitly flagged at scoring time
         log.warning("no knowledge graph for profile", extra={"domain": domain, "error": str(exc)[:200]})
         return None, []
 
 
-def build_domain_profile(domain: str, *, encoder: Any = None, passages: Sequence[str] | None = None,
+def build_domain_profile(domain: str, *, settings: Settings, encoder: Any = None,
+                         passages: Sequence[str] | None = None,
                          name: str | None = None, params: float = DEFAULT_EXPERT_PARAMS, cost: float = 1.0,
                          n_anchors: int = 50, centroid_sample: int = 1000, seed: int = 0) -> ExpertProfile:
     """Build one expert profile from a domain corpus.
@@ -284,22 +288,24 @@ def build_domain_profile(domain: str, *, encoder: Any = None, passages: Sequence
 
     Args:
         domain: domain label; its corpus comes from ``corpora`` unless ``passages`` is given.
-        encoder: a :class:`qsef.encoder.Encoder` (default: the process encoder).
+        settings: where the corpora, graphs and embedding cache live.
+        encoder: a :class:`qsef.encoder.Encoder` (default: the settings' encoder).
         passages: texts to use instead of the corpus (tests, custom experts).
         name: expert name (default: the domain).
     """
     from qsef.encoder import get_encoder
 
-    encoder = encoder or get_encoder()
+    encoder = encoder or get_encoder(settings)
     from_corpus = passages is None
-    passages = corpus_passages(domain) if from_corpus else list(passages)
+    passages = corpus_passages(settings, domain) if from_corpus else list(passages)
     if not passages:
         raise ValueError(f"no texts to build a profile for domain {domain!r}")
     sample = passages if len(passages) <= centroid_sample else random.Random(seed).sample(passages, centroid_sample)
     from qsef.encoder import encode_cached
 
-    emb = encode_cached(sample, encoder=encoder, name=f"profile-{domain}")  # on disk: rebuilds skip the encoder
-    kg_domain, anchors = kg_anchors(domain, n_anchors)
+    emb = encode_cached(sample, encoder=encoder, name=f"profile-{domain}",
+                        cache_dir=settings.path("cache", "embeddings"))  # on disk: rebuilds skip the encoder
+    kg_domain, anchors = kg_anchors(settings, domain, n_anchors)
     from qsef.encoder import texts_digest
 
     return ExpertProfile(
@@ -326,23 +332,21 @@ def prototypes(embeddings: np.ndarray, k: int = N_PROTOTYPES, *, seed: int = 0) 
     return c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
 
 
-def profiles_dir(encoder_name: str | None = None) -> Path:
+def profiles_dir(settings: Settings, encoder_name: str | None = None) -> Path:
     """Where the default profiles built with an encoder live: ``$QSEF_HOME/profiles/<encoder>/``.
 
     Centroids and prototypes only make sense in their encoder's space (MiniLM has 384 dimensions, mpnet
     768), so each encoder gets its own folder.
     """
-    from core.settings import get_settings
-
-    name = Path(encoder_name or get_settings().encoder_model).name
-    return get_settings().path("profiles", name)
+    name = Path(encoder_name or settings.encoder_model).name
+    return settings.path("profiles", name)
 
 
-def default_profiles(*, rebuild: bool = False, encoder: Any = None,
+def default_profiles(settings: Settings, *, rebuild: bool = False, encoder: Any = None,
                      domains: Sequence[str] = DOMAINS) -> list[ExpertProfile]:
     """The five default domain profiles, built from the corpora on first use and cached on disk."""
     out = []
-    root = profiles_dir(getattr(encoder, "name", None))
+    root = profiles_dir(settings, getattr(encoder, "name", None))
     for d in domains:
         folder = root / d
         prof = None
@@ -359,13 +363,13 @@ def default_profiles(*, rebuild: bool = False, encoder: Any = None,
             prof = None
         if prof is not None:
             if prof.kg_domain is None:  # graphs may have appeared since the profile was built
-                prof.kg_domain, prof.kg_anchors = kg_anchors(d)
+                prof.kg_domain, prof.kg_anchors = kg_anchors(settings, d)
                 if prof.kg_domain is not None:
                     prof.save(folder)
             out.append(prof)
             continue
         log.info("building default expert profile", extra={"domain": d})
-        prof = build_domain_profile(d, encoder=encoder)
+        prof = build_domain_profile(d, settings=settings, encoder=encoder)
         prof.save(folder)
         out.append(prof)
     return out
@@ -374,12 +378,12 @@ def default_profiles(*, rebuild: bool = False, encoder: Any = None,
 _REFERENCE: dict[str, ReferenceTerms] = {}
 
 
-def reference_terms(encoder: Any = None) -> ReferenceTerms:
+def reference_terms(settings: Settings, encoder: Any = None) -> ReferenceTerms:
     """The pooled word counts of the five default domain corpora: the fixed background against which
     ``C_sparsity`` measures how characteristic a text's words are of any expert's corpus (so an
     expert's score does not depend on which other experts are being scored). Loaded once."""
-    key = str(profiles_dir(getattr(encoder, "name", None)))
+    key = str(profiles_dir(settings, getattr(encoder, "name", None)))
     if key not in _REFERENCE:
-        indexes = [p.lexical for p in default_profiles(encoder=encoder) if p.lexical is not None]
+        indexes = [p.lexical for p in default_profiles(settings, encoder=encoder) if p.lexical is not None]
         _REFERENCE[key] = ReferenceTerms.pooled(indexes)
     return _REFERENCE[key]

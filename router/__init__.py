@@ -9,9 +9,9 @@ outcome durably (it is also QSEF's history for ``C_model``). :class:`router.pipe
 them together.
 
 Example:
-    >>> from core.settings import get_settings
+    >>> from core.settings import Settings
     >>> from router.pipeline import Router
-    >>> router = Router.from_settings(get_settings())
+    >>> router = Router.from_settings(Settings())
     >>> result = router.route("What is a tort, and how do I reverse a list in Python?")
     >>> for s in result.subtasks:
     ...     print(s.text, "->", s.expert, round(s.scores[0]["TE"], 3))

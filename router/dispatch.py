@@ -61,8 +61,9 @@ class Dispatcher:
     """Calls expert backends with a timeout and next-best fallback.
 
     Args:
-        backend_factory: ``spec -> ExpertBackend`` (default: :func:`experts.backends.make_backend` with a
-            shared :class:`ModelPool`).
+        backend_factory: ``spec -> ExpertBackend`` (default: :func:`experts.backends.make_backend` with
+            ``pool``).
+        pool: the shared :class:`ModelPool` in-process experts run on (required without ``backend_factory``).
         timeout_s: per-expert answer budget.
         max_fallbacks: how many replacement experts to try per selected expert.
         max_workers: threads for expert calls (a timed-out in-process call ends within a decoding step; a
@@ -72,8 +73,10 @@ class Dispatcher:
     def __init__(self, backend_factory: Callable[[ExpertSpec], ExpertBackend] | None = None, *,
                  pool: ModelPool | None = None, timeout_s: float = 60.0, max_fallbacks: int = 2,
                  max_workers: int = 8):
-        self.pool = pool or ModelPool()
-        self.backend_factory = backend_factory or (lambda spec: make_backend(spec, pool=self.pool))
+        if backend_factory is None and pool is None:
+            raise ValueError("Dispatcher needs a backend_factory or a model pool")
+        self.pool = pool
+        self.backend_factory = backend_factory or (lambda spec: make_backend(spec, pool=pool))
         self.timeout_s = timeout_s
         self.max_fallbacks = max_fallbacks
         self._executor = cf.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="expert")

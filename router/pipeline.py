@@ -5,7 +5,7 @@ reason: the decomposition path (and whether it was a flagged fallback), per sub-
 breakdown of every candidate, the selection, the expert attempts, and timings.
 
 Example:
-    >>> router = Router.from_settings(get_settings())
+    >>> router = Router.from_settings(Settings())
     >>> result = router.route("What is a tort, and how do I reverse a list in Python?")
     >>> [(s.text, s.expert) for s in result.subtasks]
 """
@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from experts.registry import ExpertRegistry
-from router.config import RouterConfig
 from router.decompose import Decomposer
 from router.dispatch import Aggregation, Attempt, Dispatcher, aggregator_resolver
 from router.feedback import FeedbackStore
@@ -98,20 +97,21 @@ class Router:
     @classmethod
     def from_settings(cls, settings: Settings, *, llm: RouterLLM | None = None, timeout_s: float | None = None,
                       seed_defaults: bool = True, registry_path: str | Path | None = None,
-                      feedback_path: str | Path | None = None, config: RouterConfig | None = None) -> Router:
+                      feedback_path: str | Path | None = None) -> Router:
         """Build the embedded stack: registry + feedback under ``$QSEF_HOME/router`` (or the given paths), the
         configured router LLM, and one shared model pool for the router LLM and the default experts.
 
         Args:
-            timeout_s: per-expert timeout (default ``config.expert_timeout_s``).
-            config: router tuning (default: :class:`router.config.RouterConfig` from ``QSEF_ROUTER_*``).
+            settings: everything: data directory, router LLM, and ``settings.router`` (timeouts, retries,
+                decomposition limits, seed history).
+            timeout_s: per-expert timeout (default ``settings.router.expert_timeout_s``).
         """
         from core.domains import DOMAIN_DESCRIPTIONS
         from experts.backends import ModelPool
         from router.llm import router_llm_from_settings
 
-        cfg = config or RouterConfig()
-        pool = ModelPool(threads=settings.torch_threads)
+        cfg = settings.router
+        pool = ModelPool(settings)
         registry = ExpertRegistry(registry_path or settings.path("router") / "experts.sqlite")
         if seed_defaults:
             registry.ensure_default_fleet(settings.expert_model)
@@ -123,7 +123,7 @@ class Router:
             registry=registry,
             decomposer=Decomposer(llm, domains, descriptions=descriptions, max_subtasks=cfg.max_subtasks,
                                   max_tokens=cfg.decompose_max_tokens, fast_path=cfg.fast_path),
-            scorer=RegistryScorer(registry, history=feedback, seed_history=cfg.seed_history),
+            scorer=RegistryScorer(registry, settings=settings, history=feedback, seed_history=cfg.seed_history),
             dispatcher=Dispatcher(pool=pool, timeout_s=timeout_s or cfg.expert_timeout_s,
                                   max_fallbacks=cfg.max_fallbacks),
             feedback=feedback,

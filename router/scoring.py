@@ -24,11 +24,14 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from experts.registry import ExpertRegistry, ExpertSpec
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +64,10 @@ class RegistryScorer:
             without it, out-of-the-box routing leans on corpus centroids alone and favours "general".
     """
 
-    def __init__(self, registry: ExpertRegistry, *, engine: Any = None, history: Any = None, encoder: Any = None,
-                 seed_history: bool = False):
+    def __init__(self, registry: ExpertRegistry, *, settings: Settings, engine: Any = None, history: Any = None,
+                 encoder: Any = None, seed_history: bool = False):
         self.registry = registry
+        self.settings = settings
         self._engine = engine
         self.history = history
         self.seed_history = seed_history
@@ -79,7 +83,8 @@ class RegistryScorer:
         if self._engine is None:
             from qsef.engine import QSEFEngine
 
-            self._engine = QSEFEngine(experts=[], encoder=self._encoder, history=self.history)
+            self._engine = QSEFEngine(experts=[], encoder=self._encoder, history=self.history,
+                                      settings=self.settings)
         return self._engine
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -117,7 +122,7 @@ class RegistryScorer:
         from qsef.history import ChainedHistory, seed_history
 
         if self._seed is None:
-            self._seed = seed_history(profiles, encoder=self.engine.encoder)
+            self._seed = seed_history(profiles, settings=self.settings, encoder=self.engine.encoder)
             self.engine.history = ChainedHistory(self.history, self._seed)
         self._seed.expert_domains = {p.name: p.domain for p in profiles}
 
@@ -142,13 +147,13 @@ class RegistryScorer:
                 log.warning("cannot load expert profile; rebuilding it", extra={"expert": spec.name,
                                                                                   "error": str(exc)[:200]})
         if texts:
-            return build_domain_profile(spec.domain, encoder=self.engine.encoder, passages=list(texts),
-                                        name=spec.name, **extra)
+            return build_domain_profile(spec.domain, settings=self.settings, encoder=self.engine.encoder,
+                                        passages=list(texts), name=spec.name, **extra)
         if spec.domain in DOMAINS:
-            base = default_profiles(domains=[spec.domain], encoder=self.engine.encoder)[0]
+            base = default_profiles(self.settings, domains=[spec.domain], encoder=self.engine.encoder)[0]
             return base.with_centroid(base.centroid, name=spec.name, **extra)
         log.warning("expert has no profile texts; profiling it from its description", extra={"expert": spec.name})
-        return build_domain_profile(spec.domain, encoder=self.engine.encoder,
+        return build_domain_profile(spec.domain, settings=self.settings, encoder=self.engine.encoder,
                                     passages=[spec.description or spec.domain], name=spec.name, **extra)
 
     def score(self, texts: Sequence[str], *, embeddings: np.ndarray | None = None) -> Any:

@@ -100,6 +100,7 @@ def build_fake_router(folder, llm: RouterLLM | None = None, *, timeout_s: float 
     the hashing encoder, :class:`FakeBackend` experts, and ``llm`` (default: an unreachable router LLM)."""
     from pathlib import Path
 
+    from core.settings import Settings
     from experts.registry import ExpertRegistry, ExpertSpec
     from qsef.engine import QSEFEngine
     from router.decompose import Decomposer
@@ -115,11 +116,12 @@ def build_fake_router(folder, llm: RouterLLM | None = None, *, timeout_s: float 
             registry.add(ExpertSpec(name=d, domain=d, backend="hf", backend_kwargs={"model": "none"},
                                     profile={"texts": texts}, size_params=500_000_000))
     fb = FeedbackStore(folder / "feedback.sqlite")
-    engine = QSEFEngine(experts=[], encoder=encoder or HashEncoder(), history=fb)
+    settings = Settings(home=folder)
+    engine = QSEFEngine(experts=[], encoder=encoder or HashEncoder(), history=fb, settings=settings)
     return Router(
         registry=registry,
         decomposer=Decomposer(llm or ScriptedLLM(down=True), list(DOMAIN_TEXTS)),
-        scorer=RegistryScorer(registry, engine=engine, history=fb),
+        scorer=RegistryScorer(registry, settings=settings, engine=engine, history=fb),
         dispatcher=Dispatcher(lambda spec: FakeBackend(spec), timeout_s=timeout_s),
         feedback=fb,
     )

@@ -7,6 +7,8 @@ import random
 
 import pytest
 
+from core.settings import Settings
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -40,7 +42,7 @@ def vllm_server():
     """
     from router.llm.server import VLLMServer
 
-    server = VLLMServer(VLLM_TEST_MODEL, port=VLLM_TEST_PORT)
+    server = VLLMServer(VLLM_TEST_MODEL, settings=Settings(), port=VLLM_TEST_PORT)
     server.stop()  # a leftover from an interrupted run
     server.start(timeout=900)
     try:

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _ensure_assets(args: argparse.Namespace) -> int:
     from corpora.assets import ensure_assets
 
-    print(json.dumps(ensure_assets(), indent=2, default=str))
+    print(json.dumps(ensure_assets(args.settings), indent=2, default=str))
     return 0
 
 
@@ -33,7 +33,7 @@ def _build(args: argparse.Namespace) -> int:
     from corpora.build import build_corpus
 
     t0 = time.perf_counter()
-    out: dict[str, object] = {d: str(build_corpus(d, force=args.force)) for d in (args.domain or DOMAINS)}
+    out: dict[str, object] = {d: str(build_corpus(args.settings, d, force=args.force)) for d in (args.domain or DOMAINS)}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out, indent=2))
     return 0
@@ -42,5 +42,5 @@ def _build(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     from corpora.build import corpus_stats
 
-    print(json.dumps(corpus_stats(), indent=2))
+    print(json.dumps(corpus_stats(args.settings), indent=2))
     return 0

@@ -23,11 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from api.commands.route import run_demo
-    from core.settings import get_settings
     from router.llm.server import VLLMServer
     from router.pipeline import Router
 
-    settings = get_settings()
+    settings = args.settings
     server = None
     if not args.no_vllm:
         model = args.model or settings.router_model

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _handle(args: argparse.Namespace) -> int:
     from distill.recipe import load_config, run
 
-    info = run(load_config(args.config, args.overrides))  # ConfigError is a ValueError: the CLI reports it
+    info = run(load_config(args.config, args.overrides), settings=args.settings)  # ConfigError is a ValueError: the CLI reports it
     summary = {k: info[k] for k in ("name", "domain", "output_dir", "params", "steps", "training", "eval", "registered")
                if k in info}
     if args.json:

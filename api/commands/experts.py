@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,18 +45,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     health.set_defaults(handler=_health)
 
 
-def _registry():
-    from core.settings import get_settings
+def _registry(s: Any):
     from experts.registry import ExpertRegistry
 
-    s = get_settings()
     reg = ExpertRegistry(s.path("router") / "experts.sqlite")
     reg.ensure_default_fleet(s.expert_model)
     return reg
 
 
 def _list(args: argparse.Namespace) -> int:
-    experts = _registry().list()
+    experts = _registry(args.settings).list()
     if args.json:
         print(json.dumps([e.model_dump() for e in experts], indent=2))
         return 0
@@ -71,7 +70,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    print(json.dumps(_registry().get(args.name).model_dump(), indent=2))
+    print(json.dumps(_registry(args.settings).get(args.name).model_dump(), indent=2))
     return 0
 
 
@@ -89,21 +88,24 @@ def _add(args: argparse.Namespace) -> int:
                       system_prompt=args.system_prompt, description=args.description,
                       size_params=args.size_params, cost=args.cost, profile=profile)
     make_backend(spec)  # rejects incomplete backend settings before anything is stored
-    _registry().add(spec, replace=args.replace)
+    _registry(args.settings).add(spec, replace=args.replace)
     print(f"added expert {spec.name!r} ({spec.backend}, domain {spec.domain})", file=sys.stderr)
     return 0
 
 
 def _remove(args: argparse.Namespace) -> int:
-    _registry().remove(args.name)
+    _registry(args.settings).remove(args.name)
     print(f"removed expert {args.name!r}", file=sys.stderr)
     return 0
 
 
 def _health(args: argparse.Namespace) -> int:
+    from experts.backends import ModelPool, make_backend
     from experts.health import probe_registry
 
-    out = {name: {"ok": ok, "detail": detail} for name, (ok, detail) in probe_registry(_registry()).items()}
+    pool = ModelPool(args.settings)
+    results = probe_registry(_registry(args.settings), lambda spec: make_backend(spec, pool=pool))
+    out = {name: {"ok": ok, "detail": detail} for name, (ok, detail) in results.items()}
     if args.json:
         print(json.dumps(out, indent=2))
     else:

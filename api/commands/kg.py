@@ -151,17 +151,17 @@ def _load_target(args: argparse.Namespace):
 
     if getattr(args, "file", None):
         return read_graph(args.file)
-    return load_graph(args.domain, cache=False)
+    return load_graph(args.settings, args.domain, cache=False)
 
 
-def _working_copy(domain: str):
+def _working_copy(settings: Any, domain: str):
     """The domain graph as stored now (fresh read: the object is ours to change)."""
     from kg.storage import load_graph
 
-    return load_graph(domain, cache=False)
+    return load_graph(settings, domain, cache=False)
 
 
-def _save(graph) -> Path:
+def _save(settings: Any, graph) -> Path:
     """Refuse to save a graph with new structural errors; then save atomically as the user copy."""
     from kg.curation import validate
     from kg.errors import GraphError
@@ -172,16 +172,16 @@ def _save(graph) -> Path:
     ]
     if errors:
         raise GraphError(f"refusing to save the {graph.domain} graph: {errors[0].message}")
-    return save_graph(graph)
+    return save_graph(settings, graph)
 
 
-def _spec(spec: str):
+def _spec(settings: Any, spec: str):
     from kg.storage import read_graph, shipped_path
 
     if spec.startswith("shipped:"):
         return read_graph(shipped_path(spec.split(":", 1)[1]))
     if spec in DOMAINS:
-        return _working_copy(spec)
+        return _working_copy(settings, spec)
     return read_graph(Path(spec))
 
 
@@ -193,15 +193,15 @@ def _import(args: argparse.Namespace) -> int:
 
     src = args.source
     if src == "all":
-        graph = build_domain(args.domain)
+        graph = build_domain(args.settings, args.domain)
         result: dict[str, Any] = {
             "rebuilt": args.domain,
             "nodes": graph.number_of_nodes(),
             "edges": graph.number_of_edges(),
         }
     elif src in IMPORTERS:
-        graph = _working_copy(args.domain)
-        result = {"source": src, **import_source(graph, src)}
+        graph = _working_copy(args.settings, args.domain)
+        result = {"source": src, **import_source(args.settings, graph, src)}
     else:
         path = Path(src)
         if not path.is_file():
@@ -210,7 +210,7 @@ def _import(args: argparse.Namespace) -> int:
             raise GraphError(
                 f"{src!r} is neither a registered importer ({', '.join(sorted(IMPORTERS))}, all) nor a file"
             )
-        graph = _working_copy(args.domain)
+        graph = _working_copy(args.settings, args.domain)
         if path.name.endswith((".kg.tsv.gz", ".kg.tsv")):
             result = {"file": str(path), **merge(graph, read_graph(path))}
         elif path.suffix == ".jsonl":
@@ -220,7 +220,7 @@ def _import(args: argparse.Namespace) -> int:
             }
         else:
             result = {"file": str(path), "edges_added": add_edges(graph, read_triples(path))}
-    saved = _save(graph)
+    saved = _save(args.settings, graph)
     result["saved"] = str(saved)
     _print(
         result,
@@ -239,8 +239,8 @@ def _stats(args: argparse.Namespace) -> int:
     else:
         out = {}
         for d in args.domain or DOMAINS:
-            s = stats(load_graph(d))
-            s["file"] = str(graph_path(d))
+            s = stats(load_graph(args.settings, d))
+            s["file"] = str(graph_path(args.settings, d))
             out[d] = s
     if args.json:
         _print(out, True)
@@ -293,7 +293,7 @@ def _add(args: argparse.Namespace) -> int:
         raise GraphError(
             "nothing to add: give --node ID --label L, --edge HEAD REL TAIL, --nodes FILE or --triples FILE"
         )
-    graph = _working_copy(args.domain)
+    graph = _working_copy(args.settings, args.domain)
     n_nodes = n_edges = 0
     if args.node:
         if not args.label:
@@ -309,7 +309,7 @@ def _add(args: argparse.Namespace) -> int:
         n_edges += add_edges(graph, [Edge(*args.edge, "user")])
     if args.triples:
         n_edges += add_edges(graph, read_triples(args.triples))
-    saved = _save(graph)
+    saved = _save(args.settings, graph)
     print(f"added {n_nodes} node(s) and {n_edges} edge(s) to {args.domain}; saved {saved}")
     return 0
 
@@ -322,7 +322,7 @@ def _remove(args: argparse.Namespace) -> int:
 
     if not (args.node or args.edge or args.triples):
         raise GraphError("nothing to remove: give --node ID, --edge HEAD REL TAIL or --triples FILE")
-    graph = _working_copy(args.domain)
+    graph = _working_copy(args.settings, args.domain)
     n_edges = 0
     for nid in args.node:
         n_edges += graph.remove_node(nid)
@@ -330,7 +330,7 @@ def _remove(args: argparse.Namespace) -> int:
         n_edges += remove_edges(graph, [Edge(*args.edge)])
     if args.triples:
         n_edges += remove_edges(graph, read_triples(args.triples))
-    saved = _save(graph)
+    saved = _save(args.settings, graph)
     print(f"removed {len(args.node)} node(s) and {n_edges} edge(s) from {args.domain}; saved {saved}")
     return 0
 
@@ -338,9 +338,9 @@ def _remove(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from kg.curation import merge
 
-    graph = _working_copy(args.domain)
-    results = {spec: merge(graph, _spec(spec)) for spec in args.others}
-    saved = _save(graph)
+    graph = _working_copy(args.settings, args.domain)
+    results = {spec: merge(graph, _spec(args.settings, spec)) for spec in args.others}
+    saved = _save(args.settings, graph)
     _print(
         {"merged": results, "saved": str(saved)},
         args.json,
@@ -352,7 +352,7 @@ def _merge(args: argparse.Namespace) -> int:
 def _dedupe(args: argparse.Namespace) -> int:
     from kg.curation import dedupe, find_duplicates
 
-    graph = _working_copy(args.domain)
+    graph = _working_copy(args.settings, args.domain)
     if args.dry_run:
         groups = find_duplicates(graph, by=args.by)
         _print(
@@ -362,7 +362,7 @@ def _dedupe(args: argparse.Namespace) -> int:
         )
         return 0
     merged = dedupe(graph, by=args.by)
-    saved = _save(graph) if merged else None
+    saved = _save(args.settings, graph) if merged else None
     _print(
         {"merged": merged, "count": len(merged), "saved": str(saved) if saved else None},
         args.json,
@@ -372,7 +372,6 @@ def _dedupe(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from core.settings import get_settings
     from kg.storage import atomic_write, export_json, export_triples_tsv
 
     graph = _load_target(args)
@@ -381,7 +380,7 @@ def _export(args: argparse.Namespace) -> int:
         for chunk in chunks:
             sys.stdout.write(chunk)
         return 0
-    target = get_settings().confine(args.out, under="kg/exports")
+    target = args.settings.confine(args.out, under="kg/exports")
     out = atomic_write(target, chunks, compress=target.suffix == ".gz", backup=False)
     print(
         f"exported {graph.domain} ({graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges) to {out}"
@@ -392,7 +391,7 @@ def _export(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     from kg.curation import diff
 
-    d = diff(_spec(args.a), _spec(args.b))
+    d = diff(_spec(args.settings, args.a), _spec(args.settings, args.b))
     if args.json:
         _print(d.to_dict(limit=args.limit), True)
     else:
@@ -407,8 +406,8 @@ def _diff(args: argparse.Namespace) -> int:
 def _link(args: argparse.Namespace) -> int:
     import kg
 
-    graph = kg.load_graph(args.domain)
-    mentions = kg.link(args.text, graph, fallback=args.fallback)
+    graph = kg.load_graph(args.settings, args.domain)
+    mentions = kg.link(args.text, graph, fallback=args.fallback, settings=args.settings)
     rows = [
         {
             "text": m.text,
@@ -438,6 +437,7 @@ def _embed(args: argparse.Namespace) -> int:
     from kg.embeddings import train_embeddings
 
     result = train_embeddings(
+        args.settings,
         args.domain,
         model=args.model,
         dim=args.dim,

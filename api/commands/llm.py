@@ -31,10 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _server(args: argparse.Namespace):
-    from core.settings import get_settings
     from router.llm.server import VLLMServer
 
-    settings = get_settings()
+    settings = args.settings
     return VLLMServer(getattr(args, "model", None) or settings.router_model, port=args.port, settings=settings,
                       max_model_len=getattr(args, "max_model_len", 2048))
 
@@ -42,7 +41,7 @@ def _server(args: argparse.Namespace):
 def _install(args: argparse.Namespace) -> int:
     from router.llm.venv import ensure_env
 
-    print(ensure_env(force=args.force))
+    print(ensure_env(args.settings, force=args.force))
     return 0
 
 

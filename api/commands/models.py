@@ -48,7 +48,7 @@ def _resolve(names: list[str], store) -> list[str]:
 def _pull(args: argparse.Namespace) -> int:
     from core.store import ModelStore
 
-    store = ModelStore()
+    store = ModelStore(args.settings)
     for name in _resolve(args.names, store):
         folder = store.pull(name, force=args.force)
         print(f"{name}: {folder}")
@@ -68,7 +68,7 @@ def _list(args: argparse.Namespace) -> int:
 
     from core.store import ModelStore
 
-    store = ModelStore()
+    store = ModelStore(args.settings)
     rows = [store.status(name, deep=args.verify) for name in store.catalog]
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
@@ -83,7 +83,7 @@ def _list(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from core.store import ModelNotPulled, ModelStore, ModelStoreError
 
-    store = ModelStore()
+    store = ModelStore(args.settings)
     names = args.names or [n for n in store.catalog if (store.folder(n) / "manifest.json").exists()]
     failed = 0
     for name in names:
@@ -102,13 +102,13 @@ def _verify(args: argparse.Namespace) -> int:
 def _path(args: argparse.Namespace) -> int:
     from core.store import ModelStore
 
-    print(ModelStore().path(args.name))
+    print(ModelStore(args.settings).path(args.name))
     return 0
 
 
 def _remove(args: argparse.Namespace) -> int:
     from core.store import ModelStore
 
-    removed = ModelStore().remove(args.name)
+    removed = ModelStore(args.settings).remove(args.name)
     print(f"{args.name}: {'removed' if removed else 'was not pulled'}")
     return 0

@@ -79,9 +79,7 @@ def _router_args(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from core.settings import get_settings
-
-    s = get_settings()
+    s = args.settings
     changes: dict[str, Any] = {}
     if getattr(args, "llm", None):
         changes["router_backend"] = "vllm" if args.llm == "openai" else args.llm
@@ -161,31 +159,24 @@ def print_result(result: Any, out: TextIO = sys.stdout) -> None:
     print("\ntimings (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()), file=out)
 
 
-def run_demo(*, router: Any = None, queries: tuple[str, ...] = DEMO_QUERIES, options: Any = None,
+def run_demo(*, router: Any, queries: tuple[str, ...] = DEMO_QUERIES, options: Any = None,
              as_json: bool = False, out: TextIO = sys.stdout) -> int:
-    """Route the demo questions on the embedded defaults (in-process Qwen-0.5B router and experts unless
-    the settings say otherwise) and print each result. Returns 0."""
-    from core.settings import get_settings
-    from router.pipeline import RouteOptions, Router
+    """Route the demo questions with ``router`` (the caller builds and closes it) and print each
+    result. Returns 0."""
+    from router.pipeline import RouteOptions
 
-    own = router is None
-    router = router or Router.from_settings(get_settings())
     options = options or RouteOptions(max_tokens=64)
-    try:
-        print(f"router LLM: {router.decomposer.llm.describe()}; experts: "
-              f"{', '.join(e.name for e in router.registry.list(enabled_only=True))}", file=out, flush=True)
-        for q in queries:
-            t0 = time.perf_counter()
-            result = router.route(q, options)
-            if as_json:
-                print(json.dumps(result.model_dump()), file=out, flush=True)
-            else:
-                print("\n" + "=" * 100, file=out)
-                print_result(result, out)
-                print(f"({time.perf_counter() - t0:.1f} s)", file=out, flush=True)
-    finally:
-        if own:
-            router.close()
+    print(f"router LLM: {router.decomposer.llm.describe()}; experts: "
+          f"{', '.join(e.name for e in router.registry.list(enabled_only=True))}", file=out, flush=True)
+    for q in queries:
+        t0 = time.perf_counter()
+        result = router.route(q, options)
+        if as_json:
+            print(json.dumps(result.model_dump()), file=out, flush=True)
+        else:
+            print("\n" + "=" * 100, file=out)
+            print_result(result, out)
+            print(f"({time.perf_counter() - t0:.1f} s)", file=out, flush=True)
     return 0
 
 

@@ -83,11 +83,11 @@ def _fmt(v: float | None) -> str:
 def _engine(args: argparse.Namespace, **kwargs):
     from qsef.engine import QSEFEngine
 
-    engine = QSEFEngine(**kwargs)
+    engine = QSEFEngine(settings=args.settings, **kwargs)
     if getattr(args, "history", "none") == "seed":
         from qsef.history import seed_history
 
-        engine.history = seed_history(engine.experts, encoder=engine.encoder)
+        engine.history = seed_history(engine.experts, settings=args.settings, encoder=engine.encoder)
     return engine
 
 
@@ -128,13 +128,12 @@ def _eval_routing(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from core.settings import get_settings
     from qsef.calibration import calibrate
     from qsef.engine import QSEFEngine
     from qsef.eval.routing import load_rows
 
-    out = Path(args.out) if args.out else get_settings().path() / "calibration.json"
-    fit = calibrate(QSEFEngine(), load_rows(args.file), k=args.folds, out=out)
+    out = Path(args.out) if args.out else args.settings.path() / "calibration.json"
+    fit = calibrate(QSEFEngine(settings=args.settings), load_rows(args.file), k=args.folds, out=out)
     summary = {"file": str(out), "coefficients": fit.beta, "train_accuracy": fit.accuracy,
                "cv_accuracy": fit.cv.get("accuracy"), "cv_nll": fit.cv.get("nll")}
     print(json.dumps(summary) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))

@@ -32,15 +32,15 @@ async def list_models() -> dict:
 async def chat_completions(body: ChatCompletionCreate, state: StateDep, rid: RequestIdDep):
     if body.model not in MODEL_NAMES:
         raise ApiError(404, "model_not_found", f"model {body.model!r} does not exist; use one of {list(MODEL_NAMES)}")
-    if len(body.messages) > state.config.max_messages:
+    if len(body.messages) > state.settings.api.max_messages:
         raise ApiError(422, "invalid_request_error",
-                       f"{len(body.messages)} messages; the limit is {state.config.max_messages}")
+                       f"{len(body.messages)} messages; the limit is {state.settings.api.max_messages}")
     user_turns = [i for i, m in enumerate(body.messages) if m.role == "user" and m.text().strip()]
     if not user_turns:
         raise ApiError(422, "invalid_request_error", "messages must contain a non-empty user message")
     last = user_turns[-1]
     query = body.messages[last].text().strip()
-    check_length(query, state.config.max_query_chars, "the last user message")
+    check_length(query, state.settings.api.max_query_chars, "the last user message")
     history = [{"role": m.role if m.role in ("user", "assistant") else "system", "content": m.text()}
                for m in body.messages[:last] if m.role in ("user", "assistant")]
     max_tokens = body.max_completion_tokens or body.max_tokens or 128

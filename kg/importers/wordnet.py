@@ -18,10 +18,13 @@ import warnings
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kg.errors import SourceUnavailable
 from kg.importers.base import Fragment, Importer, debian_version
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 WORDNET_SYSTEM_DIR = Path("/usr/share/wordnet")
 INSTALL_HINT = "apt-get install wordnet-base wordnet-sense-index (listed in deps/apt.txt)"
@@ -234,28 +237,25 @@ DOMAIN_SELECTION: dict[str, dict[str, Any]] = {
 _LOCK = threading.Lock()
 
 
-def wordnet_reader(system_dir: Path = WORDNET_SYSTEM_DIR):
+def wordnet_reader(settings: Settings, system_dir: Path = WORDNET_SYSTEM_DIR):
     """An NLTK ``WordNetCorpusReader`` over the Debian WordNet files (copied once, offline).
 
     Raises:
         SourceUnavailable: when the Debian packages are not installed.
     """
     with _LOCK:
-        return _reader(str(system_dir))
+        return _reader(settings, str(system_dir))
 
 
 @lru_cache(maxsize=2)
-def _reader(system_dir: str):
+def _reader(settings: Settings, system_dir: str):
     import nltk.data
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
-
-    from core.settings import get_settings
-
     src = Path(system_dir)
     missing = [f for f in _FILES if not (src / f).is_file()]
     if missing:
         raise SourceUnavailable(f"WordNet files missing in {src}: {', '.join(missing)}; {INSTALL_HINT}")
-    root = get_settings().path("nltk_data")
+    root = settings.path("nltk_data")
     target = root / "corpora" / "wordnet"
     target.mkdir(parents=True, exist_ok=True)
     for name in _FILES:
@@ -342,8 +342,8 @@ class WordNetImporter(Importer):
                     context.add(path_node)
         return core, context
 
-    def build(self, domain: str) -> Fragment:
-        wn = wordnet_reader(self.system_dir)
+    def build(self, settings: Settings, domain: str) -> Fragment:
+        wn = wordnet_reader(settings, self.system_dir)
         counts = _sense_counts(str(self.system_dir))
         frag = self.fragment(
             version="3.0",
@@ -410,9 +410,9 @@ def common_words(min_count: int = 3, system_dir: Path = WORDNET_SYSTEM_DIR) -> f
 
 
 @lru_cache(maxsize=1)
-def _word_senses(system_dir: str) -> dict[str, list[tuple[str, str, int]]]:
+def _word_senses(settings: Settings, system_dir: str) -> dict[str, list[tuple[str, str, int]]]:
     """word -> [(synset name, pos, SemCor count of the word in that sense)] in WordNet's sense order."""
-    wn = _reader(system_dir)
+    wn = _reader(settings, system_dir)
     counts = _sense_counts(system_dir)
     out: dict[str, list[tuple[str, str, int]]] = {}
     for s in wn.all_synsets():
@@ -428,7 +428,7 @@ def _word_senses(system_dir: str) -> dict[str, list[tuple[str, str, int]]]:
 _STRICT_SOURCES = {"gcide-law": 15, "gcide-finance": 15, "licenses": 3, "courts": 3}
 
 
-def mark_ambiguous_names(graph, system_dir: Path = WORDNET_SYSTEM_DIR) -> int:
+def mark_ambiguous_names(settings: Settings, graph, system_dir: Path = WORDNET_SYSTEM_DIR) -> int:
     """Flag one-word names that usually mean something else in ordinary English (``attrs["minor"]``).
 
     The linker does not match flagged names; the concept stays reachable through its other names.
@@ -452,7 +452,7 @@ def mark_ambiguous_names(graph, system_dir: Path = WORDNET_SYSTEM_DIR) -> int:
 
     from kg.text import stem
 
-    senses = _word_senses(str(system_dir))
+    senses = _word_senses(settings, str(system_dir))
     flagged = 0
     for node in list(graph.nodes()):
         if node.attrs.get("nolink"):

@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from qsef.components import (
 from qsef.engine import QSEFEngine, QSEFWeights
 from qsef.history import HistoryProvider, LabelledHistory
 from qsef.profiles import ExpertProfile
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +151,11 @@ class ZeroShotRouting(RoutingMethod):
     name = "zeroshot"
     needs_training = False
 
-    def __init__(self, encoder: Any = None, descriptions: dict[str, str] | None = None) -> None:
+    def __init__(self, encoder: Any, descriptions: dict[str, str] | None = None) -> None:
         self.descriptions = descriptions or DOMAIN_DESCRIPTIONS
         self.encoder = encoder
 
     def predict(self, test: LabelledSet) -> np.ndarray:
-        if self.encoder is None:
-            from qsef.encoder import get_encoder
-
-            self.encoder = get_encoder()
         doms = list(self.descriptions)
         d = self.encoder.encode([self.descriptions[k] for k in doms])
         return np.array(doms)[np.argmax(test.emb @ d.T, axis=1)]
@@ -191,7 +190,8 @@ class LLMRouting(RoutingMethod):
               "Question: {text}\nAnswer with the domain name only.")
 
     def __init__(self, model: str = "qwen-0.5b", domains: Sequence[str] = tuple(DOMAIN_DESCRIPTIONS),
-                 max_chars: int = 1200, batch_size: int = 8) -> None:
+                 max_chars: int = 1200, batch_size: int = 8, settings: Settings | None = None) -> None:
+        self.settings = settings
         self.batch_size = batch_size
         self.model_name = model
         self.domains = list(domains)
@@ -208,8 +208,10 @@ class LLMRouting(RoutingMethod):
         from core.settings import configure_torch_threads
         from core.store import ModelStore
 
-        configure_torch_threads()
-        path = ModelStore().ensure(self.model_name)
+        if self.settings is None:
+            raise ValueError("the llm routing method needs settings to find its model")
+        configure_torch_threads(self.settings)
+        path = ModelStore(self.settings).ensure(self.model_name)
         self.tok = AutoTokenizer.from_pretrained(path)
         self._lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
@@ -415,22 +417,23 @@ def confusion_png(gold: np.ndarray, pred: np.ndarray, path: str | Path, *, title
     return Path(path)
 
 
-def make_method(name: str, *, engine: QSEFEngine | None = None, experts: Sequence[ExpertProfile] | None = None,
+def make_method(name: str, *, engine: QSEFEngine, experts: Sequence[ExpertProfile] | None = None,
                 ablate: Sequence[str] = (), **kwargs: Any) -> RoutingMethod:
     """Build a routing method by name (``ValueError`` listing the valid names otherwise)."""
     if name not in METHODS:
         raise ValueError(f"unknown routing method {name!r}; choose from {sorted(METHODS)}")
     if name == "qsef":
-        engine = engine or QSEFEngine()
         return QSEFRouting(engine, experts if experts is not None else engine.experts, ablate=ablate, **kwargs)
     if ablate:
         raise ValueError("--ablate applies to the qsef method only")
-    if name == "zeroshot" and engine is not None:
+    if name == "zeroshot":
         return ZeroShotRouting(encoder=engine.encoder, **kwargs)
+    if name == "llm":
+        return LLMRouting(settings=engine.settings, **kwargs)
     return METHODS[name](**kwargs)
 
 
-def evaluate(rows: Sequence[dict[str, str]], *, method: str = "qsef", engine: QSEFEngine | None = None,
+def evaluate(rows: Sequence[dict[str, str]], *, engine: QSEFEngine, method: str = "qsef",
              train_rows: Sequence[dict[str, str]] | None = None, ablate: Sequence[str] = (),
              cv: int = 0, confusion: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
     """Route labelled rows with one method and report accuracy.
@@ -438,7 +441,7 @@ def evaluate(rows: Sequence[dict[str, str]], *, method: str = "qsef", engine: QS
     Args:
         rows: ``{"text", "domain"}`` rows to route.
         method: a name in :data:`METHODS`.
-        engine: QSEF engine (experts, encoder, graphs, weights); default built lazily.
+        engine: QSEF engine (experts, encoder, graphs, weights, settings).
         train_rows: labelled rows for methods that learn (centroid, knn; qsef blends them in and fits
             its weights on them). Without them ``qsef`` uses the experts' corpus profiles and the shipped
             calibration, exactly as ``qsef score`` does.
@@ -446,7 +449,6 @@ def evaluate(rows: Sequence[dict[str, str]], *, method: str = "qsef", engine: QS
         cv: > 1 runs k-fold cross-validation on ``rows`` themselves instead.
         confusion: optional PNG path for the confusion matrix.
     """
-    engine = engine or QSEFEngine()
     experts = engine.experts
     emb = engine.encode([r["text"] for r in rows])
     ds = LabelledSet([r["text"] for r in rows], emb, np.array([r["domain"] for r in rows]))

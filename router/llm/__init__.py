@@ -16,7 +16,7 @@ The managed server (:class:`router.llm.server.VLLMServer`) and the HTTP client
 Example:
     >>> llm = make_router_llm("openai", base_url="http://127.0.0.1:8011/v1", model="qwen-0.5b")
     >>> llm.complete([{"role": "user", "content": "Say hi"}], max_tokens=8)
-    >>> llm = router_llm_from_settings(get_settings())      # what the server and CLI use
+    >>> llm = router_llm_from_settings(Settings())      # what the server and CLI use
 """
 
 from __future__ import annotations
@@ -122,18 +122,15 @@ class TransformersRouterLLM(RouterLLM):
 
     Args:
         model: model-store name (default ``qwen-0.5b``) or a local folder.
-        threads: torch intra-op threads.
-        pool: a shared :class:`experts.backends.ModelPool` so the router and the default experts
-            use one loaded copy of the same model.
+        pool: the shared :class:`experts.backends.ModelPool` (model store, threads), so the router and the
+            default experts use one loaded copy of the same model.
     """
 
     name = "transformers"
 
-    def __init__(self, model: str = "qwen-0.5b", *, threads: int = 1, pool: Any = None):
-        from experts.backends import ModelPool
-
+    def __init__(self, model: str = "qwen-0.5b", *, pool: Any):
         self.model = model
-        self.pool = pool or ModelPool(threads=threads)
+        self.pool = pool
         self._folder: Path | None = None
 
     def complete(self, messages, *, json_schema=None, prefill="", max_tokens=256, temperature=0.0) -> str:
@@ -197,5 +194,9 @@ def router_llm_from_settings(settings: Settings, *, pool: Any = None, timeout: f
         base_url = settings.llm_url or f"http://{settings.llm_host}:{settings.llm_port}/v1"
         return OpenAIRouterLLM(base_url, settings.router_model, timeout=timeout, retries=retries)
     if backend == "transformers":
-        return TransformersRouterLLM(settings.router_model, threads=settings.torch_threads, pool=pool)
+        if pool is None:
+            from experts.backends import ModelPool
+
+            pool = ModelPool(settings)
+        return TransformersRouterLLM(settings.router_model, pool=pool)
     return NoRouterLLM()

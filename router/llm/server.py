@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from core.settings import Settings, get_settings
+from core.settings import Settings
 from router.llm.errors import ServerError
 
 log = logging.getLogger(__name__)
@@ -90,12 +90,12 @@ class VLLMServer:
         self,
         model: str,
         *,
+        settings: Settings,
         port: int | None = None,
-        settings: Settings | None = None,
         max_model_len: int = 2048,
         extra_args: tuple[str, ...] = (),
     ) -> None:
-        self.settings = settings or get_settings()
+        self.settings = settings
         self.model = model
         self.host = self.settings.llm_host
         self.port = port or self.settings.llm_port

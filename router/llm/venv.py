@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.settings import Settings, get_settings
+from core.settings import Settings
 from router.llm.errors import ServerError
 
 log = logging.getLogger(__name__)
@@ -26,11 +26,11 @@ EXCLUDES = ("torchvision", "torchaudio", "torchcodec", "triton")
 TORCH_FIND_LINKS = Path("/opt/wheels")  # where this machine keeps the CPU torch wheel, if anywhere
 
 
-def env_dir(settings: Settings | None = None) -> Path:
-    return (settings or get_settings()).home / "envs" / "vllm"
+def env_dir(settings: Settings) -> Path:
+    return settings.home / "envs" / "vllm"
 
 
-def env_python(settings: Settings | None = None) -> Path:
+def env_python(settings: Settings) -> Path:
     return env_dir(settings) / "bin" / "python"
 
 
@@ -46,7 +46,7 @@ def _uv() -> str:
     return found
 
 
-def is_installed(settings: Settings | None = None) -> bool:
+def is_installed(settings: Settings) -> bool:
     python = env_python(settings)
     if not python.exists():
         return False
@@ -54,13 +54,12 @@ def is_installed(settings: Settings | None = None) -> bool:
     return probe.returncode == 0
 
 
-def ensure_env(settings: Settings | None = None, *, force: bool = False) -> Path:
+def ensure_env(settings: Settings, *, force: bool = False) -> Path:
     """Create the vLLM environment if missing (idempotent); return its python.
 
     Raises:
         ServerError: uv or the package install failed; the message carries the installer's last lines.
     """
-    settings = settings or get_settings()
     python = env_python(settings)
     if not force and python.exists() and (env_dir(settings) / ".qsef-ok").exists():
         return python

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from api.config import ApiConfig
 from api.main import create_app
-from core.settings import Settings
+from core.settings import ApiSettings, Settings
 from router.testing import FakeBackend, build_fake_router
 
 API_KEY = "test-key-123"
@@ -19,10 +18,10 @@ def make_client(tmp_path):
     clients = []
 
     def build(*, llm=None, api_key=API_KEY, timeout_s=5.0, **config):
-        settings = Settings(home=tmp_path, api_key=api_key)
-        router = build_fake_router(tmp_path, llm, timeout_s=timeout_s)
         config.setdefault("health_interval_s", 0)  # probes only where a test asks for them
-        app = create_app(settings, router=router, config=ApiConfig(warm=False, **config))
+        settings = Settings(home=tmp_path, api_key=api_key, api=ApiSettings(warm=False, **config))
+        router = build_fake_router(tmp_path, llm, timeout_s=timeout_s)
+        app = create_app(settings, router=router)
         client = TestClient(app)
         client.__enter__()
         clients.append(client)

@@ -5,15 +5,12 @@ import json
 import pytest
 
 from api.cli import main
-from core.settings import get_settings
 
 
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("QSEF_HOME", str(tmp_path))
-    get_settings.cache_clear()
     yield tmp_path
-    get_settings.cache_clear()
 
 
 def test_experts_list_add_show_remove(capsys):

@@ -23,20 +23,19 @@ pytestmark = pytest.mark.slow
 LAUNCHER = r"""
 import json, sys
 import uvicorn
-from api.config import ApiConfig
 from api.main import create_app
 from experts.registry import ExpertSpec
-from core.settings import get_settings
+from core.settings import Settings
 from router.pipeline import Router
 
 cfg = json.loads(sys.argv[1])
-settings = get_settings().model_copy(update=cfg["settings"])
+settings = Settings().model_copy(update=cfg["settings"])
 router = Router.from_settings(settings, registry_path=cfg["registry"], feedback_path=cfg["feedback"],
                               seed_defaults=False, timeout_s=cfg.get("timeout", 60))
 for e in cfg["experts"]:
     router.registry.add(ExpertSpec(**e), replace=True)
 router.refresh_domains()
-app = create_app(settings, router=router, config=ApiConfig(warm=True))
+app = create_app(settings, router=router)
 uvicorn.run(app, host="127.0.0.1", port=cfg["port"], log_level="warning")
 """
 

@@ -11,10 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from processes import ECHO, free_port, spawn, stop, wait_http
 
-from api.config import ApiConfig
 from api.main import create_app
 from core.domains import DOMAINS
-from core.settings import Settings
+from core.settings import ApiSettings, Settings
 from experts.backends import make_backend
 from router.testing import build_fake_router
 
@@ -59,8 +58,8 @@ def test_probe_marks_a_stopped_expert_down_and_dispatch_skips_it(tmp_path, echo)
         router.registry.update(d, backend="openai", backend_kwargs={
             "base_url": law_url if d == "law" else rest_url, "model": d, "timeout": 30, "retries": 0})
     router.dispatcher.backend_factory = make_backend
-    app = create_app(Settings(home=tmp_path, api_key="k"), router=router,
-                     config=ApiConfig(warm=False, health_interval_s=0.3, health_timeout_s=1.0))
+    app = create_app(Settings(home=tmp_path, api_key="k",
+                              api=ApiSettings(warm=False, health_interval_s=0.3, health_timeout_s=1.0)), router=router)
     with TestClient(app) as c:
         h = _wait(lambda: _all_checked(c.get("/health").json()))
         assert h["health_probe_interval_s"] == 0.3 and h["experts_down"] == []

@@ -5,6 +5,7 @@ import json
 import pytest
 from distill_fixtures import synthetic_prepared, tiny_config
 
+from core.settings import Settings
 from distill.budget import BudgetError, WallClockBudget
 from distill.recipe import DistillRecipe, load_config, register_expert
 
@@ -69,7 +70,7 @@ def _budget_run(tmp_path, seconds: float):
 
 
 def test_budget_stops_training_saves_evaluates_and_resumes(tmp_path):
-    r = DistillRecipe(_budget_run(tmp_path, 2.0), prepared=synthetic_prepared())
+    r = DistillRecipe(_budget_run(tmp_path, 2.0), settings=Settings(home=tmp_path), prepared=synthetic_prepared())
     r.setup()
     r.budget.started = r.budget.clock()  # count from here: imports on a busy machine take seconds
     result = r.train()  # then the stages of recipe.run
@@ -86,7 +87,7 @@ def test_budget_stops_training_saves_evaluates_and_resumes(tmp_path):
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["step"] == tr["steps_done"] and state["training"]["stopped_by_budget"]
 
-    again = DistillRecipe(_budget_run(tmp_path, 1.0), prepared=synthetic_prepared())
+    again = DistillRecipe(_budget_run(tmp_path, 1.0), settings=Settings(home=tmp_path), prepared=synthetic_prepared())
     again.setup()  # resumes from the checkpoint the budget-stopped run saved, with a fresh budget
     assert again.step == tr["steps_done"]
     again.budget.started = again.budget.clock()
@@ -97,7 +98,7 @@ def test_budget_stops_training_saves_evaluates_and_resumes(tmp_path):
 def test_budget_schedule_ends_a_stopped_run_annealed(tmp_path):
     cfg = _budget_run(tmp_path, 1.5)
     cfg["budget"]["schedule"] = "budget"
-    r = DistillRecipe(cfg, prepared=synthetic_prepared())
+    r = DistillRecipe(cfg, settings=Settings(home=tmp_path), prepared=synthetic_prepared())
     r.setup()
     r.budget.started = r.budget.clock()
     r.train()
@@ -110,7 +111,7 @@ def test_budget_schedule_ends_a_stopped_run_annealed(tmp_path):
 
 
 def test_budget_spent_before_training_does_no_step(tmp_path):
-    r = DistillRecipe(_budget_run(tmp_path, 0.6), prepared=synthetic_prepared())
+    r = DistillRecipe(_budget_run(tmp_path, 0.6), settings=Settings(home=tmp_path), prepared=synthetic_prepared())
     r.setup()
     r.budget.started -= 60  # setup (e.g. a cold teacher pass) took longer than the whole budget
     ev = r.train()

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from core.settings import Settings
 from distill.metrics import student_target_nll
 from distill.teachers import CausalLMTeacher
 from experts.qrh import QRHConfig, QRHModel
@@ -42,7 +43,7 @@ def test_teacher_nll_sums_the_probability_outside_the_kept_ids():
 
     cfg = Qwen2Config(vocab_size=N_TOK, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16)
-    teacher = CausalLMTeacher("tiny", dtype="float32")
+    teacher = CausalLMTeacher("tiny", settings=Settings(), dtype="float32")
     teacher._model = Qwen2ForCausalLM(cfg).eval()
     ids = _ids()
     out = teacher.target_nll(ids, KEPT, batch_size=1)

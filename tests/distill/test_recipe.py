@@ -6,13 +6,14 @@ import pytest
 import torch
 from distill_fixtures import synthetic_prepared, tiny_config
 
+from core.settings import Settings
 from distill.recipe import ConfigError, DistillRecipe, load_config, register_expert, run, sparse_to_dense
 from distill.teachers import TeacherCache
 
 
 def test_recipe_end_to_end(tmp_path, prepared):
     cfg = tiny_config(tmp_path)
-    info = run(cfg, prepared=prepared)
+    info = run(cfg, settings=Settings(home=tmp_path), prepared=prepared)
     out = tmp_path / "expert"
     assert {"config.json", "model.safetensors", "trainer_state.json", "training_state.safetensors",
             "expert.json"} <= {p.name for p in out.iterdir()}
@@ -27,14 +28,14 @@ def test_recipe_end_to_end(tmp_path, prepared):
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
-    full = DistillRecipe(tiny_config(tmp_path / "a"), prepared=synthetic_prepared())
+    full = DistillRecipe(tiny_config(tmp_path / "a"), settings=Settings(home=tmp_path), prepared=synthetic_prepared())
     full.setup()
     full.train()
 
-    first = DistillRecipe(tiny_config(tmp_path / "b"), prepared=synthetic_prepared())
+    first = DistillRecipe(tiny_config(tmp_path / "b"), settings=Settings(home=tmp_path), prepared=synthetic_prepared())
     first.setup()
     first.train(until=4)  # killed after step 4: the last checkpoint is the one at step 3
-    second = DistillRecipe(tiny_config(tmp_path / "b"), prepared=synthetic_prepared())
+    second = DistillRecipe(tiny_config(tmp_path / "b"), settings=Settings(home=tmp_path), prepared=synthetic_prepared())
     second.setup()  # resumes from step 3
     assert second.step == 3
     second.train()
@@ -50,7 +51,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
      "aggregation.name=geometric", "loss.kd={name: jsd}", "sampler.name=loss"],
 ])
 def test_recipe_variants_train(tmp_path, prepared, extra):
-    r = DistillRecipe(tiny_config(tmp_path, "eval.every=0", "checkpoint.every=0", *extra), prepared=prepared)
+    r = DistillRecipe(tiny_config(tmp_path, "eval.every=0", "checkpoint.every=0", *extra), settings=Settings(home=tmp_path), prepared=prepared)
     r.setup()
     ev = r.train()
     assert torch.isfinite(torch.tensor(ev["ppl"]))
@@ -59,7 +60,7 @@ def test_recipe_variants_train(tmp_path, prepared, extra):
 def test_fixed_seed_is_reproducible(tmp_path):
     evs = []
     for sub in ("x", "y"):
-        r = DistillRecipe(tiny_config(tmp_path / sub, "eval.every=0"), prepared=synthetic_prepared())
+        r = DistillRecipe(tiny_config(tmp_path / sub, "eval.every=0"), settings=Settings(home=tmp_path), prepared=synthetic_prepared())
         r.setup()
         evs.append(r.train()["ppl"])
     assert evs[0] == evs[1]
@@ -134,7 +135,7 @@ def test_cli_command_parses_and_stays_light():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
-def test_cli_json_reports_training_budget(monkeypatch, capsys):
+def test_cli_json_reports_training_budget(monkeypatch, capsys, tmp_path):
     """``qsef distill --json`` carries the run's training summary (budget stop, steps done / planned)."""
     import argparse
 
@@ -144,8 +145,9 @@ def test_cli_json_reports_training_budget(monkeypatch, capsys):
     info = {"name": "law-qrh", "domain": "law", "output_dir": "/x", "params": 10, "steps": 4, "registered": True,
             "eval": {"ppl": 9.0}, "training": {"stopped_by_budget": True, "steps_done": 4, "steps_planned": 9}}
     monkeypatch.setattr(distill.recipe, "load_config", lambda path, overrides: {})
-    monkeypatch.setattr(distill.recipe, "run", lambda cfg: info)
-    assert distill_cmd._handle(argparse.Namespace(config="c.yaml", overrides=[], json=True)) == 0
+    monkeypatch.setattr(distill.recipe, "run", lambda cfg, settings: info)
+    assert distill_cmd._handle(argparse.Namespace(config="c.yaml", overrides=[], json=True,
+                                                  settings=Settings(home=tmp_path))) == 0
     assert json.loads(capsys.readouterr().out) == info
 
 

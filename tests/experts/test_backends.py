@@ -3,6 +3,7 @@ import time
 
 import pytest
 
+from core.settings import Settings
 from experts.backends import (
     BackendError,
     BackendUnavailableError,
@@ -74,7 +75,7 @@ def test_timed_out_hf_generation_stops_and_frees_the_model():
     from router.dispatch import Dispatcher
 
     spec = ExpertSpec(name="tiny", domain="general", backend="hf", backend_kwargs={"model": "smollm2-135m"})
-    backend = HFBackend(spec, pool=ModelPool(threads=1))
+    backend = HFBackend(spec, pool=ModelPool(Settings()))
     _, model, lock = backend.pool.get(backend.folder)
     steps: list[float] = []
 
@@ -104,7 +105,7 @@ def test_timed_out_hf_generation_stops_and_frees_the_model():
 @pytest.mark.slow
 def test_hf_generation_waiting_for_the_lock_gives_up_when_cancelled():
     spec = ExpertSpec(name="tiny", domain="general", backend="hf", backend_kwargs={"model": "smollm2-135m"})
-    backend = HFBackend(spec, pool=ModelPool(threads=1))
+    backend = HFBackend(spec, pool=ModelPool(Settings()))
     _, _, lock = backend.pool.get(backend.folder)
     cancel = threading.Event()
     with lock:  # another request is generating
@@ -126,7 +127,7 @@ def _qrh_expert(tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
     spec = ExpertSpec(name="q", domain="law", backend="qrh",
                       backend_kwargs={"checkpoint": str(tmp_path / "ckpt"), "tokenizer": "qwen-0.5b"})
-    return QRHBackend(spec)
+    return QRHBackend(spec, pool=ModelPool(Settings()))
 
 
 def test_qrh_step_by_step_decoding_equals_model_generate(tmp_path):

@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from experts.backends import HFBackend, OpenAIBackend, QRHBackend
+from core.settings import Settings
+from experts.backends import HFBackend, ModelPool, OpenAIBackend, QRHBackend, make_backend
 from experts.health import check_model_folder, check_safetensors, check_store_model, probe_registry
 from experts.registry import ExpertRegistry, ExpertSpec
 
@@ -42,16 +43,17 @@ def test_truncated_or_garbled_weights_are_found(tmp_path):
 
 
 def test_store_model_checked_without_pulling():
-    ok, detail = check_store_model("smollm2-135m")  # cached in the model store
+    ok, detail = check_store_model(Settings(), "smollm2-135m")  # cached in the model store
     assert ok, detail
-    ok, detail = check_store_model("no-such-model")
+    ok, detail = check_store_model(Settings(), "no-such-model")
     assert not ok and "unknown model" in detail
 
 
 def test_backends_report_their_state(tmp_path):
     d = _folder(tmp_path)
     assert HFBackend(ExpertSpec(name="a", domain="law", backend_kwargs={"path": str(d)})).health()[0]
-    assert HFBackend(ExpertSpec(name="a", domain="law", backend_kwargs={"model": "smollm2-135m"})).health()[0]
+    assert HFBackend(ExpertSpec(name="a", domain="law", backend_kwargs={"model": "smollm2-135m"}),
+                     pool=ModelPool(Settings())).health()[0]
     qrh = QRHBackend(ExpertSpec(name="q", domain="law", backend="qrh", backend_kwargs={"checkpoint": str(d)}))
     assert qrh.health()[0]
     shutil.rmtree(d)
@@ -67,7 +69,8 @@ def test_probe_records_health_and_time(tmp_path):
     reg.add(ExpertSpec(name="remote", domain="code", backend="openai",
                        backend_kwargs={"base_url": f"http://127.0.0.1:{port}/v1", "model": "m"}))
     reg.add(ExpertSpec(name="broken", domain="general", backend="openai"))  # no base_url: cannot be built
-    results = probe_registry(reg, timeout_s=1.0)
+    pool = ModelPool(Settings())
+    results = probe_registry(reg, lambda s: make_backend(s, pool=pool), timeout_s=1.0)
     assert results["local"][0] and not results["remote"][0] and not results["broken"][0]
     assert f"GET http://127.0.0.1:{port}/v1/models" in results["remote"][1]
     assert "base_url" in results["broken"][1]

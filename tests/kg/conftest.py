@@ -12,16 +12,13 @@ from kg.model import KnowledgeGraph, Node
 @pytest.fixture
 def qsef_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``$QSEF_HOME`` pointing at an empty temporary folder (settings and graph caches reset)."""
-    from core.settings import get_settings
     from kg import storage
 
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("QSEF_HOME", str(home))
-    get_settings.cache_clear()
     storage.clear_cache()
     yield home
-    get_settings.cache_clear()
     storage.clear_cache()
 
 

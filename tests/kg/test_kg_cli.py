@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from api.cli import main
+from core.settings import Settings
 from kg import storage
 from kg.model import KnowledgeGraph, Node
 
@@ -28,8 +29,8 @@ def qsef(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 @pytest.fixture
 def stored(qsef_home: Path) -> Path:
     """A user copy of the finance graph, saved once (so a .bak exists after the next save)."""
-    graph = storage.load_graph(D, cache=False)
-    return storage.save_graph(graph)
+    graph = storage.load_graph(Settings(), D, cache=False)
+    return storage.save_graph(Settings(), graph)
 
 
 def _bytes(path: Path) -> bytes:
@@ -140,7 +141,7 @@ def test_add_node_and_edge(capsys, stored: Path) -> None:
     assert code == 0 and "added 1 node" in out
     code, _, _ = qsef(capsys, "add", "--domain", D, "--edge", "user:crypto", "is_a", "WN:currency.n.01")
     assert code == 0
-    graph = storage.load_graph(D)
+    graph = storage.load_graph(Settings(), D)
     assert graph.node("user:crypto").synonyms == ("crypto",)
     assert graph.has_edge("user:crypto", "is_a", "WN:currency.n.01")
     assert stored.with_name(stored.name + ".bak").is_file()
@@ -194,7 +195,7 @@ def test_add_from_files(capsys, stored: Path, tmp_path: Path) -> None:
     )
     triples = _write(tmp_path / "t.tsv", "u:1\tis_a\tWN:currency.n.01\n")
     assert qsef(capsys, "add", "--domain", D, "--nodes", str(nodes), "--triples", str(triples))[0] == 0
-    assert storage.load_graph(D).has_edge("u:1", "is_a", "WN:currency.n.01")
+    assert storage.load_graph(Settings(), D).has_edge("u:1", "is_a", "WN:currency.n.01")
 
 
 # ---------------------------------------------------------------------- remove
@@ -205,9 +206,9 @@ def test_remove(capsys, stored: Path) -> None:
         )[0]
         == 0
     )
-    assert not storage.load_graph(D).has_edge("WN:money.n.01", "is_a", "WN:medium_of_exchange.n.01")
+    assert not storage.load_graph(Settings(), D).has_edge("WN:money.n.01", "is_a", "WN:medium_of_exchange.n.01")
     assert qsef(capsys, "remove", "--domain", D, "--node", "WN:money.n.01")[0] == 0
-    assert "WN:money.n.01" not in storage.load_graph(D)
+    assert "WN:money.n.01" not in storage.load_graph(Settings(), D)
 
 
 @pytest.mark.parametrize(
@@ -253,7 +254,7 @@ def test_merge_graph_file(capsys, stored: Path, tmp_path: Path) -> None:
         and result["nodes_updated"] == 1
         and result["edges_added"] == 1
     )
-    assert "dough" in storage.load_graph(D).node("WN:money.n.01").synonyms
+    assert "dough" in storage.load_graph(Settings(), D).node("WN:money.n.01").synonyms
 
 
 def test_merge_malformed_file(capsys, stored: Path, tmp_path: Path) -> None:
@@ -279,20 +280,20 @@ def test_import_file_and_source_errors(capsys, stored: Path, tmp_path: Path) -> 
 
 # ---------------------------------------------------------------------- dedupe
 def test_dedupe(capsys, qsef_home: Path) -> None:
-    graph = storage.load_graph(D, cache=False)
+    graph = storage.load_graph(Settings(), D, cache=False)
     graph.add_node(
         Node(
             "u:dup", "Money", ("cash money",), "the most common medium of exchange; functions as legal tender"
         )
     )
     graph.add_edge("u:dup", "related", "WN:tax.n.01")
-    storage.save_graph(graph)
+    storage.save_graph(Settings(), graph)
     code, out, _ = qsef(capsys, "dedupe", "--domain", D, "--dry-run", "--json")
     groups = json.loads(out)["groups"]
     assert code == 0 and ["WN:money.n.01", "u:dup"] in groups
     code, out, _ = qsef(capsys, "dedupe", "--domain", D, "--json")
     assert code == 0
-    merged = storage.load_graph(D)
+    merged = storage.load_graph(Settings(), D)
     assert "u:dup" not in merged and "cash money" in merged.node("WN:money.n.01").synonyms
     assert merged.has_edge("WN:money.n.01", "related", "WN:tax.n.01")
 

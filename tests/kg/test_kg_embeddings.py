@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.settings import Settings
 from kg.embeddings import FORMAT, MODELS, KGEmbeddings, embedding_distance, get_model
 from kg.errors import GraphError
 
@@ -67,18 +68,18 @@ def test_missing_embeddings_name_the_command(qsef_home: Path) -> None:
     from kg.embeddings import embeddings_path
 
     with pytest.raises(FileNotFoundError, match="qsef kg embed --domain law --model RotatE"):
-        embeddings_path("law", "RotatE")
+        embeddings_path(Settings(), "law", "RotatE")
 
 
 @pytest.mark.slow
 def test_train_on_nations_and_reload(qsef_home: Path) -> None:
     from kg.embeddings import load_embeddings, train_embeddings
 
-    result = train_embeddings("nations", model="TransE", dim=8, epochs=3, batch_size=256, seed=0)
+    result = train_embeddings(Settings(), "nations", model="TransE", dim=8, epochs=3, batch_size=256, seed=0)
     assert 0 < result["mrr"] <= 1 and 0 <= result["hits_at_10"] <= 1
     assert result["triples"]["test"] > 0 and Path(result["path"]).is_file()
     assert Path(result["path"]).parent == qsef_home / "kg" / "embeddings"
-    emb = load_embeddings("nations", "TransE")
+    emb = load_embeddings(Settings(), "nations", "TransE")
     assert emb.vectors.shape == (14, 8) and "usa" in emb
     assert np.allclose(np.linalg.norm(emb.vectors, axis=1), 1.0, atol=1e-5)
     assert 0.0 <= embedding_distance(["usa"], ["uk"], emb) <= 1.0
@@ -114,7 +115,7 @@ def test_embed_output_confined(qsef_home: Path, tmp_path: Path) -> None:
     from kg.embeddings import _checked_output
 
     with pytest.raises(ValueError, match="outside the data directory"):
-        _checked_output(tmp_path / "elsewhere.safetensors")
+        _checked_output(Settings(), tmp_path / "elsewhere.safetensors")
 
 
 def test_split_keeps_every_entity_and_relation_in_training(tiny) -> None:
@@ -137,7 +138,7 @@ def test_sample_triples_takes_the_region_nearest_the_root() -> None:
     import kg
     from kg.embeddings import sample_triples
 
-    law = kg.load_graph("law")
+    law = kg.load_graph(Settings(), "law")
     rows, sub = sample_triples(law, 1000)
     assert sub and 900 <= len(rows) <= 1000
     assert any("KG:law" in (h, t) for h, _, t in rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import kg
+from core.settings import Settings
 from kg.linking import Linker, Mention
 from kg.model import KnowledgeGraph, Node
 from kg.text import label_key, stem
@@ -118,22 +119,23 @@ def test_mention_is_a_value() -> None:
     ],
 )
 def test_shipped_graphs_link_real_text(domain: str, text: str, expected: set[str]) -> None:
-    graph = kg.load_graph(domain)
+    graph = kg.load_graph(Settings(), domain)
     found = {m.node_id for m in kg.link(text, graph)}
     assert expected <= found, found
 
 
 def test_common_words_do_not_flood_domain_graphs() -> None:
-    law = kg.load_graph("law")
+    law = kg.load_graph(Settings(), "law")
     text = "We made it clear on the first day that the man would find his way home in time."
     assert kg.link(text, law) == []
     assert kg.concept_density(text, law) == 0.0
-    assert kg.concept_density(text, kg.load_graph("general")) > 0.2
+    assert kg.concept_density(text, kg.load_graph(Settings(), "general")) > 0.2
 
 
 def test_coverage_on_shipped_graphs() -> None:
+    graphs = kg.load_all(Settings())
     text = "The defendant's lawyer filed a motion to suppress the evidence."
-    assert kg.coverage(text, kg.load_graph("law")) > kg.coverage(text, kg.load_graph("code"))
+    assert kg.coverage(text, kg.load_graph(Settings(), "law"), graphs) > kg.coverage(text, kg.load_graph(Settings(), "code"), graphs)
 
 
 def test_fallback_candidate_phrases() -> None:

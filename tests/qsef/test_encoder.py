@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.settings import Settings
 from qsef.encoder import Encoder, encode_cached
 
 
@@ -45,7 +46,7 @@ def test_encode_cached_on_disk(tmp_path):
 
 @pytest.mark.slow
 def test_real_minilm_encoder():
-    enc = Encoder("minilm")
+    enc = Encoder("minilm", settings=Settings())
     v = enc.encode(["What is a tort?", "What is a tort?", "How do I sort a list in Python?"])
     assert v.shape == (3, 384) and enc.forward_calls == 2
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)

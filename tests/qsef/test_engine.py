@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from qsef_fixtures import LABELS, QUERIES, HashEncoder, install_toy_kg, make_experts
 
+from core.settings import Settings
 from qsef.components import NoKG
 from qsef.engine import DEFAULT_CALIBRATION, QSEFEngine, QSEFWeights
 from qsef.history import InMemoryHistory
@@ -162,17 +163,11 @@ def test_texts_without_history_use_no_history_weights(tmp_path, engine):
     assert not np.allclose(mixed.TE[1], plain.TE[1])
 
 
-def test_kg_distance_setting_picks_the_d_kg_variant(monkeypatch):
-    from core.settings import get_settings
+def test_kg_distance_setting_picks_the_d_kg_variant(tmp_path):
+    d_kg = next(c for c in QSEFEngine(experts=[], weights=QSEFWeights(),
+                                      settings=Settings(home=tmp_path, kg_distance="lca")).components
+                if c.name == "d_kg")
+    assert d_kg.variant == "lca"
+    with pytest.raises(ValueError, match="kg_distance"):
+        Settings(home=tmp_path, kg_distance="cosmic")
 
-    monkeypatch.setenv("QSEF_KG_DISTANCE", "lca")
-    get_settings.cache_clear()
-    try:
-        d_kg = next(c for c in QSEFEngine(experts=[], weights=QSEFWeights()).components if c.name == "d_kg")
-        assert d_kg.variant == "lca"
-        monkeypatch.setenv("QSEF_KG_DISTANCE", "cosmic")
-        get_settings.cache_clear()
-        with pytest.raises(ValueError, match="kg_distance"):
-            get_settings()
-    finally:
-        get_settings.cache_clear()

@@ -50,9 +50,6 @@ def test_score_table(toy_engine, capsys):
 
 def test_eval_routing_and_calibrate(toy_engine, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("QSEF_HOME", str(tmp_path))
-    from core.settings import get_settings
-
-    get_settings.cache_clear()
     f = tmp_path / "r.jsonl"
     f.write_text("".join(json.dumps({"text": q, "domain": d}) + "\n" for q, d in zip(QUERIES, LABELS, strict=True)))
     assert _run(["eval", "routing", str(f), "--json"]) == 0
@@ -60,7 +57,6 @@ def test_eval_routing_and_calibrate(toy_engine, capsys, tmp_path, monkeypatch):
     assert out["n"] == 5 and out["accuracy"] == 1.0 and set(out["per_domain"]) == set(LABELS)
     assert _run(["calibrate", str(f), "--folds", "2", "--json"]) == 0
     assert (tmp_path / "calibration.json").is_file()
-    get_settings.cache_clear()
 
 
 def test_eval_group_is_extensible():

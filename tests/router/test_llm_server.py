@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from core.http import OpenAICompatClient
+from core.settings import Settings
 from router.llm.errors import LLMUnavailable, ServerError
 from router.llm.server import VLLMServer, _alive
 
@@ -56,7 +57,7 @@ def test_status_reports_running_server(vllm_server):
 
 
 def test_second_start_with_other_model_is_refused(vllm_server):
-    other = VLLMServer("qwen-0.5b", port=vllm_server.port)
+    other = VLLMServer("qwen-0.5b", settings=Settings(), port=vllm_server.port)
     with pytest.raises(ServerError, match="already serves"):
         other.start(timeout=5)
 

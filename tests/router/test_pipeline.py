@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from core.settings import Settings
 from router.feedback import FeedbackNotFoundError, FeedbackStore
 from router.pipeline import RouteOptions
 from router.testing import FakeBackend, ScriptedLLM
@@ -108,7 +109,7 @@ def test_expert_with_saved_profile_folder(make_router, registry, tmp_path):
     from qsef.profiles import build_domain_profile
     from router.testing import HashEncoder
 
-    prof = build_domain_profile("law", encoder=HashEncoder(), passages=["tenant landlord lease eviction court"])
+    prof = build_domain_profile("law", settings=Settings(home=tmp_path), encoder=HashEncoder(), passages=["tenant landlord lease eviction court"])
     prof.save(tmp_path / "tenancy-profile")
     registry.add(ExpertSpec(name="tenancy", domain="law", profile={"dir": str(tmp_path / "tenancy-profile")},
                             size_params=1_000_000))
