@@ -17,12 +17,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from core.domains import DOMAINS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--domains", nargs="+", default=["medicine", "law", "code", "finance", "general"])
+    ap.add_argument("--domains", nargs="+", default=list(DOMAINS))
     ap.add_argument("--summarize", action="store_true", help="only write the JSON from earlier runs")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
@@ -56,7 +59,7 @@ def main() -> None:
             row = {**row, "wall_s": row["wall_s"] + prev["wall_s"],
                    "resumed_after": f"{prev['error'][:120]} ({prev['wall_s']:.0f} s)"}
         latest[row["domain"]] = row
-    experts = [latest[d] for d in ("medicine", "law", "code", "finance", "general") if d in latest]
+    experts = [latest[d] for d in DOMAINS if d in latest]
     save("distill_experts", {"experts": experts,
                              "command_template": "qsef distill distill/configs/<domain>.yaml progress=false --json",
                              "note": "wall time includes loading the corpora, the teacher forward pass (cached "

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.domains import DOMAINS
 from core.settings import Settings
 
 SETTINGS = Settings()  # a benchmark is an entry point: settings are built here
@@ -32,7 +33,7 @@ RESULT = ROOT / "benchmarks" / "results" / "kg_embeddings.json"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--domains", nargs="*", default=["nations", "medicine", "law", "code", "finance", "general"]
+        "--domains", nargs="*", default=["nations", *DOMAINS]
     )
     parser.add_argument("--model", default="TransE")
     parser.add_argument("--dim", type=int, default=32)

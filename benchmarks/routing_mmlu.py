@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from core.domains import DOMAINS
 from core.settings import Settings
 
 SETTINGS = Settings()  # a benchmark is an entry point: settings are built here
@@ -295,7 +296,7 @@ def main() -> int:
 
 
 def markdown(doc: dict) -> str:
-    doms = ["medicine", "law", "code", "finance", "general"]
+    doms = list(DOMAINS)
     sets = ["mmlu_cv", *[k for k in ("heldout", "blind") if doc.get(k)]]
     title = {"mmlu_cv": "MMLU CV", "heldout": "held-out", "blind": "blind"}
     sizes = ", ".join(f"{title[k]} n={doc.get(f'n_{k}')}" for k in sets[1:])

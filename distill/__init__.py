@@ -17,6 +17,6 @@ The pieces, one module each, with one resolver per kind of component:
 Example (the command line does the same: ``qsef distill distill/configs/law.yaml optim.steps=50``):
 
     >>> from distill.recipe import load_config, run
-    >>> info = run(load_config("distill/configs/law.yaml", ["optim.steps=50"]))
+    >>> info = run(load_config("distill/configs/law.yaml", ["optim.steps=50"]), settings=Settings())
     >>> info["eval"]          # {"ppl": ..., "kl_to_teacher": ..., "top1_agreement": ...}
 """

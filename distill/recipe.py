@@ -4,7 +4,7 @@ A YAML config names the components (student switches, KD loss, aggregation opera
 curriculum, temperature schedule); ``key=value`` overrides change any leaf (``optim.steps=50``).
 
     >>> cfg = load_config("distill/configs/law.yaml", ["optim.steps=50", "seed=1"])
-    >>> result = run(cfg)          # trains, evaluates, checkpoints, writes the profile, registers
+    >>> result = run(cfg, settings=Settings())  # trains, evaluates, checkpoints, writes the profile, registers
     >>> result["eval"]["ppl"], result["output_dir"]
 
 Stages (all in :class:`DistillRecipe`):

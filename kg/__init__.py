@@ -21,7 +21,7 @@ QSEF asks three kinds of question of a graph:
 
 Example:
     >>> import kg
-    >>> law = kg.load_graph("law")
+    >>> law = kg.load_graph(Settings(), "law")      # settings: where user-curated copies live
     >>> mentions = kg.link("The appellate court reversed the verdict for breach of contract.", law)
     >>> [m.label for m in mentions]                               # doctest: +SKIP
     ['appellate court', 'verdict', 'breach of contract']

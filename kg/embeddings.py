@@ -14,8 +14,8 @@ Embeddings are saved as safetensors (never pickle) with ids and metrics in the h
 
 Example:
     >>> from kg.embeddings import train_embeddings, load_embeddings, embedding_distance
-    >>> result = train_embeddings("law", model="TransE", epochs=30)       # doctest: +SKIP
-    >>> emb = load_embeddings("law")                                      # doctest: +SKIP
+    >>> result = train_embeddings(settings, "law", model="TransE", epochs=30)       # doctest: +SKIP
+    >>> emb = load_embeddings(settings, "law")                                      # doctest: +SKIP
     >>> embedding_distance(["WN:court.n.01"], ["WN:judge.n.01"], emb)      # doctest: +SKIP
     0.21
 """

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from core.domains import DOMAINS
 from router.clauses import domain_hint, is_single_question, split_clauses
 from router.llm import RouterLLM, RouterLLMError, RouterLLMUnavailableError
 
@@ -123,7 +124,7 @@ class Decomposer:
     def __init__(
         self,
         llm: RouterLLM,
-        domains: list[str] | tuple[str, ...] = ("medicine", "law", "code", "finance", "general"),
+        domains: list[str] | tuple[str, ...] = DOMAINS,
         *,
         descriptions: dict[str, str] | None = None,
         max_subtasks: int = 6,

@@ -21,7 +21,7 @@ Example:
     >>> from kg.importers import build_domain, IMPORTERS
     >>> sorted(IMPORTERS)                               # doctest: +SKIP
     ['courts', 'drugs', 'foldoc', 'gcide-law', 'gnucash', 'hpo', 'icd10cm', 'licenses', 'wordnet']
-    >>> graph = build_domain("law")                     # doctest: +SKIP
+    >>> graph = build_domain(Settings(), "law")         # doctest: +SKIP
 """
 
 from __future__ import annotations

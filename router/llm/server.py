@@ -6,7 +6,7 @@ flags that work on CPU (float32 — bf16 with eager mode produced wrong text on 
 records pid, port and model so ``qsef llm stop`` / ``status`` work from another process.
 
 Example:
-    >>> server = VLLMServer("smollm2-135m", port=8011)
+    >>> server = VLLMServer("smollm2-135m", settings=Settings(), port=8011)
     >>> server.start()            # blocks until /health answers (1–3 min on CPU)
     >>> server.base_url
     'http://127.0.0.1:8011/v1'
