@@ -168,7 +168,7 @@ def test_write_profile_with_real_encoder_and_corpus(tmp_path):
     from distill.recipe import write_profile
 
     cfg = load_config(None, ["domain=finance", "profile.max_passages=8"])
-    out = write_profile(cfg, 1234, tmp_path / "profile")
+    out = write_profile(cfg, 1234, tmp_path / "profile", settings=Settings())
     assert (tmp_path / "profile" / "profile.json").is_file()
     assert len(out["centroid"]) == 384 and out["params"] == 1234
     assert out["corpus"]["n_centroid"] == 8 and out["corpus"]["n_passages"] > 8

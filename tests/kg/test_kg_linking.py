@@ -155,7 +155,7 @@ def test_fallback_candidate_phrases() -> None:
 def test_embedding_fallback_with_the_real_encoder(qsef_home, tiny: KnowledgeGraph) -> None:
     text = "A civil wrongdoing was judged by the highest appellate tribunal"
     exact = kg.link(text, tiny)
-    with_fallback = kg.link(text, tiny, fallback=True)
+    with_fallback = kg.link(text, tiny, fallback=True, settings=Settings())
     emb = [m for m in with_fallback if m.method == "embedding"]
     assert {m.node_id for m in exact} <= {m.node_id for m in with_fallback}
     assert all(0.85 <= m.score <= 1.0 and " " in m.text for m in emb)

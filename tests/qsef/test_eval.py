@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from qsef_fixtures import CORPORA, LABELS, QUERIES, HashEncoder, install_toy_kg, make_experts
 
+from core.settings import Settings
 from qsef.engine import QSEFEngine, QSEFWeights
 from qsef.eval.routing import METHODS, evaluate, load_rows, report
 
@@ -68,8 +69,8 @@ def test_llm_routing_batched_scores_equal_one_prompt_at_a_time():
 
     texts = ["What is the statute of limitations for fraud?", "Sort a list in Python",
              "Which drug lowers blood pressure quickly in an emergency room setting for adults?"]
-    batched = LLMRouting(model="smollm2-135m", batch_size=3)
-    single = LLMRouting(model="smollm2-135m", batch_size=1)
+    batched = LLMRouting(model="smollm2-135m", batch_size=3, settings=Settings())
+    single = LLMRouting(model="smollm2-135m", batch_size=1, settings=Settings())
     a = batched.label_scores(texts)
     single._lm, single.tok = batched._lm, batched.tok  # same weights, no second load
     b = single.label_scores(texts)

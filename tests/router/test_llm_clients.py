@@ -1,6 +1,7 @@
 import pytest
 
 from core.settings import Settings
+from experts.backends import ModelPool
 from router.decompose import Decomposer
 from router.llm import (
     NoRouterLLM,
@@ -42,7 +43,7 @@ def test_unreachable_http_llm_raises_unavailable():
 @pytest.mark.slow
 def test_in_process_transformers_decomposition_real_model():
     """SmolLM2-135M in-process: prefilled JSON, parsed or repaired or (flagged) split — never a crash."""
-    llm = TransformersRouterLLM("smollm2-135m", threads=1)
+    llm = TransformersRouterLLM("smollm2-135m", pool=ModelPool(Settings()))
     raw = llm.complete([{"role": "user", "content": "Say hello."}], prefill='{"subtasks": [{"subtask": "',
                        max_tokens=8)
     assert raw.startswith('{"subtasks": [{"subtask": "') and len(raw) > 27
