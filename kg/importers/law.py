@@ -69,7 +69,8 @@ class CourtsImporter(Importer):
             parent = c.get("parent")
             if parent and parent in known:
                 frag.edge(nid, "part_of", f"COURT:{parent}")
-            for target in c.get("appeal_to") or []:
+            appeal = c.get("appeal_to") or []  # courts.json holds one id, or (once) a list of ids
+            for target in [appeal] if isinstance(appeal, str) else appeal:
                 if isinstance(target, str) and target in known:
                     frag.edge(nid, "related", f"COURT:{target}")
         for system, kind in sorted(kinds):
