@@ -203,10 +203,11 @@ class GcideImporter(Importer):
                     continue
                 before, after = block[: m.start()], block[m.end() :]
                 refs = [r for r in _BRACED.findall(after) if r]
-                stripped = before.strip()
-                # a collocation block: "{Term}, {Other term} (Law), definition"
-                if stripped.startswith("{") and "\n" not in stripped:
-                    names = [" ".join(n.split()) for n in _BRACED.findall(stripped)]
+                # the paragraph the label closes; earlier ones may be other collocations' see-also lines
+                stripped = before.strip().rsplit("\n\n", 1)[-1].strip()
+                # a collocation: "{Term}, {Other term} (Law), definition" or "{Term}.\n (a) ... (b) (Law) ..."
+                if stripped.startswith("{"):
+                    names = [" ".join(n.split()) for n in _BRACED.findall(stripped.split("\n", 1)[0])]
                     if not names:
                         continue
                     label, syns = names[0], names[1:]

@@ -170,6 +170,8 @@ def test_gcide_law_takes_the_law_labelled_senses(settings, gcide):
         "GCIDE:trespass",
         "GCIDE:bailment",
         "GCIDE:frankpledge",
+        "GCIDE:heir at law",
+        "GCIDE:heir presumptive",
     }
     # the (Law) sense, not "Mischief; injury; calamity" nor the adjective entry
     assert nodes["GCIDE:tort"].definition.startswith("Any civil wrong or injury; a wrongful act")
@@ -177,7 +179,23 @@ def test_gcide_law_takes_the_law_labelled_senses(settings, gcide):
     assert nodes["GCIDE:tort feasor"].definition == "a wrongdoer; a trespasser."  # author citation removed
     assert nodes["GCIDE:frankpledge"].definition == "A pledge or surety for the good behavior of freemen."
     assert nodes["GCIDE:bailment"].definition == "The action of bailing a person accused."  # first sense wins
-    assert frag.provenance["entries"] == 5
+    assert frag.provenance["entries"] == 7
+
+
+def test_gcide_collocation_after_a_see_under_line(settings, gcide):
+    """In "{Heir apparent}. See under {Apparent}.\n\n{Heir at law} (Law), one who, ..." the (Law)
+    definition belongs to "Heir at law", not to the headword "Heir" (which has no law sense)."""
+    nodes = _nodes(GcideLawImporter(*gcide).build(settings, "law"))
+    assert "GCIDE:heir" not in nodes
+    heir_at_law = nodes["GCIDE:heir at law"]
+    assert heir_at_law.label == "Heir at law"
+    assert heir_at_law.definition == (
+        "one who, after his ancestor's death, has a right to inherit all his intestate estate."
+    )
+    # "{Term}.\n (a) ... (b) (Law) ...": the name is on the paragraph's first line
+    assert nodes["GCIDE:heir presumptive"].definition == (
+        "One whose right of inheritance may be defeated by the birth of a nearer relative."
+    )
 
 
 def test_gcide_law_skips_short_definitions_and_other_subjects(settings, gcide):
