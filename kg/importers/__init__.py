@@ -251,18 +251,27 @@ def build_domain(settings: Settings,
     graph.meta["hierarchy_cycles_broken"] = break_cycles(graph)
     graph.meta["bridges"] = add_bridges(graph)
     if domain != "general":
-        from kg.importers.wordnet import mark_ambiguous_names
-
-        try:
-            graph.meta["ambiguous_names_flagged"] = mark_ambiguous_names(settings, graph)
-        except SourceUnavailable as exc:
-            log.warning("WordNet not installed: ambiguous one-word names are not flagged (%s)", exc)
-            graph.meta["ambiguous_names_flagged"] = None
+        _flag_ambiguous_names(settings, graph)
     return graph
 
 
+def _flag_ambiguous_names(settings: Settings, graph: KnowledgeGraph) -> None:
+    from kg.importers.wordnet import mark_ambiguous_names
+
+    try:
+        graph.meta["ambiguous_names_flagged"] = mark_ambiguous_names(settings, graph)
+    except SourceUnavailable as exc:
+        log.warning("WordNet not installed: ambiguous one-word names are not flagged (%s)", exc)
+        graph.meta["ambiguous_names_flagged"] = None
+
+
 def import_source(settings: Settings, graph: KnowledgeGraph, name: str) -> dict[str, int]:
-    """Re-import one source into an existing graph (in place): its old nodes and edges are replaced."""
+    """Re-import one source into an existing graph (in place): its old nodes and edges are replaced.
+
+    As in :func:`build_domain`, the new nodes are bridged to the other sources' nodes that share their
+    label and, in domain graphs, their ambiguous one-word names are flagged (removing the old nodes
+    removed both).
+    """
     importer = get_importer(name)
     if graph.domain not in importer.domains:
         raise GraphError(
@@ -276,6 +285,10 @@ def import_source(settings: Settings, graph: KnowledgeGraph, name: str) -> dict[
     counts = merge_fragment(graph, frag)
     graph.meta.setdefault("sources", {})[name] = {**frag.provenance, "counts": counts}
     graph.meta["hierarchy_cycles_broken"] = graph.meta.get("hierarchy_cycles_broken", 0) + break_cycles(graph)
+    add_bridges(graph)
+    graph.meta["bridges"] = sum(1 for e in graph.edges("related") if e.source == "bridge")
+    if graph.domain != "general":
+        _flag_ambiguous_names(settings, graph)
     return counts
 
 

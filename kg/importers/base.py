@@ -41,8 +41,9 @@ class Fragment:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def node(self, id: str, label: str, synonyms=(), definition: str = "", **attrs: Any) -> None:
+        label = label.strip()
         syns = tuple(dict.fromkeys(s.strip() for s in synonyms if s and s.strip() and s.strip() != label))
-        self.nodes.append(Node(id, label.strip(), syns, clip(definition), source=self.source, attrs=attrs))
+        self.nodes.append(Node(id, label, syns, clip(definition), source=self.source, attrs=attrs))
 
     def edge(self, head: str, relation: str, tail: str) -> None:
         if head != tail:

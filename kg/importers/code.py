@@ -73,7 +73,8 @@ class FoldocImporter(Importer):
         index = system_file(str(self.index), hint=self.install_hint)
         data = system_file(str(self.dict_file), hint=self.install_hint)
         frag = self.fragment(version=debian_version("dict-foldoc"), file=str(data))
-        root = "FOLDOC:root"
+        # not FOLDOC:root, the id of FOLDOC's own entry "root" (the superuser)
+        root = "FOLDOC-SUBJECT:root"
         frag.node(root, "computing", ("computing",), "Root of the FOLDOC subject tags.", nolink=True)
         frag.roots.append(root)
         parsed = []

@@ -69,7 +69,8 @@ class CourtsImporter(Importer):
             parent = c.get("parent")
             if parent and parent in known:
                 frag.edge(nid, "part_of", f"COURT:{parent}")
-            for target in c.get("appeal_to") or []:
+            appeal = c.get("appeal_to") or []  # courts.json holds one id, or (once) a list of ids
+            for target in [appeal] if isinstance(appeal, str) else appeal:
                 if isinstance(target, str) and target in known:
                     frag.edge(nid, "related", f"COURT:{target}")
         for system, kind in sorted(kinds):
@@ -202,10 +203,11 @@ class GcideImporter(Importer):
                     continue
                 before, after = block[: m.start()], block[m.end() :]
                 refs = [r for r in _BRACED.findall(after) if r]
-                stripped = before.strip()
-                # a collocation block: "{Term}, {Other term} (Law), definition"
-                if stripped.startswith("{") and "\n" not in stripped:
-                    names = [" ".join(n.split()) for n in _BRACED.findall(stripped)]
+                # the paragraph the label closes; earlier ones may be other collocations' see-also lines
+                stripped = before.strip().rsplit("\n\n", 1)[-1].strip()
+                # a collocation: "{Term}, {Other term} (Law), definition" or "{Term}.\n (a) ... (b) (Law) ..."
+                if stripped.startswith("{"):
+                    names = [" ".join(n.split()) for n in _BRACED.findall(stripped.split("\n", 1)[0])]
                     if not names:
                         continue
                     label, syns = names[0], names[1:]
