@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from experts.backends import backend_resolver
 from experts.registry import ExpertSpec
 from router.pipeline import RouteOptions, RouteResult
 
@@ -56,13 +57,18 @@ class ExpertCreate(_Strict):
     name: str = Field(..., min_length=1, max_length=64)
     domain: str = Field(..., min_length=1, max_length=64)
     description: str = Field("", max_length=2000)
-    backend: Literal["hf", "openai", "qrh"] = "hf"
+    backend: str = Field("hf", json_schema_extra={"enum": backend_resolver.options})
     backend_kwargs: dict[str, Any] = Field(default_factory=dict)
     system_prompt: str = Field("", max_length=4000)
     size_params: int = Field(0, ge=0)
     cost: float = Field(1.0, ge=0)
     enabled: bool = True
     profile: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        return backend_resolver.canonical_name(v)  # the error names the registered backends
 
 
 class ExpertUpdate(_Strict):

@@ -18,15 +18,16 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from experts.registry import ExpertRegistry
+from qsef.selection import selection_strategy_resolver
 from router.config import RouterConfig
 from router.decompose import Decomposer
-from router.dispatch import Aggregation, Attempt, Dispatcher, aggregator_resolver
+from router.dispatch import Aggregation, Attempt, Dispatcher, answer_aggregator_resolver
 from router.feedback import FeedbackStore
 from router.llm import RouterLLM
-from router.scoring import RegistryScorer, Strategy
+from router.scoring import RegistryScorer
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -37,7 +38,8 @@ __all__ = ["RouteOptions", "RouteResult", "Router", "SubtaskResult"]
 
 
 class RouteOptions(BaseModel):
-    strategy: Strategy = "argmax"
+    strategy: str = Field("argmax", description="a qsef.selection strategy",
+                          json_schema_extra={"enum": selection_strategy_resolver.options})
     k: int = Field(2, ge=1, le=8, description="experts per sub-task for top_k / cost_aware")
     cost_lambda: float = Field(0.1, ge=0, le=100)
     tau: float = Field(0.0, ge=0, le=1, description="low-confidence threshold for argmax (0 = off)")
@@ -45,7 +47,18 @@ class RouteOptions(BaseModel):
     max_tokens: int = Field(128, ge=1, le=2048)
     timeout_s: float | None = Field(None, gt=0, le=600, description="per-expert timeout (default: server's)")
     use_llm: bool = Field(True, description="allow the router LLM (false: clause splitter / fast path)")
-    aggregate: str = Field("concat", pattern="^(concat|compose)$")
+    aggregate: str = Field("concat", description="how the sub-task answers are combined",
+                           json_schema_extra={"enum": answer_aggregator_resolver.options})
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        return selection_strategy_resolver.canonical_name(v)  # the error lists the strategies
+
+    @field_validator("aggregate")
+    @classmethod
+    def _known_aggregator(cls, v: str) -> str:
+        return answer_aggregator_resolver.canonical_name(v)
 
 
 class SubtaskResult(BaseModel):
@@ -181,7 +194,7 @@ class Router:
         if opt.answer:
             items = [(s.text, s.expert, s.answer) for s in subs]
             llm = self.decomposer.llm if opt.use_llm else None  # use_llm=false: no router-LLM call at all
-            agg = aggregator_resolver[opt.aggregate](items, llm=llm, query=query)
+            agg = answer_aggregator_resolver.make(opt.aggregate)(items, llm=llm, query=query)
         t4 = time.perf_counter()
         return RouteResult(
             request_id=rid, query=query, decomposition_path=dec.path, decomposition_flagged=dec.flagged,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from fakes import FakeBackend, build_fake_router
 from fastapi.testclient import TestClient
 
 from api.config import ApiConfig
 from api.main import create_app
 from core.settings import Settings
-from router.testing import FakeBackend, build_fake_router
 
 API_KEY = "test-key-123"
 

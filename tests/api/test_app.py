@@ -1,8 +1,7 @@
 import json
 
 import pytest
-
-from router.testing import FakeBackend, ScriptedLLM
+from fakes import FakeBackend, ScriptedLLM
 
 KEY = {"Authorization": "Bearer test-key-123"}
 Q = "What dose of ibuprofen is safe for a fever, and how do I deduct medical costs on my taxes?"

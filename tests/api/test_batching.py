@@ -89,8 +89,9 @@ def _public(d: dict) -> dict:
 @pytest.mark.parametrize("ablate", [(), ("d_kg", "c_sparsity")])
 def test_score_rows_equal_per_text_breakdown(tmp_path, ablate):
     """The vectorised rows of a batch == ScoreResult.to_dict(i) per text (the plain path), fields and order."""
+    from fakes import build_fake_router
+
     from api.routes.score import score_rows
-    from router.testing import build_fake_router
 
     r = build_fake_router(tmp_path)
     texts = ["Can my landlord evict me?", "How do I sort a list in Python?", "Is ibuprofen safe with a fever?"]
@@ -105,9 +106,10 @@ def test_score_rows_equal_per_text_breakdown(tmp_path, ablate):
 def test_score_bodies_are_valid_json_of_the_public_schema(tmp_path):
     import json
 
+    from fakes import build_fake_router
+
     from api.routes.score import score_texts_fn
     from api.schemas import ScorePublic
-    from router.testing import build_fake_router
 
     bodies = score_texts_fn(build_fake_router(tmp_path))(["What is a tort?", "What is a mutex?"])
     parsed = [ScorePublic.model_validate(json.loads(b)) for b in bodies]

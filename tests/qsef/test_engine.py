@@ -67,7 +67,7 @@ def test_ablation_switches_component_off(engine):
     assert "d_kg" not in res.components and res.ablated == ["d_kg"]
     assert all(s.D_kg is None for s in res.ranked(0))
     np.testing.assert_allclose(res.D, full.weights.w1 * full.components["d_emb"], rtol=1e-6)
-    with pytest.raises(ValueError, match="choose from"):
+    with pytest.raises(ValueError, match="choose one of"):
         engine.score(QUERIES[:1], ablate=["nope"])
 
 

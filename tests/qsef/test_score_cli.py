@@ -68,5 +68,5 @@ def test_eval_group_is_extensible():
     sub = parser.add_subparsers(dest="command")
     score_cmd.register(sub)
     score_cmd.eval_subparsers(sub).add_parser("decompose").set_defaults(handler=lambda a: 0)
-    assert score_cmd.EVAL_SUBPARSERS is score_cmd.eval_subparsers(sub)
+    assert score_cmd.eval_subparsers(sub) is score_cmd.eval_subparsers(sub)  # one group per parser
     assert parser.parse_args(["eval", "decompose"]).eval_command == "decompose"

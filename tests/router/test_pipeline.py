@@ -2,10 +2,10 @@ import json
 
 import numpy as np
 import pytest
+from fakes import FakeBackend, ScriptedLLM
 
 from router.feedback import FeedbackNotFoundError, FeedbackStore
 from router.pipeline import RouteOptions
-from router.testing import FakeBackend, ScriptedLLM
 
 Q = "What dose of ibuprofen is safe for a fever, and how do I deduct medical costs on my taxes?"
 
@@ -104,9 +104,10 @@ def test_feedback_store_durable(tmp_path):
 
 
 def test_expert_with_saved_profile_folder(make_router, registry, tmp_path):
+    from fakes import HashEncoder
+
     from experts.registry import ExpertSpec
     from qsef.profiles import build_domain_profile
-    from router.testing import HashEncoder
 
     prof = build_domain_profile("law", encoder=HashEncoder(), passages=["tenant landlord lease eviction court"])
     prof.save(tmp_path / "tenancy-profile")
