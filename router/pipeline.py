@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, field_validator
 
 from experts.registry import ExpertRegistry
+from qsef.scores import ExpertScore
 from qsef.selection import selection_strategy_resolver
 from router.config import RouterConfig
 from router.decompose import Decomposer
@@ -74,7 +75,7 @@ class SubtaskResult(BaseModel):
     answer: str = ""
     fell_back: bool = False
     attempts: list[Attempt] = Field(default_factory=list)
-    scores: list[dict[str, Any]] = Field(default_factory=list, description="QSEF breakdown per expert, best first")
+    scores: list[ExpertScore] = Field(default_factory=list, description="QSEF breakdown per expert, best first")
     flags: list[str] = Field(default_factory=list, description="QSEF degradations (missing graph, no history…)")
     answers: list[dict[str, Any]] = Field(default_factory=list, description="all answers when top-K > 1")
 
@@ -169,12 +170,12 @@ class Router:
                 index=i, text=st.text, domain_hint=st.domain_hint, selected=list(sel.experts),
                 weights=[round(w, 6) for w in sel.weights], strategy=sel.strategy,
                 low_confidence=sel.low_confidence, reason=sel.reason,
-                scores=[s.to_dict() for s in ranked], flags=list(result.flags[i]),
+                scores=ranked, flags=list(result.flags[i]),
                 expert=sel.experts[0],
             ))
         if opt.answer:
             for i, sub in enumerate(subs):
-                ranked_names = [s["expert"] for s in sub.scores]
+                ranked_names = [s.expert for s in sub.scores]
                 answers = self.dispatcher.dispatch(
                     sub.text, sub.selected, sub.weights, ranked_names, self.scorer.spec,
                     max_tokens=opt.max_tokens, history=history or (), timeout_s=opt.timeout_s,
@@ -206,7 +207,7 @@ class Router:
     def _record(self, rid: str, sub: SubtaskResult, embedding: Any) -> None:
         if self.feedback is None:
             return
-        te_of = {s["expert"]: s["TE"] for s in sub.scores}
+        te_of = {s.expert: s.TE for s in sub.scores}
         for att in sub.attempts:
             if att.skipped:  # not called: says nothing about the expert on this task
                 continue

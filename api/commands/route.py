@@ -117,7 +117,7 @@ def _route(args: argparse.Namespace) -> int:
     finally:
         router.close()
     if args.json:
-        print(json.dumps(result.model_dump(), indent=2))
+        print(result.model_dump_json(indent=2))
     else:
         print_result(result)
     return 0
@@ -136,10 +136,9 @@ def print_result(result: Any, out: TextIO = sys.stdout) -> None:
         cols = ("D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R")
         print("      " + "expert".ljust(12) + "".join(c.rjust(11) for c in (*cols, "TE", "P")), file=out)
         for sc in s.scores[:3]:
-            vals = "".join(("-" if sc.get(c) is None else f"{sc[c]:.3f}").rjust(11) for c in cols)
-            te = "-" if sc.get("TE") is None else f"{sc['TE']:.3g}"  # TE's scale follows the fitted k1, k2
-            p = "-" if sc.get("P") is None else f"{sc['P']:.2f}"
-            print("      " + str(sc["expert"])[:12].ljust(12) + vals + te.rjust(11) + p.rjust(11), file=out)
+            vals = "".join(("-" if getattr(sc, c) is None else f"{getattr(sc, c):.3f}").rjust(11) for c in cols)
+            te = f"{sc.TE:.3g}"  # TE's scale follows the fitted k1, k2
+            print("      " + sc.expert[:12].ljust(12) + vals + te.rjust(11) + f"{sc.P:.2f}".rjust(11), file=out)
         print("      (P = TE / sum of TE over the candidates: the calibrated chance this expert is right)", file=out)
         if s.answer:
             answer = s.answer.strip().replace("\n", "\n        ")

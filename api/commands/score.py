@@ -88,7 +88,7 @@ def _score(args: argparse.Namespace) -> int:
     engine = _engine(args, weights=args.calibration, ablate=args.ablate)
     res = engine.score([args.text])
     if args.json:
-        print(json.dumps(res.to_dict(0)))
+        print(res.scores(0).model_dump_json())
         return 0
     cols = ("D_emb", "D_kg", "D", "C_data", "C_model", "C_sparsity", "R")
     print(f"{'rank':>4}  {'expert':<16} " + " ".join(f"{c:>7}" for c in cols) + f" {'TE':>9} {'P':>6}")

@@ -11,6 +11,7 @@ from qsef_fixtures import LABELS, QUERIES, HashEncoder, install_toy_kg, make_exp
 from qsef.components import NoKG
 from qsef.engine import DEFAULT_CALIBRATION, QSEFEngine, QSEFWeights
 from qsef.history import InMemoryHistory
+from qsef.scores import ExpertScore, TextScores
 
 
 @pytest.fixture
@@ -94,11 +95,18 @@ def test_history_raises_model_load_of_failing_expert(engine):
     assert "no_history" not in res.flags[0]
 
 
-def test_to_dict_is_json(engine):
-    d = engine.score(QUERIES[0]).to_dict()
-    s = json.loads(json.dumps(d))
-    keys = {"expert", "D_emb", "D_kg", "D", "C_data", "C_model", "C_sparsity", "R", "TE", "rank"}
-    assert keys <= set(s["experts"][0]) and s["experts"][0]["rank"] == 1
+def test_scores_are_typed_and_json(engine):
+    res = engine.score(QUERIES[:2])
+    typed = res.scores(1)
+    assert isinstance(typed, TextScores) and all(isinstance(e, ExpertScore) for e in typed.experts)
+    assert typed.experts == res.ranked(1) and [e.rank for e in typed.experts] == [1, 2, 3, 4, 5]
+    p = res.probabilities()[1]
+    assert sum(e.P for e in typed.experts) == pytest.approx(1.0)
+    assert {e.expert: e.P for e in typed.experts} == pytest.approx(dict(zip(res.names, p.tolist(), strict=True)))
+    assert sorted(res.breakdown(1), key=lambda e: e.rank) == typed.experts
+    s = json.loads(typed.model_dump_json())
+    keys = {"expert", "domain", "D_emb", "D_kg", "D", "C_data", "C_model", "C_sparsity", "R", "TE", "P", "rank"}
+    assert keys == set(s["experts"][0]) and s["experts"][0]["rank"] == 1 and s["weights"]["k1"] > 0
 
 
 def test_shipped_calibration_loads():

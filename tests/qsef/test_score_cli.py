@@ -39,7 +39,8 @@ def test_score_json(toy_engine, capsys):
     assert _run(["score", QUERIES[1], "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["experts"][0]["expert"] == "law"
-    assert {"D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R", "TE", "rank"} <= set(out["experts"][0])
+    assert {"D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R", "TE", "P", "rank"} <= set(out["experts"][0])
+    assert sum(e["P"] for e in out["experts"]) == pytest.approx(1.0)
 
 
 def test_score_table(toy_engine, capsys):
