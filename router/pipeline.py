@@ -43,7 +43,8 @@ class RouteOptions(BaseModel):
                           json_schema_extra={"enum": selection_strategy_resolver.options})
     k: int = Field(2, ge=1, le=8, description="experts per sub-task for top_k / cost_aware")
     cost_lambda: float = Field(0.1, ge=0, le=100)
-    tau: float = Field(0.0, ge=0, le=1, description="low-confidence threshold for argmax (0 = off)")
+    tau: float = Field(0.0, ge=0, le=1, description="low-confidence threshold on the best expert's P = TE / ΣTE "
+                                                      "(argmax, threshold; 0 = off)")
     answer: bool = Field(True, description="call the experts (false: decomposition and scores only)")
     max_tokens: int = Field(128, ge=1, le=2048)
     timeout_s: float | None = Field(None, gt=0, le=600, description="per-expert timeout (default: server's)")

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     route.add_argument("--strategy", choices=selection_strategy_resolver.options, default="argmax")
     route.add_argument("--k", type=int, default=2, help="experts per sub-task (top_k, cost_aware)")
     route.add_argument("--cost-lambda", type=float, default=0.1)
-    route.add_argument("--tau", type=float, default=0.0, help="low-confidence threshold (0 = off)")
+    route.add_argument("--tau", type=float, default=0.0, help="low-confidence threshold on the best expert's P = TE/sum(TE) (0 = off)")
     route.add_argument("--no-answer", action="store_true", help="decompose and score only; do not call experts")
     route.add_argument("--max-tokens", type=int, default=128, help="answer length per sub-task")
     route.add_argument("--demo", action="store_true", help="route the README's demo questions instead of QUERY")
