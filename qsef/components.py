@@ -586,7 +586,7 @@ class DomainSparsity(Component):
 
 
 # ---------------------------------------------------------------------------------------------
-# Registry
+# Resolver
 # ---------------------------------------------------------------------------------------------
 #: The QSEF components in SPEC order (``names`` keeps it; the engine reports ablations in that order).
 component_resolver: Resolver[Component] = Resolver(

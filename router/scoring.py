@@ -31,7 +31,7 @@ import numpy as np
 from experts.registry import ExpertRegistry, ExpertSpec
 from qsef.selection import Selection, selection_strategy_resolver
 
-if TYPE_CHECKING:  # the engine module pulls in the encoder stack; imported when first used
+if TYPE_CHECKING:  # annotations only: the engine is imported when it is first built (see .engine)
     from qsef.encoder import Encoder
     from qsef.engine import QSEFEngine, ScoreResult
     from qsef.history import HistoryProvider, LabelledHistory
