@@ -9,15 +9,10 @@ from fastapi import Depends, Header, Request
 
 from api.errors import ApiError
 from api.state import AppState
-from router.pipeline import Router
 
 
 def get_state(request: Request) -> AppState:
     return request.app.state.qsef
-
-
-def get_router(request: Request) -> Router:
-    return request.app.state.qsef.router
 
 
 def request_id(request: Request) -> str:
@@ -47,6 +42,5 @@ def require_api_key(
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
-RouterDep = Annotated[Router, Depends(get_router)]
 RequestIdDep = Annotated[str, Depends(request_id)]
 ApiKeyDep = Depends(require_api_key)

@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from experts.backends import backend_resolver
 from experts.registry import ExpertSpec
+from qsef.scores import ExpertScore, TextScores
 from router.pipeline import RouteOptions, RouteResult
 
 MAX_QUERY_CHARS = 8000  # overridden per app by settings.api.max_query_chars (checked in the handlers)
@@ -31,38 +33,37 @@ class ScoreCreate(_Strict):
     text: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS)
 
 
-class ExpertScorePublic(BaseModel):
-    expert: str
-    domain: str
-    D_emb: float | None
-    D_kg: float | None
-    D: float
-    C_data: float | None
-    C_model: float | None
-    C_sparsity: float | None
-    R: float
-    TE: float
-    rank: int
+#: One expert's QSEF breakdown, P included: the engine's own typed model, not a copy of it.
+ExpertScorePublic = ExpertScore
 
 
-class ScorePublic(BaseModel):
-    text: str
-    experts: list[ExpertScorePublic]
-    flags: list[str] = Field(default_factory=list)
+class ScorePublic(TextScores):
+    """:class:`qsef.scores.TextScores` plus how many texts shared the encoder call."""
+
     batch_size: int = Field(1, description="texts scored in the same encoder call")
+
+    @classmethod
+    def of(cls, scores: TextScores, *, batch_size: int) -> ScorePublic:
+        """The response for one text's scores (the typed experts are reused as they are)."""
+        return cls(**dict(scores), batch_size=batch_size)
 
 
 class ExpertCreate(_Strict):
     name: str = Field(..., min_length=1, max_length=64)
     domain: str = Field(..., min_length=1, max_length=64)
     description: str = Field("", max_length=2000)
-    backend: Literal["hf", "openai", "qrh"] = "hf"
+    backend: str = Field("hf", json_schema_extra={"enum": backend_resolver.options})
     backend_kwargs: dict[str, Any] = Field(default_factory=dict)
     system_prompt: str = Field("", max_length=4000)
     size_params: int = Field(0, ge=0)
     cost: float = Field(1.0, ge=0)
     enabled: bool = True
     profile: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        return backend_resolver.canonical_name(v)  # the error names the registered backends
 
 
 class ExpertUpdate(_Strict):

@@ -45,8 +45,14 @@ def auroc(score: np.ndarray, positive: np.ndarray) -> float:
 
 
 def confidence_report(te: np.ndarray, correct: np.ndarray) -> dict:
-    """TE validity, calibration and selective accuracy from the ``(N, E)`` TE matrix and top-1 correctness."""
-    p_all = te / te.sum(axis=1, keepdims=True)
+    """TE validity, calibration and selective accuracy from the ``(N, E)`` TE matrix and top-1 correctness.
+
+    ``p_top < tau`` is the rule of the router's ``threshold`` selection strategy
+    (:func:`qsef.selection.select_with_threshold`), on the same P.
+    """
+    from qsef.selection import choice_probabilities
+
+    p_all = choice_probabilities(te)
     top = te.argmax(axis=1)
     te_top, p_top = te[np.arange(len(te)), top], p_all[np.arange(len(te)), top]
     y = correct.astype(float)

@@ -6,7 +6,7 @@ The pieces, one module each, with one resolver per kind of component:
   through a projection), resistance-weighted task loss, the alpha-mix and ``L_total``;
   ``loss_resolver``.
 * :mod:`distill.aggregation` — multi-teacher operators on probabilities (arithmetic, normalised
-  geometric, confidence-weighted); ``aggregator_resolver``.
+  geometric, confidence-weighted); ``teacher_aggregator_resolver``.
 * :mod:`distill.data` — corpora windows, kept vocabulary, resistance, samplers (``sampler_resolver``),
   staged curriculum, temperature annealing.
 * :mod:`distill.teachers` — causal-LM teacher restricted to the student's vocabulary, sentence

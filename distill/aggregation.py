@@ -15,7 +15,7 @@ Axioms (checked by property tests in ``tests/distill/test_teacher_aggregation.py
 * temperature coherence: unanimous teachers give ``tau_T(p)``; ``T = 1`` is the plain operator;
   for geometric pooling tempering commutes with aggregation, ``A_T = tau_T(A_1)``; large T -> uniform.
 
-    >>> agg = aggregator_resolver.make("geometric")
+    >>> agg = teacher_aggregator_resolver.make("geometric")
     >>> target = agg(torch.stack([p_qwen, p_other]), torch.tensor([0.7, 0.3]), temperature=2.0)
 """
 
@@ -98,6 +98,6 @@ class ConfidenceAggregator(Aggregator):
         return (w[..., None] * p).sum(0)
 
 
-aggregator_resolver: Resolver[Aggregator] = Resolver(
+teacher_aggregator_resolver: Resolver[Aggregator] = Resolver(
     Aggregator, [ArithmeticAggregator, GeometricAggregator, ConfidenceAggregator],
-    suffix="aggregator", default="arithmetic")
+    suffix="aggregator", default="arithmetic", kind="teacher aggregator")

@@ -251,7 +251,8 @@ class LossSampler(Sampler):
 
 
 sampler_resolver: Resolver[Sampler] = Resolver(
-    Sampler, [UniformSampler, DifficultySampler, LossSampler], suffix="sampler", default="difficulty")
+    Sampler, [UniformSampler, DifficultySampler, LossSampler], suffix="sampler", default="difficulty",
+    kind="sampler")
 
 
 # ---------------------------------------------------------------------------------------- curriculum

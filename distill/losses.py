@@ -254,4 +254,5 @@ loss_resolver: Resolver[DistillLoss] = Resolver(
     [KDLoss, ReverseKLLoss, JSDLoss, AlignmentLoss, ResistanceWeightedLoss, AlphaMixLoss, TotalLoss],
     suffix="loss",
     default="kd",
+    kind="KD loss",
 )

@@ -281,7 +281,7 @@ class DistillRecipe:
         self.model.set_vocabulary(self.data["kept"])
 
     def _handle_loss(self) -> None:
-        from distill.aggregation import aggregator_resolver
+        from distill.aggregation import teacher_aggregator_resolver
         from distill.data import TemperatureSchedule
         from distill.losses import AlignmentLoss, TotalLoss, loss_resolver
 
@@ -294,7 +294,7 @@ class DistillRecipe:
         self.loss = TotalLoss(kd, aligns, lambda_align=lc["lambda_align"], lambda_resist=lc["lambda_resist"],
                               kd_weight=lc["kd_weight"], kd_ignore_classes=(0,))  # 0 = unknown token
         ag = self.cfg["aggregation"]
-        self.aggregator = aggregator_resolver.make(ag["name"], {k: v for k, v in ag.items() if k != "name"})
+        self.aggregator = teacher_aggregator_resolver.make(ag["name"], {k: v for k, v in ag.items() if k != "name"})
         self.temperature = TemperatureSchedule(**self.cfg["temperature"])
 
     def _handle_training(self) -> None:

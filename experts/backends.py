@@ -1,6 +1,6 @@
 """Expert backends: how an expert turns chat messages into an answer.
 
-One registry, :data:`backend_resolver`, maps a name to a class:
+One resolver, :data:`backend_resolver` (:class:`core.resolver.Resolver`), maps a name to a class:
 
 - ``hf``: a local Hugging Face causal LM folder (or a model-store name) run in-process; experts
   that name the same model share one loaded instance through a :class:`ModelPool`;
@@ -28,6 +28,8 @@ import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from core.resolver import Resolver, UnknownComponentError
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -393,9 +395,8 @@ class QRHBackend(_LocalBackend):
         return check_model_folder(self.checkpoint if self.checkpoint.is_dir() else self.checkpoint.parent)
 
 
-backend_resolver: dict[str, type[ExpertBackend]] = {
-    cls.name: cls for cls in (HFBackend, OpenAIBackend, QRHBackend)
-}
+backend_resolver: Resolver[ExpertBackend] = Resolver(
+    ExpertBackend, [HFBackend, OpenAIBackend, QRHBackend], suffix="backend", kind="expert backend")
 
 
 def make_backend(spec: ExpertSpec, **kwargs: Any) -> ExpertBackend:
@@ -405,9 +406,7 @@ def make_backend(spec: ExpertSpec, **kwargs: Any) -> ExpertBackend:
         BackendUnavailableError: unknown backend name (naming the valid ones) or unusable settings.
     """
     try:
-        cls = backend_resolver[spec.backend]
-    except KeyError:
-        raise BackendUnavailableError(
-            f"unknown backend {spec.backend!r}; choose one of {sorted(backend_resolver)}"
-        ) from None
+        cls = backend_resolver.lookup(spec.backend)
+    except UnknownComponentError as exc:
+        raise BackendUnavailableError(str(exc)) from None
     return cls(spec, **kwargs)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from core.db import connect, migrate
 from core.domains import DOMAIN_DESCRIPTIONS, DOMAINS
+from experts.backends import backend_resolver
 
 __all__ = [
     "DOMAIN_PROMPTS",
@@ -56,7 +57,6 @@ DOMAIN_PROMPTS = {
 
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-BackendName = Literal["hf", "openai", "qrh"]
 
 
 class ExpertError(Exception):
@@ -91,7 +91,8 @@ class ExpertSpec(BaseModel):
     name: str
     domain: str
     description: str = ""
-    backend: BackendName = "hf"
+    backend: str = Field("hf", description="a name in experts.backends.backend_resolver",
+                         json_schema_extra={"enum": backend_resolver.options})
     backend_kwargs: dict[str, Any] = Field(default_factory=dict)
     system_prompt: str = ""
     size_params: int = Field(0, ge=0, description="parameter count, used by C_model")
@@ -108,6 +109,11 @@ class ExpertSpec(BaseModel):
         if not _NAME_RE.match(v):
             raise ValueError("name must be 1-64 chars of lowercase letters, digits, '_', '-', '.'")
         return v
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        return backend_resolver.canonical_name(v)  # UnknownComponentError (a ValueError) lists the names
 
     @field_validator("domain")
     @classmethod

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from core.domains import DOMAINS
+from core.resolver import Resolver
 from qsef.history import HistoryProvider
 from qsef.profiles import ExpertProfile
 
@@ -602,35 +603,11 @@ class DomainSparsity(Component):
 
 
 # ---------------------------------------------------------------------------------------------
-# Registry
+# Resolver
 # ---------------------------------------------------------------------------------------------
-class ComponentResolver:
-    """Name / class / instance -> component, the single registry of QSEF components."""
-
-    def __init__(self, classes: Sequence[type[Component]]) -> None:
-        self._classes = {c.name: c for c in classes}
-
-    @property
-    def names(self) -> list[str]:
-        return list(self._classes)
-
-    def lookup(self, query: str | type[Component] | Component) -> type[Component]:
-        if isinstance(query, Component):
-            return type(query)
-        if isinstance(query, type) and issubclass(query, Component):
-            return query
-        key = str(query).lower().replace("-", "_")
-        if key not in self._classes:
-            raise ValueError(f"unknown QSEF component {query!r}; choose from {self.names}")
-        return self._classes[key]
-
-    def make(self, query: str | type[Component] | Component, **kwargs: Any) -> Component:
-        if isinstance(query, Component):
-            return query
-        return self.lookup(query)(**kwargs)
-
-
-component_resolver = ComponentResolver([EmbeddingDistance, KGDistance, DataComplexity, ModelLoad, DomainSparsity])
+#: The QSEF components in SPEC order (``names`` keeps it; the engine reports ablations in that order).
+component_resolver: Resolver[Component] = Resolver(
+    Component, [EmbeddingDistance, KGDistance, DataComplexity, ModelLoad, DomainSparsity], kind="QSEF component")
 #: Field names used in results, in SPEC order.
 COMPONENT_FIELDS = {"d_emb": "D_emb", "d_kg": "D_kg", "c_data": "C_data", "c_model": "C_model",
                     "c_sparsity": "C_sparsity"}

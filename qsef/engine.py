@@ -8,8 +8,9 @@ Example:
     >>> from qsef.engine import QSEFEngine
     >>> engine = QSEFEngine()                          # default profiles, encoder, calibration
     >>> result = engine.score(["What is the first-line treatment for hypertension?"])
-    >>> result.ranked(0)[0].expert, round(result.ranked(0)[0].TE, 3)
+    >>> result.ranked(0)[0].expert, round(result.ranked(0)[0].TE, 3)   # a typed qsef.scores.ExpertScore
     ('medicine', 0.41)
+    >>> result.scores(0).model_dump_json()             # one text's candidates, as the CLI and API print them
     >>> engine.score(texts, ablate=["d_kg"])          # any component switched off
 """
 
@@ -34,6 +35,8 @@ from qsef.components import (
 )
 from qsef.history import HistoryProvider
 from qsef.profiles import ExpertProfile
+from qsef.scores import ExpertScore, TextScores
+from qsef.selection import choice_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -93,27 +96,6 @@ class QSEFWeights:
 
 
 @dataclass
-class ExpertScore:
-    """One expert's score breakdown for one text (``None`` = component switched off)."""
-
-    expert: str
-    domain: str
-    D_emb: float | None
-    D_kg: float | None
-    D: float
-    C_data: float | None
-    C_model: float | None
-    C_sparsity: float | None
-    R: float
-    TE: float
-    rank: int
-    P: float = 0.0  # calibrated choice probability TE / Σ TE over the candidates
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
 class ScoreResult:
     """Batched scores. Every matrix is ``(T, E)``; rank 1 = highest TE.
 
@@ -141,36 +123,39 @@ class ScoreResult:
         return [e.name for e in self.experts]
 
     def probabilities(self) -> np.ndarray:
-        """``TE / Σ_e TE`` per text ``(T, E)``: the conditional-logit choice probability of each expert.
+        """``P = TE / Σ_e TE`` per text ``(T, E)``: the conditional-logit choice probability of each expert.
 
         TE's absolute scale follows the fitted weights; this share is the scale-free confidence to put
         a threshold on (e.g. fallback when the best expert's share is under 0.5).
         """
-        return self.TE / np.maximum(self.TE.sum(axis=1, keepdims=True), 1e-30)
+        return choice_probabilities(self.TE)
 
     def best(self) -> np.ndarray:
         """Column index of the highest-TE expert per text ``(T,)``."""
         return np.argmax(self.TE, axis=1)
 
+    def _expert_scores(self, i: int, columns: Sequence[int]) -> list[ExpertScore]:
+        """The typed rows of text ``i`` for the given expert columns (one ``tolist()`` per matrix row)."""
+        comps = {fld: self.components[c][i].tolist() if c in self.components else None
+                 for c, fld in COMPONENT_FIELDS.items()}
+        d, r, te, rank = (m[i].tolist() for m in (self.D, self.R, self.TE, self.rank))
+        p = choice_probabilities(self.TE[i]).tolist()
+        return [ExpertScore(expert=self.experts[j].name, domain=self.experts[j].domain, D=d[j], R=r[j], TE=te[j],
+                            P=p[j], rank=rank[j], **{f: (v[j] if v is not None else None) for f, v in comps.items()})
+                for j in columns]
+
     def breakdown(self, i: int) -> list[ExpertScore]:
         """Per-expert breakdown for text ``i`` in column order."""
-        out = []
-        p = self.probabilities()[i]
-        for j, e in enumerate(self.experts):
-            vals = {fld: (float(self.components[c][i, j]) if c in self.components else None)
-                    for c, fld in COMPONENT_FIELDS.items()}
-            out.append(ExpertScore(expert=e.name, domain=e.domain, D=float(self.D[i, j]), R=float(self.R[i, j]),
-                                   TE=float(self.TE[i, j]), rank=int(self.rank[i, j]), P=float(p[j]), **vals))
-        return out
+        return self._expert_scores(i, range(len(self.experts)))
 
     def ranked(self, i: int) -> list[ExpertScore]:
         """Per-expert breakdown for text ``i``, best first."""
-        return sorted(self.breakdown(i), key=lambda s: s.rank)
+        return self._expert_scores(i, np.argsort(self.rank[i], kind="stable").tolist())
 
-    def to_dict(self, i: int = 0) -> dict[str, Any]:
-        """One JSON-ready object for text ``i``: the text, its flags, weights and every candidate expert."""
-        return {"text": self.texts[i], "experts": [s.to_dict() for s in self.ranked(i)],
-                "flags": self.flags[i], "ablated": self.ablated, "weights": asdict(self.weights)}
+    def scores(self, i: int = 0) -> TextScores:
+        """Text ``i`` with its flags, the ablated components, the weights and every candidate, best first."""
+        return TextScores(text=self.texts[i], experts=self.ranked(i), flags=list(self.flags[i]),
+                          ablated=list(self.ablated), weights=asdict(self.weights))
 
 
 def default_components(settings: Settings) -> list[Component]:

@@ -1,15 +1,18 @@
 """Choosing experts from TE scores, and pre-filtering candidates when there are many experts.
 
-Strategies (SPEC §2) work on one row of TE values ``(E,)``:
+Strategies (SPEC §2) work on one row of TE values ``(E,)``; each is a function and a small
+:class:`SelectionStrategy` class in one resolver, :data:`selection_strategy_resolver` (the router's
+``RouteOptions.strategy`` and ``qsef route --strategy`` take its names):
 
-* :func:`select_argmax` — the highest TE;
-* :func:`select_top_k` — the K best with TE-proportional weights (for answer mixing);
-* :func:`select_cost_aware` — the subset maximising ``Σ TE − λ·cost``;
-* :func:`select_with_threshold` — argmax, but below τ the fallback expert answers, flagged low-confidence.
+* ``argmax`` (:func:`select_argmax`) — the highest TE;
+* ``top_k`` (:func:`select_top_k`) — the K best with TE-proportional weights (for answer mixing);
+* ``cost_aware`` (:func:`select_cost_aware`) — the subset maximising ``Σ TE − λ·cost``;
+* ``threshold`` (:func:`select_with_threshold`) — argmax, but when the best expert's calibrated share
+  ``P = TE / Σ TE`` is under τ the fallback expert answers, flagged low-confidence.
 
-TE's absolute scale follows the fitted weights (``k1``, ``k2``), so for a threshold pass the row of
-``ScoreResult.probabilities()`` (TE shares, the calibrated choice probabilities) — τ then reads as
-"at least this likely to be the right expert" and survives recalibration.
+TE's absolute scale follows the fitted weights (``k1``, ``k2``), so τ is compared with P (the row of
+``ScoreResult.probabilities()``), not with raw TE — τ then reads as "at least this likely to be the
+right expert" and survives recalibration.
 
 :class:`CandidateFilter` keeps a faiss ``IndexFlatIP`` over expert centroids; with more experts than
 ``min_experts`` only the ``k`` nearest centroids are scored. Flat inner-product search is exact, so the
@@ -19,15 +22,21 @@ Example:
     >>> sel = select_with_threshold(result.TE[0], result.names, tau=0.2, fallback="general")
     >>> sel.experts, sel.weights, sel.low_confidence
     (['medicine'], [1.0], False)
+    >>> selection_strategy_resolver.make("top_k", k=2).select(result.TE[0], result.names).experts
+    ['medicine', 'general']
 """
 
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
+
+from core.resolver import Resolver
 
 log = logging.getLogger(__name__)
 
@@ -93,22 +102,102 @@ def select_cost_aware(te: np.ndarray, names: Sequence[str], costs: Sequence[floa
                      reason="no expert has TE above λ·cost" if low else "", te=[float(te[j]) for j in chosen])
 
 
+def choice_probabilities(te: np.ndarray) -> np.ndarray:
+    """``P = TE / Σ TE`` over the last axis: the calibrated choice probability of each expert.
+
+    The same share as :meth:`qsef.engine.ScoreResult.probabilities` (which calls this).
+    """
+    te = np.asarray(te)
+    return te / np.maximum(te.sum(axis=-1, keepdims=True), 1e-30)
+
+
 def select_with_threshold(te: np.ndarray, names: Sequence[str], *, tau: float, fallback: str) -> Selection:
-    """Argmax TE; when it is under ``tau`` the ``fallback`` expert is chosen and flagged low-confidence."""
+    """Argmax TE; when the best expert's share ``P = TE / Σ TE`` is under ``tau`` the ``fallback``
+    expert is chosen and flagged low-confidence.
+
+    Args:
+        te: one row of TE values ``(E,)`` over all candidates (P is taken over this row).
+        names: the E expert names.
+        tau: the threshold on P, in [0, 1].
+        fallback: the expert that answers under the threshold.
+    """
     best = select_argmax(te, names)
-    if best.te[0] >= tau:
+    te_row = _row(te, names)
+    p_best = float(choice_probabilities(te_row)[list(names).index(best.experts[0])])
+    if p_best >= tau:
         best.strategy = "threshold"
         return best
-    log.info("best TE under threshold; using fallback expert",
-             extra={"best": best.experts[0], "te": round(best.te[0], 4), "tau": tau, "fallback": fallback})
-    te_row = _row(te, names)
+    log.info("best expert's P under threshold; using fallback expert",
+             extra={"best": best.experts[0], "p": round(p_best, 4), "tau": tau, "fallback": fallback})
     fb_te = float(te_row[list(names).index(fallback)]) if fallback in names else float("nan")
     return Selection([fallback], [1.0], "threshold", low_confidence=True,
-                     reason=f"best TE {best.te[0]:.3f} ({best.experts[0]}) < tau {tau}", te=[fb_te])
+                     reason=f"best P {p_best:.3f} ({best.experts[0]}) < tau {tau}", te=[fb_te])
 
 
-STRATEGIES = {"argmax": select_argmax, "top_k": select_top_k, "cost_aware": select_cost_aware,
-              "threshold": select_with_threshold}
+class SelectionStrategy(ABC):
+    """A selection strategy: one TE row in, a :class:`Selection` out; options go to the constructor.
+
+    ``costs`` (one per expert) is passed by callers that have them; strategies that need none ignore it.
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def select(self, te: np.ndarray, names: Sequence[str], *, costs: Sequence[float] | None = None) -> Selection:
+        """The chosen experts for one row of TE values ``(E,)``."""
+
+
+class ArgmaxSelection(SelectionStrategy):
+    """The single highest-TE expert (:func:`select_argmax`)."""
+
+    name = "argmax"
+
+    def select(self, te, names, *, costs=None) -> Selection:
+        return select_argmax(te, names)
+
+
+class TopKSelection(SelectionStrategy):
+    """The ``k`` highest-TE experts, TE-proportional weights (:func:`select_top_k`)."""
+
+    name = "top_k"
+
+    def __init__(self, k: int = 2) -> None:
+        self.k = k
+
+    def select(self, te, names, *, costs=None) -> Selection:
+        return select_top_k(te, names, k=self.k)
+
+
+class CostAwareSelection(SelectionStrategy):
+    """The subset maximising ``Σ TE − λ·cost``, at most ``max_experts`` (:func:`select_cost_aware`)."""
+
+    name = "cost_aware"
+
+    def __init__(self, lam: float = 0.1, max_experts: int | None = None) -> None:
+        self.lam, self.max_experts = lam, max_experts
+
+    def select(self, te, names, *, costs=None) -> Selection:
+        if costs is None:
+            raise ValueError("cost_aware selection needs one cost per expert")
+        return select_cost_aware(te, names, costs, lam=self.lam, max_experts=self.max_experts)
+
+
+class ThresholdSelection(SelectionStrategy):
+    """Argmax, with the ``fallback`` expert when the best P is under ``tau`` (:func:`select_with_threshold`)."""
+
+    name = "threshold"
+
+    def __init__(self, tau: float = 0.5, fallback: str = "general") -> None:
+        self.tau, self.fallback = tau, fallback
+
+    def select(self, te, names, *, costs=None) -> Selection:
+        return select_with_threshold(te, names, tau=self.tau, fallback=self.fallback)
+
+
+#: The one definition of the selection strategies (CLI choices and request validation use it).
+selection_strategy_resolver: Resolver[SelectionStrategy] = Resolver(
+    SelectionStrategy, [ArgmaxSelection, TopKSelection, CostAwareSelection, ThresholdSelection],
+    suffix="selection", default="argmax", kind="selection strategy")
 
 
 class CandidateFilter:

@@ -14,5 +14,5 @@ Example:
     >>> router = Router.from_settings(Settings())
     >>> result = router.route("What is a tort, and how do I reverse a list in Python?")
     >>> for s in result.subtasks:
-    ...     print(s.text, "->", s.expert, round(s.scores[0]["TE"], 3))
+    ...     print(s.text, "->", s.expert, round(s.scores[0].TE, 3))
 """

@@ -7,9 +7,10 @@ event, so an in-process model stops within a decoding step and frees its lock an
 the next request (see :mod:`experts.backends`). Backends are built once per expert (and rebuilt when
 the expert's settings change).
 
-Aggregation (:data:`aggregator_resolver`): ``concat`` (default) numbers the sub-tasks and puts each
-answer under its sub-task; ``compose`` asks the router LLM to write one reply from them and falls
-back to ``concat`` (flagged) when it cannot.
+Answer aggregation (:data:`answer_aggregator_resolver`, not to be confused with distillation's
+``teacher_aggregator_resolver``): ``concat`` (default) numbers the sub-tasks and puts each answer
+under its sub-task; ``compose`` asks the router LLM to write one reply from them and falls back to
+``concat`` (flagged) when it cannot.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import json
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
+from core.resolver import Resolver
 from experts.backends import ExpertBackend, ModelPool, make_backend
 from experts.registry import ExpertSpec
 
@@ -31,12 +34,15 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Aggregation",
+    "AnswerAggregator",
     "Attempt",
+    "ComposeAggregator",
+    "ConcatAggregator",
     "Dispatcher",
     "ExpertAnswer",
     "aggregate_compose",
     "aggregate_concat",
-    "aggregator_resolver",
+    "answer_aggregator_resolver",
 ]
 
 
@@ -219,7 +225,41 @@ def aggregate_compose(items: Sequence[tuple[str, str | None, str]], *, llm: Any 
         return agg
 
 
-aggregator_resolver: dict[str, Callable[..., Aggregation]] = {"concat": aggregate_concat, "compose": aggregate_compose}
+class AnswerAggregator(ABC):
+    """Combines the ``(sub-task, expert, answer)`` triples of one request into one reply."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def __call__(self, items: Sequence[tuple[str, str | None, str]], *, llm: Any = None,
+                 query: str = "") -> Aggregation:
+        """One :class:`Aggregation`; ``llm`` is the router LLM, ``None`` when the request may not use it."""
+
+
+class ConcatAggregator(AnswerAggregator):
+    """Numbered sub-tasks, each answer under its sub-task (:func:`aggregate_concat`)."""
+
+    name = "concat"
+
+    def __call__(self, items, *, llm=None, query="") -> Aggregation:
+        return aggregate_concat(items)
+
+
+class ComposeAggregator(AnswerAggregator):
+    """The router LLM writes one reply; ``concat`` (flagged) when it cannot (:func:`aggregate_compose`)."""
+
+    name = "compose"
+
+    def __init__(self, max_tokens: int = 384) -> None:
+        self.max_tokens = max_tokens
+
+    def __call__(self, items, *, llm=None, query="") -> Aggregation:
+        return aggregate_compose(items, llm=llm, query=query, max_tokens=self.max_tokens)
+
+
+answer_aggregator_resolver: Resolver[AnswerAggregator] = Resolver(
+    AnswerAggregator, [ConcatAggregator, ComposeAggregator], suffix="aggregator", default="concat",
+    kind="answer aggregator")
 
 
 def _healthy_first(names: Sequence[str], spec_of: Callable[[str], ExpertSpec]) -> list[tuple[str, str]]:

@@ -18,14 +18,16 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from experts.registry import ExpertRegistry
+from qsef.scores import ExpertScore
+from qsef.selection import selection_strategy_resolver
 from router.decompose import Decomposer
-from router.dispatch import Aggregation, Attempt, Dispatcher, aggregator_resolver
+from router.dispatch import Aggregation, Attempt, Dispatcher, answer_aggregator_resolver
 from router.feedback import FeedbackStore
 from router.llm import RouterLLM
-from router.scoring import RegistryScorer, Strategy
+from router.scoring import RegistryScorer
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -36,15 +38,28 @@ __all__ = ["RouteOptions", "RouteResult", "Router", "SubtaskResult"]
 
 
 class RouteOptions(BaseModel):
-    strategy: Strategy = "argmax"
+    strategy: str = Field("argmax", description="a qsef.selection strategy",
+                          json_schema_extra={"enum": selection_strategy_resolver.options})
     k: int = Field(2, ge=1, le=8, description="experts per sub-task for top_k / cost_aware")
     cost_lambda: float = Field(0.1, ge=0, le=100)
-    tau: float = Field(0.0, ge=0, le=1, description="low-confidence threshold for argmax (0 = off)")
+    tau: float = Field(0.0, ge=0, le=1, description="low-confidence threshold on the best expert's P = TE / ΣTE "
+                                                      "(argmax, threshold; 0 = off)")
     answer: bool = Field(True, description="call the experts (false: decomposition and scores only)")
     max_tokens: int = Field(128, ge=1, le=2048)
     timeout_s: float | None = Field(None, gt=0, le=600, description="per-expert timeout (default: server's)")
     use_llm: bool = Field(True, description="allow the router LLM (false: clause splitter / fast path)")
-    aggregate: str = Field("concat", pattern="^(concat|compose)$")
+    aggregate: str = Field("concat", description="how the sub-task answers are combined",
+                           json_schema_extra={"enum": answer_aggregator_resolver.options})
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        return selection_strategy_resolver.canonical_name(v)  # the error lists the strategies
+
+    @field_validator("aggregate")
+    @classmethod
+    def _known_aggregator(cls, v: str) -> str:
+        return answer_aggregator_resolver.canonical_name(v)
 
 
 class SubtaskResult(BaseModel):
@@ -60,7 +75,7 @@ class SubtaskResult(BaseModel):
     answer: str = ""
     fell_back: bool = False
     attempts: list[Attempt] = Field(default_factory=list)
-    scores: list[dict[str, Any]] = Field(default_factory=list, description="QSEF breakdown per expert, best first")
+    scores: list[ExpertScore] = Field(default_factory=list, description="QSEF breakdown per expert, best first")
     flags: list[str] = Field(default_factory=list, description="QSEF degradations (missing graph, no history…)")
     answers: list[dict[str, Any]] = Field(default_factory=list, description="all answers when top-K > 1")
 
@@ -156,12 +171,12 @@ class Router:
                 index=i, text=st.text, domain_hint=st.domain_hint, selected=list(sel.experts),
                 weights=[round(w, 6) for w in sel.weights], strategy=sel.strategy,
                 low_confidence=sel.low_confidence, reason=sel.reason,
-                scores=[s.to_dict() for s in ranked], flags=list(result.flags[i]),
+                scores=ranked, flags=list(result.flags[i]),
                 expert=sel.experts[0],
             ))
         if opt.answer:
             for i, sub in enumerate(subs):
-                ranked_names = [s["expert"] for s in sub.scores]
+                ranked_names = [s.expert for s in sub.scores]
                 answers = self.dispatcher.dispatch(
                     sub.text, sub.selected, sub.weights, ranked_names, self.scorer.spec,
                     max_tokens=opt.max_tokens, history=history or (), timeout_s=opt.timeout_s,
@@ -181,7 +196,7 @@ class Router:
         if opt.answer:
             items = [(s.text, s.expert, s.answer) for s in subs]
             llm = self.decomposer.llm if opt.use_llm else None  # use_llm=false: no router-LLM call at all
-            agg = aggregator_resolver[opt.aggregate](items, llm=llm, query=query)
+            agg = answer_aggregator_resolver.make(opt.aggregate)(items, llm=llm, query=query)
         t4 = time.perf_counter()
         return RouteResult(
             request_id=rid, query=query, decomposition_path=dec.path, decomposition_flagged=dec.flagged,
@@ -193,7 +208,7 @@ class Router:
     def _record(self, rid: str, sub: SubtaskResult, embedding: Any) -> None:
         if self.feedback is None:
             return
-        te_of = {s["expert"]: s["TE"] for s in sub.scores}
+        te_of = {s.expert: s.TE for s in sub.scores}
         for att in sub.attempts:
             if att.skipped:  # not called: says nothing about the expert on this task
                 continue

@@ -24,21 +24,23 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from experts.registry import ExpertRegistry, ExpertSpec
+from qsef.selection import Selection, selection_strategy_resolver
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the engine is imported when it is first built (see .engine)
     from core.settings import Settings
+    from qsef.encoder import Encoder
+    from qsef.engine import QSEFEngine, ScoreResult
+    from qsef.history import HistoryProvider, LabelledHistory
+    from qsef.profiles import ExpertProfile
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STRATEGIES", "NoExpertsError", "RegistryScorer", "Strategy"]
-
-Strategy = Literal["argmax", "top_k", "cost_aware"]
-STRATEGIES: tuple[str, ...] = ("argmax", "top_k", "cost_aware")
+__all__ = ["NoExpertsError", "RegistryScorer"]
 
 
 class NoExpertsError(RuntimeError):
@@ -64,22 +66,22 @@ class RegistryScorer:
             without it, out-of-the-box routing leans on corpus centroids alone and favours "general".
     """
 
-    def __init__(self, registry: ExpertRegistry, *, settings: Settings, engine: Any = None, history: Any = None,
-                 encoder: Any = None, seed_history: bool = False):
+    def __init__(self, registry: ExpertRegistry, *, settings: Settings, engine: QSEFEngine | None = None,
+                 history: HistoryProvider | None = None, encoder: Encoder | None = None, seed_history: bool = False):
         self.registry = registry
         self.settings = settings
         self._engine = engine
         self.history = history
         self.seed_history = seed_history
-        self._seed: Any = None
+        self._seed: LabelledHistory | None = None
         self._encoder = encoder
         self._lock = threading.Lock()
-        self._profiles: list[Any] = []
+        self._profiles: list[ExpertProfile] = []
         self._specs: dict[str, ExpertSpec] = {}
         self._fp: str | None = None
 
     @property
-    def engine(self) -> Any:
+    def engine(self) -> QSEFEngine:
         if self._engine is None:
             from qsef.engine import QSEFEngine
 
@@ -96,7 +98,7 @@ class RegistryScorer:
         start-up, so the first request does not pay for it)."""
         self.score(["What is the warm-up question?"])
 
-    def profiles(self) -> list[Any]:
+    def profiles(self) -> list[ExpertProfile]:
         """QSEF profiles of the enabled experts, rebuilt when the registry changed.
 
         Raises:
@@ -117,7 +119,7 @@ class RegistryScorer:
                 self._specs = {s.name: s for s in specs}
             return self._profiles
 
-    def _attach_seed(self, profiles: list[Any]) -> None:
+    def _attach_seed(self, profiles: list[ExpertProfile]) -> None:
         """Chain the seed history after the feedback store; its expert -> domain map follows the registry."""
         from qsef.history import ChainedHistory, seed_history
 
@@ -129,7 +131,7 @@ class RegistryScorer:
     def spec(self, name: str) -> ExpertSpec:
         return self._specs.get(name) or self.registry.get(name)
 
-    def _profile_for(self, spec: ExpertSpec) -> Any:
+    def _profile_for(self, spec: ExpertSpec) -> ExpertProfile:
         from pathlib import Path
 
         from core.domains import DOMAINS
@@ -156,27 +158,25 @@ class RegistryScorer:
         return build_domain_profile(spec.domain, settings=self.settings, encoder=self.engine.encoder,
                                     passages=[spec.description or spec.domain], name=spec.name, **extra)
 
-    def score(self, texts: Sequence[str], *, embeddings: np.ndarray | None = None) -> Any:
+    def score(self, texts: Sequence[str], *, embeddings: np.ndarray | None = None) -> ScoreResult:
         """One batched QSEF pass: a :class:`qsef.engine.ScoreResult` with ``(T, E)`` matrices."""
         profiles = self.profiles()
         return self.engine.score(list(texts), profiles, embeddings=embeddings)
 
-    def select(self, result: Any, i: int, *, strategy: Strategy = "argmax", k: int = 2, lam: float = 0.1,
-               tau: float = 0.0, fallback: str = "general") -> Any:
-        """Pick experts for text ``i`` (a :class:`qsef.selection.Selection`).
+    def select(self, result: ScoreResult, i: int, *, strategy: str = "argmax", k: int = 2, lam: float = 0.1,
+               tau: float = 0.0, fallback: str = "general") -> Selection:
+        """Pick experts for text ``i`` with a strategy of :data:`qsef.selection.selection_strategy_resolver`.
 
-        ``tau > 0`` applies the low-confidence threshold to ``argmax`` (fallback expert, flagged).
+        ``tau > 0`` applies the low-confidence threshold to ``argmax`` (the ``threshold`` strategy: the
+        fallback expert, flagged, when the best expert's calibrated share P is under ``tau``).
+
+        Raises:
+            UnknownComponentError: an unknown strategy name (a ``ValueError``), listing the valid ones.
         """
-        from qsef import selection as sel
-
-        te, names = result.TE[i], result.names
-        if strategy == "top_k":
-            return sel.select_top_k(te, names, k=k)
-        if strategy == "cost_aware":
-            costs = [self.spec(n).cost for n in names]
-            return sel.select_cost_aware(te, names, costs, lam=lam, max_experts=k)
-        if strategy != "argmax":
-            raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
-        if tau > 0 and fallback in names:
-            return sel.select_with_threshold(te, names, tau=tau, fallback=fallback)
-        return sel.select_argmax(te, names)
+        name = selection_strategy_resolver.canonical_name(strategy)
+        if name == "argmax" and tau > 0 and fallback in result.names:
+            name = "threshold"
+        kwargs = {"top_k": {"k": k}, "cost_aware": {"lam": lam, "max_experts": k},
+                  "threshold": {"tau": tau, "fallback": fallback}}.get(name, {})
+        costs = [self.spec(n).cost for n in result.names] if name == "cost_aware" else None
+        return selection_strategy_resolver.make(name, kwargs).select(result.TE[i], result.names, costs=costs)

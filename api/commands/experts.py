@@ -9,6 +9,8 @@ from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from experts.backends import backend_resolver  # light: the resolver names the backend choices
+
     p = subparsers.add_parser("experts", help="list, show, add or remove experts in the registry")
     sub = p.add_subparsers(dest="experts_command", metavar="ACTION", required=True)
 
@@ -23,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add = sub.add_parser("add", help="register an expert")
     add.add_argument("name")
     add.add_argument("--domain", required=True)
-    add.add_argument("--backend", choices=("hf", "openai", "qrh"), default="hf")
+    add.add_argument("--backend", choices=backend_resolver.options, default="hf")
     add.add_argument("--model", help="hf: model-store name; openai: served model name")
     add.add_argument("--path", help="hf: local HF causal-LM folder")
     add.add_argument("--base-url", help="openai: endpoint root, e.g. http://127.0.0.1:8012/v1")

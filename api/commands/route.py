@@ -12,9 +12,6 @@ import sys
 import time
 from typing import Any, TextIO
 
-ROUTER_LLMS = ("transformers", "openai", "vllm", "none")
-STRATEGIES = ("argmax", "top_k", "cost_aware")
-
 DEMO_QUERIES = (
     "What are the common side effects of metformin, and how do I read a CSV file in Python with pandas?",
     "Explain what a non-compete clause is. Also, what is the difference between a stock and a bond?",
@@ -25,10 +22,13 @@ DEMO_QUERIES = (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from qsef.selection import selection_strategy_resolver  # numpy only
+    from router.llm import router_llm_resolver  # light: the resolvers name the choices
+
     serve = subparsers.add_parser("serve", help="run the HTTP API (FastAPI + uvicorn) on settings.host:port")
     serve.add_argument("--host", help="bind address (default settings.host, loopback)")
     serve.add_argument("--port", type=int, help="port (default settings.port)")
-    serve.add_argument("--router-llm", choices=ROUTER_LLMS, help="override settings.router_backend")
+    serve.add_argument("--router-llm", choices=router_llm_resolver.choices, help="override settings.router_backend")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     serve.set_defaults(handler=_serve)
 
@@ -36,19 +36,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     route.add_argument("query", metavar="QUERY", nargs="?")
     route.add_argument("--json", action="store_true", help="print one JSON object")
     _router_args(route)
-    route.add_argument("--strategy", choices=STRATEGIES, default="argmax")
+    route.add_argument("--strategy", choices=selection_strategy_resolver.options, default="argmax")
     route.add_argument("--k", type=int, default=2, help="experts per sub-task (top_k, cost_aware)")
     route.add_argument("--cost-lambda", type=float, default=0.1)
-    route.add_argument("--tau", type=float, default=0.0, help="low-confidence threshold (0 = off)")
+    route.add_argument("--tau", type=float, default=0.0, help="low-confidence threshold on the best expert's P = TE/sum(TE) (0 = off)")
     route.add_argument("--no-answer", action="store_true", help="decompose and score only; do not call experts")
     route.add_argument("--max-tokens", type=int, default=128, help="answer length per sub-task")
     route.add_argument("--demo", action="store_true", help="route the README's demo questions instead of QUERY")
     route.set_defaults(handler=_route)
 
-    try:
-        from api.commands.score import eval_subparsers
-    except ImportError:  # the QSEF commands are not installed: create the group here
-        eval_subparsers = _own_eval_subparsers
+    from api.commands.score import eval_subparsers
+
     dec = eval_subparsers(subparsers).add_parser(
         "decompose", help='decompose rows {"query","domains"} and print {"n","count_accuracy","domain_set_accuracy"}')
     dec.add_argument("file", metavar="FILE.jsonl")
@@ -63,17 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dec.set_defaults(handler=_eval_decompose)
 
 
-def _own_eval_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    group = getattr(subparsers, "_qsef_eval_subparsers", None)
-    if group is None:
-        parser = subparsers.add_parser("eval", help="evaluate routing and decomposition on labelled JSONL files")
-        group = parser.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
-        subparsers._qsef_eval_subparsers = group
-    return group
-
-
 def _router_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--llm", choices=ROUTER_LLMS, help="router LLM backend (default settings.router_backend)")
+    from router.llm import router_llm_resolver
+
+    p.add_argument("--llm", choices=router_llm_resolver.choices, help="router LLM backend (default settings.router_backend)")
     p.add_argument("--model", help="router LLM model (store name / served name; default settings.router_model)")
     p.add_argument("--llm-url", help="OpenAI-compatible base URL of a running router LLM (with --llm openai)")
 
@@ -124,7 +115,7 @@ def _route(args: argparse.Namespace) -> int:
     finally:
         router.close()
     if args.json:
-        print(json.dumps(result.model_dump(), indent=2))
+        print(result.model_dump_json(indent=2))
     else:
         print_result(result)
     return 0
@@ -143,10 +134,9 @@ def print_result(result: Any, out: TextIO = sys.stdout) -> None:
         cols = ("D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R")
         print("      " + "expert".ljust(12) + "".join(c.rjust(11) for c in (*cols, "TE", "P")), file=out)
         for sc in s.scores[:3]:
-            vals = "".join(("-" if sc.get(c) is None else f"{sc[c]:.3f}").rjust(11) for c in cols)
-            te = "-" if sc.get("TE") is None else f"{sc['TE']:.3g}"  # TE's scale follows the fitted k1, k2
-            p = "-" if sc.get("P") is None else f"{sc['P']:.2f}"
-            print("      " + str(sc["expert"])[:12].ljust(12) + vals + te.rjust(11) + p.rjust(11), file=out)
+            vals = "".join(("-" if getattr(sc, c) is None else f"{getattr(sc, c):.3f}").rjust(11) for c in cols)
+            te = f"{sc.TE:.3g}"  # TE's scale follows the fitted k1, k2
+            print("      " + sc.expert[:12].ljust(12) + vals + te.rjust(11) + f"{sc.P:.2f}".rjust(11), file=out)
         print("      (P = TE / sum of TE over the candidates: the calibrated chance this expert is right)", file=out)
         if s.answer:
             answer = s.answer.strip().replace("\n", "\n        ")

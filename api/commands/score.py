@@ -1,9 +1,8 @@
 """``qsef score``, ``qsef eval routing`` and ``qsef calibrate`` — QSEF from the command line.
 
 The ``eval`` group: this module creates ``qsef eval`` (a subcommand group) and adds ``routing`` to it.
-Other areas add their own evaluations to the same group: after ``register`` has run, the group's
-subparsers object is available as :data:`EVAL_SUBPARSERS`, and :func:`eval_subparsers` returns it
-(creating the group if ``score`` was not registered first), e.g. the router area does::
+Other areas add their own evaluations to the same group through :func:`eval_subparsers`, which returns
+the group (creating it if ``score`` was not registered first), e.g. the router area does::
 
     from api.commands.score import eval_subparsers
     eval_subparsers(subparsers).add_parser("decompose", ...)
@@ -17,11 +16,6 @@ import argparse
 import json
 import sys
 
-#: The ``qsef eval`` subparsers object, set by :func:`eval_subparsers`.
-EVAL_SUBPARSERS: argparse._SubParsersAction | None = None
-
-METHOD_CHOICES = ("qsef", "centroid", "knn", "zeroshot", "llm", "random")
-
 
 def eval_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """The subparsers of the ``qsef eval`` group under ``subparsers``, created on first use.
@@ -29,18 +23,17 @@ def eval_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubPars
     The group is remembered on the ``subparsers`` object itself, so each freshly built parser gets its
     own group (tests build several).
     """
-    global EVAL_SUBPARSERS
     group = getattr(subparsers, "_qsef_eval_subparsers", None)
     if group is None:
         parser = subparsers.add_parser("eval", help="evaluate routing and decomposition on labelled JSONL files")
         group = parser.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
         subparsers._qsef_eval_subparsers = group
-    EVAL_SUBPARSERS = group
     return group
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from qsef.components import component_resolver  # numpy only: the registry names the ablation choices
+    from qsef.components import component_resolver  # numpy only: the resolvers name the choices
+    from qsef.eval.routing import routing_method_resolver
 
     score = subparsers.add_parser("score", help="QSEF score breakdown of a text against every candidate expert")
     score.add_argument("text", metavar="TEXT")
@@ -56,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "routing", help='route rows {"text","domain"} and print {"n","accuracy","per_domain"}')
     routing.add_argument("file", metavar="FILE.jsonl")
     routing.add_argument("--json", action="store_true", help="print one JSON object")
-    routing.add_argument("--method", choices=METHOD_CHOICES, default="qsef")
+    routing.add_argument("--method", choices=routing_method_resolver.options, default="qsef")
     routing.add_argument("--ablate", action="append", default=[], choices=component_resolver.names,
                          metavar="COMPONENT", help="switch a QSEF component off (repeatable)")
     routing.add_argument("--train", metavar="FILE.jsonl",
@@ -95,7 +88,7 @@ def _score(args: argparse.Namespace) -> int:
     engine = _engine(args, weights=args.calibration, ablate=args.ablate)
     res = engine.score([args.text])
     if args.json:
-        print(json.dumps(res.to_dict(0)))
+        print(res.scores(0).model_dump_json())
         return 0
     cols = ("D_emb", "D_kg", "D", "C_data", "C_model", "C_sparsity", "R")
     print(f"{'rank':>4}  {'expert':<16} " + " ".join(f"{c:>7}" for c in cols) + f" {'TE':>9} {'P':>6}")

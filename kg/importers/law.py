@@ -145,7 +145,6 @@ _FINANCE_LABEL = re.compile(
 )
 _BLOCK_END = re.compile(r"\[(?:1913 Webster|Webster 1913 Suppl\.|PJC|Century Dict\.|WordNet 1\.5)[^\]]*\]")
 _BRACED = re.compile(r"\{([^{}]*)\}")
-_PRON = re.compile(r"\\[^\\]*\\|\([^()]*\[[^\]]*\][^()]*\)")
 _MARKUP = re.compile(r"\[[=.^~`'\"a-z]{1,6}\]")
 
 

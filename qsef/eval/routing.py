@@ -1,4 +1,4 @@
-"""Routing methods (one registry) and the evaluation driver (k-fold CV or train/test)."""
+"""Routing methods (one resolver, :data:`routing_method_resolver`) and the evaluation driver (k-fold CV or train/test)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from core.resolver import Resolver
 from qsef.calibration import FITTED, fit_conditional_logit, kfold_indices
 from qsef.components import (
     DataComplexity,
@@ -358,9 +359,10 @@ class QSEFRouting(RoutingMethod):
         return np.array([p.domain for p in self.experts])[np.argmax(te, axis=1)]
 
 
-METHODS: dict[str, type[RoutingMethod]] = {c.name: c for c in
-                                           (QSEFRouting, CentroidRouting, KNNRouting, ZeroShotRouting,
-                                            LLMRouting, RandomRouting)}
+#: The routing methods compared by ``qsef eval routing --method`` (CLI choices come from it).
+routing_method_resolver: Resolver[RoutingMethod] = Resolver(
+    RoutingMethod, [QSEFRouting, CentroidRouting, KNNRouting, ZeroShotRouting, LLMRouting, RandomRouting],
+    suffix="routing", default="qsef", kind="routing method")
 
 
 def report(gold: np.ndarray, pred: np.ndarray, domains: Sequence[str] | None = None) -> dict[str, Any]:
@@ -419,9 +421,12 @@ def confusion_png(gold: np.ndarray, pred: np.ndarray, path: str | Path, *, title
 
 def make_method(name: str, *, engine: QSEFEngine, experts: Sequence[ExpertProfile] | None = None,
                 ablate: Sequence[str] = (), **kwargs: Any) -> RoutingMethod:
-    """Build a routing method by name (``ValueError`` listing the valid names otherwise)."""
-    if name not in METHODS:
-        raise ValueError(f"unknown routing method {name!r}; choose from {sorted(METHODS)}")
+    """Build a routing method by name.
+
+    Raises:
+        UnknownComponentError: an unknown name (a ``ValueError``), listing the valid names.
+    """
+    name = routing_method_resolver.canonical_name(name)
     if name == "qsef":
         return QSEFRouting(engine, experts if experts is not None else engine.experts, ablate=ablate, **kwargs)
     if ablate:
@@ -430,7 +435,7 @@ def make_method(name: str, *, engine: QSEFEngine, experts: Sequence[ExpertProfil
         return ZeroShotRouting(encoder=engine.encoder, **kwargs)
     if name == "llm":
         return LLMRouting(settings=engine.settings, **kwargs)
-    return METHODS[name](**kwargs)
+    return routing_method_resolver.make(name, kwargs)
 
 
 def evaluate(rows: Sequence[dict[str, str]], *, engine: QSEFEngine, method: str = "qsef",
@@ -440,7 +445,7 @@ def evaluate(rows: Sequence[dict[str, str]], *, engine: QSEFEngine, method: str 
 
     Args:
         rows: ``{"text", "domain"}`` rows to route.
-        method: a name in :data:`METHODS`.
+        method: a name in :data:`routing_method_resolver`.
         engine: QSEF engine (experts, encoder, graphs, weights, settings).
         train_rows: labelled rows for methods that learn (centroid, knn; qsef blends them in and fits
             its weights on them). Without them ``qsef`` uses the experts' corpus profiles and the shipped
@@ -483,4 +488,4 @@ def evaluate(rows: Sequence[dict[str, str]], *, engine: QSEFEngine, method: str 
     return out
 
 
-__all__ = ["METHODS", "LabelledSet", "QSEFWeights", "evaluate", "load_rows", "make_method", "report"]
+__all__ = ["LabelledSet", "QSEFWeights", "evaluate", "load_rows", "make_method", "report", "routing_method_resolver"]

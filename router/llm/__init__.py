@@ -26,6 +26,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from core.resolver import Resolver
 from router.llm.errors import LLMError, LLMUnavailable
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ class OpenAIRouterLLM(RouterLLM):
     """
 
     name = "openai"
+    synonyms = ("vllm",)
     supports_json_schema = True
 
     def __init__(self, base_url: str, model: str, *, timeout: float = 60.0, retries: int = 1, client: Any = None):
@@ -161,29 +163,17 @@ class NoRouterLLM(RouterLLM):
         raise RouterLLMUnavailableError("no router LLM configured (router_backend = none)")
 
 
-router_llm_resolver: dict[str, type[RouterLLM]] = {
-    "openai": OpenAIRouterLLM,
-    "vllm": OpenAIRouterLLM,
-    "transformers": TransformersRouterLLM,
-    "none": NoRouterLLM,
-}
+router_llm_resolver: Resolver[RouterLLM] = Resolver(
+    RouterLLM, [OpenAIRouterLLM, TransformersRouterLLM, NoRouterLLM], suffix="routerllm", kind="router LLM")
 
 
 def make_router_llm(llm: str | RouterLLM | type[RouterLLM], **kwargs: Any) -> RouterLLM:
-    """Resolve a name, class or instance to a router-LLM client (pykeen-style resolver).
+    """Resolve a name, class or instance to a router-LLM client (see :class:`core.resolver.Resolver`).
 
     Raises:
-        ValueError: unknown name, naming the valid choices.
+        UnknownComponentError: unknown name (a ``ValueError``), naming the valid choices.
     """
-    if isinstance(llm, RouterLLM):
-        return llm
-    if isinstance(llm, type) and issubclass(llm, RouterLLM):
-        return llm(**kwargs)
-    try:
-        cls = router_llm_resolver[str(llm).lower()]
-    except KeyError:
-        raise ValueError(f"unknown router LLM {llm!r}; choose one of {sorted(router_llm_resolver)}") from None
-    return cls(**kwargs)
+    return router_llm_resolver.make(llm, kwargs)
 
 
 def router_llm_from_settings(settings: Settings, *, pool: Any = None, timeout: float = 60.0,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from fakes import FakeBackend, build_fake_router
 from fastapi.testclient import TestClient
 
 from api.main import create_app
 from core.settings import ApiSettings, Settings
-from router.testing import FakeBackend, build_fake_router
 
 API_KEY = "test-key-123"
 

@@ -1,8 +1,7 @@
 import json
 
 import pytest
-
-from router.testing import FakeBackend, ScriptedLLM
+from fakes import FakeBackend, ScriptedLLM
 
 KEY = {"Authorization": "Bearer test-key-123"}
 Q = "What dose of ibuprofen is safe for a fever, and how do I deduct medical costs on my taxes?"
@@ -23,7 +22,7 @@ def test_route_returns_subtasks_scores_answers(client):
     body = r.json()
     assert body["decomposition_path"] == "clause_splitter" and body["decomposition_flagged"] is True
     assert [s["expert"] for s in body["subtasks"]] == ["medicine", "finance"]
-    assert body["subtasks"][0]["scores"][0]["TE"] > 0
+    assert body["subtasks"][0]["scores"][0]["TE"] > 0 and 0 < body["subtasks"][0]["scores"][0]["P"] <= 1
     assert r.headers["x-request-id"] == body["request_id"]
 
 
@@ -37,7 +36,8 @@ def test_score(client):
     assert r.status_code == 200, r.text
     experts = r.json()["experts"]
     assert experts[0]["expert"] == "law" and [e["rank"] for e in experts] == [1, 2, 3, 4, 5]
-    assert set(experts[0]) >= {"D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R", "TE"}
+    assert set(experts[0]) >= {"D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "D", "R", "TE", "P"}
+    assert sum(e["P"] for e in experts) == pytest.approx(1.0) and experts[0]["P"] == max(e["P"] for e in experts)
 
 
 def test_score_unbatched_equals_batched(make_client):

@@ -79,35 +79,34 @@ def test_window_closes_early_once_the_previous_batch_size_is_reached():
     assert first >= 0.3 and second < 0.15
 
 
-def _public(d: dict) -> dict:
-    from api.schemas import ExpertScorePublic
-
-    keep = set(ExpertScorePublic.model_fields)
-    return {"text": d["text"], "flags": d["flags"], "experts": [{k: e[k] for k in keep} for e in d["experts"]]}
-
-
 @pytest.mark.parametrize("ablate", [(), ("d_kg", "c_sparsity")])
-def test_score_rows_equal_per_text_breakdown(tmp_path, ablate):
-    """The vectorised rows of a batch == ScoreResult.to_dict(i) per text (the plain path), fields and order."""
-    from api.routes.score import score_rows
-    from router.testing import build_fake_router
+def test_batched_bodies_equal_per_text_scores(tmp_path, ablate):
+    """The bodies of one batched pass == each text's typed scores from the engine (fields, order, P)."""
+    from fakes import build_fake_router
+
+    from api.routes.score import score_texts_fn
+    from api.schemas import ScorePublic
 
     r = build_fake_router(tmp_path)
+    r.scorer.engine.ablate = set(ablate)
     texts = ["Can my landlord evict me?", "How do I sort a list in Python?", "Is ibuprofen safe with a fever?"]
-    result = r.scorer.engine.score(texts, r.scorer.profiles(), ablate=ablate)
-    rows = score_rows(result)
-    assert [{k: row[k] for k in ("text", "flags", "experts")} for row in rows] == [
-        _public(result.to_dict(i)) for i in range(len(texts))]
-    assert all(row["batch_size"] == 3 for row in rows)
-    assert all((e["D_kg"] is None) == ("d_kg" in ablate) for row in rows for e in row["experts"])
+    bodies = [ScorePublic.model_validate_json(b) for b in score_texts_fn(r)(texts)]
+    for text, body in zip(texts, bodies, strict=True):
+        alone = r.scorer.score([text]).scores(0)
+        assert body.batch_size == 3 and body.text == text and body.flags == alone.flags
+        assert [e.expert for e in body.experts] == [e.expert for e in alone.experts]
+        assert [e.P for e in body.experts] == pytest.approx([e.P for e in alone.experts], rel=1e-5)
+        assert sum(e.P for e in body.experts) == pytest.approx(1.0)
+        assert all((e.D_kg is None) == ("d_kg" in ablate) for e in body.experts)
 
 
 def test_score_bodies_are_valid_json_of_the_public_schema(tmp_path):
     import json
 
+    from fakes import build_fake_router
+
     from api.routes.score import score_texts_fn
     from api.schemas import ScorePublic
-    from router.testing import build_fake_router
 
     bodies = score_texts_fn(build_fake_router(tmp_path))(["What is a tort?", "What is a mutex?"])
     parsed = [ScorePublic.model_validate(json.loads(b)) for b in bodies]

@@ -1,6 +1,7 @@
 """The router's command-line commands, run in-process through ``api.cli.main`` on a temporary home."""
 
 import json
+import re
 
 import pytest
 
@@ -43,3 +44,25 @@ def test_eval_decompose_splitter_json(tmp_path, capsys):
 def test_route_needs_a_query(capsys):
     assert main(["route", "  "]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "resolver"), [
+    (["route", "q", "--strategy"], "qsef.selection:selection_strategy_resolver"),
+    (["route", "q", "--llm"], "router.llm:router_llm_resolver"),
+    (["serve", "--router-llm"], "router.llm:router_llm_resolver"),
+    (["experts", "add", "x", "--domain", "law", "--backend"], "experts.backends:backend_resolver"),
+    (["score", "t", "--ablate"], "qsef.components:component_resolver"),
+    (["eval", "routing", "f.jsonl", "--method"], "qsef.eval.routing:routing_method_resolver"),
+])
+def test_cli_choices_come_from_the_resolvers(argv, resolver, capsys):
+    """A bad name is a usage error that lists exactly the resolver's names (synonyms included)."""
+    import importlib
+
+    module, name = resolver.split(":")
+    r = getattr(importlib.import_module(module), name)
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "no-such-thing"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "invalid choice: 'no-such-thing'" in err
+    listed = err.split("choose from", 1)[1]
+    assert set(re.findall(r"'([^']+)'", listed)) in (set(r.choices), set(r.names))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from fakes import build_fake_router
 from fastapi.testclient import TestClient
 from processes import ECHO, free_port, spawn, stop, wait_http
 
@@ -15,7 +16,6 @@ from api.main import create_app
 from core.domains import DOMAINS
 from core.settings import ApiSettings, Settings
 from experts.backends import make_backend
-from router.testing import build_fake_router
 
 pytestmark = pytest.mark.slow
 

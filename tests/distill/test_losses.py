@@ -148,9 +148,9 @@ def test_gradients_stay_finite_with_excluded_classes(loss):
 
 def test_every_registered_component_is_tested_here_or_in_the_sibling_modules():
     """Meta-test (pykeen style): a new loss, aggregator or sampler must come with its own test."""
-    from distill.aggregation import aggregator_resolver
+    from distill.aggregation import teacher_aggregator_resolver
     from distill.data import sampler_resolver
 
     assert loss_resolver.options == ["alignment", "alphamix", "jsd", "kd", "resistanceweighted", "reversekl", "total"]
-    assert aggregator_resolver.options == ["arithmetic", "confidence", "geometric"]
+    assert teacher_aggregator_resolver.options == ["arithmetic", "confidence", "geometric"]
     assert sampler_resolver.options == ["difficulty", "loss", "uniform"]

@@ -11,8 +11,8 @@ from distill.aggregation import (
     ArithmeticAggregator,
     ConfidenceAggregator,
     GeometricAggregator,
-    aggregator_resolver,
     soften,
+    teacher_aggregator_resolver,
 )
 
 ALL = [ArithmeticAggregator(), GeometricAggregator(), ConfidenceAggregator()]
@@ -122,7 +122,7 @@ def test_bad_weights_and_resolver():
     probs = torch.full((2, 3), 1 / 3)
     with pytest.raises(ValueError, match="non-negative"):
         ArithmeticAggregator()(probs, torch.tensor([-1.0, 2.0]))
-    assert isinstance(aggregator_resolver.make("log-linear"), GeometricAggregator)
-    assert isinstance(aggregator_resolver.make(None), ArithmeticAggregator)
-    assert aggregator_resolver.options == ["arithmetic", "confidence", "geometric"]
-    assert math.isclose(aggregator_resolver.make("mean")(probs).sum().item(), 1.0, rel_tol=1e-6)
+    assert isinstance(teacher_aggregator_resolver.make("log-linear"), GeometricAggregator)
+    assert isinstance(teacher_aggregator_resolver.make(None), ArithmeticAggregator)
+    assert teacher_aggregator_resolver.options == ["arithmetic", "confidence", "geometric"]
+    assert math.isclose(teacher_aggregator_resolver.make("mean")(probs).sum().item(), 1.0, rel_tol=1e-6)

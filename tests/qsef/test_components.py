@@ -28,7 +28,7 @@ def test_registry_has_every_component_and_resolves_all_forms():
         inst = component_resolver.make(name)
         assert component_resolver.make(inst) is inst
     assert component_resolver.lookup("C-Sparsity").name == "c_sparsity"
-    with pytest.raises(ValueError, match="choose from"):
+    with pytest.raises(ValueError, match="choose one of"):
         component_resolver.lookup("d_magic")
 
 

@@ -12,6 +12,7 @@ from core.settings import Settings
 from qsef.components import NoKG
 from qsef.engine import DEFAULT_CALIBRATION, QSEFEngine, QSEFWeights
 from qsef.history import InMemoryHistory
+from qsef.scores import ExpertScore, TextScores
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_ablation_switches_component_off(engine):
     assert "d_kg" not in res.components and res.ablated == ["d_kg"]
     assert all(s.D_kg is None for s in res.ranked(0))
     np.testing.assert_allclose(res.D, full.weights.w1 * full.components["d_emb"], rtol=1e-6)
-    with pytest.raises(ValueError, match="choose from"):
+    with pytest.raises(ValueError, match="choose one of"):
         engine.score(QUERIES[:1], ablate=["nope"])
 
 
@@ -95,11 +96,18 @@ def test_history_raises_model_load_of_failing_expert(engine):
     assert "no_history" not in res.flags[0]
 
 
-def test_to_dict_is_json(engine):
-    d = engine.score(QUERIES[0]).to_dict()
-    s = json.loads(json.dumps(d))
-    keys = {"expert", "D_emb", "D_kg", "D", "C_data", "C_model", "C_sparsity", "R", "TE", "rank"}
-    assert keys <= set(s["experts"][0]) and s["experts"][0]["rank"] == 1
+def test_scores_are_typed_and_json(engine):
+    res = engine.score(QUERIES[:2])
+    typed = res.scores(1)
+    assert isinstance(typed, TextScores) and all(isinstance(e, ExpertScore) for e in typed.experts)
+    assert typed.experts == res.ranked(1) and [e.rank for e in typed.experts] == [1, 2, 3, 4, 5]
+    p = res.probabilities()[1]
+    assert sum(e.P for e in typed.experts) == pytest.approx(1.0)
+    assert {e.expert: e.P for e in typed.experts} == pytest.approx(dict(zip(res.names, p.tolist(), strict=True)))
+    assert sorted(res.breakdown(1), key=lambda e: e.rank) == typed.experts
+    s = json.loads(typed.model_dump_json())
+    keys = {"expert", "domain", "D_emb", "D_kg", "D", "C_data", "C_model", "C_sparsity", "R", "TE", "P", "rank"}
+    assert keys == set(s["experts"][0]) and s["experts"][0]["rank"] == 1 and s["weights"]["k1"] > 0
 
 
 def test_shipped_calibration_loads():

@@ -10,7 +10,7 @@ from qsef_fixtures import CORPORA, LABELS, QUERIES, HashEncoder, install_toy_kg,
 
 from core.settings import Settings
 from qsef.engine import QSEFEngine, QSEFWeights
-from qsef.eval.routing import METHODS, evaluate, load_rows, report
+from qsef.eval.routing import evaluate, load_rows, report, routing_method_resolver
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_qsef_ablation_and_no_training(engine):
     assert plain["accuracy"] == 1.0
     with pytest.raises(ValueError, match="learns from labelled rows"):
         evaluate(_rows(), method="centroid", engine=engine)
-    with pytest.raises(ValueError, match="choose from"):
+    with pytest.raises(ValueError, match="choose one of"):
         evaluate(_rows(), method="oracle", engine=engine, cv=2)
 
 
@@ -54,7 +54,7 @@ def test_report_and_loader(tmp_path):
     f.write_text('{"text": 1}\n')
     with pytest.raises(ValueError, match=":1:"):
         load_rows(f)
-    assert set(METHODS) == {"qsef", "centroid", "knn", "zeroshot", "llm", "random"}
+    assert set(routing_method_resolver.names) == {"qsef", "centroid", "knn", "zeroshot", "llm", "random"}
 
 
 def test_confusion_png(engine, tmp_path):

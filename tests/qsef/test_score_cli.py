@@ -39,7 +39,8 @@ def test_score_json(toy_engine, capsys):
     assert _run(["score", QUERIES[1], "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["experts"][0]["expert"] == "law"
-    assert {"D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R", "TE", "rank"} <= set(out["experts"][0])
+    assert {"D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R", "TE", "P", "rank"} <= set(out["experts"][0])
+    assert sum(e["P"] for e in out["experts"]) == pytest.approx(1.0)
 
 
 def test_score_table(toy_engine, capsys):
@@ -64,5 +65,5 @@ def test_eval_group_is_extensible():
     sub = parser.add_subparsers(dest="command")
     score_cmd.register(sub)
     score_cmd.eval_subparsers(sub).add_parser("decompose").set_defaults(handler=lambda a: 0)
-    assert score_cmd.EVAL_SUBPARSERS is score_cmd.eval_subparsers(sub)
+    assert score_cmd.eval_subparsers(sub) is score_cmd.eval_subparsers(sub)  # one group per parser
     assert parser.parse_args(["eval", "decompose"]).eval_command == "decompose"

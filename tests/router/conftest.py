@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from router.testing import FakeBackend, build_fake_router
+from fakes import FakeBackend, build_fake_router
 
 
 @pytest.fixture

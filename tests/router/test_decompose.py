@@ -1,9 +1,9 @@
 import json
 
 import pytest
+from fakes import ScriptedLLM
 
 from router.decompose import Decomposer, DecompositionError, decomposition_schema
-from router.testing import ScriptedLLM
 
 DOMAINS = ["medicine", "law", "code", "finance", "general"]
 Q = "What dose of ibuprofen is safe for a fever, and how do I deduct medical costs on my taxes?"

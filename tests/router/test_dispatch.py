@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 
 import pytest
+from fakes import FakeBackend
 
 from router.dispatch import Dispatcher, aggregate_compose, aggregate_concat
 from router.pipeline import RouteOptions
-from router.testing import FakeBackend
 
 ITEMS = [
     ("Can my landlord keep my deposit without a reason?", "law",
@@ -84,7 +84,7 @@ def test_route_composes_with_the_real_router_llm_and_flags_it_when_down(vllm_ser
 
 def test_compose_never_calls_the_llm_when_the_request_forbids_it(make_router):
     """``use_llm=false`` means no router-LLM call at all: compose degrades to a flagged concatenation."""
-    from router.testing import ScriptedLLM
+    from fakes import ScriptedLLM
 
     llm = ScriptedLLM(["the LLM must not write this"])
     res = make_router(llm).route(QUERY, RouteOptions(aggregate="compose", use_llm=False, max_tokens=16))

@@ -15,7 +15,7 @@ from router.llm import (
 
 
 def test_resolver_names_and_errors():
-    assert {"openai", "vllm", "transformers", "none"} <= set(router_llm_resolver)
+    assert router_llm_resolver.choices == ["none", "openai", "transformers", "vllm"]  # vllm: a synonym
     assert isinstance(make_router_llm("none"), NoRouterLLM)
     llm = make_router_llm("vllm", base_url="http://127.0.0.1:9/v1", model="m")
     assert isinstance(llm, OpenAIRouterLLM) and make_router_llm(llm) is llm

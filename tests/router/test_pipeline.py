@@ -2,11 +2,12 @@ import json
 
 import numpy as np
 import pytest
+from fakes import FakeBackend, ScriptedLLM
 
 from core.settings import Settings
+from qsef.scores import ExpertScore
 from router.feedback import FeedbackNotFoundError, FeedbackStore
 from router.pipeline import RouteOptions
-from router.testing import FakeBackend, ScriptedLLM
 
 Q = "What dose of ibuprofen is safe for a fever, and how do I deduct medical costs on my taxes?"
 
@@ -16,7 +17,8 @@ def test_route_end_to_end_with_flagged_fallback(make_router):
     res = router.route(Q)
     assert res.decomposition_path == "clause_splitter" and res.decomposition_flagged
     assert [s.expert for s in res.subtasks] == ["medicine", "finance"]
-    assert all(s.scores[0]["rank"] == 1 and set(s.scores[0]) >= {"D_emb", "C_model", "TE"} for s in res.subtasks)
+    assert all(isinstance(s.scores[0], ExpertScore) and s.scores[0].rank == 1 for s in res.subtasks)
+    assert all(sum(x.P for x in s.scores) == pytest.approx(1.0) for s in res.subtasks)  # P travels with the route
     assert "1. " in res.answer and "[finance]" in res.answer
     assert set(res.timings_ms) == {"decompose", "score", "dispatch", "aggregate", "total"}
 
@@ -36,12 +38,12 @@ def test_expert_down_falls_back_to_next_best(make_router):
     assert sub.selected == ["law"] and sub.expert != "law" and sub.fell_back
     assert sub.attempts[0].expert == "law" and not sub.attempts[0].ok
     assert sub.attempts[1].ok and sub.attempts[1].fallback_for == "law"
-    assert sub.expert == sub.scores[1]["expert"]  # the next-best by TE
+    assert sub.expert == sub.scores[1].expert  # the next-best by TE
     assert router.registry.get("law").health == "down" and router.registry.get(sub.expert).health == "ok"
     # the failure is also history: law's C_model on this kind of task rose
     again = router.route("Can my landlord evict my tenant without a court order?").subtasks[0]
-    law = lambda s: next(x for x in s.scores if x["expert"] == "law")  # noqa: E731
-    assert law(again)["C_model"] > law(sub)["C_model"]
+    law = lambda s: next(x for x in s.scores if x.expert == "law")  # noqa: E731
+    assert law(again).C_model > law(sub).C_model
 
 
 def test_expert_slow_times_out_to_next_best(make_router):
@@ -71,6 +73,28 @@ def test_top_k_and_cost_aware(make_router, registry):
     assert "law" not in res.subtasks[0].selected
 
 
+def test_tau_is_compared_with_the_calibrated_share_p(make_router):
+    """The low-confidence threshold reads P = TE / sum TE of the best expert (not raw TE, whose scale
+    follows the fitted weights): just under P keeps the best expert, just over it falls back, flagged."""
+    router = make_router()
+    q = "What is a tort?"
+    best = router.route(q, RouteOptions(answer=False)).subtasks[0]
+    p, te = best.scores[0].P, best.scores[0].TE
+    assert abs(p - te) > 0.05  # the two readings of tau would disagree here
+    keep = router.route(q, RouteOptions(answer=False, tau=p - 0.01)).subtasks[0]
+    assert keep.selected == [best.scores[0].expert] and not keep.low_confidence and keep.strategy == "threshold"
+    low = router.route(q, RouteOptions(answer=False, tau=min(p + 0.01, 1.0))).subtasks[0]
+    assert low.selected == ["general"] and low.low_confidence and f"P {p:.3f}" in low.reason
+
+
+def test_strategy_and_aggregator_names_are_validated_by_their_resolvers():
+    assert RouteOptions(strategy="Top-K", aggregate="COMPOSE").strategy == "top_k"
+    with pytest.raises(ValueError, match=r"unknown selection strategy 'magic'; choose one of \['argmax'"):
+        RouteOptions(strategy="magic")
+    with pytest.raises(ValueError, match=r"unknown answer aggregator 'vote'; choose one of \['compose', 'concat'\]"):
+        RouteOptions(aggregate="vote")
+
+
 def test_no_answer_mode_skips_experts(make_router):
     res = make_router().route("What is a tort?", RouteOptions(answer=False))
     assert res.answer == "" and res.subtasks[0].attempts == []
@@ -80,12 +104,12 @@ def test_feedback_updates_history_used_by_c_model(make_router):
     router = make_router()
     q = "Can my landlord evict my tenant without a court order?"
     before = router.route(q)
-    law_before = next(s for s in before.subtasks[0].scores if s["expert"] == "law")["C_model"]
+    law_before = next(s for s in before.subtasks[0].scores if s.expert == "law").C_model
     for _ in range(3):
         r = router.route(q)
         router.feedback.rate(r.request_id, rating=0.0)
     after = router.route(q)
-    law_after = next(s for s in after.subtasks[0].scores if s["expert"] == "law")["C_model"]
+    law_after = next(s for s in after.subtasks[0].scores if s.expert == "law").C_model
     assert law_after > law_before
 
 
@@ -105,13 +129,14 @@ def test_feedback_store_durable(tmp_path):
 
 
 def test_expert_with_saved_profile_folder(make_router, registry, tmp_path):
+    from fakes import HashEncoder
+
     from experts.registry import ExpertSpec
     from qsef.profiles import build_domain_profile
-    from router.testing import HashEncoder
 
     prof = build_domain_profile("law", settings=Settings(home=tmp_path), encoder=HashEncoder(), passages=["tenant landlord lease eviction court"])
     prof.save(tmp_path / "tenancy-profile")
     registry.add(ExpertSpec(name="tenancy", domain="law", profile={"dir": str(tmp_path / "tenancy-profile")},
                             size_params=1_000_000))
     res = make_router().route("Can my landlord evict me from my lease?")
-    assert "tenancy" in [s["expert"] for s in res.subtasks[0].scores]
+    assert "tenancy" in [s.expert for s in res.subtasks[0].scores]

@@ -1,5 +1,6 @@
-"""Deterministic stand-ins for tests and fault injection: a hashing encoder, fake expert backends
-and a scripted router LLM. Nothing here is used on the production path.
+"""Deterministic stand-ins for the router and API tests: a hashing encoder, fake expert backends and a
+scripted router LLM (``from fakes import ...``; ``tests/`` is on the path through its conftest). Test
+code only: it lives under ``tests/`` so the product ships no fakes.
 
 Example:
     >>> FakeBackend.modes["law"] = "down"          # the law expert now raises BackendError
