@@ -19,6 +19,7 @@ from api.metrics import Metrics
 from api.middleware import RequestContextMiddleware
 from api.probe import HealthProbe
 from api.routes import chat, experts, feedback, health, route, score
+from api.security import ConcurrencyLimit, FeedbackSigner, RateLimiter, feedback_secret
 from api.state import AppState
 from api.threads import limit_native_threads
 from core.settings import Settings, get_settings
@@ -38,7 +39,11 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         r = router or await run_in_threadpool(Router.from_settings, settings)
-        state = AppState(settings=settings, config=config, router=r, metrics=metrics)
+        secret = feedback_secret(settings.api_key, settings.path("router") / "feedback.secret")
+        state = AppState(settings=settings, config=config, router=r, metrics=metrics,
+                         signer=FeedbackSigner(secret, ttl_s=config.feedback_token_ttl_s),
+                         feedback_limiter=RateLimiter(config.feedback_rate_per_min / 60.0, config.feedback_burst),
+                         routes=ConcurrencyLimit(config.max_routes, config.max_queued_routes))
         if config.warm:
             await run_in_threadpool(r.scorer.warm)
         pools = limit_native_threads(settings.torch_threads)

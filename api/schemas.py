@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from experts.registry import ExpertSpec
+from experts.registry import MAX_COST, MAX_SIZE_PARAMS, ExpertSpec
 from router.pipeline import RouteOptions, RouteResult
 
 MAX_QUERY_CHARS = 8000  # overridden per app by ApiConfig.max_query_chars (checked in the handlers)
@@ -23,8 +23,15 @@ class RouteCreate(_Strict):
     options: RouteOptions = Field(default_factory=RouteOptions)
 
 
+class FeedbackTokenPublic(BaseModel):
+    expert: str
+    token: str = Field(..., description="send it with POST /v1/feedback (with this request_id and expert)")
+    expires_at: int = Field(..., description="Unix time after which the token is refused")
+
+
 class RoutePublic(RouteResult):
-    pass
+    feedback_tokens: list[FeedbackTokenPublic] = Field(
+        default_factory=list, description="one per answering expert: rating this answer needs one (or the API key)")
 
 
 class ScoreCreate(_Strict):
@@ -59,8 +66,8 @@ class ExpertCreate(_Strict):
     backend: Literal["hf", "openai", "qrh"] = "hf"
     backend_kwargs: dict[str, Any] = Field(default_factory=dict)
     system_prompt: str = Field("", max_length=4000)
-    size_params: int = Field(0, ge=0)
-    cost: float = Field(1.0, ge=0)
+    size_params: int = Field(0, ge=0, le=MAX_SIZE_PARAMS)
+    cost: float = Field(1.0, ge=0, le=MAX_COST, allow_inf_nan=False)
     enabled: bool = True
     profile: dict[str, Any] = Field(default_factory=dict)
 
@@ -70,8 +77,8 @@ class ExpertUpdate(_Strict):
     description: str | None = Field(None, max_length=2000)
     backend_kwargs: dict[str, Any] | None = None
     system_prompt: str | None = Field(None, max_length=4000)
-    size_params: int | None = Field(None, ge=0)
-    cost: float | None = Field(None, ge=0)
+    size_params: int | None = Field(None, ge=0, le=MAX_SIZE_PARAMS)
+    cost: float | None = Field(None, ge=0, le=MAX_COST, allow_inf_nan=False)
     enabled: bool | None = None
     profile: dict[str, Any] | None = None
 
@@ -85,8 +92,10 @@ class FeedbackCreate(_Strict):
     rating: float | None = Field(None, ge=0, le=1, description="1 = correct/helpful, 0 = wrong")
     correct: bool | None = Field(None, description="shorthand for rating 1 or 0")
     subtask_index: int | None = Field(None, ge=0, le=64)
-    expert: str | None = Field(None, max_length=64)
+    expert: str | None = Field(None, max_length=64, description="the expert rated (required with a token)")
     comment: str = Field("", max_length=2000)
+    token: str | None = Field(None, min_length=1, max_length=200,
+                              description="feedback token from /v1/route (feedback_tokens); not needed with the API key")
 
     @field_validator("correct")
     @classmethod
@@ -108,14 +117,22 @@ class FeedbackPublic(BaseModel):
     rated: int
 
 
+class ChatContentPart(BaseModel):
+    """One part of an OpenAI content list; only ``text`` parts are read (images etc. are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: str = Field(..., max_length=64)
+    text: str | None = None
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ChatContentPart] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return " ".join(p.get("text", "") for p in self.content if isinstance(p, dict) and p.get("type") == "text")
+            return " ".join(p.text or "" for p in self.content if p.type == "text")
         return self.content or ""
 
 
@@ -143,6 +160,7 @@ class ChatCompletionPublic(BaseModel):
     choices: list[ChatChoice]
     usage: dict[str, int]
     qsef: RouteResult | None = Field(None, description="routing details (ignored by OpenAI clients)")
+    feedback_tokens: list[FeedbackTokenPublic] | None = Field(None, description="see RoutePublic.feedback_tokens")
 
 
 class ExpertHealthPublic(BaseModel):
@@ -154,6 +172,7 @@ class ExpertHealthPublic(BaseModel):
 
 class HealthPublic(BaseModel):
     status: Literal["ok", "degraded"]
+    reasons: list[str] = Field(default_factory=list, description="why the status is degraded")
     experts: int
     experts_down: list[str]
     router_llm: str

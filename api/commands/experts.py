@@ -49,7 +49,7 @@ def _registry():
     from experts.registry import ExpertRegistry
 
     s = get_settings()
-    reg = ExpertRegistry(s.path("router") / "experts.sqlite")
+    reg = ExpertRegistry(s.path("router") / "experts.sqlite", confine=s.confine)
     reg.ensure_default_fleet(s.expert_model)
     return reg
 

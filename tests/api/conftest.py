@@ -21,6 +21,7 @@ def make_client(tmp_path):
     def build(*, llm=None, api_key=API_KEY, timeout_s=5.0, **config):
         settings = Settings(home=tmp_path, api_key=api_key)
         router = build_fake_router(tmp_path, llm, timeout_s=timeout_s)
+        router.registry.confine = settings.confine  # as Router.from_settings builds it
         config.setdefault("health_interval_s", 0)  # probes only where a test asks for them
         app = create_app(settings, router=router, config=ApiConfig(warm=False, **config))
         client = TestClient(app)

@@ -59,8 +59,10 @@ def test_experts_crud_with_key(client):
 
 
 def test_feedback_roundtrip(client):
-    rid = client.post("/v1/route", json={"query": "What is a tort?"}).json()["request_id"]
-    r = client.post("/v1/feedback", json={"request_id": rid, "correct": False})
+    body = client.post("/v1/route", json={"query": "What is a tort?"}).json()
+    (tok,) = body["feedback_tokens"]
+    r = client.post("/v1/feedback", json={"request_id": body["request_id"], "correct": False,
+                                          "expert": tok["expert"], "token": tok["token"]})
     assert r.status_code == 200 and r.json()["rated"] == 1
 
 
@@ -126,7 +128,7 @@ def test_wrong_types_score_and_feedback(client):
     _err(client.post("/v1/feedback", json={"request_id": "x", "rating": "good"}), 422)
     _err(client.post("/v1/feedback", json={"request_id": "x"}), 422)
     _err(client.post("/v1/feedback", json={"request_id": "x", "rating": 1.5}), 422)
-    e = _err(client.post("/v1/feedback", json={"request_id": "never-routed", "rating": 1}), 404)
+    e = _err(client.post("/v1/feedback", json={"request_id": "never-routed", "rating": 1}, headers=KEY), 404)
     assert "no routed outcome" in e["message"]
 
 
