@@ -86,7 +86,7 @@ class InvalidExpertError(ExpertError, ValueError):
     pass
 
 
-class DamagedExpertError(ExpertError):
+class DamagedExpertError(ExpertError, ValueError):
     """A stored registry row cannot be read back as an expert (broken JSON, a value that no longer
     validates); :meth:`ExpertRegistry.list` skips such rows and :meth:`ExpertRegistry.damaged` names them."""
 
