@@ -19,6 +19,7 @@ from api.metrics import Metrics
 from api.middleware import RequestContextMiddleware
 from api.probe import HealthProbe
 from api.routes import chat, experts, feedback, health, route, score
+from api.schemas import ERROR_RESPONSES
 from api.security import ConcurrencyLimit, FeedbackSigner, RateLimiter, feedback_secret
 from api.state import AppState
 from api.threads import limit_native_threads
@@ -73,6 +74,6 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
                   description="Routes compound queries to small domain experts by QSEF transmission efficiency.")
     install_error_handlers(app)
     for module in (route, score, experts, feedback, chat, health):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=config.max_body_bytes, metrics=metrics)
     return app

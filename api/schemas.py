@@ -179,3 +179,27 @@ class HealthPublic(BaseModel):
     score_batching: bool
     health_probe_interval_s: float = Field(0.0, description="seconds between expert health probes; 0 = off")
     expert_health: list[ExpertHealthPublic] = Field(default_factory=list, description="every enabled expert")
+
+
+class ErrorDetailPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")  # validation errors add ``details``: [{field, problem}]
+    type: str
+    message: str = Field(..., description="what was wrong and what is allowed")
+
+
+class ErrorPublic(BaseModel):
+    error: ErrorDetailPublic
+    request_id: str | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorPublic, "description": why} for code, why in {
+        400: "the body is not valid JSON", 401: "API key or feedback token missing or wrong",
+        403: "mutations disabled, or a feedback token that does not match", 404: "no such resource",
+        409: "conflict (exists, damaged, already rated, no experts)", 413: "body too large",
+        422: "a value breaks a rule (the message names the field)", 429: "rate limited (see Retry-After)",
+        502: "an expert failed", 503: "too many requests running (see Retry-After)",
+        504: "the request budget ran out",
+    }.items()
+}
+"""Error statuses every operation may answer, all with the :class:`ErrorPublic` body (in the OpenAPI document)."""

@@ -370,3 +370,12 @@ def test_client_disconnect_cancels_the_route_on_a_real_server(tmp_path):
         FakeBackend.modes = {}
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_openapi_documents_error_bodies_and_metrics_type(client):
+    doc = client.get("/openapi.json").json()
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert {"400", "422", "429"} <= set(op["responses"]), (method, path)
+            assert "ErrorPublic" in json.dumps(op["responses"]["422"])
+    assert "text/plain" in doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
