@@ -363,7 +363,7 @@ def run_schemathesis(st: str | None, url: str, max_examples: int, out_dir: Path)
         return {"ran": False, "why": f"{st} does not exist (pip install schemathesis into a separate venv)"}
     version = subprocess.run([st, "--version"], capture_output=True, text=True).stdout.strip()
     junit = out_dir / "schemathesis-junit.xml"
-    cmd = [st, "run", f"{url}/openapi.json", "--checks", "all", "--hypothesis-max-examples", str(max_examples),
+    cmd = [st, "run", f"{url}/openapi.json", "--checks", "all", "--experimental=openapi-3.1", "--hypothesis-max-examples", str(max_examples),
            "--hypothesis-seed", "0", "-H", f"Authorization: Bearer {KEY}", "--junit-xml", str(junit),
            "--request-timeout", "120000", "--hypothesis-suppress-health-check", "all"]
     t0 = time.perf_counter()
