@@ -75,7 +75,7 @@ def make_home(source: Path) -> Path:
 
 
 class Server:
-    def __init__(self, home: Path, log: Path, *, budget_s: float = 20.0):
+    def __init__(self, home: Path, log: Path, *, budget_s: float = 120.0):
         self.home, self.log, self.port, self.budget_s = home, log, free_port(), budget_s
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -363,7 +363,8 @@ def run_schemathesis(st: str | None, url: str, max_examples: int, out_dir: Path)
         return {"ran": False, "why": f"{st} does not exist (pip install schemathesis into a separate venv)"}
     version = subprocess.run([st, "--version"], capture_output=True, text=True).stdout.strip()
     junit = out_dir / "schemathesis-junit.xml"
-    cmd = [st, "run", f"{url}/openapi.json", "--checks", "all", "--experimental=openapi-3.1", "--hypothesis-max-examples", str(max_examples),
+    cmd = [st, "run", f"{url}/openapi.json", "--checks", "all", "--experimental=openapi-3.1",
+           "--hypothesis-max-examples", str(max_examples),
            "--hypothesis-seed", "0", "-H", f"Authorization: Bearer {KEY}", "--junit-xml", str(junit),
            "--request-timeout", "120000", "--hypothesis-suppress-health-check", "all"]
     t0 = time.perf_counter()
@@ -453,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="data directory whose models, corpora and graphs are linked into the temporary home")
     p.add_argument("--schemathesis", help="path of the `st` binary (a separate venv); omitted: not run")
     p.add_argument("--max-examples", type=int, default=20, help="schemathesis examples per operation")
+    p.add_argument("--budget-s", type=float, default=120.0,
+                   help="the server's per-request budget (QSEF_API_ROUTE_BUDGET_S); past it a route is a 504")
     p.add_argument("--skip", nargs="*", default=[], choices=["catalogue", "forged", "abandoned", "schemathesis",
                                                              "kill9"])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "reliability.json"))
@@ -466,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                     "python": platform.python_version()},
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    server = Server(home, log)
+    server = Server(home, log, budget_s=args.budget_s)
     try:
         results["startup_s"] = round(server.start(), 1)
         if "catalogue" not in args.skip:
