@@ -16,25 +16,26 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from experts.backends import BackendError
-from experts.registry import ExpertExistsError, ExpertNotFoundError, InvalidExpertError
-from router.feedback import FeedbackNotFoundError
+from experts.registry import DamagedExpertError, ExpertExistsError, ExpertNotFoundError, InvalidExpertError
+from router.feedback import FeedbackAlreadyRatedError, FeedbackNotFoundError
 from router.scoring import NoExpertsError
 
 log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    """An error raised at the edge with its status and type."""
+    """An error raised at the edge with its status and type (and headers, e.g. ``Retry-After``)."""
 
-    def __init__(self, status: int, type_: str, message: str):
+    def __init__(self, status: int, type_: str, message: str, *, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.type, self.message = status, type_, message
+        self.status, self.type, self.message, self.headers = status, type_, message, headers
 
 
-def error_response(request: Request, status: int, type_: str, message: str, **extra) -> JSONResponse:
+def error_response(request: Request, status: int, type_: str, message: str, *,
+                   headers: dict[str, str] | None = None, **extra) -> JSONResponse:
+    """The one error body. ``X-Request-ID`` is added by the middleware to every response, not here."""
     rid = getattr(request.state, "request_id", None)
     body = {"error": {"type": type_, "message": message, **extra}, "request_id": rid}
-    headers = {"X-Request-ID": rid} if rid else None
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -51,7 +52,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict]]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError):
-        return error_response(request, exc.status, exc.type, exc.message)
+        return error_response(request, exc.status, exc.type, exc.message, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -66,7 +67,7 @@ def install_error_handlers(app: FastAPI) -> None:
             msg = f"no endpoint {request.method} {request.url.path}; see /docs"
         if exc.status_code == 405:
             msg = f"method {request.method} not allowed on {request.url.path}; see /docs"
-        return error_response(request, exc.status_code, "http_error", msg)
+        return error_response(request, exc.status_code, "http_error", msg, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(ExpertNotFoundError)
     async def _expert_nf(request: Request, exc: ExpertNotFoundError):
@@ -79,6 +80,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidExpertError)
     async def _expert_invalid(request: Request, exc: InvalidExpertError):
         return error_response(request, 422, "invalid_expert", str(exc))
+
+    @app.exception_handler(DamagedExpertError)
+    async def _expert_damaged(request: Request, exc: DamagedExpertError):
+        return error_response(request, 409, "expert_damaged", str(exc))
+
+    @app.exception_handler(FeedbackAlreadyRatedError)
+    async def _fb_rated(request: Request, exc: FeedbackAlreadyRatedError):
+        return error_response(request, 409, "already_rated", str(exc))
 
     @app.exception_handler(FeedbackNotFoundError)
     async def _fb_nf(request: Request, exc: FeedbackNotFoundError):

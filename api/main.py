@@ -18,6 +18,8 @@ from api.metrics import Metrics
 from api.middleware import RequestContextMiddleware
 from api.probe import HealthProbe
 from api.routes import chat, experts, feedback, health, route, score
+from api.schemas import ERROR_RESPONSES
+from api.security import ConcurrencyLimit, FeedbackSigner, RateLimiter, feedback_secret
 from api.state import AppState
 from api.threads import limit_native_threads
 from core.settings import Settings
@@ -37,7 +39,11 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         r = router or await run_in_threadpool(Router.from_settings, settings)
-        state = AppState(settings=settings, router=r, metrics=metrics)
+        secret = feedback_secret(settings.api_key, settings.path("router") / "feedback.secret")
+        state = AppState(settings=settings, router=r, metrics=metrics,
+                         signer=FeedbackSigner(secret, ttl_s=config.feedback_token_ttl_s),
+                         feedback_limiter=RateLimiter(config.feedback_rate_per_min / 60.0, config.feedback_burst),
+                         routes=ConcurrencyLimit(config.max_routes, config.max_queued_routes))
         if config.warm:
             await run_in_threadpool(r.scorer.warm)
         pools = limit_native_threads(settings.torch_threads)
@@ -67,6 +73,6 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
                   description="Routes compound queries to small domain experts by QSEF transmission efficiency.")
     install_error_handlers(app)
     for module in (route, score, experts, feedback, chat, health):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=config.max_body_bytes, metrics=metrics)
     return app

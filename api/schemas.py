@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from experts.backends import backend_resolver
-from experts.registry import ExpertSpec
+from experts.registry import MAX_COST, MAX_SIZE_PARAMS, ExpertSpec
 from qsef.scores import ExpertScore, TextScores
 from router.pipeline import RouteOptions, RouteResult
 
@@ -25,8 +25,15 @@ class RouteCreate(_Strict):
     options: RouteOptions = Field(default_factory=RouteOptions)
 
 
+class FeedbackTokenPublic(BaseModel):
+    expert: str
+    token: str = Field(..., description="send it with POST /v1/feedback (with this request_id and expert)")
+    expires_at: int = Field(..., description="Unix time after which the token is refused")
+
+
 class RoutePublic(RouteResult):
-    pass
+    feedback_tokens: list[FeedbackTokenPublic] = Field(
+        default_factory=list, description="one per answering expert: rating this answer needs one (or the API key)")
 
 
 class ScoreCreate(_Strict):
@@ -55,8 +62,8 @@ class ExpertCreate(_Strict):
     backend: str = Field("hf", json_schema_extra={"enum": backend_resolver.options})
     backend_kwargs: dict[str, Any] = Field(default_factory=dict)
     system_prompt: str = Field("", max_length=4000)
-    size_params: int = Field(0, ge=0)
-    cost: float = Field(1.0, ge=0)
+    size_params: int = Field(0, ge=0, le=MAX_SIZE_PARAMS)
+    cost: float = Field(1.0, ge=0, le=MAX_COST, allow_inf_nan=False)
     enabled: bool = True
     profile: dict[str, Any] = Field(default_factory=dict)
 
@@ -71,8 +78,8 @@ class ExpertUpdate(_Strict):
     description: str | None = Field(None, max_length=2000)
     backend_kwargs: dict[str, Any] | None = None
     system_prompt: str | None = Field(None, max_length=4000)
-    size_params: int | None = Field(None, ge=0)
-    cost: float | None = Field(None, ge=0)
+    size_params: int | None = Field(None, ge=0, le=MAX_SIZE_PARAMS)
+    cost: float | None = Field(None, ge=0, le=MAX_COST, allow_inf_nan=False)
     enabled: bool | None = None
     profile: dict[str, Any] | None = None
 
@@ -86,8 +93,10 @@ class FeedbackCreate(_Strict):
     rating: float | None = Field(None, ge=0, le=1, description="1 = correct/helpful, 0 = wrong")
     correct: bool | None = Field(None, description="shorthand for rating 1 or 0")
     subtask_index: int | None = Field(None, ge=0, le=64)
-    expert: str | None = Field(None, max_length=64)
+    expert: str | None = Field(None, max_length=64, description="the expert rated (required with a token)")
     comment: str = Field("", max_length=2000)
+    token: str | None = Field(None, min_length=1, max_length=200,
+                              description="feedback token from /v1/route (feedback_tokens); not needed with the API key")
 
     @field_validator("correct")
     @classmethod
@@ -109,14 +118,22 @@ class FeedbackPublic(BaseModel):
     rated: int
 
 
+class ChatContentPart(BaseModel):
+    """One part of an OpenAI content list; only ``text`` parts are read (images etc. are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: str = Field(..., max_length=64)
+    text: str | None = None
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ChatContentPart] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return " ".join(p.get("text", "") for p in self.content if isinstance(p, dict) and p.get("type") == "text")
+            return " ".join(p.text or "" for p in self.content if p.type == "text")
         return self.content or ""
 
 
@@ -144,6 +161,7 @@ class ChatCompletionPublic(BaseModel):
     choices: list[ChatChoice]
     usage: dict[str, int]
     qsef: RouteResult | None = Field(None, description="routing details (ignored by OpenAI clients)")
+    feedback_tokens: list[FeedbackTokenPublic] | None = Field(None, description="see RoutePublic.feedback_tokens")
 
 
 class ExpertHealthPublic(BaseModel):
@@ -155,9 +173,34 @@ class ExpertHealthPublic(BaseModel):
 
 class HealthPublic(BaseModel):
     status: Literal["ok", "degraded"]
+    reasons: list[str] = Field(default_factory=list, description="why the status is degraded")
     experts: int
     experts_down: list[str]
     router_llm: str
     score_batching: bool
     health_probe_interval_s: float = Field(0.0, description="seconds between expert health probes; 0 = off")
     expert_health: list[ExpertHealthPublic] = Field(default_factory=list, description="every enabled expert")
+
+
+class ErrorDetailPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")  # validation errors add ``details``: [{field, problem}]
+    type: str
+    message: str = Field(..., description="what was wrong and what is allowed")
+
+
+class ErrorPublic(BaseModel):
+    error: ErrorDetailPublic
+    request_id: str | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorPublic, "description": why} for code, why in {
+        400: "the body is not valid JSON", 401: "API key or feedback token missing or wrong",
+        403: "mutations disabled, or a feedback token that does not match", 404: "no such resource",
+        409: "conflict (exists, damaged, already rated, no experts)", 413: "body too large",
+        422: "a value breaks a rule (the message names the field)", 429: "rate limited (see Retry-After)",
+        502: "an expert failed", 503: "too many requests running (see Retry-After)",
+        504: "the request budget ran out",
+    }.items()
+}
+"""Error statuses every operation may answer, all with the :class:`ErrorPublic` body (in the OpenAPI document)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from api.batching import MicroBatcher
 from api.metrics import Metrics
 from api.probe import HealthProbe
+from api.security import ConcurrencyLimit, FeedbackSigner, RateLimiter
 from core.settings import Settings
 from router.pipeline import Router
 
@@ -18,3 +19,6 @@ class AppState:
     metrics: Metrics = field(default_factory=Metrics)
     batcher: MicroBatcher | None = None
     probe: HealthProbe | None = None
+    signer: FeedbackSigner | None = None
+    feedback_limiter: RateLimiter | None = None
+    routes: ConcurrencyLimit | None = None

@@ -108,6 +108,14 @@ class ApiSettings(BaseSettings):
                                                              "GET /v1/models; local: weights readable); 0 = off")
     health_timeout_s: float = Field(2.0, gt=0, le=60, description="budget of one remote health check")
     warm: bool = Field(True, description="load the encoder and profiles at start-up")
+    feedback_token_ttl_s: float = Field(86_400.0, gt=0, description="how long a feedback token stays valid")
+    feedback_rate_per_min: float = Field(30.0, gt=0, description="ratings a minute per client host without the "
+                                                                 "API key (token bucket; 429 beyond)")
+    feedback_burst: int = Field(10, ge=1, description="ratings a client host may send at once without the API key")
+    max_routes: int = Field(4, ge=1, description="/v1/route and chat requests running at once")
+    max_queued_routes: int = Field(16, ge=0, description="requests waiting for a slot; 503 + Retry-After beyond")
+    route_budget_s: float = Field(300.0, gt=0, le=3600, description="per-request budget of a route or chat "
+                                                                    "request; generation is cancelled at the end")
 
 
 class Settings(BaseSettings):

@@ -8,7 +8,8 @@ One resolver, :data:`backend_resolver` (:class:`core.resolver.Resolver`), maps a
 - ``qrh``: a QRH student checkpoint (``experts/qrh.py``), loaded lazily when that module exists.
 
 Cancellation: ``generate`` takes an optional ``cancel`` event. The dispatcher sets it when it stops
-waiting (per-expert timeout); the in-process backends check it between decoding steps (a transformers
+waiting (per-expert timeout, or the request was abandoned); ``openai`` closes the request's connection
+(vLLM then aborts the generation); the in-process backends check it between decoding steps (a transformers
 ``StoppingCriteria`` for ``hf``, a step-by-step loop for ``qrh``) and while waiting for the model's
 lock, so an abandoned generation ends within a step and releases the model for the next request. It
 then raises :class:`GenerationCancelledError`; its partial output is never returned.
@@ -301,13 +302,58 @@ class OpenAIBackend(ExpertBackend):
         return self._client
 
     def generate(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> str:
-        """The remote server cannot be interrupted; the request ends at the client's ``timeout``."""
+        """With ``cancel``, the request's connection is closed as soon as ``cancel`` is set: the call ends
+        at once and the server stops generating (vLLM aborts a request whose client went away)."""
         if _cancelled(cancel):
             raise GenerationCancelledError(f"remote expert {self.spec.name!r}: cancelled before the request")
         try:
-            return self.client.chat(self.messages_for(messages), max_tokens=max_tokens, temperature=temperature).strip()
+            if cancel is None:
+                return self.client.chat(self.messages_for(messages), max_tokens=max_tokens,
+                                        temperature=temperature).strip()
+            return self._chat_cancellable(self.messages_for(messages), max_tokens, temperature, cancel).strip()
+        except GenerationCancelledError:
+            raise
         except Exception as exc:
             raise BackendError(f"remote expert {self.spec.name!r} at {self.base_url} failed: {exc}") from exc
+
+    def _chat_cancellable(self, messages: list[dict[str, str]], max_tokens: int, temperature: float,
+                          cancel: threading.Event) -> str:
+        """One chat completion on an asyncio loop of this thread, so that setting ``cancel`` can cancel the
+        request mid-read (a blocking socket read cannot be interrupted); ``retries`` on connection errors
+        and 429/5xx like :class:`core.http.OpenAICompatClient`."""
+        import asyncio
+
+        import httpx
+
+        payload = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
+
+        async def call() -> str:
+            async with httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout) as http:
+                error: Exception | None = None
+                for _ in range(self.retries + 1):
+                    task = asyncio.ensure_future(http.post("/chat/completions", json=payload))
+                    while not task.done():
+                        await asyncio.wait({task}, timeout=0.05)
+                        if cancel.is_set() and not task.done():
+                            task.cancel()  # closes the connection
+                            raise GenerationCancelledError(f"remote expert {self.spec.name!r}: request aborted")
+                    try:
+                        r = task.result()
+                    except httpx.TransportError as exc:
+                        error = exc
+                        continue
+                    if r.status_code == 429 or r.status_code >= 500:
+                        error = BackendError(f"{r.status_code} from {self.base_url}")
+                        continue
+                    if r.status_code >= 400:
+                        raise BackendError(f"{self.base_url} answered {r.status_code}: {r.text[:300]}")
+                    try:
+                        return r.json()["choices"][0]["message"]["content"] or ""
+                    except (ValueError, KeyError, IndexError, TypeError) as exc:
+                        raise BackendError(f"malformed chat completion from {self.base_url}: {r.text[:300]}") from exc
+                raise BackendError(f"no answer after {self.retries + 1} attempts: {error}")
+
+        return asyncio.run(call())
 
     def health(self, *, timeout_s: float = 2.0) -> tuple[bool, str]:
         """``GET {base_url}/models`` answers 200 within ``timeout_s``."""

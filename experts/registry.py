@@ -16,22 +16,28 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 from core.db import connect, migrate
-from core.domains import DOMAIN_DESCRIPTIONS, DOMAINS
+from core.domains import DOMAIN_DESCRIPTIONS, DOMAINS, valid_domain_name
 from experts.backends import backend_resolver
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DOMAIN_PROMPTS",
     "MIGRATIONS",
+    "DamagedExpertError",
     "ExpertError",
     "ExpertExistsError",
     "ExpertNotFoundError",
@@ -80,6 +86,50 @@ class InvalidExpertError(ExpertError, ValueError):
     pass
 
 
+class DamagedExpertError(ExpertError, ValueError):
+    """A stored registry row cannot be read back as an expert (broken JSON, a value that no longer
+    validates); :meth:`ExpertRegistry.list` skips such rows and :meth:`ExpertRegistry.damaged` names them."""
+
+
+MAX_SIZE_PARAMS = 2**63 - 1  # SQLite's INTEGER is a signed 64-bit value
+MAX_COST = 1e12
+MAX_PROFILE_TEXTS = 10_000
+MAX_TIMEOUT_S = 3600.0
+# backend_kwargs keys with a fixed type, per backend; other keys are kept as given (backends ignore them)
+_STR_KWARGS: dict[str, tuple[str, ...]] = {
+    "hf": ("model", "path"),
+    "openai": ("base_url", "model", "api_key_env"),
+    "qrh": ("checkpoint", "tokenizer"),
+}
+# backend_kwargs that name a file or folder: confined to the data directory when the registry has a root
+PATH_KWARGS: dict[str, tuple[str, ...]] = {"hf": ("path",), "qrh": ("checkpoint", "tokenizer"), "openai": ()}
+
+
+def _positive_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _check_backend_kwargs(backend: str, kw: dict[str, Any]) -> None:
+    """Raises ValueError naming the key and the rule (the server would otherwise fail on first use)."""
+    for key in _STR_KWARGS.get(backend, ()):
+        if key in kw and (not isinstance(kw[key], str) or not kw[key].strip()):
+            raise ValueError(f"backend_kwargs.{key} must be a non-empty string for the {backend} backend")
+    if "timeout" in kw and not (_positive_number(kw["timeout"]) and kw["timeout"] <= MAX_TIMEOUT_S):
+        raise ValueError(f"backend_kwargs.timeout must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], "
+                         f"got {kw['timeout']!r}")
+    if "retries" in kw and not (isinstance(kw["retries"], int) and not isinstance(kw["retries"], bool)
+                                and 0 <= kw["retries"] <= 10):
+        raise ValueError(f"backend_kwargs.retries must be an integer in [0, 10], got {kw['retries']!r}")
+    url = kw.get("base_url")
+    if isinstance(url, str) and not url.startswith(("http://", "https://")):
+        raise ValueError(f"backend_kwargs.base_url must start with http:// or https://, got {url!r}")
+
+
+def _is_path_like(value: str) -> bool:
+    """A tokenizer may be a model-store name (``qwen-0.5b``) or a folder; only a folder is a path."""
+    return "/" in value or "\\" in value or value.startswith((".", "~"))
+
+
 class ExpertSpec(BaseModel):
     """One expert: what it knows (domain, profile), how to call it (backend) and what it costs.
 
@@ -95,8 +145,9 @@ class ExpertSpec(BaseModel):
                          json_schema_extra={"enum": backend_resolver.options})
     backend_kwargs: dict[str, Any] = Field(default_factory=dict)
     system_prompt: str = ""
-    size_params: int = Field(0, ge=0, description="parameter count, used by C_model")
-    cost: float = Field(1.0, ge=0, description="relative cost per call, used by cost-aware selection")
+    size_params: int = Field(0, ge=0, le=MAX_SIZE_PARAMS, description="parameter count, used by C_model")
+    cost: float = Field(1.0, ge=0, le=MAX_COST, allow_inf_nan=False,
+                        description="relative cost per call, used by cost-aware selection")
     enabled: bool = True
     profile: dict[str, Any] = Field(default_factory=dict, description="QSEF profile data (texts, anchors…)")
     health: Literal["unknown", "ok", "down"] = "unknown"
@@ -119,8 +170,31 @@ class ExpertSpec(BaseModel):
     @classmethod
     def _valid_domain(cls, v: str) -> str:
         v = v.strip().lower()
-        if not v or len(v) > 64:
-            raise ValueError("domain must be a non-empty label of at most 64 characters")
+        if not valid_domain_name(v):  # the domain names cache files and metrics labels
+            raise ValueError("domain must be 1-64 chars of lowercase letters, digits, '_' or '-', "
+                             "starting with a letter or digit")
+        return v
+
+    @field_validator("backend_kwargs")
+    @classmethod
+    def _valid_backend_kwargs(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        backend = info.data.get("backend")
+        if backend is not None:
+            _check_backend_kwargs(backend, v)
+        return v
+
+    @field_validator("profile")
+    @classmethod
+    def _valid_profile(cls, v: dict[str, Any]) -> dict[str, Any]:
+        folder = v.get("dir")
+        if folder is not None and (not isinstance(folder, str) or not folder.strip()):
+            raise ValueError("profile.dir must be a non-empty string: the folder of a saved QSEF profile")
+        texts = v.get("texts")
+        if texts is not None:
+            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+                raise ValueError("profile.texts must be a non-empty list of non-empty strings")
+            if len(texts) > MAX_PROFILE_TEXTS:
+                raise ValueError(f"profile.texts has {len(texts)} texts; the limit is {MAX_PROFILE_TEXTS}")
         return v
 
 
@@ -165,6 +239,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE experts ADD COLUMN health_at REAL;
     CREATE INDEX experts_domain ON experts(domain);
     """,
+    # 'seeded' records that the default fleet was offered once, so a registry emptied on purpose stays empty
+    """
+    CREATE TABLE registry_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO registry_meta (key, value) SELECT 'seeded', 'migrated' WHERE EXISTS (SELECT 1 FROM experts);
+    """,
 ]
 
 _JSON_FIELDS = ("backend_kwargs", "profile")
@@ -173,13 +252,21 @@ _JSON_FIELDS = ("backend_kwargs", "profile")
 class ExpertRegistry:
     """Experts persisted in SQLite; safe to share between threads (one connection per operation).
 
+    A row that cannot be read back (broken JSON, a value that no longer validates) never breaks a
+    listing: :meth:`list` skips it with a warning, :meth:`damaged` names it with the reason, :meth:`get`
+    raises :class:`DamagedExpertError`, and :meth:`remove` deletes it like any other row.
+
     Args:
         path: the database file (created with its folder on first use).
+        confine: ``user_path -> resolved path`` that raises ``ValueError`` outside the data directory
+            (``Settings.confine``); applied to ``profile.dir`` and the backends' path settings on
+            :meth:`add` and :meth:`update`. ``None``: paths are stored as given (trusted callers).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, confine: Callable[[str], Path] | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.confine = confine
         self._lock = threading.Lock()
         with self._connect() as db:
             migrate(db, MIGRATIONS, what="registry", error=ExpertError)
@@ -193,25 +280,75 @@ class ExpertRegistry:
 
     @staticmethod
     def _row_to_spec(row: sqlite3.Row) -> ExpertSpec:
+        """Raises:
+        DamagedExpertError: naming the row, the column and the problem.
+        """
         data = {k: row[k] for k in row.keys() if k not in ("created_at", "updated_at")}  # noqa: SIM118
         for f in _JSON_FIELDS:
-            data[f] = json.loads(data[f])
+            try:
+                data[f] = json.loads(data[f])
+            except (TypeError, ValueError) as exc:
+                raise DamagedExpertError(f"registry row {data.get('name')!r}: column {f} is not valid JSON "
+                                         f"({exc}); remove the expert and add it again") from exc
         data["enabled"] = bool(data["enabled"])
-        return ExpertSpec(**data)
+        try:
+            return ExpertSpec(**data)
+        except (ValidationError, TypeError) as exc:
+            raise DamagedExpertError(f"registry row {data.get('name')!r} does not validate: "
+                                     f"{_one_line(exc)}; remove the expert and add it again") from exc
+
+    def _check_paths(self, spec: ExpertSpec, parts: tuple[str, ...] = ("backend_kwargs", "profile")) -> ExpertSpec:
+        """``spec`` with the user paths of ``parts`` resolved inside the data directory (when ``confine`` is set).
+
+        Raises:
+            InvalidExpertError: a path lies outside the data directory.
+        """
+        if self.confine is None:
+            return spec
+        kwargs, profile = dict(spec.backend_kwargs), dict(spec.profile)
+        try:
+            for key in PATH_KWARGS.get(spec.backend, ()) if "backend_kwargs" in parts else ():
+                value = kwargs.get(key)
+                if isinstance(value, str) and (key != "tokenizer" or _is_path_like(value)):
+                    kwargs[key] = str(self.confine(value))
+            if "profile" in parts and isinstance(profile.get("dir"), str):
+                profile["dir"] = str(self.confine(profile["dir"]))
+        except ValueError as exc:
+            raise InvalidExpertError(f"expert {spec.name!r}: {exc}") from exc
+        return spec.model_copy(update={"backend_kwargs": kwargs, "profile": profile})
 
     def names(self) -> list[str]:
         with self._connect() as db:
             return [r[0] for r in db.execute("SELECT name FROM experts ORDER BY name")]
 
-    def list(self, *, enabled_only: bool = False) -> list[ExpertSpec]:
-        """All experts ordered by name (only enabled ones with ``enabled_only``)."""
-        sql = "SELECT * FROM experts" + (" WHERE enabled = 1" if enabled_only else "") + " ORDER BY name"
+    def _read(self, sql: str, args: tuple = ()) -> tuple[list[ExpertSpec], dict[str, str]]:
         with self._connect() as db:
-            return [self._row_to_spec(r) for r in db.execute(sql)]
+            rows = db.execute(sql, args).fetchall()
+        specs, bad = [], {}
+        for r in rows:
+            try:
+                specs.append(self._row_to_spec(r))
+            except DamagedExpertError as exc:
+                bad[r["name"]] = str(exc)
+        return specs, bad
+
+    def list(self, *, enabled_only: bool = False) -> list[ExpertSpec]:
+        """All readable experts ordered by name (only enabled ones with ``enabled_only``); damaged rows
+        are skipped with a warning (see :meth:`damaged`)."""
+        sql = "SELECT * FROM experts" + (" WHERE enabled = 1" if enabled_only else "") + " ORDER BY name"
+        specs, bad = self._read(sql)
+        for name, why in bad.items():
+            log.warning("skipping damaged registry row", extra={"expert": name, "error": why[:300]})
+        return specs
+
+    def damaged(self) -> dict[str, str]:
+        """``{name: reason}`` of the rows that cannot be read back as experts."""
+        return self._read("SELECT * FROM experts ORDER BY name")[1]
 
     def get(self, name: str) -> ExpertSpec:
         """Raises:
         ExpertNotFoundError: naming the registered experts.
+        DamagedExpertError: the row exists but cannot be read (remove it and add it again).
         """
         with self._connect() as db:
             row = db.execute("SELECT * FROM experts WHERE name = ?", (name,)).fetchone()
@@ -224,7 +361,9 @@ class ExpertRegistry:
 
         Raises:
             ExpertExistsError: when the name is taken and ``replace`` is false.
+            InvalidExpertError: a path outside the data directory (see ``confine``).
         """
+        spec = self._check_paths(spec)
         now = time.time()
         values = spec.model_dump()
         for f in _JSON_FIELDS:
@@ -264,7 +403,8 @@ class ExpertRegistry:
         try:
             spec = ExpertSpec(**{**current, **fields})
         except ValidationError as exc:
-            raise InvalidExpertError(str(exc)) from exc
+            raise InvalidExpertError(_one_line(exc)) from exc
+        spec = self._check_paths(spec, tuple(f for f in _JSON_FIELDS if f in fields))  # unchanged paths stay
         values = spec.model_dump()
         for f in _JSON_FIELDS:
             values[f] = json.dumps(values[f], sort_keys=True)
@@ -285,9 +425,22 @@ class ExpertRegistry:
             )
 
     def ensure_default_fleet(self, model: str = "qwen-0.5b") -> list[ExpertSpec]:
-        """Register the default five domain experts when the registry is empty; returns the experts."""
-        if not self.names():
-            for spec in default_fleet(model):
-                with contextlib.suppress(ExpertExistsError):  # a concurrent process seeded it first
-                    self.add(spec)
+        """Register the default five domain experts the first time a registry is opened empty; returns
+        the experts. Seeding is recorded, so a registry the user emptied on purpose stays empty."""
+        with self._connect() as db:
+            seeded = db.execute("SELECT value FROM registry_meta WHERE key = 'seeded'").fetchone() is not None
+        if not seeded:
+            if not self.names():
+                for spec in default_fleet(model):
+                    with contextlib.suppress(ExpertExistsError):  # a concurrent process seeded it first
+                        self.add(spec)
+            with self._lock, self._connect() as db:
+                db.execute("INSERT OR IGNORE INTO registry_meta (key, value) VALUES ('seeded', ?)", (str(time.time()),))
         return self.list()
+
+
+def _one_line(exc: Exception) -> str:
+    """A pydantic error as one line: ``field: problem; field: problem``."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+    return str(exc)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.domains import DOMAINS
+from core.domains import DOMAINS, valid_domain_name
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -163,6 +163,10 @@ class ReferenceTerms:
         return cls(counts, sum(counts.values()), len(counts))
 
 
+class DamagedProfileError(ValueError):
+    """A saved profile cannot be read; the message names the file."""
+
+
 @dataclass
 class ExpertProfile:
     """Everything QSEF scores an expert on.
@@ -232,14 +236,38 @@ class ExpertProfile:
 
     @classmethod
     def load(cls, folder: Path) -> ExpertProfile:
+        """Read a profile written by :meth:`save`.
+
+        Raises:
+            DamagedProfileError: a file is missing, unreadable or does not hold what a profile needs
+                (it names the file); callers rebuild or skip the profile.
+        """
         from safetensors.numpy import load_file
 
-        d = json.loads((folder / "profile.json").read_text())
-        if d.pop("format", None) not in (1, PROFILE_FORMAT):  # format 1: no prototypes yet
-            raise ValueError(f"profile at {folder} has an unknown format; rebuild it")
-        tensors = load_file(str(folder / "centroid.safetensors"))
-        lexical = LexicalIndex.load(folder / "bm25") if (folder / "bm25" / "lexical.json").is_file() else None
-        return cls(centroid=tensors["centroid"], prototypes=tensors.get("prototypes"), lexical=lexical, **d)
+        current = folder / "profile.json"
+        try:
+            d = json.loads(current.read_text())
+            if not isinstance(d, dict):
+                raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+            if d.pop("format", None) not in (1, PROFILE_FORMAT):  # format 1: no prototypes yet
+                raise ValueError("unknown profile format; rebuild it")
+            unknown = set(d) - set(cls.__dataclass_fields__)
+            if unknown or not isinstance(d.get("name"), str) or not isinstance(d.get("domain"), str):
+                raise ValueError(f"needs string 'name' and 'domain' and no unknown keys {sorted(unknown)}")
+            if not isinstance(d.get("meta", {}), dict) or not isinstance(d.get("kg_anchors", []), list):
+                raise ValueError("'meta' must be an object and 'kg_anchors' a list")
+            current = folder / "centroid.safetensors"
+            tensors = load_file(str(current))
+            if "centroid" not in tensors:
+                raise ValueError("no 'centroid' tensor")
+            current = folder / "bm25"
+            lexical = LexicalIndex.load(current) if (current / "lexical.json").is_file() else None
+            current = folder
+            return cls(centroid=tensors["centroid"], prototypes=tensors.get("prototypes"), lexical=lexical, **d)
+        except DamagedProfileError:
+            raise
+        except Exception as exc:  # safetensors, bm25s, numpy and json each raise their own error types
+            raise DamagedProfileError(f"damaged profile file {current}: {type(exc).__name__}: {exc}") from exc
 
 
 def corpus_passages(settings: Settings, domain: str, *, split: str = "train") -> list[str]:
@@ -295,6 +323,8 @@ def build_domain_profile(domain: str, *, settings: Settings, encoder: Any = None
     """
     from qsef.encoder import get_encoder
 
+    if not valid_domain_name(domain):  # the domain becomes part of a cache file name
+        raise ValueError(f"invalid domain name {domain!r}: lower-case letters, digits, '_' or '-' only")
     encoder = encoder or get_encoder(settings)
     from_corpus = passages is None
     passages = corpus_passages(settings, domain) if from_corpus else list(passages)
@@ -353,8 +383,8 @@ def default_profiles(settings: Settings, *, rebuild: bool = False, encoder: Any 
         if not rebuild and (folder / "profile.json").is_file():
             try:
                 prof = ExpertProfile.load(folder)
-            except (ValueError, KeyError, OSError) as exc:  # older format or damaged files: rebuild
-                log.warning("rebuilding expert profile", extra={"domain": d, "reason": str(exc)[:200]})
+            except (ValueError, KeyError, OSError) as exc:  # older format or damaged files (named): rebuild
+                log.warning("rebuilding expert profile", extra={"domain": d, "reason": str(exc)[:300]})
         if prof is not None and (prof.prototypes is None or prof.lexical is None or prof.lexical.terms is None):
             log.info("rebuilding expert profile (no prototypes or word counts)", extra={"domain": d})
             prof = None

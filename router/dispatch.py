@@ -46,6 +46,10 @@ __all__ = [
 ]
 
 
+class _Aborted(Exception):
+    """The caller set the abort event while waiting for an expert."""
+
+
 class Attempt(BaseModel):
     expert: str
     ok: bool
@@ -102,8 +106,9 @@ class Dispatcher:
             self._backends.pop(name, None)
 
     def call(self, spec: ExpertSpec, messages: list[dict[str, str]], *, max_tokens: int,
-             timeout_s: float | None = None) -> tuple[str | None, Attempt]:
-        """One expert call with a timeout; never raises. On timeout the call is cancelled (see the module doc)."""
+             timeout_s: float | None = None, abort: threading.Event | None = None) -> tuple[str | None, Attempt]:
+        """One expert call with a timeout; never raises. On timeout, or when ``abort`` is set (the caller
+        gave up), the call is cancelled (see the module doc)."""
         t0 = time.perf_counter()
         timeout = self.timeout_s if timeout_s is None else timeout_s
         cancel = threading.Event()
@@ -111,24 +116,46 @@ class Dispatcher:
         try:
             backend = self.backend(spec)
             fut = self._executor.submit(backend.generate, messages, max_tokens=max_tokens, cancel=cancel)
-            text = fut.result(timeout=timeout)
+            text = self._wait(fut, t0 + timeout, abort)
             if not isinstance(text, str) or not text.strip():
                 raise ValueError("empty answer")
             return text, Attempt(expert=spec.name, ok=True, latency_ms=_ms(t0))
-        except cf.TimeoutError:
+        except (cf.TimeoutError, _Aborted) as exc:
             cancel.set()
             if fut is not None:
                 fut.cancel()  # still queued behind busy workers: never starts
-            err = f"timeout after {timeout:g}s (generation cancelled)"
+            err = ("cancelled: the request was abandoned (generation cancelled)" if isinstance(exc, _Aborted)
+                   else f"timeout after {timeout:g}s (generation cancelled)")
         except Exception as exc:
             err = f"{type(exc).__name__}: {exc}"
         log.warning("expert call failed", extra={"expert": spec.name, "error": err[:300]})
         return None, Attempt(expert=spec.name, ok=False, latency_ms=_ms(t0), error=err[:500])
 
+    @staticmethod
+    def _wait(fut: cf.Future, deadline: float, abort: threading.Event | None) -> Any:
+        """``fut.result()`` by ``deadline`` (perf_counter time), checking ``abort`` every 50 ms.
+
+        Raises:
+            concurrent.futures.TimeoutError: at the deadline. _Aborted: ``abort`` was set.
+        """
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise cf.TimeoutError
+            try:
+                return fut.result(timeout=remaining if abort is None else min(remaining, 0.05))
+            except cf.TimeoutError:
+                if abort is not None and abort.is_set():
+                    raise _Aborted from None
+
     def dispatch(self, text: str, selected: Sequence[str], weights: Sequence[float], ranked: Sequence[str],
                  spec_of: Callable[[str], ExpertSpec], *, max_tokens: int = 128,
-                 history: Sequence[dict[str, str]] = (), timeout_s: float | None = None) -> list[ExpertAnswer]:
+                 history: Sequence[dict[str, str]] = (), timeout_s: float | None = None,
+                 cancel: threading.Event | None = None) -> list[ExpertAnswer]:
         """Ask each selected expert; replace failures with the next-best untried expert in ``ranked``.
+
+        ``cancel`` (set by another thread) stops the running call within a decoding step and tries no
+        further expert.
 
         Experts the registry marks ``down`` (health probe or an earlier failed call) are tried after
         every healthy candidate; a selected expert passed over that way is recorded as a failed attempt
@@ -150,7 +177,7 @@ class Dispatcher:
             used: str | None = None
             calls = 0
             for cand, _ in candidates:
-                if cand in tried or calls > self.max_fallbacks:
+                if cand in tried or calls > self.max_fallbacks or (cancel is not None and cancel.is_set()):
                     continue
                 tried.add(cand)
                 calls += 1
@@ -159,7 +186,7 @@ class Dispatcher:
                 except Exception as exc:  # removed from the registry meanwhile
                     attempts.append(Attempt(expert=cand, ok=False, latency_ms=0.0, error=str(exc)[:300]))
                     continue
-                answer, att = self.call(spec, messages, max_tokens=max_tokens, timeout_s=timeout_s)
+                answer, att = self.call(spec, messages, max_tokens=max_tokens, timeout_s=timeout_s, abort=cancel)
                 if cand != name:
                     att.fallback_for = name
                 attempts.append(att)

@@ -8,6 +8,9 @@ error of that expert on the nearest past sub-tasks, which QSEF's ``C_model`` rea
 An outcome counts as an error when it was rated below 0.5, or — unrated — when the expert failed
 (timeout or exception). Unrated successes are not evidence of correctness and are left out.
 
+Each outcome is rated at most once: a second rating of the same outcomes is refused
+(:class:`FeedbackAlreadyRatedError`, HTTP 409), so one rating per request id and expert counts once.
+
 Example:
     >>> fb = FeedbackStore(tmp_path / "feedback.sqlite")
     >>> oid = fb.record(request_id="r1", index=0, subtask="What is GDP?", expert="finance",
@@ -27,7 +30,7 @@ import numpy as np
 from core.db import connect, migrate
 from qsef.history import InMemoryHistory
 
-__all__ = ["FeedbackNotFoundError", "FeedbackStore"]
+__all__ = ["FeedbackAlreadyRatedError", "FeedbackNotFoundError", "FeedbackStore"]
 
 _SCHEMA = [
     """
@@ -56,6 +59,10 @@ _SCHEMA = [
 class FeedbackNotFoundError(KeyError):
     def __str__(self) -> str:
         return self.args[0]
+
+
+class FeedbackAlreadyRatedError(ValueError):
+    """Every matching outcome already carries a rating; a rating counts once."""
 
 
 class FeedbackStore:
@@ -94,30 +101,37 @@ class FeedbackStore:
 
     def rate(self, request_id: str, *, rating: float, index: int | None = None, expert: str | None = None,
              comment: str = "") -> int:
-        """Attach a rating in [0, 1] (1 = correct) to a request's sub-tasks (one, or all when ``index`` is None).
+        """Attach a rating in [0, 1] (1 = correct) to a request's unrated sub-tasks (one, or all when
+        ``index`` is None); outcomes rated before keep their first rating.
 
         Returns:
             number of outcomes rated.
 
         Raises:
             FeedbackNotFoundError: no matching routed sub-task.
+            FeedbackAlreadyRatedError: every matching sub-task is rated already.
         """
         if not 0.0 <= rating <= 1.0:
             raise ValueError(f"rating must be in [0, 1], got {rating}")
-        sql = "UPDATE outcomes SET rating = ?, comment = ?, rated_at = ? WHERE request_id = ?"
-        args: list = [rating, comment[:2000], time.time(), request_id]
+        where = " WHERE request_id = ?"
+        keys: list = [request_id]
         if index is not None:
-            sql += " AND idx = ?"
-            args.append(index)
+            where += " AND idx = ?"
+            keys.append(index)
         if expert is not None:
-            sql += " AND expert = ?"
-            args.append(expert)
+            where += " AND expert = ?"
+            keys.append(expert)
+        what = f"request {request_id!r}" + (f" sub-task {index}" if index is not None else "") + (
+            f" expert {expert!r}" if expert is not None else "")
         with self._lock, self._connect() as db:
-            n = db.execute(sql, args).rowcount
+            n = db.execute("UPDATE outcomes SET rating = ?, comment = ?, rated_at = ?" + where + " AND rating IS NULL",
+                           [rating, comment[:2000], time.time(), *keys]).rowcount
+            matched = n or db.execute("SELECT COUNT(*) FROM outcomes" + where, keys).fetchone()[0]
             self._history = None
-        if n == 0:
-            what = f"request {request_id!r}" + (f" sub-task {index}" if index is not None else "")
+        if matched == 0:
             raise FeedbackNotFoundError(f"no routed outcome for {what}; use the request_id returned by /v1/route")
+        if n == 0:
+            raise FeedbackAlreadyRatedError(f"{what} is rated already; a rating counts once")
         return n
 
     def outcomes(self, request_id: str | None = None, limit: int = 100) -> list[dict]:

@@ -13,12 +13,13 @@ Example:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from experts.registry import ExpertRegistry
 from qsef.scores import ExpertScore
@@ -34,10 +35,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RouteOptions", "RouteResult", "Router", "SubtaskResult"]
+__all__ = ["RouteCancelledError", "RouteOptions", "RouteResult", "Router", "SubtaskResult"]
+
+
+class RouteCancelledError(RuntimeError):
+    """The caller cancelled the route (client gone, request budget spent); no result is returned."""
 
 
 class RouteOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, as in the other bodies
+
     strategy: str = Field("argmax", description="a qsef.selection strategy",
                           json_schema_extra={"enum": selection_strategy_resolver.options})
     k: int = Field(2, ge=1, le=8, description="experts per sub-task for top_k / cost_aware")
@@ -127,7 +134,7 @@ class Router:
 
         cfg = settings.router
         pool = ModelPool(settings)
-        registry = ExpertRegistry(registry_path or settings.path("router") / "experts.sqlite")
+        registry = ExpertRegistry(registry_path or settings.path("router") / "experts.sqlite", confine=settings.confine)
         if seed_defaults:
             registry.ensure_default_fleet(settings.expert_model)
         feedback = FeedbackStore(feedback_path or settings.path("router") / "feedback.sqlite")
@@ -150,8 +157,16 @@ class Router:
         self.decomposer.domains = sorted({e.domain for e in self.registry.list(enabled_only=True)}) or ["general"]
 
     def route(self, query: str, options: RouteOptions | None = None, *, request_id: str | None = None,
-              history: list[dict[str, str]] | None = None) -> RouteResult:
-        """Route one query end to end (blocking; call it from a worker thread in async code)."""
+              history: list[dict[str, str]] | None = None, cancel: threading.Event | None = None) -> RouteResult:
+        """Route one query end to end (blocking; call it from a worker thread in async code).
+
+        Args:
+            cancel: set from another thread to abandon the request: a running expert generation stops
+                within a decoding step and no further expert is called.
+
+        Raises:
+            RouteCancelledError: ``cancel`` was set before the route finished.
+        """
         opt = options or RouteOptions()
         rid = request_id or uuid.uuid4().hex
         t0 = time.perf_counter()
@@ -176,11 +191,13 @@ class Router:
             ))
         if opt.answer:
             for i, sub in enumerate(subs):
+                _check(cancel, rid)
                 ranked_names = [s.expert for s in sub.scores]
                 answers = self.dispatcher.dispatch(
                     sub.text, sub.selected, sub.weights, ranked_names, self.scorer.spec,
-                    max_tokens=opt.max_tokens, history=history or (), timeout_s=opt.timeout_s,
+                    max_tokens=opt.max_tokens, history=history or (), timeout_s=opt.timeout_s, cancel=cancel,
                 )
+                _check(cancel, rid)
                 ok = [a for a in answers if a.expert is not None]
                 best = max(ok, key=lambda a: a.weight) if ok else None
                 sub.expert = best.expert if best else None
@@ -233,6 +250,11 @@ class Router:
 
     def close(self) -> None:
         self.dispatcher.close()
+
+
+def _check(cancel: threading.Event | None, rid: str) -> None:
+    if cancel is not None and cancel.is_set():
+        raise RouteCancelledError(f"request {rid} was cancelled")
 
 
 def _ms(a: float, b: float) -> float:

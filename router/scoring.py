@@ -11,6 +11,11 @@ centroid and BM25 index built from them;
 an expert of a default domain (medicine, law, code, finance, general) shares that domain's corpus
 profile; any other expert is profiled from its description.
 
+Isolation: one expert whose profile cannot be built or scored (a damaged profile folder, a centroid
+from another encoder, anything that raises) is left out of scoring instead of failing every request:
+:attr:`RegistryScorer.unavailable` names it with the reason, every score carries the flag
+``expert_unavailable:<name>``, and ``GET /health`` reports the fleet as degraded.
+
 Example:
     >>> scorer = RegistryScorer(registry, history=feedback_store)
     >>> result = scorer.score(["What is a tort?"])
@@ -79,6 +84,7 @@ class RegistryScorer:
         self._profiles: list[ExpertProfile] = []
         self._specs: dict[str, ExpertSpec] = {}
         self._fp: str | None = None
+        self.unavailable: dict[str, str] = {}  # expert -> why it is left out of scoring
 
     @property
     def engine(self) -> QSEFEngine:
@@ -110,7 +116,19 @@ class RegistryScorer:
         fp = _fingerprint(specs)
         with self._lock:
             if fp != self._fp:
-                self._profiles = [self._profile_for(s) for s in specs]
+                profiles, unavailable = [], {}
+                for s in specs:
+                    try:
+                        profiles.append(self._checked_profile(s))
+                    except Exception as exc:  # one bad expert must not take scoring down: skipped, flagged
+                        unavailable[s.name] = f"profile cannot be built: {type(exc).__name__}: {exc}"[:500]
+                        log.error("expert left out of scoring", extra={"expert": s.name,
+                                                                       "error": unavailable[s.name][:300]})
+                if not profiles:
+                    raise NoExpertsError("no enabled expert can be scored: " +
+                                         "; ".join(f"{n}: {why}" for n, why in unavailable.items()))
+                self._profiles = profiles
+                self.unavailable = unavailable
                 self._specs = {s.name: s for s in specs}
                 self._fp = fp
                 if self.seed_history:
@@ -131,6 +149,16 @@ class RegistryScorer:
     def spec(self, name: str) -> ExpertSpec:
         return self._specs.get(name) or self.registry.get(name)
 
+    def _checked_profile(self, spec: ExpertSpec) -> ExpertProfile:
+        """:meth:`_profile_for`, refusing a centroid the encoder cannot be compared with."""
+        prof = self._profile_for(spec)
+        dim = getattr(self.engine.encoder, "dim", None)
+        width = int(np.asarray(prof.centroid).shape[0])
+        if isinstance(dim, int) and width != dim:
+            raise ValueError(f"profile centroid has {width} dimensions but the encoder "
+                             f"{getattr(self.engine.encoder, 'name', '?')!r} gives {dim}; rebuild the profile")
+        return prof
+
     def _profile_for(self, spec: ExpertSpec) -> ExpertProfile:
         from pathlib import Path
 
@@ -145,7 +173,7 @@ class RegistryScorer:
             try:
                 prof = ExpertProfile.load(Path(folder))
                 return prof.with_centroid(prof.centroid, name=spec.name, **extra)
-            except (OSError, ValueError) as exc:  # fall through to a rebuilt profile, logged
+            except (OSError, ValueError, KeyError, TypeError) as exc:  # fall through to a rebuilt profile, logged
                 log.warning("cannot load expert profile; rebuilding it", extra={"expert": spec.name,
                                                                                   "error": str(exc)[:200]})
         if texts:
@@ -159,9 +187,38 @@ class RegistryScorer:
                                     passages=[spec.description or spec.domain], name=spec.name, **extra)
 
     def score(self, texts: Sequence[str], *, embeddings: np.ndarray | None = None) -> ScoreResult:
-        """One batched QSEF pass: a :class:`qsef.engine.ScoreResult` with ``(T, E)`` matrices."""
+        """One batched QSEF pass: a :class:`qsef.engine.ScoreResult` with ``(T, E)`` matrices.
+
+        When the pass fails, each expert is scored alone to find the one(s) that fail; they are left
+        out (see the module doc) and the others are scored again.
+        """
         profiles = self.profiles()
-        return self.engine.score(list(texts), profiles, embeddings=embeddings)
+        texts = list(texts)
+        try:
+            result = self.engine.score(texts, profiles, embeddings=embeddings)
+        except NoExpertsError:
+            raise
+        except Exception as exc:
+            log.error("batched scoring failed; scoring experts one by one", extra={"error": str(exc)[:300]})
+            good = []
+            for p in profiles:
+                try:
+                    self.engine.score(texts[:1], [p], embeddings=None if embeddings is None else embeddings[:1])
+                    good.append(p)
+                except Exception as one:
+                    with self._lock:
+                        self.unavailable[p.name] = f"scoring fails: {type(one).__name__}: {one}"[:500]
+                    log.error("expert left out of scoring", extra={"expert": p.name, "error": str(one)[:300]})
+            if not good or len(good) == len(profiles):
+                raise
+            with self._lock:
+                if self._profiles is profiles:
+                    self._profiles = good
+            result = self.engine.score(texts, good, embeddings=embeddings)
+        for name in sorted(self.unavailable):
+            for f in result.flags:
+                f.append(f"expert_unavailable:{name}")
+        return result
 
     def select(self, result: ScoreResult, i: int, *, strategy: str = "argmax", k: int = 2, lam: float = 0.1,
                tau: float = 0.0, fallback: str = "general") -> Selection:

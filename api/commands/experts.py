@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _registry(s: Any):
     from experts.registry import ExpertRegistry
 
-    reg = ExpertRegistry(s.path("router") / "experts.sqlite")
+    reg = ExpertRegistry(s.path("router") / "experts.sqlite", confine=s.confine)
     reg.ensure_default_fleet(s.expert_model)
     return reg
 

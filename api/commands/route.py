@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", help="bind address (default settings.host, loopback)")
     serve.add_argument("--port", type=int, help="port (default settings.port)")
     serve.add_argument("--router-llm", choices=router_llm_resolver.choices, help="override settings.router_backend")
-    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="must be 1: the server holds its models, micro-batcher and limits in one process")
     serve.set_defaults(handler=_serve)
 
     route = subparsers.add_parser("route", help="route a (compound) query: sub-tasks, chosen experts, answers, timings")
@@ -82,6 +83,11 @@ def _settings(args: argparse.Namespace):
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.workers != 1:
+        print(f"qsef serve: --workers {args.workers} is not supported: one server process holds the shared models, "
+              "the score micro-batcher, the concurrency limit and the feedback rate limit; run one process per "
+              "port behind a load balancer instead", file=sys.stderr)
+        return 2
     import uvicorn
 
     from api.main import create_app

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import RequestIdDep, StateDep
 from api.errors import ApiError
-from api.routes.route import check_length
+from api.routes.route import check_length, feedback_tokens, run_route
 from api.schemas import ChatChoice, ChatCompletionCreate, ChatCompletionPublic
 from router.pipeline import RouteOptions
 
@@ -29,7 +28,7 @@ async def list_models() -> dict:
 
 
 @router.post("/chat/completions", response_model=ChatCompletionPublic, response_model_exclude_none=True)
-async def chat_completions(body: ChatCompletionCreate, state: StateDep, rid: RequestIdDep):
+async def chat_completions(body: ChatCompletionCreate, state: StateDep, rid: RequestIdDep, request: Request):
     if body.model not in MODEL_NAMES:
         raise ApiError(404, "model_not_found", f"model {body.model!r} does not exist; use one of {list(MODEL_NAMES)}")
     if len(body.messages) > state.settings.api.max_messages:
@@ -45,7 +44,8 @@ async def chat_completions(body: ChatCompletionCreate, state: StateDep, rid: Req
                for m in body.messages[:last] if m.role in ("user", "assistant")]
     max_tokens = body.max_completion_tokens or body.max_tokens or 128
     opts = RouteOptions(max_tokens=min(max_tokens, 2048))
-    result = await run_in_threadpool(state.router.route, query, opts, request_id=rid, history=history)
+    result = await run_route(request, state, lambda cancel: state.router.route(query, opts, request_id=rid,
+                                                                               history=history, cancel=cancel))
     state.metrics.observe_route(result)
     answer = result.answer
     prompt_tokens = sum(len(m.text().split()) for m in body.messages)
@@ -55,7 +55,7 @@ async def chat_completions(body: ChatCompletionCreate, state: StateDep, rid: Req
     if body.stream:
         return StreamingResponse(_stream(cid, body.model, answer), media_type="text/event-stream")
     return ChatCompletionPublic(
-        id=cid, model=body.model, usage=usage, qsef=result,
+        id=cid, model=body.model, usage=usage, qsef=result, feedback_tokens=feedback_tokens(state, result),
         choices=[ChatChoice(message={"role": "assistant", "content": answer})],
     )
 

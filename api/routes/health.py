@@ -1,5 +1,8 @@
 """``GET /health`` (liveness, and every expert's state from the health probe and recent calls) and
-``GET /metrics`` (Prometheus text format)."""
+``GET /metrics`` (Prometheus text format).
+
+The status is ``degraded`` with ``reasons`` when no enabled expert is up, a registry row cannot be read,
+or an expert is left out of scoring (its profile cannot be built or scored)."""
 
 from __future__ import annotations
 
@@ -9,16 +12,35 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import StateDep
 from api.schemas import ExpertHealthPublic, HealthPublic
+from router.scoring import NoExpertsError
 
 router = APIRouter(tags=["health"])
 
 
+def _fleet(state) -> tuple[list, list[str]]:
+    """The enabled experts and every reason the fleet is degraded (runs in a worker thread)."""
+    r = state.router
+    experts = r.registry.list(enabled_only=True)
+    reasons = [f"registry row {name!r} is damaged: {why}" for name, why in r.registry.damaged().items()]
+    try:
+        r.scorer.profiles()  # cached; rebuilt only when the registry changed
+    except NoExpertsError as exc:
+        reasons.append(str(exc))
+    reasons += [f"expert {name!r} is left out of scoring: {why}" for name, why in sorted(r.scorer.unavailable.items())]
+    down = [e.name for e in experts if e.health == "down"]
+    if not experts:
+        reasons.append("no enabled experts")
+    elif len(down) == len(experts):
+        reasons.append("every enabled expert is down")
+    return experts, reasons
+
+
 @router.get("/health", response_model=HealthPublic)
 async def health(state: StateDep) -> HealthPublic:
-    experts = await run_in_threadpool(state.router.registry.list, enabled_only=True)
+    experts, reasons = await run_in_threadpool(_fleet, state)
     down = [e.name for e in experts if e.health == "down"]
     return HealthPublic(
-        status="ok" if experts and len(down) < len(experts) else "degraded",
+        status="degraded" if reasons else "ok", reasons=reasons,
         experts=len(experts), experts_down=down, router_llm=state.router.decomposer.llm.describe(),
         score_batching=state.batcher is not None,
         health_probe_interval_s=state.probe.interval_s if state.probe else 0.0,
@@ -27,6 +49,8 @@ async def health(state: StateDep) -> HealthPublic:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+                             "description": "Prometheus text format"}})
 async def metrics(state: StateDep) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

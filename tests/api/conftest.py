@@ -21,6 +21,7 @@ def make_client(tmp_path):
         config.setdefault("health_interval_s", 0)  # probes only where a test asks for them
         settings = Settings(home=tmp_path, api_key=api_key, api=ApiSettings(warm=False, **config))
         router = build_fake_router(tmp_path, llm, timeout_s=timeout_s)
+        router.registry.confine = settings.confine  # as Router.from_settings builds it
         app = create_app(settings, router=router)
         client = TestClient(app)
         client.__enter__()

@@ -59,8 +59,10 @@ def test_experts_crud_with_key(client):
 
 
 def test_feedback_roundtrip(client):
-    rid = client.post("/v1/route", json={"query": "What is a tort?"}).json()["request_id"]
-    r = client.post("/v1/feedback", json={"request_id": rid, "correct": False})
+    body = client.post("/v1/route", json={"query": "What is a tort?"}).json()
+    (tok,) = body["feedback_tokens"]
+    r = client.post("/v1/feedback", json={"request_id": body["request_id"], "correct": False,
+                                          "expert": tok["expert"], "token": tok["token"]})
     assert r.status_code == 200 and r.json()["rated"] == 1
 
 
@@ -126,7 +128,7 @@ def test_wrong_types_score_and_feedback(client):
     _err(client.post("/v1/feedback", json={"request_id": "x", "rating": "good"}), 422)
     _err(client.post("/v1/feedback", json={"request_id": "x"}), 422)
     _err(client.post("/v1/feedback", json={"request_id": "x", "rating": 1.5}), 422)
-    e = _err(client.post("/v1/feedback", json={"request_id": "never-routed", "rating": 1}), 404)
+    e = _err(client.post("/v1/feedback", json={"request_id": "never-routed", "rating": 1}, headers=KEY), 404)
     assert "no routed outcome" in e["message"]
 
 
@@ -192,3 +194,200 @@ def test_expert_down_and_slow_fall_back(make_client):
     assert c.post("/v1/score", json={"text": "still serving?"}).status_code == 200
     health = c.get("/health").json()
     assert set(health["experts_down"]) == {"law", "code"} and health["status"] == "ok"
+
+
+# -- hardening: every bad value is a 4xx naming the field; one bad expert does not take scoring down -------
+
+REMOTE = {"name": "tax", "domain": "finance", "backend": "openai",
+          "backend_kwargs": {"base_url": "http://127.0.0.1:9/v1", "model": "m"},
+          "profile": {"texts": ["value added tax on sales", "income tax return and deductions"]}}
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"size_params": 2**63}, "size_params"),
+    ({"size_params": 10**30}, "size_params"),
+    ({"profile": {"dir": 5}}, "profile"),
+    ({"profile": {"texts": [1, 2]}}, "profile"),
+    ({"profile": {"texts": "abc"}}, "profile"),
+    ({"profile": {"dir": "/etc"}}, "outside the data directory"),
+    ({"domain": "a/b"}, "domain"),
+    ({"backend_kwargs": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "timeout": "abc"}}, "timeout"),
+])
+def test_bad_expert_values_are_4xx_on_post_and_patch(client, change, field):
+    e = _err(client.post("/v1/experts", json={**REMOTE, **change}, headers=KEY), 422)
+    assert field in json.dumps(e)
+    assert client.post("/v1/experts", json=REMOTE, headers=KEY).status_code == 201
+    e = _err(client.patch("/v1/experts/tax", json=change, headers=KEY), 422)
+    assert field in json.dumps(e)
+    assert client.post("/v1/score", json={"text": "What is VAT?"}).status_code == 200
+    assert client.get("/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("raw", [b"Infinity", b"-Infinity", b"NaN", b"1e400"])
+def test_non_finite_cost_is_refused(client, raw):
+    body = json.dumps({**REMOTE, "cost": 1.0}).encode().replace(b"1.0", raw)
+    _err(client.post("/v1/experts", content=body, headers={**KEY, "content-type": "application/json"}), 422)
+    assert client.post("/v1/experts", json=REMOTE, headers=KEY).status_code == 201
+    _err(client.patch("/v1/experts/tax", content=b'{"cost": ' + raw + b"}",
+                      headers={**KEY, "content-type": "application/json"}), 422)
+    assert client.get("/v1/experts/tax").json()["cost"] == 1.0
+
+
+def test_hf_and_qrh_paths_are_confined(client):
+    for kw in ({"backend": "hf", "backend_kwargs": {"path": "/etc"}},
+               {"backend": "qrh", "backend_kwargs": {"checkpoint": "/etc"}},
+               {"backend": "qrh", "backend_kwargs": {"checkpoint": "ckpt", "tokenizer": "/etc"}}):
+        e = _err(client.post("/v1/experts", json={"name": "x", "domain": "law", **kw}, headers=KEY), 422)
+        assert "outside the data directory" in e["message"]
+
+
+def test_chat_content_part_with_non_string_text_is_422(client):
+    for text in (5, ["a"], {"a": 1}):
+        _err(client.post("/v1/chat/completions", json={"messages": [
+            {"role": "user", "content": [{"type": "text", "text": text}]}]}), 422)
+    ok = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "x"}}, {"type": "text", "text": "What is a tort?"}]}]})
+    assert ok.status_code == 200, ok.text
+
+
+def test_unknown_route_option_is_422(client):
+    e = _err(client.post("/v1/route", json={"query": "ok", "options": {"stratgy": "top_k"}}), 422)
+    assert "stratgy" in e["message"]
+
+
+def test_405_has_allow_and_every_error_one_request_id(client):
+    r = client.get("/v1/route")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    for resp in (r, client.get("/v1/nothing"), client.post("/v1/route", json={})):
+        assert len(resp.headers.get_list("x-request-id")) == 1
+
+
+def test_a_damaged_registry_row_does_not_break_the_api(client, tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "experts.sqlite", isolation_level=None)
+    db.execute("UPDATE experts SET backend_kwargs = '{broken' WHERE name = 'law'")
+    db.close()
+    h = client.get("/health")
+    assert h.status_code == 200 and h.json()["status"] == "degraded"
+    assert any("'law'" in r and "not valid JSON" in r for r in h.json()["reasons"])
+    assert "law" not in [e["name"] for e in client.get("/v1/experts").json()]
+    assert client.post("/v1/score", json={"text": "Can my landlord evict me?"}).status_code == 200
+    assert client.post("/v1/route", json={"query": "Can my landlord evict me?"}).status_code == 200
+    assert _err(client.get("/v1/experts/law"), 409)["type"] == "expert_damaged"
+    assert client.delete("/v1/experts/law", headers=KEY).status_code == 204
+    assert client.get("/health").json()["status"] == "ok"
+
+
+def test_an_expert_left_out_of_scoring_degrades_health(client, tmp_path):
+    import numpy as np
+    from fakes import HashEncoder
+
+    from core.settings import Settings
+    from qsef.profiles import build_domain_profile
+
+    prof = build_domain_profile("law", settings=Settings(home=tmp_path), encoder=HashEncoder(),
+                                passages=["tenant landlord lease"])
+    prof.with_centroid(np.ones(7, dtype=np.float32), prototypes=None).save(tmp_path / "bad-profile")
+    assert client.post("/v1/experts", json={"name": "tenancy", "domain": "law",
+                                            "profile": {"dir": str(tmp_path / "bad-profile")}},
+                       headers=KEY).status_code == 201
+    r = client.post("/v1/score", json={"text": "Can my landlord evict me?"})
+    assert r.status_code == 200 and "expert_unavailable:tenancy" in r.json()["flags"]
+    h = client.get("/health").json()
+    assert h["status"] == "degraded" and any("tenancy" in x and "dimensions" in x for x in h["reasons"])
+
+
+# -- abandoned requests free the model ------------------------------------------------------------------------
+
+def test_route_budget_cancels_generation(make_client):
+    import time
+
+    c = make_client(route_budget_s=0.5, timeout_s=30)
+    c.post("/v1/score", json={"text": "warm up the profiles"})  # scoring itself is not interruptible
+    FakeBackend.modes.update({"law": "slow"})
+    t0 = time.perf_counter()
+    e = _err(c.post("/v1/route", json={"query": "Can my landlord evict my tenant?"}), 504)
+    assert e["type"] == "request_budget_exceeded" and time.perf_counter() - t0 < 5
+
+
+def test_full_route_queue_is_503_with_retry_after(make_client):
+    import threading
+
+    c = make_client(max_routes=1, max_queued_routes=0, timeout_s=30)
+    c.post("/v1/score", json={"text": "warm up the profiles"})
+    FakeBackend.modes.update({"law": "slow"})
+    first = threading.Thread(target=c.post, args=("/v1/route",), kwargs={"json": {"query": "Can my landlord evict?"}})
+    first.start()
+    import time
+
+    time.sleep(1.0)
+    r = c.post("/v1/route", json={"query": "What is a bond?"})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    FakeBackend.modes.clear()
+    first.join(timeout=10)
+
+
+def test_client_disconnect_cancels_the_route_on_a_real_server(tmp_path):
+    """A real uvicorn server and one shared model (a lock, as ModelPool holds per model): a client that
+    gives up frees the model within a step, so the next request to it is not kept waiting."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+    from fakes import build_fake_router
+
+    from api.main import create_app
+    from core.settings import ApiSettings, Settings
+    from tests.api.processes import free_port
+
+    class OneModel(FakeBackend):
+        lock = threading.Lock()
+
+        def __init__(self, spec, **kwargs):
+            super().__init__(spec)
+            self.delay = 60  # an abandoned generation would hold the model for a minute
+
+        def generate(self, messages, **kw):
+            with self.lock:
+                return super().generate(messages, **kw)
+
+    FakeBackend.modes = {"law": "slow"}
+    router = build_fake_router(tmp_path, timeout_s=120)
+    router.dispatcher.backend_factory = OneModel
+    app = create_app(Settings(home=tmp_path, api=ApiSettings(warm=False, health_interval_s=0, max_routes=2,
+                                                            max_queued_routes=0)), router=router)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.1)
+        httpx.post(f"{url}/v1/score", json={"text": "warm up the profiles"}, timeout=120)
+        q = {"query": "Can my landlord evict my tenant?", "options": {"use_llm": False}}
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{url}/v1/route", json=q, timeout=1.0)
+        FakeBackend.modes = {}
+        t0 = time.perf_counter()
+        r = httpx.post(f"{url}/v1/route", json=q, timeout=90)
+        assert r.status_code == 200 and r.json()["subtasks"][0]["expert"] == "law", r.text
+        assert time.perf_counter() - t0 < 3.0
+        assert len([o for o in router.feedback.outcomes() if o["expert"] == "law"]) == 1  # abandoned: not recorded
+    finally:
+        FakeBackend.modes = {}
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_openapi_documents_error_bodies_and_metrics_type(client):
+    doc = client.get("/openapi.json").json()
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert {"400", "422", "429"} <= set(op["responses"]), (method, path)
+            assert "ErrorPublic" in json.dumps(op["responses"]["422"])
+    assert "text/plain" in doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]

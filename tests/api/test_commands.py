@@ -66,3 +66,38 @@ def test_cli_choices_come_from_the_resolvers(argv, resolver, capsys):
     assert exit_.value.code == 2 and "invalid choice: 'no-such-thing'" in err
     listed = err.split("choose from", 1)[1]
     assert set(re.findall(r"'([^']+)'", listed)) in (set(r.choices), set(r.names))
+
+
+def test_a_damaged_registry_row_can_be_listed_around_and_removed(home, capsys):
+    import sqlite3
+
+    assert main(["experts", "list", "--json"]) == 0
+    capsys.readouterr()
+    db = sqlite3.connect(home / "router" / "experts.sqlite", isolation_level=None)
+    db.execute("UPDATE experts SET backend_kwargs = '{broken' WHERE name = 'law'")
+    db.close()
+    assert main(["experts", "list", "--json"]) == 0
+    assert "law" not in {e["name"] for e in json.loads(capsys.readouterr().out)}
+    assert main(["experts", "show", "law"]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    assert main(["experts", "remove", "law"]) == 0
+    assert main(["experts", "list", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 4
+
+
+def test_experts_add_refuses_paths_outside_the_home(capsys):
+    assert main(["experts", "add", "x", "--domain", "law", "--path", "/etc"]) == 2
+    assert "outside the data directory" in capsys.readouterr().err
+
+
+def test_removing_every_expert_survives_a_restart(capsys):
+    assert main(["experts", "list", "--json"]) == 0
+    for e in json.loads(capsys.readouterr().out):
+        assert main(["experts", "remove", e["name"]]) == 0
+    assert main(["experts", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_serve_refuses_several_workers(capsys):
+    assert main(["serve", "--workers", "4"]) == 2
+    assert "--workers 4 is not supported" in capsys.readouterr().err

@@ -148,3 +148,27 @@ def test_qrh_generation_stops_when_cancelled(tmp_path):
     with pytest.raises(GenerationCancelledError, match=r"cancelled after [1-9]\d* tokens"):
         backend.generate(COUNT, max_tokens=1_000_000, cancel=cancel)
     assert time.monotonic() - t0 < 2.0
+
+
+def test_cancelled_remote_request_is_aborted_at_once(tmp_path):
+    """A real HTTP server whose model "slow" takes 5 s: setting cancel closes the connection."""
+    from tests.api.processes import ECHO, free_port, spawn, stop, wait_http
+
+    port = free_port()
+    proc = spawn(["-c", ECHO, str(port), "remote"], tmp_path / "echo.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", proc, timeout=60)
+        spec = ExpertSpec(name="r", domain="law", backend="openai",
+                          backend_kwargs={"base_url": f"http://127.0.0.1:{port}/v1", "model": "slow"})
+        backend = make_backend(spec)
+        cancel = threading.Event()
+        threading.Timer(0.5, cancel.set).start()
+        t0 = time.perf_counter()
+        with pytest.raises(GenerationCancelledError, match="aborted"):
+            backend.generate([{"role": "user", "content": "hi"}], cancel=cancel)
+        assert time.perf_counter() - t0 < 2.0
+        fast = ExpertSpec(name="f", domain="law", backend="openai",
+                          backend_kwargs={"base_url": f"http://127.0.0.1:{port}/v1", "model": "m"})
+        assert "hi" in make_backend(fast).generate([{"role": "user", "content": "hi"}], cancel=threading.Event())
+    finally:
+        stop(proc)

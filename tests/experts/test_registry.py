@@ -92,3 +92,107 @@ def test_health_and_concurrent_writers(reg):
     for t in threads:
         t.join()
     assert len(reg.list()) == 13
+
+
+# -- hardening: every bad value is refused with the field named; damaged rows never break a listing ---------
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"profile": {"dir": 5}}, "profile.dir"),
+    ({"profile": {"texts": [1, 2]}}, "profile.texts"),
+    ({"profile": {"texts": "abc"}}, "profile.texts"),
+    ({"profile": {"texts": []}}, "profile.texts"),
+    ({"domain": "a/b"}, "domain"),
+    ({"domain": "../../etc"}, "domain"),
+    ({"size_params": 2**63}, "size_params"),
+    ({"cost": float("inf")}, "cost"),
+    ({"cost": float("nan")}, "cost"),
+    ({"backend": "openai", "backend_kwargs": {"base_url": "http://x/v1", "model": "m", "timeout": "abc"}},
+     "timeout"),
+    ({"backend": "openai", "backend_kwargs": {"base_url": "http://x/v1", "model": "m", "timeout": -1}}, "timeout"),
+    ({"backend": "openai", "backend_kwargs": {"base_url": "http://x/v1", "model": "m", "timeout": True}}, "timeout"),
+    ({"backend": "openai", "backend_kwargs": {"base_url": "http://x/v1", "model": "m", "retries": 1.5}}, "retries"),
+    ({"backend": "openai", "backend_kwargs": {"base_url": "file:///etc", "model": "m"}}, "base_url"),
+    ({"backend_kwargs": {"path": 7}}, "path"),
+])
+def test_bad_values_are_refused_on_add_and_update(reg, fields, field):
+    with pytest.raises(ValueError, match=field.split(".")[-1]):
+        ExpertSpec(name="bad", **{"domain": "law", **fields})
+    reg.ensure_default_fleet()
+    changes = {k: v for k, v in fields.items() if k != "backend"}
+    if "backend" in fields:
+        reg.add(ExpertSpec(name="remote", domain="law", backend="openai",
+                           backend_kwargs={"base_url": "http://x/v1", "model": "m"}))
+    with pytest.raises(InvalidExpertError, match=field.split(".")[-1]):
+        reg.update("remote" if "backend" in fields else "law", **changes)
+
+
+def _corrupt(path, sql, *args):
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(sql, args)
+    db.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE experts SET backend_kwargs = '{not json' WHERE name = 'law'",
+    "UPDATE experts SET profile = '[1, 2' WHERE name = 'law'",
+    "UPDATE experts SET profile = '{\"dir\": 5}' WHERE name = 'law'",
+    "UPDATE experts SET domain = 'a/b' WHERE name = 'law'",
+    "UPDATE experts SET size_params = 'lots' WHERE name = 'law'",
+])
+def test_a_damaged_row_is_skipped_reported_and_removable(reg, tmp_path, sql):
+    from experts.registry import DamagedExpertError
+
+    reg.ensure_default_fleet()
+    _corrupt(tmp_path / "experts.sqlite", sql)
+    assert [e.name for e in reg.list()] == ["code", "finance", "general", "medicine"]
+    assert list(reg.damaged()) == ["law"] and "law" in reg.damaged()["law"]
+    with pytest.raises(DamagedExpertError, match="remove the expert"):
+        reg.get("law")
+    reg.remove("law")
+    assert reg.damaged() == {} and len(reg.list()) == 4
+
+
+def test_user_paths_are_confined_to_the_data_directory(tmp_path):
+    from core.settings import Settings
+
+    home = tmp_path / "home"
+    settings = Settings(home=home)
+    reg = ExpertRegistry(home / "router" / "experts.sqlite", confine=settings.confine)
+    for kwargs in ({"backend": "hf", "backend_kwargs": {"path": "/etc"}},
+                   {"backend": "hf", "backend_kwargs": {"path": "../../etc"}},
+                   {"backend": "qrh", "backend_kwargs": {"checkpoint": "/etc/passwd"}},
+                   {"backend": "qrh", "backend_kwargs": {"checkpoint": "student", "tokenizer": "/etc"}},
+                   {"profile": {"dir": "/etc"}}):
+        with pytest.raises(InvalidExpertError, match="outside the data directory"):
+            reg.add(ExpertSpec(name="x", domain="law", **kwargs))
+    assert reg.names() == []
+    spec = reg.add(ExpertSpec(name="x", domain="law", backend="qrh",
+                              backend_kwargs={"checkpoint": "students/law", "tokenizer": "qwen-0.5b"},
+                              profile={"dir": "profiles/x"}))
+    assert spec.backend_kwargs == {"checkpoint": str(home / "students" / "law"), "tokenizer": "qwen-0.5b"}
+    assert reg.get("x").profile["dir"] == str(home / "profiles" / "x")
+    with pytest.raises(InvalidExpertError, match="outside the data directory"):
+        reg.update("x", profile={"dir": "/etc"})
+    assert reg.update("x", cost=2.0).cost == 2.0
+
+
+def test_an_emptied_registry_is_not_reseeded(tmp_path):
+    reg = ExpertRegistry(tmp_path / "experts.sqlite")
+    reg.ensure_default_fleet()
+    for name in reg.names():
+        reg.remove(name)
+    again = ExpertRegistry(tmp_path / "experts.sqlite")  # a restart
+    assert again.ensure_default_fleet() == [] and again.names() == []
+
+
+def test_an_old_populated_registry_counts_as_seeded(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    db.execute("INSERT INTO schema_version VALUES (2)")
+    db.executescript(MIGRATIONS[0] + MIGRATIONS[1])
+    db.execute("INSERT INTO experts (name, domain, backend, created_at, updated_at) VALUES ('x','law','hf',0,0)")
+    db.close()
+    reg = ExpertRegistry(path)
+    reg.remove("x")
+    assert reg.ensure_default_fleet() == []

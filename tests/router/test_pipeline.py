@@ -140,3 +140,19 @@ def test_expert_with_saved_profile_folder(make_router, registry, tmp_path):
                             size_params=1_000_000))
     res = make_router().route("Can my landlord evict me from my lease?")
     assert "tenancy" in [s.expert for s in res.subtasks[0].scores]
+
+
+def test_a_rating_counts_once(tmp_path):
+    from router.feedback import FeedbackAlreadyRatedError
+
+    fb = FeedbackStore(tmp_path / "f.sqlite")
+    v = np.ones(8, dtype=np.float32) / np.sqrt(8)
+    for i, expert in enumerate(("law", "finance")):
+        fb.record(request_id="r", index=i, subtask="x", expert=expert, te=0.3, latency_ms=1.0, ok=True, embedding=v)
+    assert fb.rate("r", rating=0.0, expert="law") == 1
+    with pytest.raises(FeedbackAlreadyRatedError, match="counts once"):
+        fb.rate("r", rating=1.0, expert="law")
+    assert fb.rate("r", rating=1.0) == 1  # only the unrated finance outcome
+    with pytest.raises(FeedbackAlreadyRatedError):
+        fb.rate("r", rating=0.0)
+    assert {o["expert"]: o["rating"] for o in fb.outcomes("r")} == {"law": 0.0, "finance": 1.0}
