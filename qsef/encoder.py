@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -153,11 +153,16 @@ def texts_digest(texts: Sequence[str]) -> str:
 
 
 def encode_cached(texts: Sequence[str], *, encoder: Encoder | None = None, name: str = "texts",
-                  cache_dir: Path | None = None) -> np.ndarray:
+                  cache_dir: Path | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Encode a fixed text list once and keep the result on disk (``.npy`` + JSON sidecar, no pickle).
 
     The file name carries the encoder name and a digest of the texts, so a changed list or encoder
     never reuses stale vectors.
+
+    Args:
+        on_progress: when the texts must be encoded, called as ``on_progress(done, total)`` after each
+            batch (the texts are then sent in batches of ``encoder.batch_size``).
 
     Returns:
         float32 array ``(N, dim)``.
@@ -176,7 +181,15 @@ def encode_cached(texts: Sequence[str], *, encoder: Encoder | None = None, name:
         arr = np.load(npy, allow_pickle=False)
         if arr.shape[0] == len(texts):
             return arr
-    arr = encoder.encode(list(texts), use_cache=False)
+    if on_progress is None:
+        arr = encoder.encode(list(texts), use_cache=False)
+    else:
+        step = max(1, getattr(encoder, "batch_size", 64))
+        parts = []
+        for start in range(0, len(texts), step):
+            parts.append(encoder.encode(list(texts[start : start + step]), use_cache=False))
+            on_progress(min(start + step, len(texts)), len(texts))
+        arr = np.concatenate(parts) if parts else encoder.encode([], use_cache=False)
     tmp = stem.with_suffix(".tmp.npy")
     np.save(tmp, arr, allow_pickle=False)
     tmp.replace(npy)
