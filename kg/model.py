@@ -152,6 +152,9 @@ class KnowledgeGraph:
         self.g = nx.MultiDiGraph()
         self._version = 0
         self._index: GraphIndex | None = None
+        #: ``(SHA-256 of the file it was loaded from, version right after loading)``, or ``None``: while the
+        #: version is unchanged, indexes derived from the graph may be cached on disk under that digest.
+        self.origin: tuple[str, int] | None = None
 
     # ----------------------------------------------------------------- nodes
     def __len__(self) -> int:

@@ -22,6 +22,7 @@ Where graphs live: the shipped defaults in ``kg/data/`` (read-only), and user-cu
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -427,10 +428,19 @@ def load_graph(domain: str, *, cache: bool = True) -> KnowledgeGraph:
         if hit is not None and hit[0] == key:
             return hit[1]
     graph = read_graph(path, domain=domain)
+    graph.origin = (_file_sha256(path), graph.version)  # lets derived indexes be cached on disk
     if cache:
         with _CACHE_LOCK:
             _CACHE[domain] = (key, graph)
     return graph
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_all(domains: tuple[str, ...] = DOMAINS) -> dict[str, KnowledgeGraph]:
