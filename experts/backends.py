@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "AnyEvent",
     "BackendError",
     "BackendUnavailableError",
     "ExpertBackend",
@@ -78,6 +81,26 @@ def _acquire(lock: threading.Lock, cancel: threading.Event | None, what: str) ->
             raise GenerationCancelledError(f"cancelled while waiting for {what} (busy with another request)")
 
 
+class AnyEvent:
+    """Set when any of its events is set: one ``cancel`` for a call that a timeout and a client can both stop."""
+
+    def __init__(self, *events: threading.Event | AnyEvent | None) -> None:
+        self.events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Like ``threading.Event.wait``: True once any event is set, False after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            time.sleep(0.02 if left is None else min(0.02, left))
+        return True
+
+
 def _stop_on(cancel: threading.Event) -> Any:
     """A transformers ``StoppingCriteria`` that ends generation once ``cancel`` is set (checked each step)."""
     import torch
@@ -118,6 +141,20 @@ class ExpertBackend(ABC):
         Raises:
             BackendError: on any failure to produce an answer.
         """
+
+    def stream(
+        self, messages: list[dict[str, str]], *, max_tokens: int = 128, temperature: float = 0.0,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Answer the conversation piece by piece, as the model generates it.
+
+        Closing the iterator early (or setting ``cancel``) stops the generation. Default: the whole
+        :meth:`generate` answer as one piece, for backends that cannot stream.
+
+        Raises:
+            BackendError: on any failure; :class:`GenerationCancelledError` when ``cancel`` was set.
+        """
+        yield self.generate(messages, max_tokens=max_tokens, temperature=temperature, cancel=cancel)
 
     def health(self, *, timeout_s: float = 2.0) -> tuple[bool, str]:
         """Cheap liveness check, never loading a model: (ok, detail). Default: the backend could be
@@ -208,6 +245,68 @@ class ModelPool:
         return tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
+    def stream(
+        self, folder: Path, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
+        cancel: threading.Event | None = None, timeout_s: float | None = None,
+    ) -> Iterator[str]:
+        """Like :meth:`generate`, but yield the decoded text as it is produced (a transformers
+        ``TextIteratorStreamer``; generation runs in a helper thread holding the model's lock).
+
+        Closing the iterator early stops the generation within a decoding step and releases the lock.
+
+        Raises:
+            GenerationCancelledError: ``cancel`` was set.
+            BackendError: generation failed, or no new text came for ``timeout_s`` seconds.
+        """
+        import queue
+
+        import torch
+        from transformers import TextIteratorStreamer
+
+        tok, model, lock = self.get(folder)
+        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        inputs = tok(prompt, return_tensors="pt")
+        stop = threading.Event()  # ours: set when the consumer leaves, never the caller's event
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=timeout_s)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_tokens, "pad_token_id": tok.pad_token_id or tok.eos_token_id,
+            "streamer": streamer, "stopping_criteria": [_stop_on(AnyEvent(stop, cancel))],
+            "do_sample": temperature > 0,
+        }
+        if temperature > 0:
+            kwargs["temperature"] = temperature
+        _acquire(lock, cancel, f"model {folder.name}")
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    model.generate(**inputs, **kwargs)
+            except BaseException as exc:  # reported to the consumer, which re-raises it
+                failure.append(exc)
+                streamer.end()
+            finally:
+                lock.release()
+
+        worker = threading.Thread(target=run, name=f"stream:{folder.name}", daemon=True)
+        worker.start()
+        try:
+            for piece in streamer:
+                if _cancelled(cancel):
+                    raise GenerationCancelledError(f"generation on {folder.name} cancelled")
+                if piece:
+                    yield piece
+        except queue.Empty:
+            raise BackendError(f"no new text from {folder.name} for {timeout_s:g}s") from None
+        finally:
+            stop.set()
+            worker.join()
+        if failure:
+            raise BackendError(f"generation on {folder.name} failed: {failure[0]}") from failure[0]
+        if _cancelled(cancel):
+            raise GenerationCancelledError(f"generation on {folder.name} cancelled")
+
+
 class HFBackend(ExpertBackend):
     """A local Hugging Face causal LM (``backend_kwargs``: ``model`` store name or ``path``)."""
 
@@ -231,6 +330,21 @@ class HFBackend(ExpertBackend):
             return self.pool.generate(
                 self.folder, self.messages_for(messages), max_tokens=max_tokens, temperature=temperature, cancel=cancel
             ).strip()
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"hf expert {self.spec.name!r} failed: {exc}") from exc
+
+    def stream(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> Iterator[str]:
+        try:
+            first = True
+            for piece in self.pool.stream(self.folder, self.messages_for(messages), max_tokens=max_tokens,
+                                          temperature=temperature, cancel=cancel):
+                if first:  # like generate(), which strips the answer
+                    piece = piece.lstrip()
+                    first = not piece
+                if piece:
+                    yield piece
         except BackendError:
             raise
         except Exception as exc:
@@ -280,6 +394,25 @@ class OpenAIBackend(ExpertBackend):
             return self.client.chat(self.messages_for(messages), max_tokens=max_tokens, temperature=temperature).strip()
         except Exception as exc:
             raise BackendError(f"remote expert {self.spec.name!r} at {self.base_url} failed: {exc}") from exc
+
+    def stream(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> Iterator[str]:
+        """Server-sent events from the endpoint; leaving early or ``cancel`` closes the connection, which
+        makes vLLM abort the request."""
+        if _cancelled(cancel):
+            raise GenerationCancelledError(f"remote expert {self.spec.name!r}: cancelled before the request")
+        try:
+            first = True
+            for piece in self.client.chat_stream(self.messages_for(messages), max_tokens=max_tokens,
+                                                 temperature=temperature, cancel=cancel):
+                if first:
+                    piece = piece.lstrip()
+                    first = not piece
+                if piece:
+                    yield piece
+        except Exception as exc:
+            raise BackendError(f"remote expert {self.spec.name!r} at {self.base_url} failed: {exc}") from exc
+        if _cancelled(cancel):
+            raise GenerationCancelledError(f"remote expert {self.spec.name!r}: stream cancelled")
 
     def health(self, *, timeout_s: float = 2.0) -> tuple[bool, str]:
         """``GET {base_url}/models`` answers 200 within ``timeout_s``."""

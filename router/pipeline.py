@@ -13,8 +13,11 @@ Example:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +26,14 @@ from pydantic import BaseModel, Field
 from experts.registry import ExpertRegistry
 from router.config import RouterConfig
 from router.decompose import Decomposer
-from router.dispatch import Aggregation, Attempt, Dispatcher, aggregator_resolver
+from router.dispatch import (
+    Aggregation,
+    Attempt,
+    Dispatcher,
+    ExpertAnswer,
+    aggregate_concat,
+    aggregator_resolver,
+)
 from router.feedback import FeedbackStore
 from router.llm import RouterLLM
 from router.scoring import RegistryScorer, Strategy
@@ -33,7 +43,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RouteOptions", "RouteResult", "Router", "SubtaskResult"]
+__all__ = ["RouteOptions", "RouteResult", "Router", "StreamDelta", "SubtaskResult"]
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """A piece of a streamed answer: ``text`` belongs to sub-task ``index``."""
+
+    index: int
+    text: str
 
 
 class RouteOptions(BaseModel):
@@ -140,6 +158,81 @@ class Router:
         opt = options or RouteOptions()
         rid = request_id or uuid.uuid4().hex
         t0 = time.perf_counter()
+        dec, subs, emb, t1, t2 = self._plan(query, opt)
+        if opt.answer:
+            for i, sub in enumerate(subs):
+                ranked_names = [s["expert"] for s in sub.scores]
+                answers = self.dispatcher.dispatch(
+                    sub.text, sub.selected, sub.weights, ranked_names, self.scorer.spec,
+                    max_tokens=opt.max_tokens, history=history or (), timeout_s=opt.timeout_s,
+                )
+                self._settle(rid, sub, answers, emb[i])
+        t3 = time.perf_counter()
+        agg = None
+        if opt.answer:
+            items = [(s.text, s.expert, s.answer) for s in subs]
+            llm = self.decomposer.llm if opt.use_llm else None  # use_llm=false: no router-LLM call at all
+            agg = aggregator_resolver[opt.aggregate](items, llm=llm, query=query)
+        t4 = time.perf_counter()
+        return self._result(rid, query, dec, subs, agg, (t0, t1, t2, t3, t4))
+
+    def route_stream(self, query: str, options: RouteOptions | None = None, *, request_id: str | None = None,
+                     history: list[dict[str, str]] | None = None,
+                     cancel: threading.Event | None = None) -> Iterator[StreamDelta | RouteResult]:
+        """Route one query, yielding the answer's text as the experts generate it, then the :class:`RouteResult`.
+
+        Sub-tasks are answered one after another; the pieces, joined, are the ``concat`` aggregation
+        (with several sub-tasks, each answer under its numbered sub-task and expert). A sub-task whose
+        strategy selects several experts is dispatched as in :meth:`route` and its best answer sent in
+        one piece; ``aggregate="compose"`` (which needs every answer first) streams the composed reply in
+        one piece. ``cancel`` (the client went away) stops the generation under way and skips the rest.
+        """
+        opt = options or RouteOptions()
+        if not opt.answer or opt.aggregate != "concat":
+            result = self.route(query, opt, request_id=request_id, history=history)
+            if result.answer:
+                yield StreamDelta(index=0, text=result.answer)
+            yield result
+            return
+        rid = request_id or uuid.uuid4().hex
+        t0 = time.perf_counter()
+        dec, subs, emb, t1, t2 = self._plan(query, opt)
+        for i, sub in enumerate(subs):
+            if cancel is not None and cancel.is_set():
+                break
+            ranked_names = [s["expert"] for s in sub.scores]
+            sent = False
+            if len(sub.selected) > 1:
+                answers = self.dispatcher.dispatch(
+                    sub.text, sub.selected, sub.weights, ranked_names, self.scorer.spec,
+                    max_tokens=opt.max_tokens, history=history or (), timeout_s=opt.timeout_s,
+                )
+            else:
+                pieces = self.dispatcher.dispatch_stream(
+                    sub.text, sub.selected[0], ranked_names, self.scorer.spec, max_tokens=opt.max_tokens,
+                    history=history or (), timeout_s=opt.timeout_s, cancel=cancel,
+                )
+                while True:
+                    try:
+                        expert, piece = next(pieces)
+                    except StopIteration as done:
+                        answers = [done.value.model_copy(update={"weight": sub.weights[0]})]
+                        break
+                    if not sent and len(subs) > 1:
+                        yield StreamDelta(index=i, text=_heading(i, sub.text, expert))
+                    sent = True
+                    yield StreamDelta(index=i, text=piece)
+            self._settle(rid, sub, answers, emb[i])
+            if not sent:  # several experts, or none could answer: the whole answer in one piece
+                if len(subs) > 1:
+                    yield StreamDelta(index=i, text=_heading(i, sub.text, sub.expert))
+                yield StreamDelta(index=i, text=sub.answer or "(no expert could answer)")
+        t3 = time.perf_counter()
+        agg = aggregate_concat([(s.text, s.expert, s.answer) for s in subs])
+        yield self._result(rid, query, dec, subs, agg, (t0, t1, t2, t3, time.perf_counter()))
+
+    def _plan(self, query: str, opt: RouteOptions) -> tuple[Any, list[SubtaskResult], Any, float, float]:
+        """Decompose, score and select: the sub-tasks with their chosen experts (not yet answered)."""
         self.refresh_domains()  # experts may have been added or removed by another process
         dec = self.decomposer.decompose(query, use_llm=opt.use_llm)
         t1 = time.perf_counter()
@@ -159,30 +252,25 @@ class Router:
                 scores=[s.to_dict() for s in ranked], flags=list(result.flags[i]),
                 expert=sel.experts[0],
             ))
-        if opt.answer:
-            for i, sub in enumerate(subs):
-                ranked_names = [s["expert"] for s in sub.scores]
-                answers = self.dispatcher.dispatch(
-                    sub.text, sub.selected, sub.weights, ranked_names, self.scorer.spec,
-                    max_tokens=opt.max_tokens, history=history or (), timeout_s=opt.timeout_s,
-                )
-                ok = [a for a in answers if a.expert is not None]
-                best = max(ok, key=lambda a: a.weight) if ok else None
-                sub.expert = best.expert if best else None
-                sub.answer = best.answer if best else ""
-                sub.fell_back = any(a.fell_back for a in answers) or not ok
-                sub.attempts = [att for a in answers for att in a.attempts]
-                if len(answers) > 1:
-                    sub.answers = [a.model_dump(include={"expert", "answer", "weight"}) for a in answers]
-                self._record(rid, sub, emb[i])
-                self._update_health(sub.attempts)
-        t3 = time.perf_counter()
-        agg = None
-        if opt.answer:
-            items = [(s.text, s.expert, s.answer) for s in subs]
-            llm = self.decomposer.llm if opt.use_llm else None  # use_llm=false: no router-LLM call at all
-            agg = aggregator_resolver[opt.aggregate](items, llm=llm, query=query)
-        t4 = time.perf_counter()
+        return dec, subs, emb, t1, t2
+
+    def _settle(self, rid: str, sub: SubtaskResult, answers: list[ExpertAnswer], embedding: Any) -> None:
+        """Put a sub-task's answers into its result; record feedback and expert health."""
+        ok = [a for a in answers if a.expert is not None]
+        best = max(ok, key=lambda a: a.weight) if ok else None
+        sub.expert = best.expert if best else None
+        sub.answer = best.answer if best else ""
+        sub.fell_back = any(a.fell_back for a in answers) or not ok
+        sub.attempts = [att for a in answers for att in a.attempts]
+        if len(answers) > 1:
+            sub.answers = [a.model_dump(include={"expert", "answer", "weight"}) for a in answers]
+        self._record(rid, sub, embedding)
+        self._update_health(sub.attempts)
+
+    @staticmethod
+    def _result(rid: str, query: str, dec: Any, subs: list[SubtaskResult], agg: Aggregation | None,
+                marks: tuple[float, float, float, float, float]) -> RouteResult:
+        t0, t1, t2, t3, t4 = marks
         return RouteResult(
             request_id=rid, query=query, decomposition_path=dec.path, decomposition_flagged=dec.flagged,
             decomposition_reason=dec.reason, subtasks=subs, answer=agg.answer if agg else "", aggregation=agg,
@@ -195,7 +283,7 @@ class Router:
             return
         te_of = {s["expert"]: s["TE"] for s in sub.scores}
         for att in sub.attempts:
-            if att.skipped:  # not called: says nothing about the expert on this task
+            if att.skipped or att.cancelled:  # not called, or stopped for the client: says nothing of the expert
                 continue
             try:
                 self.feedback.record(request_id=rid, index=sub.index, subtask=sub.text, expert=att.expert,
@@ -207,7 +295,7 @@ class Router:
     def _update_health(self, attempts: list[Attempt]) -> None:
         """Mark experts up or down in the registry when a call's outcome changes their state."""
         for att in attempts:
-            if att.skipped:
+            if att.skipped or att.cancelled:
                 continue
             status = "ok" if att.ok else "down"
             try:
@@ -218,6 +306,11 @@ class Router:
 
     def close(self) -> None:
         self.dispatcher.close()
+
+
+def _heading(i: int, text: str, expert: str | None) -> str:
+    """What :func:`router.dispatch.aggregate_concat` puts before sub-task ``i``'s answer."""
+    return ("" if i == 0 else "\n\n") + f"{i + 1}. {text}" + (f" [{expert}]" if expert else "") + "\n"
 
 
 def _ms(a: float, b: float) -> float:

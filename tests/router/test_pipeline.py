@@ -114,3 +114,29 @@ def test_expert_with_saved_profile_folder(make_router, registry, tmp_path):
                             size_params=1_000_000))
     res = make_router().route("Can my landlord evict me from my lease?")
     assert "tenancy" in [s["expert"] for s in res.subtasks[0].scores]
+
+
+def test_route_stream_pieces_join_to_the_routed_answer(make_router):
+    """Streaming sends the concat aggregation piece by piece, sub-task by sub-task; the last event is the result."""
+    from router.pipeline import RouteResult, StreamDelta
+
+    router = make_router()
+    FakeBackend.modes["medicine"] = "down"  # falls back before its first piece: the heading names who answered
+    events = list(router.route_stream(Q))
+    *deltas, result = events
+    assert isinstance(result, RouteResult) and all(isinstance(e, StreamDelta) for e in deltas)
+    assert "".join(d.text for d in deltas) == result.answer == router.route(Q).answer
+    assert [d.index for d in deltas] == sorted(d.index for d in deltas) and {d.index for d in deltas} == {0, 1}
+    med = result.subtasks[0]
+    assert med.fell_back and med.expert != "medicine" and f"[{med.expert}]" in deltas[0].text
+    assert set(result.timings_ms) == {"decompose", "score", "dispatch", "aggregate", "total"}
+
+
+def test_route_stream_with_several_experts_per_subtask(make_router):
+    from router.pipeline import RouteResult
+
+    router = make_router()
+    opts = RouteOptions(strategy="top_k", k=2)
+    *deltas, result = list(router.route_stream("What is a tort?", opts))
+    assert isinstance(result, RouteResult) and len(result.subtasks[0].answers) == 2
+    assert "".join(d.text for d in deltas) == result.answer
