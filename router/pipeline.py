@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 import threading
 import time
@@ -160,12 +161,20 @@ class Router:
         t0 = time.perf_counter()
         dec, subs, emb, t1, t2 = self._plan(query, opt)
         if opt.answer:
-            for i, sub in enumerate(subs):
-                ranked_names = [s["expert"] for s in sub.scores]
-                answers = self.dispatcher.dispatch(
-                    sub.text, sub.selected, sub.weights, ranked_names, self.scorer.spec,
+            def answer(sub: SubtaskResult) -> list[ExpertAnswer]:
+                return self.dispatcher.dispatch(
+                    sub.text, sub.selected, sub.weights, [s["expert"] for s in sub.scores], self.scorer.spec,
                     max_tokens=opt.max_tokens, history=history or (), timeout_s=opt.timeout_s,
                 )
+
+            # independent sub-tasks are answered concurrently: experts behind an HTTP server (vLLM batches
+            # them) overlap; in-process experts sharing one model still take turns on its lock
+            if len(subs) > 1:
+                with cf.ThreadPoolExecutor(max_workers=len(subs), thread_name_prefix="subtask") as pool:
+                    all_answers = list(pool.map(answer, subs))
+            else:
+                all_answers = [answer(sub) for sub in subs]
+            for i, (sub, answers) in enumerate(zip(subs, all_answers, strict=True)):
                 self._settle(rid, sub, answers, emb[i])
         t3 = time.perf_counter()
         agg = None

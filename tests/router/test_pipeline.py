@@ -140,3 +140,12 @@ def test_route_stream_with_several_experts_per_subtask(make_router):
     *deltas, result = list(router.route_stream("What is a tort?", opts))
     assert isinstance(result, RouteResult) and len(result.subtasks[0].answers) == 2
     assert "".join(d.text for d in deltas) == result.answer
+
+
+def test_independent_subtasks_are_dispatched_concurrently(make_router):
+    router = make_router(timeout_s=10)
+    FakeBackend.modes.update(medicine="slow", finance="slow")  # each answer takes 2 s
+    res = router.route(Q)
+    assert [s.expert for s in res.subtasks] == ["medicine", "finance"]
+    assert all(s.attempts[0].latency_ms >= 1900 for s in res.subtasks)
+    assert res.timings_ms["dispatch"] < 3500  # both at once, not 2 s + 2 s
