@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -111,6 +111,19 @@ def _stop_on(cancel: threading.Event) -> Any:
             return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
     return _Cancel()
+
+
+def _stop_when(predicate: Callable[[str], bool], tok: Any, prompt_len: int) -> Any:
+    """A transformers ``StoppingCriteria`` that ends generation once ``predicate(text so far)`` holds."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class _When(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            done = [predicate(tok.decode(row[prompt_len:], skip_special_tokens=True)) for row in input_ids]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return _When()
 
 
 class ExpertBackend(ABC):
@@ -212,11 +225,12 @@ class ModelPool:
 
     def generate(
         self, folder: Path, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, prefill: str = "",
-        cancel: threading.Event | None = None,
+        cancel: threading.Event | None = None, stop_when: Callable[[str], bool] | None = None,
     ) -> str:
         """Chat-template the messages, optionally prefill the assistant turn, decode the continuation.
 
-        ``cancel`` is checked while waiting for the model's lock and after every generated token.
+        ``cancel`` is checked while waiting for the model's lock and after every generated token;
+        ``stop_when(continuation so far)`` ends the generation early once it holds (e.g. the JSON closed).
 
         Raises:
             GenerationCancelledError: ``cancel`` was set before the answer was complete.
@@ -231,8 +245,13 @@ class ModelPool:
             kwargs.update(do_sample=True, temperature=temperature)
         else:
             kwargs.update(do_sample=False)
+        criteria = []
         if cancel is not None:
-            kwargs["stopping_criteria"] = [_stop_on(cancel)]
+            criteria.append(_stop_on(cancel))
+        if stop_when is not None:
+            criteria.append(_stop_when(stop_when, tok, inputs["input_ids"].shape[1]))
+        if criteria:
+            kwargs["stopping_criteria"] = criteria
         _acquire(lock, cancel, f"model {folder.name}")
         try:
             with torch.inference_mode():

@@ -40,6 +40,7 @@ __all__ = [
     "RouterLLMError",
     "RouterLLMUnavailableError",
     "TransformersRouterLLM",
+    "json_closed",
     "make_router_llm",
     "router_llm_from_settings",
     "router_llm_resolver",
@@ -117,6 +118,35 @@ class OpenAIRouterLLM(RouterLLM):
         return f"openai:{self.model}@{self.base_url}"
 
 
+def json_closed(text: str) -> bool:
+    """True once ``text`` holds a complete JSON object or array from its first bracket (strings and escapes
+    respected), whatever follows it.
+
+    >>> json_closed('{"subtasks": [{"subtask": "a]"}]')
+    False
+    >>> json_closed('{"subtasks": [{"subtask": "a]"}]} and more')
+    True
+    """
+    depth, in_string, escaped, opened = 0, False, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth, opened = depth + 1, True
+        elif ch in "}]":
+            depth -= 1
+            if opened and depth <= 0:
+                return True
+    return False
+
+
 class TransformersRouterLLM(RouterLLM):
     """An in-process causal LM (model-store name or folder), loaded on first use.
 
@@ -143,8 +173,10 @@ class TransformersRouterLLM(RouterLLM):
             if self._folder is None:
                 p = Path(self.model)
                 self._folder = self.pool.resolve(None, str(p)) if p.is_dir() else self.pool.resolve(self.model)
+            # a prefilled JSON object ends where it closes: stop there instead of running to max_tokens
+            stop = (lambda more: json_closed(prefill + more)) if prefill.lstrip().startswith(("{", "[")) else None
             text = self.pool.generate(self._folder, messages, max_tokens=max_tokens, temperature=temperature,
-                                      prefill=prefill)
+                                      prefill=prefill, stop_when=stop)
         except BackendUnavailableError as exc:
             raise RouterLLMUnavailableError(str(exc)) from exc
         except Exception as exc:
