@@ -46,6 +46,7 @@ __all__ = [
     "ModelPool",
     "OpenAIBackend",
     "QRHBackend",
+    "ServedBackend",
     "backend_resolver",
     "make_backend",
 ]
@@ -518,6 +519,47 @@ class QRHBackend(ExpertBackend):
         except ImportError as exc:
             return False, str(exc)
         return check_model_folder(self.checkpoint if self.checkpoint.is_dir() else self.checkpoint.parent)
+
+
+class ServedBackend(ExpertBackend):
+    """An ``hf`` expert whose model a running vLLM server serves: answered by the server (concurrent requests
+    are batched there) while ``reachable()`` says it is up, in process otherwise (logged).
+
+    Built by the router for experts whose ``model`` is the router LLM's (see
+    :meth:`router.pipeline.Router.from_settings`), not chosen by name in the registry.
+
+    Args:
+        spec: the expert (backend ``hf``).
+        base_url: the server's OpenAI-compatible root (``.../v1``); ``served_name``: its model name there.
+        reachable: cheap, cached reachability of that server.
+        pool: the in-process model pool of the fallback.
+    """
+
+    name = "served"
+
+    def __init__(self, spec: ExpertSpec, *, base_url: str, served_name: str, reachable: Callable[[], bool],
+                 pool: ModelPool | None = None, timeout: float = 120.0, **kwargs: Any):
+        super().__init__(spec)
+        remote = spec.model_copy(update={"backend": "openai", "backend_kwargs": {
+            "base_url": base_url, "model": served_name, "timeout": timeout, "retries": 0}})
+        self.remote = OpenAIBackend(remote)
+        self.local = HFBackend(spec, pool=pool)
+        self.reachable = reachable
+
+    def _pick(self) -> ExpertBackend:
+        if self.reachable():
+            return self.remote
+        log.info("served model unreachable: expert answers in process", extra={"expert": self.spec.name})
+        return self.local
+
+    def generate(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> str:
+        return self._pick().generate(messages, max_tokens=max_tokens, temperature=temperature, cancel=cancel)
+
+    def stream(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> Iterator[str]:
+        return self._pick().stream(messages, max_tokens=max_tokens, temperature=temperature, cancel=cancel)
+
+    def health(self, *, timeout_s: float = 2.0) -> tuple[bool, str]:
+        return self.remote.health(timeout_s=timeout_s) if self.reachable() else self.local.health(timeout_s=timeout_s)
 
 
 backend_resolver: dict[str, type[ExpertBackend]] = {

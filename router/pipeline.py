@@ -136,6 +136,7 @@ class Router:
             registry.ensure_default_fleet(settings.expert_model)
         feedback = FeedbackStore(feedback_path or settings.path("router") / "feedback.sqlite")
         llm = llm or router_llm_from_settings(settings, pool=pool, timeout=cfg.llm_timeout_s, retries=cfg.llm_retries)
+        factory = _served_experts(llm, pool, cfg.expert_timeout_s)
         domains = sorted({e.domain for e in registry.list(enabled_only=True)}) or ["general"]
         descriptions = {**DOMAIN_DESCRIPTIONS, **{e.domain: e.description for e in registry.list() if e.description}}
         return cls(
@@ -143,7 +144,7 @@ class Router:
             decomposer=Decomposer(llm, domains, descriptions=descriptions, max_subtasks=cfg.max_subtasks,
                                   max_tokens=cfg.decompose_max_tokens, fast_path=cfg.fast_path),
             scorer=RegistryScorer(registry, history=feedback, seed_history=cfg.seed_history),
-            dispatcher=Dispatcher(pool=pool, timeout_s=timeout_s or cfg.expert_timeout_s,
+            dispatcher=Dispatcher(factory, pool=pool, timeout_s=timeout_s or cfg.expert_timeout_s,
                                   max_fallbacks=cfg.max_fallbacks),
             feedback=feedback,
             fallback_expert=cfg.fallback_expert,
@@ -315,6 +316,26 @@ class Router:
 
     def close(self) -> None:
         self.dispatcher.close()
+
+
+def _served_experts(llm: RouterLLM, pool: Any, timeout_s: float) -> Any:
+    """With the router LLM served by vLLM (:class:`router.llm.ServedWithFallback`), a backend factory that
+    sends ``hf`` experts on that same model to the server (in process while it is down); else ``None``
+    (the dispatcher's default factory)."""
+    from experts.backends import ServedBackend, make_backend
+    from router.llm import ServedWithFallback
+
+    if not isinstance(llm, ServedWithFallback):
+        return None
+    served = llm.served
+
+    def factory(spec):
+        if spec.backend == "hf" and spec.backend_kwargs.get("model") == served.model and not spec.backend_kwargs.get("path"):
+            return ServedBackend(spec, base_url=served.base_url, served_name=served.model,
+                                 reachable=lambda: not llm.on_fallback, pool=pool, timeout=timeout_s)
+        return make_backend(spec, pool=pool)
+
+    return factory
 
 
 def _heading(i: int, text: str, expert: str | None) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "RouterLLM",
     "RouterLLMError",
     "RouterLLMUnavailableError",
+    "ServedWithFallback",
     "TransformersRouterLLM",
     "json_closed",
     "make_router_llm",
@@ -187,6 +188,66 @@ class TransformersRouterLLM(RouterLLM):
         return f"transformers:{self.model}"
 
 
+class ServedWithFallback(RouterLLM):
+    """The router LLM a vLLM server serves, and — while that server cannot be reached — the same model in
+    process (logged once per outage, and flagged: :attr:`on_fallback`, :meth:`describe`, ``/health``).
+
+    Reachability is the server's ``/health`` (at most one probe every ``recheck_s`` seconds), so calls move
+    back to the server as soon as it is up — e.g. once the vLLM that ``qsef serve`` started is healthy.
+    Structured output (JSON schema) is offered only while the server is reachable; the in-process model
+    gets the decomposer's prefilled JSON instead.
+
+    Args:
+        served: the OpenAI-compatible client of the server.
+        in_process: the fallback.
+        recheck_s: seconds between reachability probes.
+    """
+
+    name = "vllm"
+
+    def __init__(self, served: OpenAIRouterLLM, in_process: RouterLLM, *, recheck_s: float = 10.0):
+        self.served, self.in_process, self.recheck_s = served, in_process, recheck_s
+        self._up: bool | None = None
+        self._checked = float("-inf")
+
+    @property
+    def on_fallback(self) -> bool:
+        """True while calls go to the in-process model because the server is unreachable."""
+        return not self._reachable()
+
+    @property
+    def supports_json_schema(self) -> bool:  # type: ignore[override]
+        return self._reachable()
+
+    def _reachable(self) -> bool:
+        import time
+
+        now = time.monotonic()
+        if self._up is None or now - self._checked >= self.recheck_s:
+            up = self.served.client.healthy()
+            if up != self._up:
+                log.log(logging.INFO if up else logging.WARNING,
+                        "router LLM server reachable" if up else "router LLM server unreachable: in-process fallback",
+                        extra={"server": self.served.describe(), "fallback": self.in_process.describe()})
+            self._up, self._checked = up, now
+        return bool(self._up)
+
+    def complete(self, messages, *, json_schema=None, prefill="", max_tokens=256, temperature=0.0) -> str:
+        if self._reachable():
+            try:
+                return self.served.complete(messages, json_schema=json_schema, prefill=prefill,
+                                            max_tokens=max_tokens, temperature=temperature)
+            except RouterLLMUnavailableError:
+                self._up, self._checked = False, float("-inf")
+                log.warning("router LLM server went away: in-process fallback", extra={"server": self.served.describe()})
+        return self.in_process.complete(messages, prefill=prefill, max_tokens=max_tokens, temperature=temperature)
+
+    def describe(self) -> str:
+        if self._reachable():
+            return self.served.describe()
+        return f"{self.in_process.describe()} (fallback: {self.served.describe()} unreachable)"
+
+
 class NoRouterLLM(RouterLLM):
     """No router LLM configured: decomposition always uses the (flagged) clause splitter."""
 
@@ -223,8 +284,18 @@ def make_router_llm(llm: str | RouterLLM | type[RouterLLM], **kwargs: Any) -> Ro
 
 def router_llm_from_settings(settings: Settings, *, pool: Any = None, timeout: float = 60.0,
                              retries: int = 1) -> RouterLLM:
-    """The router LLM the settings ask for (``router_backend``, ``router_model``, ``llm_url``…)."""
+    """The router LLM the settings ask for (``router_backend``, ``router_model``, ``llm_url``…).
+
+    ``vllm`` without ``llm_url`` is the managed server on ``llm_host:llm_port`` with the same model in
+    process as the flagged fallback (:class:`ServedWithFallback`); with ``llm_url`` (or ``openai``) it is
+    that endpoint alone.
+    """
     backend = settings.router_backend
+    if backend == "vllm" and not settings.llm_url:  # the managed server, with the model in process as fallback
+        served = OpenAIRouterLLM(f"http://{settings.llm_host}:{settings.llm_port}/v1", settings.router_model,
+                                 timeout=timeout, retries=retries)
+        return ServedWithFallback(served, TransformersRouterLLM(settings.router_model, threads=settings.torch_threads,
+                                                                pool=pool))
     if backend in ("vllm", "openai"):
         base_url = settings.llm_url or f"http://{settings.llm_host}:{settings.llm_port}/v1"
         return OpenAIRouterLLM(base_url, settings.router_model, timeout=timeout, retries=retries)
