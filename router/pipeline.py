@@ -319,20 +319,25 @@ class Router:
 
 
 def _served_experts(llm: RouterLLM, pool: Any, timeout_s: float) -> Any:
-    """With the router LLM served by vLLM (:class:`router.llm.ServedWithFallback`), a backend factory that
-    sends ``hf`` experts on that same model to the server (in process while it is down); else ``None``
-    (the dispatcher's default factory)."""
+    """With the router LLM on an OpenAI-compatible server (the managed vLLM, :class:`router.llm.ServedWithFallback`,
+    or one at ``llm_url``), a backend factory that sends ``hf`` experts on that same model to the server (in
+    process while it is unreachable); else ``None`` (the dispatcher's default factory)."""
     from experts.backends import ServedBackend, make_backend
-    from router.llm import ServedWithFallback
+    from router.llm import OpenAIRouterLLM, Reachable, ServedWithFallback
 
-    if not isinstance(llm, ServedWithFallback):
+    if isinstance(llm, ServedWithFallback):
+        served, reachable = llm.served, (lambda: not llm.on_fallback)
+    elif isinstance(llm, OpenAIRouterLLM):
+        served = llm
+        reachable = Reachable(llm)
+    else:
         return None
-    served = llm.served
 
     def factory(spec):
-        if spec.backend == "hf" and spec.backend_kwargs.get("model") == served.model and not spec.backend_kwargs.get("path"):
-            return ServedBackend(spec, base_url=served.base_url, served_name=served.model,
-                                 reachable=lambda: not llm.on_fallback, pool=pool, timeout=timeout_s)
+        kw = spec.backend_kwargs
+        if spec.backend == "hf" and kw.get("model") == served.model and not kw.get("path"):
+            return ServedBackend(spec, base_url=served.base_url, served_name=served.model, reachable=reachable,
+                                 pool=pool, timeout=timeout_s)
         return make_backend(spec, pool=pool)
 
     return factory

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "NoRouterLLM",
     "OpenAIRouterLLM",
+    "Reachable",
     "RouterLLM",
     "RouterLLMError",
     "RouterLLMUnavailableError",
@@ -188,6 +189,32 @@ class TransformersRouterLLM(RouterLLM):
         return f"transformers:{self.model}"
 
 
+class Reachable:
+    """Whether an OpenAI-compatible server answers its ``/health``: probed at most every ``recheck_s`` seconds,
+    changes logged. Call it."""
+
+    def __init__(self, served: OpenAIRouterLLM, *, recheck_s: float = 10.0):
+        self.served, self.recheck_s = served, recheck_s
+        self.up: bool | None = None
+        self._checked = float("-inf")
+
+    def __call__(self) -> bool:
+        import time
+
+        now = time.monotonic()
+        if self.up is None or now - self._checked >= self.recheck_s:
+            up = self.served.client.healthy()
+            if up != self.up:
+                log.log(logging.INFO if up else logging.WARNING,
+                        "LLM server reachable" if up else "LLM server unreachable", extra={"server": self.served.describe()})
+            self.up, self._checked = up, now
+        return bool(self.up)
+
+    def forget(self) -> None:
+        """Probe again on the next call (after a failed request)."""
+        self.up, self._checked = False, float("-inf")
+
+
 class ServedWithFallback(RouterLLM):
     """The router LLM a vLLM server serves, and — while that server cannot be reached — the same model in
     process (logged once per outage, and flagged: :attr:`on_fallback`, :meth:`describe`, ``/health``).
@@ -206,9 +233,8 @@ class ServedWithFallback(RouterLLM):
     name = "vllm"
 
     def __init__(self, served: OpenAIRouterLLM, in_process: RouterLLM, *, recheck_s: float = 10.0):
-        self.served, self.in_process, self.recheck_s = served, in_process, recheck_s
-        self._up: bool | None = None
-        self._checked = float("-inf")
+        self.served, self.in_process = served, in_process
+        self._reachable = Reachable(served, recheck_s=recheck_s)
 
     @property
     def on_fallback(self) -> bool:
@@ -219,26 +245,13 @@ class ServedWithFallback(RouterLLM):
     def supports_json_schema(self) -> bool:  # type: ignore[override]
         return self._reachable()
 
-    def _reachable(self) -> bool:
-        import time
-
-        now = time.monotonic()
-        if self._up is None or now - self._checked >= self.recheck_s:
-            up = self.served.client.healthy()
-            if up != self._up:
-                log.log(logging.INFO if up else logging.WARNING,
-                        "router LLM server reachable" if up else "router LLM server unreachable: in-process fallback",
-                        extra={"server": self.served.describe(), "fallback": self.in_process.describe()})
-            self._up, self._checked = up, now
-        return bool(self._up)
-
     def complete(self, messages, *, json_schema=None, prefill="", max_tokens=256, temperature=0.0) -> str:
         if self._reachable():
             try:
                 return self.served.complete(messages, json_schema=json_schema, prefill=prefill,
                                             max_tokens=max_tokens, temperature=temperature)
             except RouterLLMUnavailableError:
-                self._up, self._checked = False, float("-inf")
+                self._reachable.forget()
                 log.warning("router LLM server went away: in-process fallback", extra={"server": self.served.describe()})
         return self.in_process.complete(messages, prefill=prefill, max_tokens=max_tokens, temperature=temperature)
 

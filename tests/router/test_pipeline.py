@@ -149,3 +149,28 @@ def test_independent_subtasks_are_dispatched_concurrently(make_router):
     assert [s.expert for s in res.subtasks] == ["medicine", "finance"]
     assert all(s.attempts[0].latency_ms >= 1900 for s in res.subtasks)
     assert res.timings_ms["dispatch"] < 3500  # both at once, not 2 s + 2 s
+
+
+def test_experts_on_the_served_model_go_to_the_server(tmp_path):
+    """router_backend=vllm: hf experts on the router LLM's model are answered by its server — in process while
+    the server is unreachable (nothing listens on the port here)."""
+    import socket
+
+    from core.settings import Settings
+    from experts.backends import HFBackend, ServedBackend
+    from router.pipeline import Router
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(home=tmp_path, router_backend="vllm", llm_port=port)
+    router = Router.from_settings(settings)
+    try:
+        law = router.registry.get("law")
+        assert law.backend == "hf" and law.backend_kwargs["model"] == settings.router_model
+        backend = router.dispatcher.backend(law)
+        assert isinstance(backend, ServedBackend) and backend.remote.base_url == f"http://127.0.0.1:{port}/v1"
+        assert isinstance(backend._pick(), HFBackend)  # unreachable: in process
+        assert router.decomposer.llm.on_fallback and "fallback" in router.decomposer.llm.describe()
+    finally:
+        router.close()
