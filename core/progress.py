@@ -22,12 +22,12 @@ from typing import Any
 
 @contextlib.contextmanager
 def progress(
-    *, total: int, desc: str, unit: str = "step", enabled: bool | None = None, tick: float = 1.0
+    *, total: int | None, desc: str, unit: str = "step", enabled: bool | None = None, tick: float = 1.0
 ) -> Iterator[Any]:
     """A ``tqdm`` bar on stderr that redraws every ``tick`` seconds while the block runs.
 
     Args:
-        total: number of units of work.
+        total: number of units of work (``None``: unknown; the bar counts and shows the elapsed time).
         desc: what is being done (the bar's label).
         unit: name of one unit.
         enabled: ``True`` always shows the bar, ``False`` never, ``None`` only when stderr is a terminal.
