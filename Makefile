@@ -30,8 +30,10 @@ $(VENV)/.stamp-torch: $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet torch==2.13.0
 	@touch $@
 
+# --compile-bytecode: uv writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set every `qsef`
+# process then compiles transformers, sklearn ... from source again (~15 s of a `qsef score`)
 $(VENV)/.stamp-deps: $(VENV)/.stamp-torch pyproject.toml
-	$(UV) pip install --quiet --python $(PY) -e '.[dev]'
+	$(UV) pip install --quiet --compile-bytecode --python $(PY) -e '.[dev]'
 	@touch $@
 
 $(VENV)/.stamp-apt: deps/apt.txt

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -91,7 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level or settings.log_level, settings.log_format)
     args.settings = settings
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows up here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # like other CLIs: no traceback when the reader closes the pipe early; stdout goes to /dev/null so
+        # the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
     except KeyboardInterrupt:
         print("qsef: interrupted", file=sys.stderr)
         return 130

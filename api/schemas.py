@@ -177,6 +177,7 @@ class HealthPublic(BaseModel):
     experts: int
     experts_down: list[str]
     router_llm: str
+    router_llm_fallback: bool = Field(False, description="the vLLM server is unreachable: the model runs in process")
     score_batching: bool
     health_probe_interval_s: float = Field(0.0, description="seconds between expert health probes; 0 = off")
     expert_health: list[ExpertHealthPublic] = Field(default_factory=list, description="every enabled expert")

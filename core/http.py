@@ -9,8 +9,11 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -129,6 +132,50 @@ class OpenAICompatClient:
         except (KeyError, IndexError, TypeError) as exc:
             raise LLMError(f"malformed chat completion from {self.base_url}: {str(body)[:300]}") from exc
 
+    def chat_stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Yield the assistant's text piece by piece as the server generates it (``stream: true``).
+
+        Leaving the loop early, or setting ``cancel``, closes the connection; vLLM then aborts the request.
+        A connection error before the first piece is retried like :meth:`chat`; after it, it is raised.
+
+        Raises:
+            LLMUnavailable: the endpoint could not be reached.
+            LLMError: the endpoint answered with an error or a malformed event.
+        """
+        payload = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                   "temperature": temperature, "stream": True}
+        url = f"{self.base_url}/chat/completions"
+        delay, last_exc = self.backoff, None
+        for attempt in range(self.retries + 1):
+            started = False
+            try:
+                with self._http.stream("POST", "/chat/completions", json=payload) as response:
+                    if response.status_code < 400:
+                        for piece in _sse_content(response, cancel, url):
+                            started = True
+                            yield piece
+                        return
+                    response.read()
+                    last_exc = LLMError(f"{url} answered {response.status_code}: {response.text[:500]}")
+                    if response.status_code not in _RETRY_STATUS or attempt == self.retries:
+                        raise last_exc
+            except httpx.TransportError as exc:  # refused, reset, timed out
+                if started:
+                    raise LLMError(f"stream from {url} broke off: {exc}") from exc
+                last_exc = exc
+            if attempt < self.retries:
+                log.warning("llm stream failed, retrying", extra={"attempt": attempt + 1, "error": str(last_exc)})
+                time.sleep(delay)
+                delay *= 2
+        raise LLMUnavailable(f"cannot reach the LLM at {self.base_url} after {self.retries + 1} attempts: {last_exc}")
+
     def healthy(self) -> bool:
         """True when the server's ``/health`` (at the root, beside ``/v1``) answers 200."""
         root = self.base_url.removesuffix("/v1")
@@ -136,3 +183,22 @@ class OpenAICompatClient:
             return httpx.get(f"{root}/health", timeout=5).status_code == 200
         except httpx.HTTPError:
             return False
+
+
+def _sse_content(response: httpx.Response, cancel: threading.Event | None, url: str) -> Iterator[str]:
+    """The ``delta.content`` pieces of an OpenAI chat-completion event stream, until ``[DONE]`` or ``cancel``."""
+    for line in response.iter_lines():
+        if cancel is not None and cancel.is_set():
+            return
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            choice = json.loads(data)["choices"][0]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise LLMError(f"malformed stream event from {url}: {data[:300]}") from exc
+        piece = (choice.get("delta") or {}).get("content")
+        if piece:
+            yield piece

@@ -47,10 +47,38 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+#: Top-level logger names that are this project's own; every other logger is a third-party library's.
+OWN_LOGGERS = frozenset(
+    {"api", "benchmarks", "core", "corpora", "distill", "experts", "kg", "qsef", "router", "root", "__main__"}
+)
+
+
+class _LevelFilter(logging.Filter):
+    """Our records at ``level`` and above; third-party records at WARNING and above unless ``level`` is DEBUG.
+
+    Filtering at the handler is what keeps them out: some libraries set their own logger to DEBUG (bm25s
+    does at import), and such records reach the root handler whatever the root logger's level is.
+    """
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+        self.library_level = level if level <= logging.DEBUG else max(level, logging.WARNING)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        own = record.name.partition(".")[0] in OWN_LOGGERS
+        return record.levelno >= (self.level if own else self.library_level)
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Configure the root logger once (to stderr, so stdout stays clean for ``--json`` output)."""
+    """Configure the root logger once (to stderr, so stdout stays clean for ``--json`` output).
+
+    Library logs (bm25s, faiss, httpx, transformers ...) below WARNING stay off the console unless
+    ``level`` is DEBUG.
+    """
     handler = _StderrHandler()
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
+    handler.addFilter(_LevelFilter(logging.getLevelName(level) if isinstance(level, str) else level))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -132,7 +132,8 @@ class Settings(BaseSettings):
         "path", description="D_kg variant: shortest path, is_a lowest common ancestor, or TransE embedding cosine")
     router_model: str = Field("qwen-0.5b", description="router LLM (model-store name)")
     expert_model: str = Field("qwen-0.5b", description="LLM behind the default domain experts")
-    router_backend: Literal["vllm", "transformers", "none"] = "transformers"
+    router_backend: Literal["vllm", "transformers", "none"] = Field(
+        "vllm", description="vllm: the managed vLLM server (qsef serve starts it), in process while it is down")
     llm_host: str = "127.0.0.1"
     llm_port: int = Field(8011, ge=1, le=65535)
     llm_url: str | None = Field(None, description="OpenAI-compatible base URL of a router LLM already running")

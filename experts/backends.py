@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "AnyEvent",
     "BackendError",
     "BackendUnavailableError",
     "ExpertBackend",
@@ -47,6 +50,7 @@ __all__ = [
     "ModelPool",
     "OpenAIBackend",
     "QRHBackend",
+    "ServedBackend",
     "backend_resolver",
     "make_backend",
 ]
@@ -82,6 +86,26 @@ def _acquire(lock: threading.Lock, cancel: threading.Event | None, what: str) ->
             raise GenerationCancelledError(f"cancelled while waiting for {what} (busy with another request)")
 
 
+class AnyEvent:
+    """Set when any of its events is set: one ``cancel`` for a call that a timeout and a client can both stop."""
+
+    def __init__(self, *events: threading.Event | AnyEvent | None) -> None:
+        self.events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Like ``threading.Event.wait``: True once any event is set, False after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            time.sleep(0.02 if left is None else min(0.02, left))
+        return True
+
+
 def _stop_on(cancel: threading.Event) -> Any:
     """A transformers ``StoppingCriteria`` that ends generation once ``cancel`` is set (checked each step)."""
     import torch
@@ -92,6 +116,19 @@ def _stop_on(cancel: threading.Event) -> Any:
             return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
     return _Cancel()
+
+
+def _stop_when(predicate: Callable[[str], bool], tok: Any, prompt_len: int) -> Any:
+    """A transformers ``StoppingCriteria`` that ends generation once ``predicate(text so far)`` holds."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class _When(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            done = [predicate(tok.decode(row[prompt_len:], skip_special_tokens=True)) for row in input_ids]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return _When()
 
 
 class ExpertBackend(ABC):
@@ -122,6 +159,20 @@ class ExpertBackend(ABC):
         Raises:
             BackendError: on any failure to produce an answer.
         """
+
+    def stream(
+        self, messages: list[dict[str, str]], *, max_tokens: int = 128, temperature: float = 0.0,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Answer the conversation piece by piece, as the model generates it.
+
+        Closing the iterator early (or setting ``cancel``) stops the generation. Default: the whole
+        :meth:`generate` answer as one piece, for backends that cannot stream.
+
+        Raises:
+            BackendError: on any failure; :class:`GenerationCancelledError` when ``cancel`` was set.
+        """
+        yield self.generate(messages, max_tokens=max_tokens, temperature=temperature, cancel=cancel)
 
     def health(self, *, timeout_s: float = 2.0) -> tuple[bool, str]:
         """Cheap liveness check, never loading a model: (ok, detail). Default: the backend could be
@@ -190,11 +241,12 @@ class ModelPool:
 
     def generate(
         self, folder: Path, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, prefill: str = "",
-        cancel: threading.Event | None = None,
+        cancel: threading.Event | None = None, stop_when: Callable[[str], bool] | None = None,
     ) -> str:
         """Chat-template the messages, optionally prefill the assistant turn, decode the continuation.
 
-        ``cancel`` is checked while waiting for the model's lock and after every generated token.
+        ``cancel`` is checked while waiting for the model's lock and after every generated token;
+        ``stop_when(continuation so far)`` ends the generation early once it holds (e.g. the JSON closed).
 
         Raises:
             GenerationCancelledError: ``cancel`` was set before the answer was complete.
@@ -209,8 +261,13 @@ class ModelPool:
             kwargs.update(do_sample=True, temperature=temperature)
         else:
             kwargs.update(do_sample=False)
+        criteria = []
         if cancel is not None:
-            kwargs["stopping_criteria"] = [_stop_on(cancel)]
+            criteria.append(_stop_on(cancel))
+        if stop_when is not None:
+            criteria.append(_stop_when(stop_when, tok, inputs["input_ids"].shape[1]))
+        if criteria:
+            kwargs["stopping_criteria"] = criteria
         _acquire(lock, cancel, f"model {folder.name}")
         try:
             with torch.inference_mode():
@@ -221,6 +278,68 @@ class ModelPool:
             raise GenerationCancelledError(f"generation on {folder.name} cancelled after "
                                            f"{out.shape[1] - inputs['input_ids'].shape[1]} tokens")
         return tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+    def stream(
+        self, folder: Path, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
+        cancel: threading.Event | None = None, timeout_s: float | None = None,
+    ) -> Iterator[str]:
+        """Like :meth:`generate`, but yield the decoded text as it is produced (a transformers
+        ``TextIteratorStreamer``; generation runs in a helper thread holding the model's lock).
+
+        Closing the iterator early stops the generation within a decoding step and releases the lock.
+
+        Raises:
+            GenerationCancelledError: ``cancel`` was set.
+            BackendError: generation failed, or no new text came for ``timeout_s`` seconds.
+        """
+        import queue
+
+        import torch
+        from transformers import TextIteratorStreamer
+
+        tok, model, lock = self.get(folder)
+        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        inputs = tok(prompt, return_tensors="pt")
+        stop = threading.Event()  # ours: set when the consumer leaves, never the caller's event
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=timeout_s)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_tokens, "pad_token_id": tok.pad_token_id or tok.eos_token_id,
+            "streamer": streamer, "stopping_criteria": [_stop_on(AnyEvent(stop, cancel))],
+            "do_sample": temperature > 0,
+        }
+        if temperature > 0:
+            kwargs["temperature"] = temperature
+        _acquire(lock, cancel, f"model {folder.name}")
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    model.generate(**inputs, **kwargs)
+            except BaseException as exc:  # reported to the consumer, which re-raises it
+                failure.append(exc)
+                streamer.end()
+            finally:
+                lock.release()
+
+        worker = threading.Thread(target=run, name=f"stream:{folder.name}", daemon=True)
+        worker.start()
+        try:
+            for piece in streamer:
+                if _cancelled(cancel):
+                    raise GenerationCancelledError(f"generation on {folder.name} cancelled")
+                if piece:
+                    yield piece
+        except queue.Empty:
+            raise BackendError(f"no new text from {folder.name} for {timeout_s:g}s") from None
+        finally:
+            stop.set()
+            worker.join()
+        if failure:
+            raise BackendError(f"generation on {folder.name} failed: {failure[0]}") from failure[0]
+        if _cancelled(cancel):
+            raise GenerationCancelledError(f"generation on {folder.name} cancelled")
 
 
 class _LocalBackend(ExpertBackend):
@@ -260,6 +379,21 @@ class HFBackend(_LocalBackend):
             return self.pool.generate(
                 folder, self.messages_for(messages), max_tokens=max_tokens, temperature=temperature, cancel=cancel
             ).strip()
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"hf expert {self.spec.name!r} failed: {exc}") from exc
+
+    def stream(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> Iterator[str]:
+        try:
+            first = True
+            for piece in self.pool.stream(self.folder, self.messages_for(messages), max_tokens=max_tokens,
+                                          temperature=temperature, cancel=cancel):
+                if first:  # like generate(), which strips the answer
+                    piece = piece.lstrip()
+                    first = not piece
+                if piece:
+                    yield piece
         except BackendError:
             raise
         except Exception as exc:
@@ -355,6 +489,25 @@ class OpenAIBackend(ExpertBackend):
 
         return asyncio.run(call())
 
+    def stream(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> Iterator[str]:
+        """Server-sent events from the endpoint; leaving early or ``cancel`` closes the connection, which
+        makes vLLM abort the request."""
+        if _cancelled(cancel):
+            raise GenerationCancelledError(f"remote expert {self.spec.name!r}: cancelled before the request")
+        try:
+            first = True
+            for piece in self.client.chat_stream(self.messages_for(messages), max_tokens=max_tokens,
+                                                 temperature=temperature, cancel=cancel):
+                if first:
+                    piece = piece.lstrip()
+                    first = not piece
+                if piece:
+                    yield piece
+        except Exception as exc:
+            raise BackendError(f"remote expert {self.spec.name!r} at {self.base_url} failed: {exc}") from exc
+        if _cancelled(cancel):
+            raise GenerationCancelledError(f"remote expert {self.spec.name!r}: stream cancelled")
+
     def health(self, *, timeout_s: float = 2.0) -> tuple[bool, str]:
         """``GET {base_url}/models`` answers 200 within ``timeout_s``."""
         import httpx
@@ -439,6 +592,47 @@ class QRHBackend(_LocalBackend):
         except ImportError as exc:
             return False, str(exc)
         return check_model_folder(self.checkpoint if self.checkpoint.is_dir() else self.checkpoint.parent)
+
+
+class ServedBackend(ExpertBackend):
+    """An ``hf`` expert whose model a running vLLM server serves: answered by the server (concurrent requests
+    are batched there) while ``reachable()`` says it is up, in process otherwise (logged).
+
+    Built by the router for experts whose ``model`` is the router LLM's (see
+    :meth:`router.pipeline.Router.from_settings`), not chosen by name in the registry.
+
+    Args:
+        spec: the expert (backend ``hf``).
+        base_url: the server's OpenAI-compatible root (``.../v1``); ``served_name``: its model name there.
+        reachable: cheap, cached reachability of that server.
+        pool: the in-process model pool of the fallback.
+    """
+
+    name = "served"
+
+    def __init__(self, spec: ExpertSpec, *, base_url: str, served_name: str, reachable: Callable[[], bool],
+                 pool: ModelPool | None = None, timeout: float = 120.0, **kwargs: Any):
+        super().__init__(spec)
+        remote = spec.model_copy(update={"backend": "openai", "backend_kwargs": {
+            "base_url": base_url, "model": served_name, "timeout": timeout, "retries": 0}})
+        self.remote = OpenAIBackend(remote)
+        self.local = HFBackend(spec, pool=pool)
+        self.reachable = reachable
+
+    def _pick(self) -> ExpertBackend:
+        if self.reachable():
+            return self.remote
+        log.info("served model unreachable: expert answers in process", extra={"expert": self.spec.name})
+        return self.local
+
+    def generate(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> str:
+        return self._pick().generate(messages, max_tokens=max_tokens, temperature=temperature, cancel=cancel)
+
+    def stream(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> Iterator[str]:
+        return self._pick().stream(messages, max_tokens=max_tokens, temperature=temperature, cancel=cancel)
+
+    def health(self, *, timeout_s: float = 2.0) -> tuple[bool, str]:
+        return self.remote.health(timeout_s=timeout_s) if self.reachable() else self.local.health(timeout_s=timeout_s)
 
 
 backend_resolver: Resolver[ExpertBackend] = Resolver(

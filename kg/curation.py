@@ -292,15 +292,22 @@ def merge(target: KnowledgeGraph, other: KnowledgeGraph) -> dict[str, int]:
 
 
 # ----------------------------------------------------------------------- dedupe
+#: Ways :func:`find_duplicates` can decide that nodes are the same concept (CLI choices come from here).
+DEDUPE_KEYS = ("label+definition", "source+label+definition", "label")
+
+
 def find_duplicates(graph: KnowledgeGraph, *, by: str = "label+definition") -> list[list[str]]:
     """Groups of node ids that are the same concept.
 
     Args:
-        by: ``label+definition`` (same normalised label and same or empty definition — safe) or
-            ``label`` (same normalised label within one source — aggressive; merges WordNet senses).
+        by: ``label+definition`` (same normalised label and same or empty definition — safe),
+            ``source+label+definition`` (same source, same normalised label and the very same definition,
+            empty included — exactly what :func:`validate` reports as ``duplicate_node``; the graph build
+            merges these) or ``label`` (same normalised label within one source — aggressive; merges
+            WordNet senses).
     """
-    if by not in ("label", "label+definition"):
-        raise GraphError(f"unknown dedupe key {by!r}; allowed: label, label+definition")
+    if by not in DEDUPE_KEYS:
+        raise GraphError(f"unknown dedupe key {by!r}; allowed: {', '.join(DEDUPE_KEYS)}")
     groups: dict[tuple, list[Node]] = {}
     for node in graph.nodes():
         key = label_key(node.label)
@@ -308,13 +315,15 @@ def find_duplicates(graph: KnowledgeGraph, *, by: str = "label+definition") -> l
             continue
         if by == "label":
             groups.setdefault((node.source, key), []).append(node)
+        elif by == "source+label+definition":
+            groups.setdefault((node.source, key, " ".join(node.definition.lower().split())), []).append(node)
         else:
             groups.setdefault((key,), []).append(node)
     out: list[list[str]] = []
     for members in groups.values():
         if len(members) < 2:
             continue
-        if by == "label":
+        if by != "label+definition":
             out.append(sorted(m.id for m in members))
             continue
         by_def: dict[str, list[Node]] = {}

@@ -23,10 +23,13 @@ Unmatched noun-phrase-like spans can be linked by an embedding fallback (``fallb
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kg.text import STOPWORDS, is_acronym, label_key, norm_token, tokenize
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
 BLOCKLIST: frozenset[str] = frozenset()
 
 _END = ""  # trie key marking the end of a name (no token is empty)
+_CACHE_FORMAT = 1  # of the on-disk linker patterns; bump when _collect, _Entry or kg.text's normalisation change
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +126,33 @@ class Linker:
         block: extra single words never linked alone.
     """
 
-    def __init__(self, graph: KnowledgeGraph, *, block: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        graph: KnowledgeGraph,
+        *,
+        block: Iterable[str] = (),
+        compiled: tuple[dict, int] | None = None,
+    ) -> None:
         self.version = graph.version
         self.domain = graph.domain
         self._graph = graph
+        if compiled is not None:  # a trie read back by load(): entries stay raw lists until first matched
+            self._trie, self.n_patterns = compiled
+            return
+        patterns = self._collect(graph, block)
+        trie: dict = {}
+        for key, entries in patterns.items():
+            entries.sort(key=lambda e: (-e.count, not e.is_label, -e.connectivity, e.node_id))
+            node = trie
+            for tok in key:
+                node = node.setdefault(tok, {})
+            node[_END] = tuple(entries)
+        self._trie = trie
+        self.n_patterns = len(patterns)
+
+    @staticmethod
+    def _collect(graph: KnowledgeGraph, block: Iterable[str]) -> dict[tuple[str, ...], list[_Entry]]:
+        """Normalised name -> the concepts it can mean (the costly part: every name of every node)."""
         blocked = BLOCKLIST | frozenset(norm_token(w) for w in block)
         patterns: dict[tuple[str, ...], list[_Entry]] = {}
         succ, pred = graph.g._succ, graph.g._pred  # plain dicts: the degree view is slow at this scale
@@ -144,15 +172,35 @@ class Linker:
                 acro = name.strip() if len(key) == 1 and is_acronym(name.strip()) else None
                 count = counts[k] if k < len(counts) else 0
                 patterns.setdefault(key, []).append(_Entry(node.id, k == 0, acro, count, connectivity, pos))
-        trie: dict = {}
-        for key, entries in patterns.items():
-            entries.sort(key=lambda e: (-e.count, not e.is_label, -e.connectivity, e.node_id))
-            node = trie
-            for tok in key:
-                node = node.setdefault(tok, {})
-            node[_END] = tuple(entries)
-        self._trie = trie
-        self.n_patterns = len(patterns)
+        return patterns
+
+    def save(self, path: Path) -> None:
+        """Write the compiled trie as JSON (atomically), for :meth:`load` to skip compiling it."""
+
+        def plain(node: dict) -> dict:
+            return {
+                tok: [[e.node_id, e.is_label, e.acronym, e.count, e.connectivity, e.pos] for e in child]
+                if tok == _END
+                else plain(child)
+                for tok, child in node.items()
+            }
+
+        data = {"format": _CACHE_FORMAT, "n_patterns": self.n_patterns, "trie": plain(self._trie)}
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data, separators=(",", ":")))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, graph: KnowledgeGraph, path: Path) -> Linker:
+        """The linker of ``graph`` from the trie :meth:`save` wrote for the very same graph file.
+
+        Raises:
+            OSError, ValueError, KeyError, TypeError: unreadable or of another format.
+        """
+        data = json.loads(path.read_text())
+        if data["format"] != _CACHE_FORMAT:
+            raise ValueError(f"linker cache {path} has format {data['format']!r}, expected {_CACHE_FORMAT}")
+        return cls(graph, compiled=(data["trie"], int(data["n_patterns"])))
 
     def link(self, text: str) -> list[Mention]:
         """Exact (normalised) matches, longest first, non-overlapping, in text order."""
@@ -170,6 +218,8 @@ class Linker:
             j = i
             while node is not None:
                 entries = node.get(_END)
+                if entries is not None and entries and not isinstance(entries[0], _Entry):
+                    entries = node[_END] = tuple(_Entry(*e) for e in entries)  # from the disk cache
                 if entries is not None:
                     if j == i:  # one-token name: acronyms must match case-sensitively
                         surface = toks[i][2]
@@ -218,12 +268,42 @@ _LINKERS: dict[int, Linker] = {}
 _LOCK = threading.Lock()
 
 
+def _cache_path(graph: KnowledgeGraph) -> Path | None:
+    """Where the linker of an unmodified loaded graph is kept: ``$QSEF_HOME/kg/cache/``, by file digest."""
+    if graph.origin is None or graph.origin[1] != graph.version or graph.cache_dir is None:
+        return None
+    folder = graph.cache_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"linker-{graph.domain}-{graph.origin[0][:16]}.json"
+
+
+def _build_linker(graph: KnowledgeGraph) -> Linker:
+    """A linker for ``graph``: read from the disk cache when this graph file was compiled before."""
+    path = _cache_path(graph)
+    if path is not None and path.is_file():
+        try:
+            return Linker.load(graph, path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # damaged or older cache: compile again
+            log.warning("rebuilding linker cache", extra={"path": str(path), "reason": str(exc)[:200]})
+    linker = Linker(graph)
+    if path is not None:
+        try:
+            linker.save(path)
+        except OSError as exc:  # a read-only data dir only costs the next process the compile
+            log.warning("cannot write linker cache", extra={"path": str(path), "reason": str(exc)[:200]})
+    return linker
+
+
 def get_linker(graph: KnowledgeGraph) -> Linker:
-    """The cached :class:`Linker` of a graph (rebuilt when the graph has changed)."""
+    """The cached :class:`Linker` of a graph (rebuilt when the graph has changed).
+
+    In memory per graph object; on disk per graph file digest (see :attr:`KnowledgeGraph.origin`), so a
+    new process skips collecting the names of every node (seconds on the large graphs).
+    """
     with _LOCK:
         linker = _LINKERS.get(id(graph))
     if linker is None or linker.version != graph.version or linker._graph is not graph:
-        linker = Linker(graph)
+        linker = _build_linker(graph)
         with _LOCK:
             _LINKERS[id(graph)] = linker
     return linker

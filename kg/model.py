@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -152,6 +153,11 @@ class KnowledgeGraph:
         self.g = nx.MultiDiGraph()
         self._version = 0
         self._index: GraphIndex | None = None
+        #: ``(SHA-256 of the file it was loaded from, version right after loading)``, or ``None``: while the
+        #: version is unchanged, indexes derived from the graph may be cached on disk under that digest.
+        self.origin: tuple[str, int] | None = None
+        #: where such derived indexes go (the data directory's ``kg/cache`` of the graph's loader), or ``None``
+        self.cache_dir: Path | None = None
 
     # ----------------------------------------------------------------- nodes
     def __len__(self) -> int:

@@ -22,6 +22,7 @@ Where graphs live: the shipped defaults in ``kg/data/`` (read-only), and user-cu
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -424,14 +425,24 @@ def load_graph(settings: Settings, domain: str, *, cache: bool = True) -> Knowle
     key = (str(path), st.st_size, st.st_mtime_ns)
     if cache:
         with _CACHE_LOCK:
-            hit = _CACHE.get(domain)
+            hit = _CACHE.get(str(path))
         if hit is not None and hit[0] == key:
             return hit[1]
     graph = read_graph(path, domain=domain)
+    graph.origin = (_file_sha256(path), graph.version)  # lets derived indexes be cached on disk
+    graph.cache_dir = user_dir(settings) / "cache"
     if cache:
         with _CACHE_LOCK:
-            _CACHE[domain] = (key, graph)
+            _CACHE[str(path)] = (key, graph)
     return graph
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_all(settings: Settings, domains: tuple[str, ...] = DOMAINS) -> dict[str, KnowledgeGraph]:
@@ -444,7 +455,7 @@ def save_graph(settings: Settings, graph: KnowledgeGraph) -> Path:
     path = user_path(settings, graph.domain)
     out = write_graph(graph, path)
     with _CACHE_LOCK:
-        _CACHE.pop(graph.domain, None)
+        _CACHE.pop(str(path), None)
     return out
 
 

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,11 +148,16 @@ def texts_digest(texts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def encode_cached(texts: Sequence[str], *, encoder: Encoder, cache_dir: Path, name: str = "texts") -> np.ndarray:
+def encode_cached(texts: Sequence[str], *, encoder: Encoder, cache_dir: Path, name: str = "texts",
+                  on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Encode a fixed text list once and keep the result on disk (``.npy`` + JSON sidecar, no pickle).
 
     The file name carries the encoder name and a digest of the texts, so a changed list or encoder
     never reuses stale vectors.
+
+    Args:
+        on_progress: when the texts must be encoded, called as ``on_progress(done, total)`` after each
+            batch (the texts are then sent in batches of ``encoder.batch_size``).
 
     Returns:
         float32 array ``(N, dim)``.
@@ -166,7 +171,15 @@ def encode_cached(texts: Sequence[str], *, encoder: Encoder, cache_dir: Path, na
         arr = np.load(npy, allow_pickle=False)
         if arr.shape[0] == len(texts):
             return arr
-    arr = encoder.encode(list(texts), use_cache=False)
+    if on_progress is None:
+        arr = encoder.encode(list(texts), use_cache=False)
+    else:
+        step = max(1, getattr(encoder, "batch_size", 64))
+        parts = []
+        for start in range(0, len(texts), step):
+            parts.append(encoder.encode(list(texts[start : start + step]), use_cache=False))
+            on_progress(min(start + step, len(texts)), len(texts))
+        arr = np.concatenate(parts) if parts else encoder.encode([], use_cache=False)
     tmp = stem.with_suffix(".tmp.npy")
     np.save(tmp, arr, allow_pickle=False)
     tmp.replace(npy)

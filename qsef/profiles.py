@@ -14,11 +14,12 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -306,7 +307,8 @@ def kg_anchors(settings: Settings, domain: str, k: int = 50) -> tuple[str | None
 def build_domain_profile(domain: str, *, settings: Settings, encoder: Any = None,
                          passages: Sequence[str] | None = None,
                          name: str | None = None, params: float = DEFAULT_EXPERT_PARAMS, cost: float = 1.0,
-                         n_anchors: int = 50, centroid_sample: int = 1000, seed: int = 0) -> ExpertProfile:
+                         n_anchors: int = 50, centroid_sample: int = 1000, seed: int = 0,
+                         on_stage: Callable[..., None] | None = None) -> ExpertProfile:
     """Build one expert profile from a domain corpus.
 
     The BM25 index covers every passage; the centroid is the mean embedding of a seeded sample of
@@ -320,28 +322,39 @@ def build_domain_profile(domain: str, *, settings: Settings, encoder: Any = None
         encoder: a :class:`qsef.encoder.Encoder` (default: the settings' encoder).
         passages: texts to use instead of the corpus (tests, custom experts).
         name: expert name (default: the domain).
+        on_stage: called with the name of each of the :data:`BUILD_STAGES` as it starts, and during
+            ``encode`` as ``on_stage("encode", done, total)`` after each batch (progress bars).
     """
     from qsef.encoder import get_encoder
 
     if not valid_domain_name(domain):  # the domain becomes part of a cache file name
         raise ValueError(f"invalid domain name {domain!r}: lower-case letters, digits, '_' or '-' only")
+    stage = on_stage or (lambda *_args: None)
     encoder = encoder or get_encoder(settings)
     from_corpus = passages is None
+    stage("corpus")
     passages = corpus_passages(settings, domain) if from_corpus else list(passages)
     if not passages:
         raise ValueError(f"no texts to build a profile for domain {domain!r}")
     sample = passages if len(passages) <= centroid_sample else random.Random(seed).sample(passages, centroid_sample)
     from qsef.encoder import encode_cached
 
-    emb = encode_cached(sample, encoder=encoder, name=f"profile-{domain}",
-                        cache_dir=settings.path("cache", "embeddings"))  # on disk: rebuilds skip the encoder
+    stage("encode")
+    emb = encode_cached(sample, encoder=encoder, name=f"profile-{domain}",  # on disk: rebuilds skip the encoder
+                        cache_dir=settings.path("cache", "embeddings"),
+                        on_progress=lambda done, total: stage("encode", done, total) if on_stage else None)
+    stage("prototypes")
+    protos = prototypes(emb, seed=seed)
+    stage("anchors")
     kg_domain, anchors = kg_anchors(settings, domain, n_anchors)
+    stage("bm25")
+    lexical = LexicalIndex.build(passages)
     from qsef.encoder import texts_digest
 
     return ExpertProfile(
-        name=name or domain, domain=domain, centroid=emb.mean(axis=0), prototypes=prototypes(emb, seed=seed),
+        name=name or domain, domain=domain, centroid=emb.mean(axis=0), prototypes=protos,
         params=params, cost=cost,
-        kg_domain=kg_domain, kg_anchors=anchors, lexical=LexicalIndex.build(passages),
+        kg_domain=kg_domain, kg_anchors=anchors, lexical=lexical,
         encoder=encoder.name,
         meta={"n_passages": len(passages), "n_centroid": len(sample), "corpus_sha256": texts_digest(passages),
               **({"corpus": corpus_fingerprint(domain)} if from_corpus else {})},
@@ -372,11 +385,85 @@ def profiles_dir(settings: Settings, encoder_name: str | None = None) -> Path:
     return settings.path("profiles", name)
 
 
+def _sha256(path: Path) -> str | None:
+    """SHA-256 of a file, or ``None`` when it does not exist."""
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _encoder_digest(settings: Settings, encoder_name: str) -> str:
+    """The encoder's weights, by the hash of its model-store manifest (which lists every file's SHA-256)."""
+    folder = Path(encoder_name)
+    if not folder.is_dir():
+        try:
+            from core.store import ModelStore
+
+            folder = ModelStore(settings).folder(encoder_name)
+        except (ImportError, LookupError, ValueError, RuntimeError):  # not a store model (a test encoder)
+            return f"name:{encoder_name}"
+    return _sha256(folder / "manifest.json") or f"name:{encoder_name}"
+
+
+def profile_inputs(settings: Settings, domain: str, encoder_name: str) -> dict[str, str | None]:
+    """Digests of what a default profile is built from; it is rebuilt exactly when one of them changes.
+
+    ``corpus`` is the domain's corpus cache file (``None`` when it is not built: nothing to compare),
+    ``encoder`` the encoder's weights, ``build`` this module's build parameters. The graph the anchors
+    come from is :func:`graph_digest`: when only it changes, only the anchors are recomputed. Hashing
+    the files costs tens of milliseconds, so this runs on every load.
+    """
+    from corpora.build import cache_path
+
+    return {
+        "build": f"format={PROFILE_FORMAT};prototypes={N_PROTOTYPES};{corpus_fingerprint(domain)}",
+        "corpus": _sha256(cache_path(settings, domain)),
+        "encoder": _encoder_digest(settings, encoder_name),
+    }
+
+
+def graph_digest(settings: Settings, domain: str) -> str | None:
+    """SHA-256 of the graph file :func:`kg.load_graph` reads for ``domain`` (``None`` when there is none)."""
+    try:
+        from kg.storage import graph_path
+
+        return _sha256(graph_path(settings, domain))
+    except (FileNotFoundError, LookupError, ValueError):
+        return None
+
+
+#: What :func:`build_domain_profile` reports to ``on_stage``, in order.
+BUILD_STAGES = ("corpus", "encode", "prototypes", "anchors", "bm25")
+
+
+def _changed(stored: dict[str, Any], now: dict[str, str | None]) -> list[str]:
+    """Names of the inputs whose digest differs (an input that cannot be hashed now is not compared)."""
+    return sorted(k for k, v in now.items() if v is not None and stored.get(k) != v)
+
+
 def default_profiles(settings: Settings, *, rebuild: bool = False, encoder: Any = None,
-                     domains: Sequence[str] = DOMAINS) -> list[ExpertProfile]:
-    """The five default domain profiles, built from the corpora on first use and cached on disk."""
+                     domains: Sequence[str] = DOMAINS,
+                     progress: bool | None = None) -> list[ExpertProfile]:
+    """The five default domain profiles, built from the corpora on first use and cached on disk.
+
+    A stored profile is reused while :func:`profile_inputs` match the digests recorded when it was
+    built; when only the graph changed (:func:`graph_digest`), only its anchors are recomputed.
+
+    Args:
+        settings: where the profiles, corpora, graphs and encoder live.
+        rebuild: build every profile again.
+        encoder: the encoder (default: the settings' encoder).
+        domains: which default profiles.
+        progress: show a progress bar on stderr while building (``None``: only when stderr is a terminal).
+    """
     out = []
-    root = profiles_dir(settings, getattr(encoder, "name", None))
+    enc_name = getattr(encoder, "name", None) or settings.encoder_model
+    root = profiles_dir(settings, enc_name)
+    todo: list[str] = []
     for d in domains:
         folder = root / d
         prof = None
@@ -391,17 +478,44 @@ def default_profiles(settings: Settings, *, rebuild: bool = False, encoder: Any 
         if prof is not None and prof.meta.get("corpus") != corpus_fingerprint(d):
             log.info("rebuilding expert profile (its corpus changed)", extra={"domain": d})
             prof = None
+        dirty = False
         if prof is not None:
-            if prof.kg_domain is None:  # graphs may have appeared since the profile was built
+            inputs = profile_inputs(settings, d, enc_name)
+            if "inputs" not in prof.meta:  # built before digests were recorded: adopt the current ones
+                prof.meta["inputs"], dirty = inputs, True
+            elif changed := _changed(prof.meta["inputs"], inputs):
+                log.info("rebuilding expert profile (inputs changed)", extra={"domain": d, "changed": changed})
+                prof = None
+        if prof is not None:
+            kg_now = graph_digest(settings, d)
+            if prof.kg_domain is None or (kg_now is not None and prof.meta.get("kg_sha256") != kg_now):
+                # graphs may have appeared or been curated since the profile was built
                 prof.kg_domain, prof.kg_anchors = kg_anchors(settings, d)
-                if prof.kg_domain is not None:
-                    prof.save(folder)
-            out.append(prof)
-            continue
-        log.info("building default expert profile", extra={"domain": d})
-        prof = build_domain_profile(d, settings=settings, encoder=encoder)
-        prof.save(folder)
+                prof.meta["kg_sha256"] = kg_now
+                dirty = dirty or prof.kg_domain is not None
+            if dirty:
+                prof.save(folder)
+        else:
+            todo.append(d)
         out.append(prof)
+    if todo:
+        from core.progress import progress as progress_bar
+
+        with progress_bar(total=len(todo) * len(BUILD_STAGES), desc="expert profiles", enabled=progress) as bar:
+            for d in todo:
+                log.info("building default expert profile", extra={"domain": d})
+
+                def on_stage(name: str, done: int = 0, total: int = 0, d: str = d) -> None:
+                    if name != BUILD_STAGES[0] and not done:
+                        bar.update(1)
+                    bar.set_postfix_str(f"{d}: {name}" + (f" {done}/{total}" if total else ""))
+
+                prof = build_domain_profile(d, settings=settings, encoder=encoder, on_stage=on_stage)
+                bar.update(1)
+                prof.meta["inputs"] = profile_inputs(settings, d, enc_name)
+                prof.meta["kg_sha256"] = graph_digest(settings, d)
+                prof.save(root / d)
+                out[list(domains).index(d)] = prof
     return out
 
 

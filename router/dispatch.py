@@ -21,13 +21,13 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
 from core.resolver import Resolver
-from experts.backends import ExpertBackend, ModelPool, make_backend
+from experts.backends import AnyEvent, ExpertBackend, ModelPool, make_backend
 from experts.registry import ExpertSpec
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Attempt(BaseModel):
     error: str = ""
     fallback_for: str | None = Field(None, description="the expert this attempt replaced")
     skipped: bool = Field(False, description="not called: marked down, so healthy experts went first")
+    cancelled: bool = Field(False, description="stopped because the client went away: says nothing of the expert")
 
 
 class ExpertAnswer(BaseModel):
@@ -124,8 +125,10 @@ class Dispatcher:
             cancel.set()
             if fut is not None:
                 fut.cancel()  # still queued behind busy workers: never starts
-            err = ("cancelled: the request was abandoned (generation cancelled)" if isinstance(exc, _Aborted)
-                   else f"timeout after {timeout:g}s (generation cancelled)")
+            if isinstance(exc, _Aborted):  # the caller left: says nothing of the expert
+                return None, Attempt(expert=spec.name, ok=False, latency_ms=_ms(t0), cancelled=True,
+                                     error="cancelled: the request was abandoned (generation cancelled)")
+            err = f"timeout after {timeout:g}s (generation cancelled)"
         except Exception as exc:
             err = f"{type(exc).__name__}: {exc}"
         log.warning("expert call failed", extra={"expert": spec.name, "error": err[:300]})
@@ -198,6 +201,68 @@ class Dispatcher:
                 fell_back=used is not None and used != name,
             ))
         return out
+
+    def dispatch_stream(self, text: str, name: str, ranked: Sequence[str], spec_of: Callable[[str], ExpertSpec],
+                        *, max_tokens: int = 128, history: Sequence[dict[str, str]] = (),
+                        timeout_s: float | None = None,
+                        cancel: threading.Event | None = None) -> Generator[tuple[str, str], None, ExpertAnswer]:
+        """Stream one sub-task's answer from expert ``name``: yields ``(expert, piece)``, returns the
+        :class:`ExpertAnswer`.
+
+        The next-best expert in ``ranked`` takes over only while nothing has been yielded (an expert that
+        fails, or exceeds ``timeout_s`` before its first piece); an expert that breaks off later keeps its
+        partial answer and the failed attempt records why. ``timeout_s`` bounds each call (first piece to
+        last). ``cancel`` (the client went away) stops the generation and ends the stream.
+        """
+        messages = [*history, {"role": "user", "content": text}]
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        attempts: list[Attempt] = []
+        candidates = _healthy_first([name] + [n for n in ranked if n != name], spec_of)
+        if candidates[0][0] != name:
+            detail = next(why for cand, why in candidates if cand == name)
+            attempts.append(Attempt(expert=name, ok=False, latency_ms=0.0, skipped=True, error=detail[:500]))
+        for calls, (cand, _) in enumerate(candidates):
+            if calls > self.max_fallbacks or (cancel is not None and cancel.is_set()):
+                break
+            try:
+                spec = spec_of(cand)
+            except Exception as exc:  # removed from the registry meanwhile
+                attempts.append(Attempt(expert=cand, ok=False, latency_ms=0.0, error=str(exc)[:300]))
+                continue
+            t0 = time.perf_counter()
+            expired = threading.Event()
+            watchdog = threading.Timer(timeout, expired.set)
+            watchdog.daemon = True
+            watchdog.start()
+            parts: list[str] = []
+            err = ""
+            pieces = None
+            try:
+                pieces = self.backend(spec).stream(messages, max_tokens=max_tokens, cancel=AnyEvent(expired, cancel))
+                for piece in pieces:
+                    parts.append(piece)
+                    yield cand, piece
+                if not "".join(parts).strip():
+                    raise ValueError("empty answer")
+            except Exception as exc:
+                err = (f"timeout after {timeout:g}s (generation cancelled)" if expired.is_set()
+                       else f"{type(exc).__name__}: {exc}")
+            finally:
+                watchdog.cancel()
+                if pieces is not None:
+                    pieces.close()  # a consumer that left early: stop the generation now
+            gone = bool(err) and cancel is not None and cancel.is_set()
+            att = Attempt(expert=cand, ok=not err, latency_ms=_ms(t0), error=err[:500], cancelled=gone,
+                          fallback_for=name if cand != name else None)
+            attempts.append(att)
+            if gone:
+                log.info("expert stream stopped: the client went away", extra={"expert": cand})
+            elif err:
+                log.warning("expert stream failed", extra={"expert": cand, "error": err[:300]})
+            if parts:
+                return ExpertAnswer(expert=cand, answer="".join(parts).strip(), attempts=attempts,
+                                    fell_back=cand != name)
+        return ExpertAnswer(expert=None, answer="", attempts=attempts, fell_back=False)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -12,10 +12,13 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +28,14 @@ from experts.registry import ExpertRegistry
 from qsef.scores import ExpertScore
 from qsef.selection import selection_strategy_resolver
 from router.decompose import Decomposer
-from router.dispatch import Aggregation, Attempt, Dispatcher, answer_aggregator_resolver
+from router.dispatch import (
+    Aggregation,
+    Attempt,
+    Dispatcher,
+    ExpertAnswer,
+    aggregate_concat,
+    answer_aggregator_resolver,
+)
 from router.feedback import FeedbackStore
 from router.llm import RouterLLM
 from router.scoring import RegistryScorer
@@ -35,11 +45,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RouteCancelledError", "RouteOptions", "RouteResult", "Router", "SubtaskResult"]
+__all__ = ["RouteCancelledError", "RouteOptions", "RouteResult", "Router", "StreamDelta", "SubtaskResult"]
 
 
 class RouteCancelledError(RuntimeError):
     """The caller cancelled the route (client gone, request budget spent); no result is returned."""
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """A piece of a streamed answer: ``text`` belongs to sub-task ``index``."""
+
+    index: int
+    text: str
 
 
 class RouteOptions(BaseModel):
@@ -139,6 +157,7 @@ class Router:
             registry.ensure_default_fleet(settings.expert_model)
         feedback = FeedbackStore(feedback_path or settings.path("router") / "feedback.sqlite")
         llm = llm or router_llm_from_settings(settings, pool=pool, timeout=cfg.llm_timeout_s, retries=cfg.llm_retries)
+        factory = _served_experts(llm, pool, cfg.expert_timeout_s)
         domains = sorted({e.domain for e in registry.list(enabled_only=True)}) or ["general"]
         descriptions = {**DOMAIN_DESCRIPTIONS, **{e.domain: e.description for e in registry.list() if e.description}}
         return cls(
@@ -146,7 +165,7 @@ class Router:
             decomposer=Decomposer(llm, domains, descriptions=descriptions, max_subtasks=cfg.max_subtasks,
                                   max_tokens=cfg.decompose_max_tokens, fast_path=cfg.fast_path),
             scorer=RegistryScorer(registry, settings=settings, history=feedback, seed_history=cfg.seed_history),
-            dispatcher=Dispatcher(pool=pool, timeout_s=timeout_s or cfg.expert_timeout_s,
+            dispatcher=Dispatcher(factory, pool=pool, timeout_s=timeout_s or cfg.expert_timeout_s,
                                   max_fallbacks=cfg.max_fallbacks),
             feedback=feedback,
             fallback_expert=cfg.fallback_expert,
@@ -170,6 +189,92 @@ class Router:
         opt = options or RouteOptions()
         rid = request_id or uuid.uuid4().hex
         t0 = time.perf_counter()
+        dec, subs, emb, t1, t2 = self._plan(query, opt)
+        if opt.answer:
+            _check(cancel, rid)
+
+            def answer(sub: SubtaskResult) -> list[ExpertAnswer]:
+                return self.dispatcher.dispatch(
+                    sub.text, sub.selected, sub.weights, [s.expert for s in sub.scores], self.scorer.spec,
+                    max_tokens=opt.max_tokens, history=history or (), timeout_s=opt.timeout_s, cancel=cancel,
+                )
+
+            # independent sub-tasks are answered concurrently: experts behind an HTTP server (vLLM batches
+            # them) overlap; in-process experts sharing one model still take turns on its lock
+            if len(subs) > 1:
+                with cf.ThreadPoolExecutor(max_workers=len(subs), thread_name_prefix="subtask") as pool:
+                    all_answers = list(pool.map(answer, subs))
+            else:
+                all_answers = [answer(sub) for sub in subs]
+            _check(cancel, rid)
+            for i, (sub, answers) in enumerate(zip(subs, all_answers, strict=True)):
+                self._settle(rid, sub, answers, emb[i])
+        t3 = time.perf_counter()
+        agg = None
+        if opt.answer:
+            items = [(s.text, s.expert, s.answer) for s in subs]
+            llm = self.decomposer.llm if opt.use_llm else None  # use_llm=false: no router-LLM call at all
+            agg = answer_aggregator_resolver.make(opt.aggregate)(items, llm=llm, query=query)
+        t4 = time.perf_counter()
+        return self._result(rid, query, dec, subs, agg, (t0, t1, t2, t3, t4))
+
+    def route_stream(self, query: str, options: RouteOptions | None = None, *, request_id: str | None = None,
+                     history: list[dict[str, str]] | None = None,
+                     cancel: threading.Event | None = None) -> Iterator[StreamDelta | RouteResult]:
+        """Route one query, yielding the answer's text as the experts generate it, then the :class:`RouteResult`.
+
+        Sub-tasks are answered one after another; the pieces, joined, are the ``concat`` aggregation
+        (with several sub-tasks, each answer under its numbered sub-task and expert). A sub-task whose
+        strategy selects several experts is dispatched as in :meth:`route` and its best answer sent in
+        one piece; ``aggregate="compose"`` (which needs every answer first) streams the composed reply in
+        one piece. ``cancel`` (the client went away) stops the generation under way and skips the rest.
+        """
+        opt = options or RouteOptions()
+        if not opt.answer or opt.aggregate != "concat":
+            result = self.route(query, opt, request_id=request_id, history=history)
+            if result.answer:
+                yield StreamDelta(index=0, text=result.answer)
+            yield result
+            return
+        rid = request_id or uuid.uuid4().hex
+        t0 = time.perf_counter()
+        dec, subs, emb, t1, t2 = self._plan(query, opt)
+        for i, sub in enumerate(subs):
+            if cancel is not None and cancel.is_set():
+                break
+            ranked_names = [s.expert for s in sub.scores]
+            sent = False
+            if len(sub.selected) > 1:
+                answers = self.dispatcher.dispatch(
+                    sub.text, sub.selected, sub.weights, ranked_names, self.scorer.spec,
+                    max_tokens=opt.max_tokens, history=history or (), timeout_s=opt.timeout_s,
+                )
+            else:
+                pieces = self.dispatcher.dispatch_stream(
+                    sub.text, sub.selected[0], ranked_names, self.scorer.spec, max_tokens=opt.max_tokens,
+                    history=history or (), timeout_s=opt.timeout_s, cancel=cancel,
+                )
+                while True:
+                    try:
+                        expert, piece = next(pieces)
+                    except StopIteration as done:
+                        answers = [done.value.model_copy(update={"weight": sub.weights[0]})]
+                        break
+                    if not sent and len(subs) > 1:
+                        yield StreamDelta(index=i, text=_heading(i, sub.text, expert))
+                    sent = True
+                    yield StreamDelta(index=i, text=piece)
+            self._settle(rid, sub, answers, emb[i])
+            if not sent:  # several experts, or none could answer: the whole answer in one piece
+                if len(subs) > 1:
+                    yield StreamDelta(index=i, text=_heading(i, sub.text, sub.expert))
+                yield StreamDelta(index=i, text=sub.answer or "(no expert could answer)")
+        t3 = time.perf_counter()
+        agg = aggregate_concat([(s.text, s.expert, s.answer) for s in subs])
+        yield self._result(rid, query, dec, subs, agg, (t0, t1, t2, t3, time.perf_counter()))
+
+    def _plan(self, query: str, opt: RouteOptions) -> tuple[Any, list[SubtaskResult], Any, float, float]:
+        """Decompose, score and select: the sub-tasks with their chosen experts (not yet answered)."""
         self.refresh_domains()  # experts may have been added or removed by another process
         dec = self.decomposer.decompose(query, use_llm=opt.use_llm)
         t1 = time.perf_counter()
@@ -189,32 +294,25 @@ class Router:
                 scores=ranked, flags=list(result.flags[i]),
                 expert=sel.experts[0],
             ))
-        if opt.answer:
-            for i, sub in enumerate(subs):
-                _check(cancel, rid)
-                ranked_names = [s.expert for s in sub.scores]
-                answers = self.dispatcher.dispatch(
-                    sub.text, sub.selected, sub.weights, ranked_names, self.scorer.spec,
-                    max_tokens=opt.max_tokens, history=history or (), timeout_s=opt.timeout_s, cancel=cancel,
-                )
-                _check(cancel, rid)
-                ok = [a for a in answers if a.expert is not None]
-                best = max(ok, key=lambda a: a.weight) if ok else None
-                sub.expert = best.expert if best else None
-                sub.answer = best.answer if best else ""
-                sub.fell_back = any(a.fell_back for a in answers) or not ok
-                sub.attempts = [att for a in answers for att in a.attempts]
-                if len(answers) > 1:
-                    sub.answers = [a.model_dump(include={"expert", "answer", "weight"}) for a in answers]
-                self._record(rid, sub, emb[i])
-                self._update_health(sub.attempts)
-        t3 = time.perf_counter()
-        agg = None
-        if opt.answer:
-            items = [(s.text, s.expert, s.answer) for s in subs]
-            llm = self.decomposer.llm if opt.use_llm else None  # use_llm=false: no router-LLM call at all
-            agg = answer_aggregator_resolver.make(opt.aggregate)(items, llm=llm, query=query)
-        t4 = time.perf_counter()
+        return dec, subs, emb, t1, t2
+
+    def _settle(self, rid: str, sub: SubtaskResult, answers: list[ExpertAnswer], embedding: Any) -> None:
+        """Put a sub-task's answers into its result; record feedback and expert health."""
+        ok = [a for a in answers if a.expert is not None]
+        best = max(ok, key=lambda a: a.weight) if ok else None
+        sub.expert = best.expert if best else None
+        sub.answer = best.answer if best else ""
+        sub.fell_back = any(a.fell_back for a in answers) or not ok
+        sub.attempts = [att for a in answers for att in a.attempts]
+        if len(answers) > 1:
+            sub.answers = [a.model_dump(include={"expert", "answer", "weight"}) for a in answers]
+        self._record(rid, sub, embedding)
+        self._update_health(sub.attempts)
+
+    @staticmethod
+    def _result(rid: str, query: str, dec: Any, subs: list[SubtaskResult], agg: Aggregation | None,
+                marks: tuple[float, float, float, float, float]) -> RouteResult:
+        t0, t1, t2, t3, t4 = marks
         return RouteResult(
             request_id=rid, query=query, decomposition_path=dec.path, decomposition_flagged=dec.flagged,
             decomposition_reason=dec.reason, subtasks=subs, answer=agg.answer if agg else "", aggregation=agg,
@@ -227,7 +325,7 @@ class Router:
             return
         te_of = {s.expert: s.TE for s in sub.scores}
         for att in sub.attempts:
-            if att.skipped:  # not called: says nothing about the expert on this task
+            if att.skipped or att.cancelled:  # not called, or stopped for the client: says nothing of the expert
                 continue
             try:
                 self.feedback.record(request_id=rid, index=sub.index, subtask=sub.text, expert=att.expert,
@@ -239,7 +337,7 @@ class Router:
     def _update_health(self, attempts: list[Attempt]) -> None:
         """Mark experts up or down in the registry when a call's outcome changes their state."""
         for att in attempts:
-            if att.skipped:
+            if att.skipped or att.cancelled:
                 continue
             status = "ok" if att.ok else "down"
             try:
@@ -255,6 +353,36 @@ class Router:
 def _check(cancel: threading.Event | None, rid: str) -> None:
     if cancel is not None and cancel.is_set():
         raise RouteCancelledError(f"request {rid} was cancelled")
+
+
+def _served_experts(llm: RouterLLM, pool: Any, timeout_s: float) -> Any:
+    """With the router LLM on an OpenAI-compatible server (the managed vLLM, :class:`router.llm.ServedWithFallback`,
+    or one at ``llm_url``), a backend factory that sends ``hf`` experts on that same model to the server (in
+    process while it is unreachable); else ``None`` (the dispatcher's default factory)."""
+    from experts.backends import ServedBackend, make_backend
+    from router.llm import OpenAIRouterLLM, Reachable, ServedWithFallback
+
+    if isinstance(llm, ServedWithFallback):
+        served, reachable = llm.served, (lambda: not llm.on_fallback)
+    elif isinstance(llm, OpenAIRouterLLM):
+        served = llm
+        reachable = Reachable(llm)
+    else:
+        return None
+
+    def factory(spec):
+        kw = spec.backend_kwargs
+        if spec.backend == "hf" and kw.get("model") == served.model and not kw.get("path"):
+            return ServedBackend(spec, base_url=served.base_url, served_name=served.model, reachable=reachable,
+                                 pool=pool, timeout=timeout_s)
+        return make_backend(spec, pool=pool)
+
+    return factory
+
+
+def _heading(i: int, text: str, expert: str | None) -> str:
+    """What :func:`router.dispatch.aggregate_concat` puts before sub-task ``i``'s answer."""
+    return ("" if i == 0 else "\n\n") + f"{i + 1}. {text}" + (f" [{expert}]" if expert else "") + "\n"
 
 
 def _ms(a: float, b: float) -> float:

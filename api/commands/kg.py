@@ -43,9 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     st.set_defaults(handler=_stats)
 
     va = sub.add_parser(
-        "validate", help="dangling edges, is_a cycles, empty/duplicate labels, unknown relations"
+        "validate",
+        help="dangling edges, is_a cycles, empty/duplicate labels, unknown relations (every graph by default)",
     )
-    _target(va)
+    _target(va, required=False)
     va.add_argument("--json", action="store_true")
     va.add_argument("--max-per-kind", type=int, default=20)
     va.set_defaults(handler=_validate)
@@ -84,7 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     de = sub.add_parser("dedupe", help="merge duplicate concepts")
     de.add_argument("--domain", required=True, choices=DOMAINS)
-    de.add_argument("--by", choices=["label+definition", "label"], default="label+definition")
+    from kg.curation import DEDUPE_KEYS
+
+    de.add_argument("--by", choices=DEDUPE_KEYS, default="label+definition")
     de.add_argument("--dry-run", action="store_true")
     de.add_argument("--json", action="store_true")
     de.set_defaults(handler=_dedupe)
@@ -132,8 +135,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     em.set_defaults(handler=_embed)
 
 
-def _target(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group(required=True)
+def _target(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--domain", choices=DOMAINS)
     g.add_argument("--file", type=Path, help="a graph file")
 
@@ -258,29 +261,34 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from kg.curation import issue_counts, validate
+    from kg.storage import load_graph
 
-    graph = _load_target(args)
-    issues = validate(graph, max_per_kind=args.max_per_kind)
-    errors = [i for i in issues if i.severity == "error"]
-    counts = issue_counts(issues)
+    if args.file or args.domain:
+        targets = [(str(args.file or args.domain), lambda: _load_target(args))]
+    else:  # every installed graph: the user copy where there is one, else the shipped default
+        targets = [(d, lambda d=d: load_graph(args.settings, d, cache=False)) for d in DOMAINS]
+    reports = []
+    for name, load in targets:  # one graph in memory at a time
+        issues = validate(load(), max_per_kind=args.max_per_kind)
+        errors = [i for i in issues if i.severity == "error"]
+        reports.append((name, issues, not errors, issue_counts(issues)))
+    ok = all(r[2] for r in reports)
     if args.json:
-        _print(
-            {
-                "graph": str(args.file or args.domain),
-                "ok": not errors,
-                "counts": counts,
-                "issues": [i.to_dict() for i in issues],
-            },
-            True,
-        )
+        as_dicts = [
+            {"graph": name, "ok": good, "counts": counts, "issues": [i.to_dict() for i in issues]}
+            for name, issues, good, counts in reports
+        ]
+        _print(as_dicts[0] if len(as_dicts) == 1 else {"ok": ok, "graphs": as_dicts}, True)
     else:
-        for i in issues:
-            print(f"{i.severity}: {i.kind}: {i.message}")
-        print(
-            f"{'ok' if not errors else 'INVALID'}: "
-            + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no issues")
-        )
-    return 1 if errors else 0
+        for name, issues, good, counts in reports:
+            prefix = f"{name}: " if len(reports) > 1 else ""
+            for i in issues:
+                print(f"{prefix}{i.severity}: {i.kind}: {i.message}")
+            print(
+                f"{prefix}{'ok' if good else 'INVALID'}: "
+                + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no issues")
+            )
+    return 0 if ok else 1
 
 
 def _add(args: argparse.Namespace) -> int:

@@ -97,9 +97,38 @@ def _serve(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"router_backend": "vllm" if args.router_llm == "openai"
                                                else args.router_llm})
     host, port = args.host or settings.host, args.port or settings.port
+    if settings.router_backend == "vllm" and not settings.llm_url:
+        _start_vllm_in_background(settings)
     print(f"qsef: serving on http://{host}:{port} (docs at /docs)", file=sys.stderr)
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, workers=1)
     return 0
+
+
+def _start_vllm_in_background(settings) -> None:
+    """Start (or attach to) the managed vLLM server for the router LLM without delaying the API: until it is
+    healthy (minutes on a CPU), the router LLM and the experts on its model run in process, flagged in
+    ``/health``. The server keeps running after ``qsef serve`` exits (``qsef llm stop`` ends it)."""
+    import logging
+    import threading
+
+    from router.llm.server import VLLMServer
+
+    log = logging.getLogger("api.serve")
+    server = VLLMServer(settings.router_model, settings=settings)
+    if server.healthy():
+        log.info("router LLM: using the running vLLM server", extra={"url": server.base_url})
+        return
+
+    def start() -> None:
+        try:
+            server.start(timeout=1800)
+            log.info("router LLM: vLLM server healthy; calls move to it", extra={"url": server.base_url})
+        except Exception as exc:  # stays on the in-process fallback, which /health flags
+            log.warning("router LLM: vLLM server did not start; staying in process", extra={"error": str(exc)[:300]})
+
+    log.info("router LLM: starting the vLLM server in the background (in process meanwhile)",
+             extra={"model": settings.router_model, "port": settings.llm_port, "log": str(server.log_file)})
+    threading.Thread(target=start, name="vllm-start", daemon=True).start()
 
 
 def _route(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ async def health(state: StateDep) -> HealthPublic:
     return HealthPublic(
         status="degraded" if reasons else "ok", reasons=reasons,
         experts=len(experts), experts_down=down, router_llm=state.router.decomposer.llm.describe(),
+        router_llm_fallback=bool(getattr(state.router.decomposer.llm, "on_fallback", False)),
         score_batching=state.batcher is not None,
         health_probe_interval_s=state.probe.interval_s if state.probe else 0.0,
         expert_health=[ExpertHealthPublic(name=e.name, health=e.health, detail=e.health_detail, checked_at=e.health_at)

@@ -9,6 +9,9 @@ fragment; :func:`build_domain` merges the fragments of a domain's recipe into on
 2. edges are added when both ends exist (references to concepts outside the domain are dropped and
    counted), symmetric relations once;
 3. is_a/instance_of cycles are broken by dropping the closing edge (counted);
+   nodes of one source with the same normalised label and the same definition (a drug listed in
+   singular and plural, WordNet's adverb and adjective of one gloss) are merged into one, so the graph
+   passes :func:`kg.curation.validate` (merged ids are kept in ``attrs["merged_from"]``);
 4. every top concept without a parent is put under the synthetic domain root ``KG:<domain>``;
 5. concepts from different sources with the same unambiguous normalised label get a ``related``
    bridge edge, so the sources form one connected graph;
@@ -177,6 +180,15 @@ def break_cycles(graph: KnowledgeGraph) -> int:
     return removed
 
 
+def _merge_duplicates(graph: KnowledgeGraph) -> int:
+    """Merge what the validator calls ``duplicate_node`` (same source, label and definition); returns how many
+    nodes were folded into others."""
+    from kg.curation import dedupe
+
+    merged = dedupe(graph, by="source+label+definition")
+    return sum(len(m["merged"]) for m in merged)
+
+
 def add_bridges(graph: KnowledgeGraph) -> int:
     """``related`` edges between concepts of different sources that share a normalised label.
 
@@ -249,6 +261,7 @@ def build_domain(settings: Settings,
         graph.meta["sources"][name] = {**frag.provenance, "counts": counts}
         log.info("imported %s into %s: %s", name, domain, counts)
     graph.meta["hierarchy_cycles_broken"] = break_cycles(graph)
+    graph.meta["duplicates_merged"] = _merge_duplicates(graph)
     graph.meta["bridges"] = add_bridges(graph)
     if domain != "general":
         _flag_ambiguous_names(settings, graph)
@@ -285,6 +298,7 @@ def import_source(settings: Settings, graph: KnowledgeGraph, name: str) -> dict[
     counts = merge_fragment(graph, frag)
     graph.meta.setdefault("sources", {})[name] = {**frag.provenance, "counts": counts}
     graph.meta["hierarchy_cycles_broken"] = graph.meta.get("hierarchy_cycles_broken", 0) + break_cycles(graph)
+    counts["duplicates_merged"] = _merge_duplicates(graph)
     add_bridges(graph)
     graph.meta["bridges"] = sum(1 for e in graph.edges("related") if e.source == "bridge")
     if graph.domain != "general":

@@ -37,10 +37,13 @@ log = logging.getLogger(__name__)
 __all__ = [
     "NoRouterLLM",
     "OpenAIRouterLLM",
+    "Reachable",
     "RouterLLM",
     "RouterLLMError",
     "RouterLLMUnavailableError",
+    "ServedWithFallback",
     "TransformersRouterLLM",
+    "json_closed",
     "make_router_llm",
     "router_llm_from_settings",
     "router_llm_resolver",
@@ -119,6 +122,35 @@ class OpenAIRouterLLM(RouterLLM):
         return f"openai:{self.model}@{self.base_url}"
 
 
+def json_closed(text: str) -> bool:
+    """True once ``text`` holds a complete JSON object or array from its first bracket (strings and escapes
+    respected), whatever follows it.
+
+    >>> json_closed('{"subtasks": [{"subtask": "a]"}]')
+    False
+    >>> json_closed('{"subtasks": [{"subtask": "a]"}]} and more')
+    True
+    """
+    depth, in_string, escaped, opened = 0, False, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth, opened = depth + 1, True
+        elif ch in "}]":
+            depth -= 1
+            if opened and depth <= 0:
+                return True
+    return False
+
+
 class TransformersRouterLLM(RouterLLM):
     """An in-process causal LM (model-store name or folder), loaded on first use.
 
@@ -142,8 +174,10 @@ class TransformersRouterLLM(RouterLLM):
             if self._folder is None:
                 p = Path(self.model)
                 self._folder = self.pool.resolve(None, str(p)) if p.is_dir() else self.pool.resolve(self.model)
+            # a prefilled JSON object ends where it closes: stop there instead of running to max_tokens
+            stop = (lambda more: json_closed(prefill + more)) if prefill.lstrip().startswith(("{", "[")) else None
             text = self.pool.generate(self._folder, messages, max_tokens=max_tokens, temperature=temperature,
-                                      prefill=prefill)
+                                      prefill=prefill, stop_when=stop)
         except BackendUnavailableError as exc:
             raise RouterLLMUnavailableError(str(exc)) from exc
         except Exception as exc:
@@ -152,6 +186,78 @@ class TransformersRouterLLM(RouterLLM):
 
     def describe(self) -> str:
         return f"transformers:{self.model}"
+
+
+class Reachable:
+    """Whether an OpenAI-compatible server answers its ``/health``: probed at most every ``recheck_s`` seconds,
+    changes logged. Call it."""
+
+    def __init__(self, served: OpenAIRouterLLM, *, recheck_s: float = 10.0):
+        self.served, self.recheck_s = served, recheck_s
+        self.up: bool | None = None
+        self._checked = float("-inf")
+
+    def __call__(self) -> bool:
+        import time
+
+        now = time.monotonic()
+        if self.up is None or now - self._checked >= self.recheck_s:
+            up = self.served.client.healthy()
+            if up != self.up:
+                log.log(logging.INFO if up else logging.WARNING,
+                        "LLM server reachable" if up else "LLM server unreachable", extra={"server": self.served.describe()})
+            self.up, self._checked = up, now
+        return bool(self.up)
+
+    def forget(self) -> None:
+        """Probe again on the next call (after a failed request)."""
+        self.up, self._checked = False, float("-inf")
+
+
+class ServedWithFallback(RouterLLM):
+    """The router LLM a vLLM server serves, and — while that server cannot be reached — the same model in
+    process (logged once per outage, and flagged: :attr:`on_fallback`, :meth:`describe`, ``/health``).
+
+    Reachability is the server's ``/health`` (at most one probe every ``recheck_s`` seconds), so calls move
+    back to the server as soon as it is up — e.g. once the vLLM that ``qsef serve`` started is healthy.
+    Structured output (JSON schema) is offered only while the server is reachable; the in-process model
+    gets the decomposer's prefilled JSON instead.
+
+    Args:
+        served: the OpenAI-compatible client of the server.
+        in_process: the fallback.
+        recheck_s: seconds between reachability probes.
+    """
+
+    name = "vllm"
+
+    def __init__(self, served: OpenAIRouterLLM, in_process: RouterLLM, *, recheck_s: float = 10.0):
+        self.served, self.in_process = served, in_process
+        self._reachable = Reachable(served, recheck_s=recheck_s)
+
+    @property
+    def on_fallback(self) -> bool:
+        """True while calls go to the in-process model because the server is unreachable."""
+        return not self._reachable()
+
+    @property
+    def supports_json_schema(self) -> bool:  # type: ignore[override]
+        return self._reachable()
+
+    def complete(self, messages, *, json_schema=None, prefill="", max_tokens=256, temperature=0.0) -> str:
+        if self._reachable():
+            try:
+                return self.served.complete(messages, json_schema=json_schema, prefill=prefill,
+                                            max_tokens=max_tokens, temperature=temperature)
+            except RouterLLMUnavailableError:
+                self._reachable.forget()
+                log.warning("router LLM server went away: in-process fallback", extra={"server": self.served.describe()})
+        return self.in_process.complete(messages, prefill=prefill, max_tokens=max_tokens, temperature=temperature)
+
+    def describe(self) -> str:
+        if self._reachable():
+            return self.served.describe()
+        return f"{self.in_process.describe()} (fallback: {self.served.describe()} unreachable)"
 
 
 class NoRouterLLM(RouterLLM):
@@ -178,15 +284,26 @@ def make_router_llm(llm: str | RouterLLM | type[RouterLLM], **kwargs: Any) -> Ro
 
 def router_llm_from_settings(settings: Settings, *, pool: Any = None, timeout: float = 60.0,
                              retries: int = 1) -> RouterLLM:
-    """The router LLM the settings ask for (``router_backend``, ``router_model``, ``llm_url``…)."""
+    """The router LLM the settings ask for (``router_backend``, ``router_model``, ``llm_url``…).
+
+    ``vllm`` without ``llm_url`` is the managed server on ``llm_host:llm_port`` with the same model in
+    process as the flagged fallback (:class:`ServedWithFallback`); with ``llm_url`` (or ``openai``) it is
+    that endpoint alone.
+    """
     backend = settings.router_backend
-    if backend in ("vllm", "openai"):
-        base_url = settings.llm_url or f"http://{settings.llm_host}:{settings.llm_port}/v1"
-        return OpenAIRouterLLM(base_url, settings.router_model, timeout=timeout, retries=retries)
-    if backend == "transformers":
+    if backend == "transformers" or (backend == "vllm" and not settings.llm_url):
         if pool is None:
             from experts.backends import ModelPool
 
             pool = ModelPool(settings)
-        return TransformersRouterLLM(settings.router_model, pool=pool)
+        local = TransformersRouterLLM(settings.router_model, pool=pool)
+        if backend == "transformers":
+            return local
+        # the managed server, with the same model in process as the flagged fallback
+        served = OpenAIRouterLLM(f"http://{settings.llm_host}:{settings.llm_port}/v1", settings.router_model,
+                                 timeout=timeout, retries=retries)
+        return ServedWithFallback(served, local)
+    if backend in ("vllm", "openai"):
+        base_url = settings.llm_url or f"http://{settings.llm_host}:{settings.llm_port}/v1"
+        return OpenAIRouterLLM(base_url, settings.router_model, timeout=timeout, retries=retries)
     return NoRouterLLM()

@@ -209,14 +209,21 @@ class VLLMServer:
         return info
 
     def _wait_healthy(self, info: ServerInfo, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+        """Poll ``/health`` once a second; on a terminal, a bar shows the seconds waited (start-up takes minutes
+        on a CPU) and the server log's last line."""
+        from core.progress import progress
+
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.healthy():
-                return
-            exited = proc.poll() is not None if proc is not None else not _alive(info.pid)
-            if exited:
-                raise ServerError(f"vLLM exited during start-up; last log lines:\n{self.log_tail()}")
-            time.sleep(1.0)
+        with progress(total=None, desc=f"vLLM {self.model} starting", unit="s") as bar:
+            while time.monotonic() < deadline:
+                if self.healthy():
+                    return
+                exited = proc.poll() is not None if proc is not None else not _alive(info.pid)
+                if exited:
+                    raise ServerError(f"vLLM exited during start-up; last log lines:\n{self.log_tail()}")
+                time.sleep(1.0)
+                bar.update(1)
+                bar.set_postfix_str(self.log_tail(1)[-60:], refresh=False)
         raise ServerError(f"vLLM was not healthy after {timeout:.0f} s; last log lines:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 15) -> str:

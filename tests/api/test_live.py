@@ -153,3 +153,58 @@ def test_openai_client_against_our_chat_completions(launch, vllm_server):
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(openai.UnprocessableEntityError):
         client.chat.completions.create(model="qsef-router", messages=[])
+
+
+def hf_expert(domain: str) -> dict:
+    """An in-process expert on SmolLM2-135M (transformers; streams through a TextIteratorStreamer)."""
+    return {"name": domain, "domain": domain, "backend": "hf", "system_prompt": DOMAIN_PROMPTS[domain],
+            "backend_kwargs": {"model": "smollm2-135m"}}
+
+
+def test_openai_client_reads_a_real_token_stream(launch):
+    """The official client's iterator over our stream: pieces arrive while the in-process experts generate,
+    sub-task by sub-task, and the last chunk carries the routing summary."""
+    import time
+
+    import openai
+
+    app, _ = launch
+    base = app({"router_backend": "none", "torch_threads": 1}, [hf_expert(d) for d in DOMAINS], timeout=300)
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", timeout=600, max_retries=0)
+    query = "What is a tort? How do I reverse a list in Python?"
+    t0 = time.perf_counter()
+    arrivals, chunks = [], []
+    for chunk in client.chat.completions.create(model="qsef-router", max_tokens=32, stream=True,
+                                                messages=[{"role": "user", "content": query}]):
+        chunks.append(chunk)
+        if chunk.choices[0].delta.content:
+            arrivals.append(time.perf_counter() - t0)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop" and last.object == "chat.completion.chunk"
+    routed = last.model_extra["qsef"]
+    assert len(routed["subtasks"]) == 2 and text.strip() == routed["answer"].strip()
+    assert text.startswith("1. What is a tort?") and "\n\n2. How do I reverse a list in Python?" in text
+    assert last.usage is not None and last.usage.completion_tokens > 0
+    assert len(arrivals) > 10  # token by token, not one finished answer
+    assert arrivals[0] < 0.8 * arrivals[-1]  # the first piece came long before the end
+
+    # a client that disconnects stops the generation: the model is free for the next request at once
+    long = {"model": "qsef-router", "max_tokens": 1500, "stream": True,
+            "messages": [{"role": "user", "content": "Write a long essay on the history of the Roman law."}]}
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=long, timeout=600) as r:
+        got = 0
+        for line in r.iter_lines():
+            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                got += 1
+            if got >= 3:
+                break
+    t1 = time.perf_counter()
+    body = httpx.post(f"{base}/v1/chat/completions", timeout=600,
+                      json={"model": "qsef-router", "max_tokens": 8,
+                            "messages": [{"role": "user", "content": "What is a contract?"}]}).json()
+    waited = time.perf_counter() - t1
+    # had the 1500-token essay kept the model busy, this 8-token answer would wait minutes for its lock
+    assert body["choices"][0]["message"]["content"].strip() and waited < 60, waited
+    experts = httpx.get(f"{base}/v1/experts", timeout=30).json()
+    assert all(e["health"] != "down" for e in experts), experts  # a client leaving is no failure

@@ -172,3 +172,46 @@ def test_cancelled_remote_request_is_aborted_at_once(tmp_path):
         assert "hi" in make_backend(fast).generate([{"role": "user", "content": "hi"}], cancel=threading.Event())
     finally:
         stop(proc)
+
+
+@pytest.mark.slow
+def test_hf_stream_equals_generate_and_stops_when_closed():
+    """SmolLM2-135M, greedy: the streamed pieces join to ``generate``'s answer; closing the stream after a
+    few pieces ends the generation at once and frees the model."""
+    spec = ExpertSpec(name="tiny", domain="general", backend="hf", backend_kwargs={"model": "smollm2-135m"})
+    backend = HFBackend(spec, pool=ModelPool(Settings()))
+    hello = [{"role": "user", "content": "Name three colours."}]
+    whole = backend.generate(hello, max_tokens=24)
+    pieces = list(backend.stream(hello, max_tokens=24))
+    assert len(pieces) > 3 and "".join(pieces).strip() == whole
+
+    _, _, lock = backend.pool.get(backend.folder)
+    stream = backend.stream(COUNT, max_tokens=400)
+    first = [next(stream) for _ in range(3)]
+    stream.close()  # the client went away
+    assert first and lock.acquire(timeout=1.0), "the closed stream's generation still holds the model lock"
+    lock.release()
+
+
+@pytest.mark.slow
+def test_hf_generation_stops_when_the_predicate_holds():
+    """``stop_when`` ends a 400-token request as soon as the text so far satisfies it (JSON closed)."""
+    from router.llm import json_closed
+
+    spec = ExpertSpec(name="tiny", domain="general", backend="hf", backend_kwargs={"model": "smollm2-135m"})
+    pool = ModelPool(Settings())
+    folder = HFBackend(spec, pool=pool).folder
+    ask = [{"role": "user", "content": 'Reply with JSON like {"colours": ["red", "blue"]} and then explain it.'}]
+    text = pool.generate(folder, ask, max_tokens=400, temperature=0.0, prefill='{"colours": ["',
+                         stop_when=lambda more: json_closed('{"colours": ["' + more))
+    assert json_closed('{"colours": ["' + text)
+    tail = ('{"colours": ["' + text).rsplit("}", 1)[1]
+    assert len(tail) <= 12  # stopped within a token or two of the closing brace
+
+
+def test_json_closed():
+    from router.llm import json_closed
+
+    assert not json_closed('{"subtasks": [{"subtask": "What is a } or ]?"')
+    assert json_closed('{"subtasks": [{"subtask": "a \\" } b"}]} trailing')
+    assert not json_closed("no json here") and json_closed("[1, [2]]")

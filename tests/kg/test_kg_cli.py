@@ -79,6 +79,21 @@ def test_validate_shipped_graph_is_clean(capsys, qsef_home: Path) -> None:
     assert code == 0 and report["ok"] is True
 
 
+@pytest.mark.slow
+def test_validate_without_target_checks_every_installed_graph(capsys, qsef_home: Path) -> None:
+    """No ``--domain``: every domain's graph in use (the user copy of finance, the shipped rest)."""
+    graph = storage.load_graph(Settings(), D, cache=False)
+    graph.add_node(Node("u:dup", "Money", (), graph.node("WN:money.n.01").definition, source="wordnet"))
+    storage.save_graph(Settings(), graph)
+    code, out, _ = qsef(capsys, "validate", "--json")
+    report = json.loads(out)
+    ok = {g["graph"]: g["ok"] for g in report["graphs"]}
+    assert code == 1 and report["ok"] is False
+    assert ok == {"medicine": True, "law": True, "code": True, "finance": False, "general": True}
+    code, out, _ = qsef(capsys, "validate")
+    assert code == 1 and "finance: INVALID: duplicate_label" in out and "general: ok" in out
+
+
 def test_validate_finds_every_kind_of_problem(capsys, tmp_path: Path) -> None:
     rows = (
         "N\ta\tcourt\t\tdef\ts\t\n"

@@ -168,3 +168,39 @@ def test_stop_words_are_not_stemmed_into_names() -> None:
     g.add_node(Node("x:doe2", "doe"))
     assert kg.link("What does John know?", g) == []
     assert [m.node_id for m in kg.link("a doe and two does", g)] == ["x:doe2"]
+
+
+# ------------------------------------------------------------------ disk cache
+LAW_TEXTS = [
+    "The Supreme Court of California heard the appeal; the tenant sued under the MIT license.",
+    "A tort is a civil wrong; the court of appeals reversed the verdict.",
+    "to appeal the judgment, file with the Ninth Circuit",
+]
+
+
+def test_cached_linker_links_like_a_freshly_compiled_one(qsef_home) -> None:
+    """The shipped law graph: compiled once, saved, read back by a new process's path — same mentions."""
+    from kg import linking, storage
+
+    graph = storage.load_graph(Settings(), "law")
+    fresh = Linker(graph)
+    path = linking._cache_path(graph)
+    assert path is not None and not path.exists()
+    built = linking._build_linker(graph)  # compiles and writes the cache
+    assert path.is_file()
+    cached = linking._build_linker(graph)  # reads it back
+    assert cached.n_patterns == built.n_patterns == fresh.n_patterns
+    for text in LAW_TEXTS:
+        assert cached.link(text) == fresh.link(text)
+        assert cached.link(text)  # the texts do link
+
+
+def test_changed_graph_is_not_read_from_the_cache(qsef_home) -> None:
+    from kg import linking, storage
+
+    graph = storage.load_graph(Settings(), "law", cache=False)
+    linking._build_linker(graph)
+    graph.add_node(Node("u:x", "quasi-contract", (), "an obligation imposed by law"))
+    assert linking._cache_path(graph) is None  # modified since loaded: nothing to look up
+    assert [m.node_id for m in linking.get_linker(graph).link("a quasi-contract claim")] == ["u:x"]
+    assert graph.copy().origin is None

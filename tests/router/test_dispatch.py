@@ -7,6 +7,7 @@ import socket
 import pytest
 from fakes import FakeBackend
 
+from experts.backends import BackendError
 from router.dispatch import Dispatcher, aggregate_compose, aggregate_concat
 from router.pipeline import RouteOptions
 
@@ -91,3 +92,69 @@ def test_compose_never_calls_the_llm_when_the_request_forbids_it(make_router):
     assert llm.calls == 0
     assert len(res.subtasks) >= 2 and res.aggregation.method == "concat" and res.aggregation.flagged
     assert "off for this request" in res.aggregation.reason
+
+
+# ------------------------------------------------------------------- streaming
+class _BreaksOff(FakeBackend):
+    """Streams two pieces, then fails (a remote server that dies mid-answer)."""
+
+    def stream(self, messages, *, max_tokens=128, temperature=0.0, cancel=None):
+        yield "Usually "
+        yield "not"
+        raise BackendError(f"{self.spec.name}: connection reset")
+
+
+def test_stream_falls_back_only_before_the_first_piece(registry):
+    FakeBackend.modes = {"law": "down"}
+    d = Dispatcher(lambda spec: FakeBackend(spec), timeout_s=5)
+    pieces = d.dispatch_stream("What is a tort?", "law", ["law", "general", "code"], registry.get)
+    got = []
+    while True:
+        try:
+            got.append(next(pieces))
+        except StopIteration as done:
+            ans = done.value
+            break
+    assert got == [("general", "[general] answer to: What is a tort?")]
+    assert ans.expert == "general" and ans.fell_back and ans.answer == got[0][1]
+    assert [(a.expert, a.ok) for a in ans.attempts] == [("law", False), ("general", True)]
+
+    d = Dispatcher(lambda spec: _BreaksOff(spec), timeout_s=5)
+    pieces = d.dispatch_stream("What is a tort?", "law", ["law", "general"], registry.get)
+    assert [p for _, p in pieces] == ["Usually ", "not"]
+    # the partial answer stays: nobody else is asked once the client has text
+    FakeBackend.modes = {}
+    d.close()
+
+
+def test_stream_timeout_and_client_cancel(registry):
+    import threading
+
+    FakeBackend.modes = {"law": "slow"}
+    d = Dispatcher(lambda spec: FakeBackend(spec), timeout_s=0.3)
+    gen = d.dispatch_stream("What is a tort?", "law", ["law", "general"], registry.get)
+    assert [e for e, _ in gen] == ["general"]  # law timed out before its first piece
+
+    gone = threading.Event()
+    gone.set()  # the client left while law was generating
+    d = Dispatcher(lambda spec: FakeBackend(spec), timeout_s=5)
+    gen = d.dispatch_stream("What is a tort?", "law", ["law"], registry.get, cancel=gone)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as done:
+        ans = done.value
+    assert ans.expert is None and ans.attempts == []  # nothing started once the client was gone
+
+    leaving = threading.Event()
+    threading.Timer(0.2, leaving.set).start()  # the client leaves while law is generating
+    gen = d.dispatch_stream("What is a tort?", "law", ["law", "general"], registry.get, cancel=leaving)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as done:
+        ans = done.value
+    [att] = ans.attempts  # stopped, and no fallback for a client that is gone
+    assert att.expert == "law" and att.cancelled and not att.ok and ans.expert is None
+    FakeBackend.modes = {}
+    d.close()

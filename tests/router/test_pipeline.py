@@ -156,3 +156,63 @@ def test_a_rating_counts_once(tmp_path):
     with pytest.raises(FeedbackAlreadyRatedError):
         fb.rate("r", rating=0.0)
     assert {o["expert"]: o["rating"] for o in fb.outcomes("r")} == {"law": 0.0, "finance": 1.0}
+
+
+def test_route_stream_pieces_join_to_the_routed_answer(make_router):
+    """Streaming sends the concat aggregation piece by piece, sub-task by sub-task; the last event is the result."""
+    from router.pipeline import RouteResult, StreamDelta
+
+    router = make_router()
+    FakeBackend.modes["medicine"] = "down"  # falls back before its first piece: the heading names who answered
+    events = list(router.route_stream(Q))
+    *deltas, result = events
+    assert isinstance(result, RouteResult) and all(isinstance(e, StreamDelta) for e in deltas)
+    assert "".join(d.text for d in deltas) == result.answer == router.route(Q).answer
+    assert [d.index for d in deltas] == sorted(d.index for d in deltas) and {d.index for d in deltas} == {0, 1}
+    med = result.subtasks[0]
+    assert med.fell_back and med.expert != "medicine" and f"[{med.expert}]" in deltas[0].text
+    assert set(result.timings_ms) == {"decompose", "score", "dispatch", "aggregate", "total"}
+
+
+def test_route_stream_with_several_experts_per_subtask(make_router):
+    from router.pipeline import RouteResult
+
+    router = make_router()
+    opts = RouteOptions(strategy="top_k", k=2)
+    *deltas, result = list(router.route_stream("What is a tort?", opts))
+    assert isinstance(result, RouteResult) and len(result.subtasks[0].answers) == 2
+    assert "".join(d.text for d in deltas) == result.answer
+
+
+def test_independent_subtasks_are_dispatched_concurrently(make_router):
+    router = make_router(timeout_s=10)
+    FakeBackend.modes.update(medicine="slow", finance="slow")  # each answer takes 2 s
+    res = router.route(Q)
+    assert [s.expert for s in res.subtasks] == ["medicine", "finance"]
+    assert all(s.attempts[0].latency_ms >= 1900 for s in res.subtasks)
+    assert res.timings_ms["dispatch"] < 3500  # both at once, not 2 s + 2 s
+
+
+def test_experts_on_the_served_model_go_to_the_server(tmp_path):
+    """router_backend=vllm: hf experts on the router LLM's model are answered by its server — in process while
+    the server is unreachable (nothing listens on the port here)."""
+    import socket
+
+    from core.settings import Settings
+    from experts.backends import HFBackend, ServedBackend
+    from router.pipeline import Router
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(home=tmp_path, router_backend="vllm", llm_port=port)
+    router = Router.from_settings(settings)
+    try:
+        law = router.registry.get("law")
+        assert law.backend == "hf" and law.backend_kwargs["model"] == settings.router_model
+        backend = router.dispatcher.backend(law)
+        assert isinstance(backend, ServedBackend) and backend.remote.base_url == f"http://127.0.0.1:{port}/v1"
+        assert isinstance(backend._pick(), HFBackend)  # unreachable: in process
+        assert router.decomposer.llm.on_fallback and "fallback" in router.decomposer.llm.describe()
+    finally:
+        router.close()
