@@ -15,7 +15,9 @@ and runs, in order:
    ``/openapi.json`` with bounded examples;
 5. **kill -9 mid-write** — a burst of acknowledged feedback ratings, then of expert registrations, with
    the server killed mid-burst; every acknowledged row is looked for in the database afterwards and
-   ``PRAGMA integrity_check`` is run; the server must start again on the same files.
+   ``PRAGMA integrity_check`` is run; the server must start again on the same files;
+6. **damaged profiles** — garbage ``law/centroid.safetensors`` and ``finance/profile.json = []`` in fresh
+   copies of the home: ``qsef score`` and the server start must rebuild them, not crash.
 
 Results are printed and written to ``benchmarks/results/reliability.json`` with the command, the
 machine and the date.
@@ -364,7 +366,7 @@ def run_schemathesis(st: str | None, url: str, max_examples: int, out_dir: Path)
     version = subprocess.run([st, "--version"], capture_output=True, text=True).stdout.strip()
     junit = out_dir / "schemathesis-junit.xml"
     cmd = [st, "run", f"{url}/openapi.json", "--checks", "all", "--experimental=openapi-3.1",
-           "--hypothesis-max-examples", str(max_examples),
+           "--hypothesis-max-examples", str(max_examples), "--hypothesis-deadline", "None",
            "--hypothesis-seed", "0", "-H", f"Authorization: Bearer {KEY}", "--junit-xml", str(junit),
            "--request-timeout", "120000", "--hypothesis-suppress-health-check", "all"]
     t0 = time.perf_counter()
@@ -446,6 +448,56 @@ def run_kill9_registry(server: Server, n: int = 200) -> dict[str, Any]:
             "lost": len(lost), "integrity_check": _integrity(path)}
 
 
+# -- 6. damaged profile files -----------------------------------------------------------------------------
+
+DAMAGES = {"law": ("centroid.safetensors", b"\x00garbage, not safetensors"), "finance": ("profile.json", b"[]")}
+
+
+def damage_profiles(home: Path) -> list[str]:
+    """Overwrite one file of two default profiles in ``home`` (a copy); returns the damaged files."""
+    done = []
+    for folder in sorted((home / "profiles").glob("*")):
+        for domain, (name, content) in DAMAGES.items():
+            if (folder / domain / name).is_file():
+                (folder / domain / name).write_bytes(content)
+                done.append(str((folder / domain / name).relative_to(home)))
+    return done
+
+
+def run_damaged_profiles(source: Path, log: Path) -> dict[str, Any]:
+    """``qsef score`` and the server start on homes whose law and finance profiles are damaged."""
+    out: dict[str, Any] = {}
+    cli_home = make_home(source)
+    try:
+        out["damaged_files"] = damage_profiles(cli_home)
+        env = {**os.environ, "QSEF_HOME": str(cli_home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "PYTHONPATH": str(ROOT)}
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "api.cli", "score", "Can my landlord evict me?", "--json"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+        top = None
+        if proc.returncode == 0:
+            top = json.loads(proc.stdout)["experts"][0]["expert"]
+        out["cli_score"] = {"exit_code": proc.returncode, "seconds": round(time.perf_counter() - t0, 1),
+                            "top_expert": top, "traceback": "Traceback" in proc.stderr,
+                            "warnings": [ln[:240] for ln in proc.stderr.splitlines() if "rebuilding" in ln][:4]}
+    finally:
+        shutil.rmtree(cli_home, ignore_errors=True)
+    server_home = make_home(source)
+    server = Server(server_home, log)
+    try:
+        damage_profiles(server_home)
+        out["server_startup_s"] = round(server.start(), 1)
+        h = httpx.get(server.url + "/health", timeout=30).json()
+        r = httpx.post(server.url + "/v1/score", json={"text": "What is a capital gains tax?"}, timeout=120)
+        out["server"] = {"health": h["status"], "reasons": h["reasons"], "score_status": r.status_code,
+                         "top_expert": r.json()["experts"][0]["expert"] if r.status_code == 200 else None}
+    finally:
+        server.stop()
+        shutil.rmtree(server_home, ignore_errors=True)
+    return out
+
+
 # -- main ----------------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -457,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=120.0,
                    help="the server's per-request budget (QSEF_API_ROUTE_BUDGET_S); past it a route is a 504")
     p.add_argument("--skip", nargs="*", default=[], choices=["catalogue", "forged", "abandoned", "schemathesis",
-                                                             "kill9"])
+                                                             "kill9", "profiles"])
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "reliability.json"))
     args = p.parse_args(argv)
 
@@ -495,6 +547,10 @@ def main(argv: list[str] | None = None) -> int:
             h = httpx.get(server.url + "/health", timeout=30).json()
             results["health_after_restarts"] = {"status": h["status"], "experts": h["experts"],
                                                 "reasons": h["reasons"]}
+        server.stop()
+        if "profiles" not in args.skip:
+            results["damaged_profiles"] = run_damaged_profiles(Path(args.source_home), log)
+            print("damaged profiles:", json.dumps(results["damaged_profiles"]), flush=True)
     except Exception as exc:
         results["error"] = f"{type(exc).__name__}: {exc}"
         results["server_log_tail"] = log.read_text()[-3000:] if log.exists() else ""
