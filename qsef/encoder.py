@@ -43,6 +43,62 @@ def resolve_model_path(settings: Settings, name: str) -> Path:
     return Path(ModelStore(settings).ensure(name))
 
 
+class MeanPoolEncoder:
+    """A sentence-transformers folder of the plain kind — Transformer, mean Pooling, optional Normalize, no lower
+    casing (MiniLM, mpnet) — run with transformers alone: the same vectors as ``SentenceTransformer`` without
+    importing sentence-transformers and, through it, scikit-learn (about a third of a cold ``qsef score``).
+
+    Args:
+        folder: the sentence-transformers model folder.
+    """
+
+    _MODULES = ("sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling")
+
+    @classmethod
+    def supports(cls, folder: Path) -> bool:
+        """Whether ``folder`` holds exactly that pipeline (anything else is left to sentence-transformers)."""
+        try:
+            modules = json.loads((folder / "modules.json").read_text())
+            types = [m["type"] for m in modules]
+            pooling = json.loads((folder / modules[1]["path"] / "config.json").read_text())
+            st_cfg = json.loads((folder / "sentence_bert_config.json").read_text())
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return False
+        modes = {k for k, v in pooling.items() if k.startswith("pooling_mode") and v}
+        return (tuple(types[:2]) == cls._MODULES and types[2:] in ([], ["sentence_transformers.models.Normalize"])
+                and modes == {"pooling_mode_mean_tokens"} and not st_cfg.get("do_lower_case", False))
+
+    def __init__(self, folder: Path) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self.net = AutoModel.from_pretrained(str(folder)).eval()
+        self.max_seq_length = int(json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"])
+        self.normalize = len(json.loads((folder / "modules.json").read_text())) > 2
+        self.dim = int(self.net.config.hidden_size)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.dim
+
+    def encode(self, texts: list[str], *, batch_size: int = 64, normalize_embeddings: bool = False,
+               **_ignored: Any) -> np.ndarray:
+        """``(N, dim)`` float32: token states averaged over the attention mask, unit rows when normalising."""
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                batch = self.tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
+                                       max_length=self.max_seq_length, return_tensors="pt")
+                states = self.net(**batch).last_hidden_state  # (B, T, H)
+                mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)  # (B, T, 1)
+                vec = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, H)
+                if self.normalize or normalize_embeddings:
+                    vec = torch.nn.functional.normalize(vec, p=2, dim=1)
+                out.append(vec.float().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
+
+
 class Encoder:
     """Batched sentence encoder with an LRU cache keyed by text.
 
@@ -71,8 +127,6 @@ class Encoder:
     def model(self) -> Any:
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
-
             from core.settings import configure_torch_threads
 
             if self.settings is not None:
@@ -83,7 +137,12 @@ class Encoder:
                 raise ValueError(f"encoder {self.name!r} needs settings to find the model store")
             else:
                 path = resolve_model_path(self.settings, self.name)
-            self._model = SentenceTransformer(str(path), device="cpu")
+            if MeanPoolEncoder.supports(path):
+                self._model = MeanPoolEncoder(path)
+            else:
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(str(path), device="cpu")
         return self._model
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -51,3 +53,37 @@ def test_real_minilm_encoder():
     assert v.shape == (3, 384) and enc.forward_calls == 2
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
     assert float(v[0] @ v[2]) < 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["minilm"])
+def test_light_encoder_equals_sentence_transformers(name):
+    """The fast path (transformers + mean pooling, no sentence-transformers import) gives the vectors
+    ``SentenceTransformer`` gives, on texts of very different lengths (padding and truncation at 256 tokens)."""
+    from sentence_transformers import SentenceTransformer
+
+    from qsef.encoder import MeanPoolEncoder, resolve_model_path
+
+    folder = resolve_model_path(Settings(), name)
+    assert MeanPoolEncoder.supports(folder)
+    texts = ["What is a tort?", "How do I reverse a list in Python with slicing or reversed()?",
+             "A tenant " * 300, "", "Ünïcödé and emoji 🙂 in a sentence."]
+    light = MeanPoolEncoder(folder).encode(texts, batch_size=2, normalize_embeddings=True)
+    reference = SentenceTransformer(str(folder), device="cpu").encode(texts, batch_size=2, convert_to_numpy=True,
+                                                                      normalize_embeddings=True)
+    assert light.shape == reference.shape == (5, 384)
+    np.testing.assert_allclose(light, reference, atol=2e-5)
+
+
+def test_light_encoder_refuses_other_pipelines(tmp_path):
+    from qsef.encoder import MeanPoolEncoder
+
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True,
+                                                                     "pooling_mode_mean_tokens": False}))
+    assert not MeanPoolEncoder.supports(tmp_path)  # CLS pooling: left to sentence-transformers
+    assert not MeanPoolEncoder.supports(tmp_path / "missing")
