@@ -446,8 +446,8 @@ def _changed(stored: dict[str, Any], now: dict[str, str | None]) -> list[str]:
 
 
 def default_profiles(settings: Settings, *, rebuild: bool = False, encoder: Any = None,
-                     domains: Sequence[str] = DOMAINS,
-                     progress: bool | None = None) -> list[ExpertProfile]:
+                     domains: Sequence[str] = DOMAINS, progress: bool | None = None,
+                     build: bool = True) -> list[ExpertProfile]:
     """The five default domain profiles, built from the corpora on first use and cached on disk.
 
     A stored profile is reused while :func:`profile_inputs` match the digests recorded when it was
@@ -459,6 +459,10 @@ def default_profiles(settings: Settings, *, rebuild: bool = False, encoder: Any 
         encoder: the encoder (default: the settings' encoder).
         domains: which default profiles.
         progress: show a progress bar on stderr while building (``None``: only when stderr is a terminal).
+        build: build the missing or stale ones (minutes each); ``False`` raises instead.
+
+    Raises:
+        LookupError: ``build=False`` and a profile would have to be built (it names the domains).
     """
     out = []
     enc_name = getattr(encoder, "name", None) or settings.encoder_model
@@ -498,6 +502,9 @@ def default_profiles(settings: Settings, *, rebuild: bool = False, encoder: Any 
         else:
             todo.append(d)
         out.append(prof)
+    if todo and not build:
+        raise LookupError(f"default expert profiles not built under {root}: {', '.join(todo)} "
+                          "(`make setup` builds them)")
     if todo:
         from core.progress import progress as progress_bar
 
@@ -525,9 +532,15 @@ _REFERENCE: dict[str, ReferenceTerms] = {}
 def reference_terms(settings: Settings, encoder: Any = None) -> ReferenceTerms:
     """The pooled word counts of the five default domain corpora: the fixed background against which
     ``C_sparsity`` measures how characteristic a text's words are of any expert's corpus (so an
-    expert's score does not depend on which other experts are being scored). Loaded once."""
+    expert's score does not depend on which other experts are being scored). Loaded once; never built
+    here (a scoring call must not start minutes of corpus and profile building).
+
+    Raises:
+        LookupError: the default profiles are not built in this data directory.
+    """
     key = str(profiles_dir(settings, getattr(encoder, "name", None)))
     if key not in _REFERENCE:
-        indexes = [p.lexical for p in default_profiles(settings, encoder=encoder) if p.lexical is not None]
+        profiles = default_profiles(settings, encoder=encoder, build=False)
+        indexes = [p.lexical for p in profiles if p.lexical is not None]
         _REFERENCE[key] = ReferenceTerms.pooled(indexes)
     return _REFERENCE[key]
