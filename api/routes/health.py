@@ -2,7 +2,7 @@
 ``GET /metrics`` (Prometheus text format).
 
 The status is ``degraded`` with ``reasons`` when no enabled expert is up, a registry row cannot be read,
-or an expert is left out of scoring (its profile cannot be built or scored)."""
+or an expert was left out of the last scoring pass (its profile cannot be built or scored)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import StateDep
 from api.schemas import ExpertHealthPublic, HealthPublic
-from router.scoring import NoExpertsError
 
 router = APIRouter(tags=["health"])
 
@@ -22,10 +21,7 @@ def _fleet(state) -> tuple[list, list[str]]:
     r = state.router
     experts = r.registry.list(enabled_only=True)
     reasons = [f"registry row {name!r} is damaged: {why}" for name, why in r.registry.damaged().items()]
-    try:
-        r.scorer.profiles()  # cached; rebuilt only when the registry changed
-    except NoExpertsError as exc:
-        reasons.append(str(exc))
+    # as of the last scoring pass (the server scores once at start-up): /health never builds profiles itself
     reasons += [f"expert {name!r} is left out of scoring: {why}" for name, why in sorted(r.scorer.unavailable.items())]
     down = [e.name for e in experts if e.health == "down"]
     if not experts:

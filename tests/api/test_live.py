@@ -101,9 +101,9 @@ def test_faults_with_real_processes_stopped(launch):
         # the server keeps serving
         assert c.get("/health").status_code == 200
         assert c.post("/v1/score", json={"text": "What is a tort?"}).status_code == 200
-        tok = next(t for t in body["feedback_tokens"] if t["expert"] == law["expert"])  # a rating needs its token
-        assert c.post("/v1/feedback", json={"request_id": body["request_id"], "expert": tok["expert"],
-                                            "token": tok["token"], "correct": True}).status_code == 200
+        tok = body["feedback_tokens"][0]  # rating needs the token /v1/route handed out (or the API key)
+        assert c.post("/v1/feedback", json={"request_id": body["request_id"], "correct": True,
+                                            "expert": tok["expert"], "token": tok["token"]}).status_code == 200
         metrics = c.get("/metrics").text
         assert "qsef_expert_fallbacks_total" in metrics
 
