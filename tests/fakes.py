@@ -96,6 +96,23 @@ class ScriptedLLM(RouterLLM):
         return self.outputs.pop(0) if self.outputs else "{}"
 
 
+def _tiny_graphs(settings) -> None:
+    """A small user graph per domain in ``settings.home`` (one concept per profile word, under a root), so
+    fake routers link and measure D_kg on a few nodes instead of loading the shipped graphs (seconds each)."""
+    from kg.model import KnowledgeGraph, Node
+    from kg.storage import user_path, write_graph
+
+    for d, texts in DOMAIN_TEXTS.items():
+        if user_path(settings, d).is_file():
+            continue
+        g = KnowledgeGraph(d)
+        g.add_node(Node(f"t:{d}", d, (), f"the {d} domain", source="test"))
+        for w in sorted({w for t in texts for w in t.split()}):
+            g.add_node(Node(f"t:{d}:{w}", w, (), f"{w} ({d})", source="test"))
+            g.add_edge(f"t:{d}:{w}", "is_a", f"t:{d}", source="test")
+        write_graph(g, user_path(settings, d), backup=False)
+
+
 def build_fake_router(folder, llm: RouterLLM | None = None, *, timeout_s: float = 5.0, encoder=None):
     """A full :class:`router.pipeline.Router` on fakes: five tiny-profile experts (registry under ``folder``),
     the hashing encoder, :class:`FakeBackend` experts, and ``llm`` (default: an unreachable router LLM)."""
@@ -111,13 +128,14 @@ def build_fake_router(folder, llm: RouterLLM | None = None, *, timeout_s: float 
     from router.scoring import RegistryScorer
 
     folder = Path(folder)
+    settings = Settings(home=folder)
+    _tiny_graphs(settings)
     registry = ExpertRegistry(folder / "experts.sqlite")
     if not registry.names():
         for d, texts in DOMAIN_TEXTS.items():
             registry.add(ExpertSpec(name=d, domain=d, backend="hf", backend_kwargs={"model": "none"},
                                     profile={"texts": texts}, size_params=500_000_000))
     fb = FeedbackStore(folder / "feedback.sqlite")
-    settings = Settings(home=folder)
     engine = QSEFEngine(experts=[], encoder=encoder or HashEncoder(), history=fb, settings=settings)
     return Router(
         registry=registry,

@@ -1,3 +1,5 @@
+import pytest
+
 """`qsef --help` and `--version` must stay light: no torch, transformers, pykeen or sentence-transformers."""
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def test_version_imports_no_heavy_library():
     assert not [m for m in HEAVY if m in loaded]
 
 
+@pytest.mark.slow
 def test_every_subcommand_help_is_light():
     from api.cli import build_parser
 

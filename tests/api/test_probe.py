@@ -50,6 +50,7 @@ def _all_checked(health: dict) -> dict | None:
     return health if all(e["checked_at"] for e in health["expert_health"]) else None
 
 
+@pytest.mark.slow
 def test_probe_marks_a_stopped_expert_down_and_dispatch_skips_it(tmp_path, echo):
     law_url, law_proc = echo("e1")
     rest_url, _ = echo("e2")

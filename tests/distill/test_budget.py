@@ -69,6 +69,7 @@ def _budget_run(tmp_path, seconds: float):
                        f"budget.minutes={seconds / 60}", "budget.reserve_minutes=0")
 
 
+@pytest.mark.slow
 def test_budget_stops_training_saves_evaluates_and_resumes(tmp_path):
     r = DistillRecipe(_budget_run(tmp_path, 2.0), settings=Settings(home=tmp_path), prepared=synthetic_prepared())
     r.setup()

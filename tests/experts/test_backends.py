@@ -150,6 +150,7 @@ def test_qrh_generation_stops_when_cancelled(tmp_path):
     assert time.monotonic() - t0 < 2.0
 
 
+@pytest.mark.slow
 def test_cancelled_remote_request_is_aborted_at_once(tmp_path):
     """A real HTTP server whose model "slow" takes 5 s: setting cancel closes the connection."""
     from tests.api.processes import ECHO, free_port, spawn, stop, wait_http

@@ -329,6 +329,7 @@ def test_export_tsv_and_json(capsys, qsef_home: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_export_refuses_paths_outside_the_data_dir(capsys, qsef_home: Path, tmp_path: Path) -> None:
     code, _, err = qsef(capsys, "export", "--domain", D, "--out", str(tmp_path / "outside.tsv"))
     assert code == 2 and "outside the data directory" in err

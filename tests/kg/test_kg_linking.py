@@ -118,6 +118,7 @@ def test_mention_is_a_value() -> None:
         ),
     ],
 )
+@pytest.mark.slow
 def test_shipped_graphs_link_real_text(domain: str, text: str, expected: set[str]) -> None:
     graph = kg.load_graph(Settings(), domain)
     found = {m.node_id for m in kg.link(text, graph)}
