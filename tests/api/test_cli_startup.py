@@ -1,11 +1,11 @@
-import pytest
-
 """`qsef --help` and `--version` must stay light: no torch, transformers, pykeen or sentence-transformers."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+
+import pytest
 
 HEAVY = ("torch", "transformers", "pykeen", "sentence_transformers")
 
