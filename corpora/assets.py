@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.settings import Settings
+from core.store.fetch import sha256_file
 from corpora.base import AssetVerificationError, CorpusError, SourceMissingError
 
 log = logging.getLogger(__name__)
@@ -234,14 +234,6 @@ def npm_path(settings: Settings, package: str) -> Path:
 # --------------------------------------------------------------------------- verification
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _manifest_path(settings: Settings) -> Path:
     return assets_dir(settings) / "verified.json"
 
@@ -281,7 +273,7 @@ def _verify(settings: Settings, path: Path, sha256: str) -> None:
     entry = manifest.get(key)
     if entry and entry.get("sha256") == sha256 and entry.get("stamp") == _stamp(path):
         return
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != sha256:
         raise AssetVerificationError(
             f"{path} has SHA-256 {actual}, expected the pinned {sha256}; delete it and run {ENSURE_COMMAND}"
@@ -400,7 +392,7 @@ def ensure_deb(settings: Settings, name: str) -> Path:
                     f"`apt-get download {spec}` failed (exit {proc.returncode}); run `apt-get update` "
                     f"first if the package is unknown: {proc.stderr.strip()[-800:]}"
                 )
-            actual = _sha256(deb)
+            actual = sha256_file(deb)
             if actual != pin.sha256:
                 raise AssetVerificationError(f"{deb.name} has SHA-256 {actual}, expected {pin.sha256}")
             staging = tmpdir / "root"

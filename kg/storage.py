@@ -22,7 +22,6 @@ Where graphs live: the shipped defaults in ``kg/data/`` (read-only), and user-cu
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.domains import DOMAINS
+from core.store.fetch import sha256_file
 from kg.errors import GraphError, GraphFormatError
 from kg.model import Edge, KnowledgeGraph, Node, check_domain
 
@@ -429,20 +429,12 @@ def load_graph(settings: Settings, domain: str, *, cache: bool = True) -> Knowle
         if hit is not None and hit[0] == key:
             return hit[1]
     graph = read_graph(path, domain=domain)
-    graph.origin = (_file_sha256(path), graph.version)  # lets derived indexes be cached on disk
+    graph.origin = (sha256_file(path), graph.version)  # lets derived indexes be cached on disk
     graph.cache_dir = user_dir(settings) / "cache"
     if cache:
         with _CACHE_LOCK:
             _CACHE[str(path)] = (key, graph)
     return graph
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_all(settings: Settings, domains: tuple[str, ...] = DOMAINS) -> dict[str, KnowledgeGraph]:

@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.domains import DOMAINS, valid_domain_name
+from core.store.fetch import sha256_file
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -387,13 +387,7 @@ def profiles_dir(settings: Settings, encoder_name: str | None = None) -> Path:
 
 def _sha256(path: Path) -> str | None:
     """SHA-256 of a file, or ``None`` when it does not exist."""
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path) if path.is_file() else None
 
 
 def _encoder_digest(settings: Settings, encoder_name: str) -> str:
