@@ -48,7 +48,8 @@ def install_npm(settings) -> None:
 
 
 def build_corpora_and_profiles(settings: Settings) -> None:
-    """The domain corpora (minutes each when cold) and the default expert profiles, with progress bars."""
+    """The domain corpora (minutes each when cold), the default expert profiles and the seed history's
+    embeddings, with progress bars: everything the first routed question would otherwise build in silence."""
     from tqdm.auto import tqdm
 
     from core.domains import DOMAINS
@@ -62,9 +63,20 @@ def build_corpora_and_profiles(settings: Settings) -> None:
             build_corpus(settings, domain)
     t1 = time.perf_counter()
     default_profiles(settings, progress=True)
+    t2 = time.perf_counter()
+    from core.progress import progress
+    from qsef.history import seed_embeddings
+
+    with progress(total=None, desc="seed-history embeddings (MMLU)", unit="question", enabled=True) as bar:
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+
+        seed_embeddings(settings, on_progress=advance)
     log.info(
-        "corpora and expert profiles ready",
-        extra={"corpora_s": round(t1 - t0, 1), "profiles_s": round(time.perf_counter() - t1, 1)},
+        "corpora, expert profiles and seed history ready",
+        extra={"corpora_s": round(t1 - t0, 1), "profiles_s": round(t2 - t1, 1),
+               "seed_history_s": round(time.perf_counter() - t2, 1)},
     )
 
 

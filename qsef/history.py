@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from core.settings import Settings
 
 
@@ -297,6 +299,27 @@ class ChainedHistory:
         return None if np.isnan(out[0]) else float(out[0])
 
 
+def seed_embeddings(settings: Settings, texts: list[str] | None = None, *, encoder: object | None = None,
+                    on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """The seed history's question embeddings ``(N, dim)``, encoded once and cached on disk (``make setup``
+    computes them, so the first routed question does not spend minutes encoding MMLU).
+
+    Args:
+        settings: where the MMLU wheel and the embedding cache live.
+        texts: the seed questions (default: every mapped MMLU question, as :func:`seed_history` uses).
+        encoder: the engine's encoder (default: the settings' encoder).
+        on_progress: ``(done, total)`` after each encoded batch, when they must be encoded.
+    """
+    from qsef.encoder import encode_cached, get_encoder
+
+    if texts is None:
+        from corpora import load_mmlu
+
+        texts = [r["text"] for r in load_mmlu(settings)]
+    return encode_cached(texts, encoder=encoder or get_encoder(settings), name="mmlu",
+                         cache_dir=settings.path("cache", "embeddings"), on_progress=on_progress)
+
+
 def seed_history(experts: list, *, settings: Settings, encoder: object | None = None) -> LabelledHistory:
     """A starting history before any feedback exists: the MMLU questions mapped to our domains
     (SPEC §8) as labelled past tasks, hybrid dense + BM25 neighbours — the configuration the shipped
@@ -309,11 +332,9 @@ def seed_history(experts: list, *, settings: Settings, encoder: object | None = 
         encoder: the engine's encoder (default: the settings' encoder).
     """
     from corpora import load_mmlu
-    from qsef.encoder import encode_cached, get_encoder
 
     rows = load_mmlu(settings)
     texts = [r["text"] for r in rows]
-    emb = encode_cached(texts, encoder=encoder or get_encoder(settings), name="mmlu",
-                        cache_dir=settings.path("cache", "embeddings"))
+    emb = seed_embeddings(settings, texts, encoder=encoder)
     return LabelledHistory(emb, np.array([r["domain"] for r in rows]), {e.name: e.domain for e in experts},
                            k=10, temperature=0.05, prior=0.1, texts=texts, lexical_weight=0.25, shrink=True)
