@@ -45,6 +45,8 @@ from corpora.evalsets import (
     MMLU_TOPIC_DOMAIN,
     load_compound_queries,
     load_mmlu,
+    mmlu_answer_rows,
+    mmlu_split_of,
     load_mtbench,
     load_routing_heldout,
 )
@@ -69,6 +71,8 @@ __all__ = [
     "load_compound_queries",
     "load_corpus",
     "load_mmlu",
+    "mmlu_answer_rows",
+    "mmlu_split_of",
     "load_mtbench",
     "load_routing_heldout",
     "split_of",

@@ -299,7 +299,9 @@ class ChainedHistory:
 
 def seed_history(experts: list, *, settings: Settings, encoder: object | None = None) -> LabelledHistory:
     """A starting history before any feedback exists: the MMLU questions mapped to our domains
-    (SPEC §8) as labelled past tasks, hybrid dense + BM25 neighbours — the configuration the shipped
+    (SPEC §8) as labelled past tasks — the ``history`` side of the answer-grading split only
+    (:func:`corpora.evalsets.mmlu_split_of`, ~75%), so questions graded by ``qsef eval answers`` are never
+    the router's past tasks — hybrid dense + BM25 neighbours — the configuration the shipped
     calibration was fitted with (``benchmarks/routing_mmlu.py``), rates shrunk by neighbour similarity so
     that questions unlike any MMLU question lean on the corpus signals. Embeddings are cached on disk.
 
@@ -311,9 +313,9 @@ def seed_history(experts: list, *, settings: Settings, encoder: object | None = 
     from corpora import load_mmlu
     from qsef.encoder import encode_cached, get_encoder
 
-    rows = load_mmlu(settings)
+    rows = load_mmlu(settings, split="history")
     texts = [r["text"] for r in rows]
-    emb = encode_cached(texts, encoder=encoder or get_encoder(settings), name="mmlu",
+    emb = encode_cached(texts, encoder=encoder or get_encoder(settings), name="mmlu-history",
                         cache_dir=settings.path("cache", "embeddings"))
     return LabelledHistory(emb, np.array([r["domain"] for r in rows]), {e.name: e.domain for e in experts},
                            k=10, temperature=0.05, prior=0.1, texts=texts, lexical_weight=0.25, shrink=True)
