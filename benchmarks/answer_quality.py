@@ -26,14 +26,19 @@ from core.settings import Settings  # noqa: E402
 
 EXPERTS = ("qwen-1.5b", "qwen-0.5b", "smollm2-135m")
 PER_DOMAIN = 80     # graded MMLU questions per domain (the graded side of the split)
-DEV_PER_DOMAIN = 8  # dev questions per domain for the format choice (history side: never graded)
+DEV_PER_DOMAIN = 4  # dev questions per domain for the format choice (history side: never graded)
 DECIDERS = {"qwen": ["qwen-0.5b"], "smollm2": ["smollm2-135m"]}  # family members scored on dev (CPU budget)
 
 
 def graded_rows(settings: Settings) -> list[dict]:
     from corpora import mmlu_answer_rows
 
-    return mmlu_answer_rows(settings, split="graded", per_domain=PER_DOMAIN)
+    rows = mmlu_answer_rows(settings, split="graded", per_domain=PER_DOMAIN)
+    # round-robin over domains, so a run cut short still has every domain in equal measure
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["domain"], []).append(r)
+    return [r for group in zip(*by.values(), strict=False) for r in group]
 
 
 def dev_rows(settings: Settings) -> list[dict]:
@@ -68,10 +73,12 @@ def chosen_formats(settings: Settings, models: list[str]) -> dict:
     return {m: PromptFormat.parse(fam[model_family(m)]) for m in models}
 
 
-def stage_score(settings: Settings, models: list[str], rows: list[dict]) -> None:
+def stage_score(settings: Settings, models: list[str], rows: list[dict], fmt: str | None = None) -> None:
+    from experts.answers import PromptFormat
     from router.answers import answer_matrix
 
-    m = answer_matrix(rows, chosen_formats(settings, models), settings=settings, progress=True)
+    formats = {m: PromptFormat.parse(fmt) for m in models} if fmt else chosen_formats(settings, models)
+    m = answer_matrix(rows, formats, settings=settings, progress=True)
     print(json.dumps({"accuracy": m.accuracy(), "errors": m.errors, "n": len(rows)}))
 
 
@@ -80,6 +87,7 @@ def main() -> int:
     ap.add_argument("--stage", choices=("report", "dev", "score"), default="report")
     ap.add_argument("models", nargs="*", default=list(EXPERTS))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--format", help="score stage: this format instead of the dev-set choice (e.g. letter-raw)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from core.logs import setup_logging
@@ -90,7 +98,7 @@ def main() -> int:
         stage_dev(settings, args.models)
         return 0
     if args.stage == "score":
-        stage_score(settings, args.models, graded_rows(settings))
+        stage_score(settings, args.models, graded_rows(settings), args.format)
         return 0
     from benchmarks.answer_report import report
 

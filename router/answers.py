@@ -188,3 +188,103 @@ def answer_matrix(rows: Sequence[dict[str, Any]], formats: dict[str, PromptForma
             sc.unload()
     pred = np.stack(preds, 1) if preds else np.zeros((len(qs), 0), dtype=np.int64)
     return AnswerMatrix(names, qs, pred, pred == gold[:, None], {m: f.name for m, f in formats.items()}, errors)
+
+
+def cached_formats(settings: Settings) -> dict[str, str]:
+    """Family -> format name chosen by an earlier :func:`choose_formats` run (``formats.json``), if any."""
+    path = settings.path("cache", "answers") / "formats.json"
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8"))["family"])
+    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        return {}
+
+
+def resolve_formats(models: Sequence[str], *, settings: Settings, fmt: str = "auto",
+                    dev_rows: Sequence[dict[str, Any]] | None = None) -> dict[str, PromptFormat]:
+    """The prompt format per model: ``fmt`` if it names one, else the family's dev-set choice — cached
+    from an earlier run, or chosen now on ``dev_rows`` (default: 4 MMLU history-side questions per domain)."""
+    if fmt != "auto":
+        return {m: PromptFormat.parse(fmt) for m in models}
+    fam = cached_formats(settings)
+    missing = [m for m in models if model_family(m) not in fam]
+    if missing:
+        if dev_rows is None:
+            from corpora import mmlu_answer_rows
+
+            dev_rows = mmlu_answer_rows(settings, split="history", per_domain=4)
+        fam.update(choose_formats(dev_rows, missing, settings=settings)["family"])
+    return {m: PromptFormat.parse(fam[model_family(m)]) for m in models}
+
+
+def qsef_fold_scorer(scorer: Any, texts: Sequence[str], emb: np.ndarray, correct: np.ndarray,
+                     experts: Sequence[str]):
+    """``(train_idx, test_idx) -> (TE, P)`` in ``experts`` order: the router's own scorer
+    (:class:`router.scoring.RegistryScorer`) with ``C_model`` history = the answer matrix of ``train_idx``."""
+    from qsef.history import AnswerHistory
+
+    profiles = scorer.profiles()
+    names = [p.name for p in profiles]
+    order = [names.index(x) for x in experts]
+
+    def fn(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        eng = scorer.engine
+        eng.history = AnswerHistory(emb[train], correct[train], list(experts))
+        res = eng.score([texts[i] for i in test], profiles, embeddings=emb[test])
+        te = np.asarray(res.TE, dtype=np.float64)[:, order]
+        return te, te / te.sum(1, keepdims=True)
+
+    return fn
+
+
+def evaluate_answers(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFormat], *, settings: Settings,
+                     registry: Any, strategy: str = "argmax", lam: float = 0.0, tau: float = 0.34, cv: int = 5,
+                     cached_only: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Score the experts, cross-fit the routers (QSEF, kNN, learned) and report answer quality × cost.
+
+    Args:
+        rows: validated answer rows.
+        formats: model-store name -> prompt format.
+        registry: an :class:`experts.registry.ExpertRegistry` holding one expert per model (its ``cost``
+            and ``size_params`` are what QSEF and the cost columns use).
+        strategy, lam, tau: the routed configuration reported as ``routed``.
+        cv: folds — each question is routed by routers whose history is the answer matrix of the other
+            folds (never its own answers).
+        cached_only: use only questions every expert has already scored (no model is loaded).
+    """
+    from qsef.encoder import get_encoder
+    from router.answer_routing import cross_fit, evaluate_fleet
+    from router.scoring import RegistryScorer
+
+    if cached_only:
+        keep = None
+        for m, f in formats.items():
+            have = set(AnswerScorer(m, settings=settings).cached(f))
+            keep = have if keep is None else keep & have
+        rows = [r for r, q in zip(rows, to_questions(rows), strict=True) if q.key in (keep or set())]
+    matrix = answer_matrix(rows, formats, settings=settings, progress=progress)
+    out: dict[str, Any] = {"n": len(rows), "formats": matrix.formats, "errors": matrix.errors}
+    if not matrix.experts:
+        return out
+    specs = {s.name: s for s in registry.list(enabled_only=True)}
+    unknown = [m for m in matrix.experts if m not in specs]
+    if unknown:
+        raise ValueError(f"experts {unknown} are not in the registry; registered: {sorted(specs)}")
+    costs = np.array([specs[m].cost for m in matrix.experts])
+    texts = [q.question for q in matrix.questions]
+    encoder = get_encoder(settings)
+    emb = np.asarray(encoder.encode(texts), dtype=np.float32)
+    scorer = RegistryScorer(registry, settings=settings, encoder=encoder)
+    if len(rows) < 2 * cv or len(matrix.experts) < 2:
+        out.update({"experts": {m: {"accuracy": a, "mean_cost": float(c)}
+                                for (m, a), c in zip(matrix.accuracy().items(), costs, strict=True)},
+                    "note": "too few rows or experts to route"})
+        return out
+    scores = cross_fit(matrix.correct, emb, matrix.domains, qsef_fold_scorer(scorer, texts, emb, matrix.correct,
+                                                                              matrix.experts), k=cv)
+    out.update(evaluate_fleet(matrix.correct, costs, matrix.experts, matrix.domains, scores, default=strategy,
+                              lam=lam, tau=tau))
+    out["costs"] = {m: float(c) for m, c in zip(matrix.experts, costs, strict=True)}
+    out["cv_folds"] = cv
+    out["_matrix"] = matrix
+    out["_emb"] = emb
+    return out
