@@ -21,12 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks._common import save  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from benchmarks._common import save
+from core.settings import Settings
 
 EXPERTS = ("qwen-1.5b", "qwen-0.5b", "smollm2-135m")
 PER_DOMAIN = 80     # graded MMLU questions per domain (the graded side of the split)
 DEV_PER_DOMAIN = 4  # dev questions per domain for the format choice (history side: never graded)
+USED_FORMAT = {"qwen-1.5b": "letter-raw"}  # started before the dev choice (CPU budget); flagged if it differs
 DECIDERS = {"qwen": ["qwen-0.5b"], "smollm2": ["smollm2-135m"]}  # family members scored on dev (CPU budget)
 
 
@@ -51,16 +52,19 @@ def formats_file(settings: Settings) -> Path:
     return settings.path("cache", "answers") / "formats.json"
 
 
-def stage_dev(settings: Settings, models: list[str]) -> None:
+def stage_dev(settings: Settings, models: list[str], formats: str | None = None) -> None:
+    from experts.answers import PromptFormat
     from router.answers import choose_formats
 
     fams = {m.split("-", 1)[0] for m in models}
-    out = choose_formats(dev_rows(settings), models, settings=settings,
+    fmts = [PromptFormat.parse(f) for f in formats.split(",")] if formats else None
+    out = choose_formats(dev_rows(settings), models, settings=settings, formats=fmts,
                          deciders={f: v for f, v in DECIDERS.items() if f in fams})
     path = formats_file(settings)
     known = json.loads(path.read_text()) if path.is_file() else {"family": {}, "dev": {}}
     known["family"].update(out["family"])
-    known["dev"].update(out["dev"])
+    for m, accs in out["dev"].items():
+        known["dev"].setdefault(m, {}).update(accs)
     known["n_dev"] = out["n_dev"]
     path.write_text(json.dumps(known, indent=1))
     print(json.dumps(known))
@@ -82,11 +86,127 @@ def stage_score(settings: Settings, models: list[str], rows: list[dict], fmt: st
     print(json.dumps({"accuracy": m.accuracy(), "errors": m.errors, "n": len(rows)}))
 
 
+COST_PROMPTS = ("Explain briefly what a hash table is.", "What are the symptoms of anaemia?")
+
+
+def measure_costs(settings: Settings, models: list[str], *, new_tokens: int = 24) -> dict[str, float]:
+    """Seconds per 100 generated tokens, every model on the same prompts, interleaved round by round so
+    that a change in the machine's load hits all of them alike."""
+    from experts.answers import AnswerScorer
+
+    scorers = {m: AnswerScorer(m, settings=settings) for m in models}
+    for sc in scorers.values():
+        sc.load()
+        sc.seconds_per_100_tokens(["Hi."], new_tokens=2)  # warm-up
+    per: dict[str, list[float]] = {m: [] for m in models}
+    for p in COST_PROMPTS:
+        for m, sc in scorers.items():
+            per[m].append(sc.seconds_per_100_tokens([p], new_tokens=new_tokens))
+    for sc in scorers.values():
+        sc.unload()
+    return {m: round(sum(v) / len(v), 3) for m, v in per.items()}
+
+
+def _family_choice(dev: dict[str, dict[str, float]], members: list[str]) -> str | None:
+    import numpy as np
+
+    fmts = sorted({f for m in members for f in dev.get(m, {})})
+    if not fmts:
+        return None
+    return max(fmts, key=lambda f: np.mean([dev[m][f] for m in members if f in dev.get(m, {})]))
+
+
+def pareto_png(res: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for name, sweep in res["sweeps"].items():
+        pts = sorted({(o["mean_cost"], o["accuracy"]) for o in sweep})
+        ax.plot([c for c, _ in pts], [a for _, a in pts], ".-", alpha=0.7, label=name)
+    for name, o in res["experts"].items():
+        ax.scatter([o["mean_cost"]], [o["accuracy"]], marker="s", s=50, zorder=3)
+        ax.annotate(name, (o["mean_cost"], o["accuracy"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    for name, o, m in (("random", res["random"], "x"), ("oracle", res["oracle"], "*"),
+                       ("routed (argmax TE)", res["routed"], "D")):
+        ax.scatter([o["mean_cost"]], [o["accuracy"]], marker=m, s=70, zorder=4, label=name)
+    ax.set_xlabel("mean cost (s per 100 generated tokens, this machine)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(settings: Settings, models: list[str], *, cost_mode: str = "measured") -> dict:
+    """Every table of the answer-quality benchmark, from the answer cache (no question is scored here)."""
+    from corpora.mcsets import load_answer_set
+    from experts.answers import PromptFormat, model_family
+    from experts.registry import ExpertRegistry, capability_fleet
+    from qsef.history import AnswerHistory, answer_history_path
+    from router.answers import evaluate_answers
+
+    known = json.loads(formats_file(settings).read_text()) if formats_file(settings).is_file() else {"dev": {}}
+    fams: dict[str, list[str]] = {}
+    for m in known["dev"]:
+        fams.setdefault(model_family(m), []).append(m)
+    choice = {f: _family_choice(known["dev"], ms) for f, ms in fams.items()}
+    used = {m: PromptFormat.parse(USED_FORMAT.get(m) or choice[model_family(m)]) for m in models}
+    deviations = {m: {"used": used[m].name, "dev_choice": choice.get(model_family(m))} for m in models
+                  if choice.get(model_family(m)) != used[m].name}
+    costs = measure_costs(settings, models) if cost_mode == "measured" else None
+    registry = ExpertRegistry(settings.path("answers") / "fleet.sqlite")
+    for spec in capability_fleet(costs, cost_unit="s_per_100_tokens" if costs else "params_b"):
+        registry.add(spec, replace=True)
+    out: dict = {
+        "what": "answer quality x cost of the capability fleet; every router is cross-fitted (5 folds): a "
+                "question is routed with the answers of the other folds as history, never its own",
+        "formats": {"dev_accuracy": known["dev"], "n_dev": known.get("n_dev"), "family_choice": choice,
+                    "used": {m: f.name for m, f in used.items()}, "deviations": deviations},
+        "costs": {"unit": "seconds per 100 generated tokens (greedy, 24 tokens x 2 prompts, interleaved, this "
+                          "machine, this run)" if costs else "parameters in billions",
+                  "values": {s.name: s.cost for s in registry.list()}},
+    }
+    sets = {
+        "fleet3_mmlu": (graded_rows(settings), models),
+        "fleet2_mmlu": (graded_rows(settings), [m for m in models if m != "qwen-1.5b"]),
+        "fleet3_bigbench": (load_answer_set(settings, "bigbench"), models),
+        "fleet2_bigbench": (load_answer_set(settings, "bigbench"), [m for m in models if m != "qwen-1.5b"]),
+        "fleet2_bsdquiz": (load_answer_set(settings, "bsdquiz", per_domain=PER_DOMAIN),
+                           [m for m in models if m != "qwen-1.5b"]),
+    }
+    for name, (rows, fleet) in sets.items():
+        res = evaluate_answers(rows, {m: used[m] for m in fleet}, settings=settings, registry=registry,
+                               cached_only=True)
+        matrix = res.pop("_matrix", None)
+        res.pop("_emb", None)
+        if name == "fleet3_mmlu" and matrix is not None and matrix.experts:
+            from qsef.encoder import get_encoder
+
+            emb = get_encoder(settings).encode([q.question for q in matrix.questions])
+            res["answer_history"] = str(AnswerHistory(emb, matrix.correct, matrix.experts).save(
+                answer_history_path(settings)))
+        if "sweeps" in res:
+            png = Path(__file__).resolve().parent / "reports" / f"answer_quality_{name}.png"
+            pareto_png(res, png, f"{name}: n={res['n']} (cross-fitted routers)")
+            res["pareto_png"] = str(png.relative_to(Path(__file__).resolve().parents[1]))
+        out[name] = res
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", choices=("report", "dev", "score"), default="report")
     ap.add_argument("models", nargs="*", default=list(EXPERTS))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--cost", choices=("measured", "params"), default="measured",
+                    help="expert cost: seconds per 100 generated tokens measured now, or parameters (billions)")
+    ap.add_argument("--dev-formats", help="dev stage: only these formats, comma-separated")
     ap.add_argument("--format", help="score stage: this format instead of the dev-set choice (e.g. letter-raw)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -95,14 +215,15 @@ def main() -> int:
     setup_logging("INFO")
     settings = Settings()
     if args.stage == "dev":
-        stage_dev(settings, args.models)
+        stage_dev(settings, args.models, args.dev_formats)
         return 0
     if args.stage == "score":
         stage_score(settings, args.models, graded_rows(settings), args.format)
         return 0
-    from benchmarks.answer_report import report
-
-    results = report(settings, graded_rows(settings), list(args.models))
+    results = report(settings, list(args.models), cost_mode=args.cost)
+    if args.json:
+        keys = ("n", "routed", "experts", "oracle", "apgr", "per_domain")
+        print(json.dumps({k: results["fleet3_mmlu"].get(k) for k in keys}))
     save("answer_quality", results)
     return 0
 

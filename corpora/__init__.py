@@ -45,10 +45,10 @@ from corpora.evalsets import (
     MMLU_TOPIC_DOMAIN,
     load_compound_queries,
     load_mmlu,
-    mmlu_answer_rows,
-    mmlu_split_of,
     load_mtbench,
     load_routing_heldout,
+    mmlu_answer_rows,
+    mmlu_split_of,
 )
 from corpora.sources import SOURCES, Source
 
@@ -71,9 +71,9 @@ __all__ = [
     "load_compound_queries",
     "load_corpus",
     "load_mmlu",
-    "mmlu_answer_rows",
-    "mmlu_split_of",
     "load_mtbench",
     "load_routing_heldout",
+    "mmlu_answer_rows",
+    "mmlu_split_of",
     "split_of",
 ]

@@ -165,7 +165,7 @@ class AnswerScorer:
             path = ModelStore(self.settings).ensure(self.model)
             self._tok = AutoTokenizer.from_pretrained(path)
             self._lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-        except Exception as exc:  # noqa: BLE001 — any failure is this expert's, reported per expert
+        except Exception as exc:
             raise ModelLoadError(f"model {self.model!r} could not be loaded: {type(exc).__name__}: {exc}") from exc
         if self._tok.pad_token is None:
             self._tok.pad_token = self._tok.eos_token

@@ -29,6 +29,7 @@ from core.db import connect, migrate
 from core.domains import DOMAIN_DESCRIPTIONS, DOMAINS
 
 __all__ = [
+    "CAPABILITY_MODELS",
     "DOMAIN_PROMPTS",
     "MIGRATIONS",
     "ExpertError",
@@ -37,7 +38,6 @@ __all__ = [
     "ExpertRegistry",
     "ExpertSpec",
     "InvalidExpertError",
-    "CAPABILITY_MODELS",
     "capability_fleet",
     "default_fleet",
 ]

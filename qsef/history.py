@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from pathlib import Path
 from collections import defaultdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
