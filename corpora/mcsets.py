@@ -74,7 +74,7 @@ def load_bigbench(settings: Settings, tasks: dict[str, str] | None = None) -> li
         for i, ex in enumerate(json.loads(path.read_text(encoding="utf-8"))["examples"]):
             ts = ex.get("target_scores") or {}
             golds = [k for k, v in ts.items() if v == 1]
-            if len(golds) != 1 or len(ts) < 2:
+            if len(golds) != 1 or not 2 <= len(ts) <= 10:  # one gold; letters A-J at most
                 continue
             q = ex["input"].strip()
             if task == "code_line_description":
