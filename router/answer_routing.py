@@ -209,7 +209,7 @@ def evaluate_fleet(correct: np.ndarray, costs: np.ndarray, experts: Sequence[str
     """
     domains = np.asarray(domains)
     costs = np.asarray(costs, dtype=float)
-    n, e = correct.shape
+    n = correct.shape[0]
     single = {x: outcome(correct, costs, np.full(n, j)) for j, x in enumerate(experts)}
     acc = np.array([single[x].accuracy for x in experts])
     weak_j, strong_j = int(np.argmin(acc)), int(np.argmax(acc))
