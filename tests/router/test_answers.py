@@ -104,3 +104,29 @@ def test_folds_are_a_stratified_partition():
     allidx = np.sort(np.concatenate(fs))
     assert allidx.tolist() == list(range(17))
     assert all(sum(labels[i] == "a" for i in f) >= 2 for f in fs)
+
+
+@pytest.mark.slow
+def test_cli_reports_a_model_that_fails_to_load_and_scores_the_others(tmp_path, capsys):
+    from api.cli import main
+    from experts.registry import ExpertRegistry, ExpertSpec, capability_fleet
+
+    reg = ExpertRegistry(tmp_path / "fleet.sqlite")
+    reg.add(next(s for s in capability_fleet() if s.name == "smollm2-135m"))
+    reg.add(ExpertSpec(name="no-such-model", domain="general", backend_kwargs={"model": "no-such-model"}))
+    rows = [
+        {"question": "What is the capital of France?", "choices": ["Berlin", "Paris", "Rome"], "answer": 1,
+         "domain": "general"},
+        {"question": "Which organ pumps blood?", "choices": ["The heart", "The liver"], "answer": 0,
+         "domain": "medicine"},
+        {"question": "Which keyword defines a function in Python?", "choices": ["func", "def", "fn", "lambda"],
+         "answer": 1, "domain": "code"},
+    ]
+    p = _write(tmp_path, [json.dumps(r) for r in rows])
+    rc = main(["eval", "answers", str(p), "--json", "--registry", str(tmp_path / "fleet.sqlite"),
+               "--experts", "smollm2-135m,no-such-model", "--format", "letter-chat", "--cv", "2"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert rc == 0
+    assert "no-such-model" in out["errors"] and "no-such-model" in captured.err
+    assert set(out["experts"]) == {"smollm2-135m"} and out["n"] == 3
