@@ -261,6 +261,9 @@ def evaluate_answers(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFo
             have = set(AnswerScorer(m, settings=settings).cached(f))
             keep = have if keep is None else keep & have
         rows = [r for r, q in zip(rows, to_questions(rows), strict=True) if q.key in (keep or set())]
+        if not rows:
+            return {"n": 0, "formats": {m: f.name for m, f in formats.items()}, "errors": {},
+                    "note": "no question has been scored by every expert yet"}
     matrix = answer_matrix(rows, formats, settings=settings, progress=progress)
     out: dict[str, Any] = {"n": len(rows), "formats": matrix.formats, "errors": matrix.errors}
     if not matrix.experts:
