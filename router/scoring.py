@@ -185,7 +185,9 @@ class RegistryScorer:
                tau: float = 0.0, fallback: str = "general") -> Any:
         """Pick experts for text ``i`` (a :class:`qsef.selection.Selection`).
 
-        ``tau > 0`` applies the low-confidence threshold to ``argmax`` (fallback expert, flagged).
+        ``tau > 0`` applies the low-confidence threshold to ``argmax`` (fallback expert, flagged). τ compares
+        the calibrated share ``P = TE / ΣTE`` of the best expert, not raw TE, whose scale moves with the text
+        and the fitted weights (:mod:`qsef.selection`); the selection still reports the experts' TE.
         """
         from qsef import selection as sel
 
@@ -198,5 +200,9 @@ class RegistryScorer:
         if strategy != "argmax":
             raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
         if tau > 0 and fallback in names:
-            return sel.select_with_threshold(te, names, tau=tau, fallback=fallback)
+            p = np.asarray(result.probabilities()[i], dtype=np.float64)
+            out = sel.select_with_threshold(p, names, tau=tau, fallback=fallback)
+            out.reason = out.reason.replace("best TE", "best P")
+            out.te = [float(te[list(names).index(x)]) for x in out.experts]
+            return out
         return sel.select_argmax(te, names)
