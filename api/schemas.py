@@ -42,6 +42,7 @@ class ExpertScorePublic(BaseModel):
     C_sparsity: float | None
     R: float
     TE: float
+    P: float = Field(..., description="calibrated share TE / sum(TE) over the candidates: the scale-free confidence")
     rank: int
 
 

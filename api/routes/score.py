@@ -38,7 +38,8 @@ def score_rows(result: Any) -> list[dict[str, Any]]:
     cols: dict[str, list[list[Any]]] = {
         "expert": [result.names] * t,
         "domain": [[x.domain for x in result.experts]] * t,
-        "D": result.D.tolist(), "R": result.R.tolist(), "TE": result.TE.tolist(), "rank": result.rank.tolist(),
+        "D": result.D.tolist(), "R": result.R.tolist(), "TE": result.TE.tolist(),
+        "P": result.probabilities().tolist(), "rank": result.rank.tolist(),
     }
     for comp, fld in COMPONENT_FIELDS.items():
         cols[fld] = result.components[comp].tolist() if comp in result.components else [[None] * e] * t

@@ -37,7 +37,8 @@ def test_score(client):
     assert r.status_code == 200, r.text
     experts = r.json()["experts"]
     assert experts[0]["expert"] == "law" and [e["rank"] for e in experts] == [1, 2, 3, 4, 5]
-    assert set(experts[0]) >= {"D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R", "TE"}
+    assert set(experts[0]) >= {"D_emb", "D_kg", "C_data", "C_model", "C_sparsity", "R", "TE", "P"}
+    assert abs(sum(e["P"] for e in experts) - 1.0) < 1e-5 and experts[0]["P"] == max(e["P"] for e in experts)
 
 
 def test_score_unbatched_equals_batched(make_client):
