@@ -67,6 +67,8 @@ def stage_dev(settings: Settings, models: list[str], formats: str | None = None)
     known["family"].update(out["family"])
     for m, accs in out["dev"].items():
         known["dev"].setdefault(m, {}).update(accs)
+    for fam in out["family"]:  # re-decide over every format scored so far, not only this call's
+        known["family"][fam] = _family_choice(known["dev"], [m for m in known["dev"] if m.split("-", 1)[0] == fam])
     known["n_dev"] = out["n_dev"]
     path.write_text(json.dumps(known, indent=1))
     print(json.dumps(known))
