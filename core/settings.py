@@ -91,6 +91,10 @@ class RouterSettings(BaseSettings):
     seed_history: bool = Field(
         True, description="before feedback knows a text, C_model asks the labelled seed history (MMLU questions)"
     )
+    answer_history: bool = Field(
+        True, description="C_model also asks the fleet's measured answer matrix (<data>/history/answers.npz, "
+                          "written by benchmarks/answer_quality.py) for the experts it knows"
+    )
 
 
 class ApiSettings(BaseSettings):

@@ -48,6 +48,8 @@ from corpora.evalsets import (
     load_mmlu,
     load_mtbench,
     load_routing_heldout,
+    mmlu_answer_rows,
+    mmlu_split_of,
 )
 from corpora.sources import SOURCES, Source
 
@@ -72,5 +74,7 @@ __all__ = [
     "load_mmlu",
     "load_mtbench",
     "load_routing_heldout",
+    "mmlu_answer_rows",
+    "mmlu_split_of",
     "split_of",
 ]

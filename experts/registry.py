@@ -35,6 +35,7 @@ from experts.backends import backend_resolver
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CAPABILITY_MODELS",
     "DOMAIN_PROMPTS",
     "MIGRATIONS",
     "DamagedExpertError",
@@ -44,6 +45,7 @@ __all__ = [
     "ExpertRegistry",
     "ExpertSpec",
     "InvalidExpertError",
+    "capability_fleet",
     "default_fleet",
 ]
 
@@ -212,6 +214,38 @@ def default_fleet(model: str = "qwen-0.5b", size_params: int = 494_000_000) -> l
             cost=1.0,
         )
         for d in DOMAINS
+    ]
+
+
+CAPABILITY_MODELS: dict[str, int] = {
+    "qwen-1.5b": 1_540_000_000,   # Qwen2.5-Coder-1.5B-Instruct: strong, slow
+    "qwen-0.5b": 494_000_000,     # Qwen2.5-Coder-0.5B-Instruct
+    "smollm2-135m": 135_000_000,  # SmolLM2-135M-Instruct: cheapest
+}
+"""The pinned models of the capability fleet and their parameter counts."""
+
+
+def capability_fleet(costs: dict[str, float] | None = None, *, cost_unit: str = "params_b") -> list[ExpertSpec]:
+    """A fleet whose experts differ in capability and cost: one general expert per pinned model.
+
+    Args:
+        costs: model -> measured cost (``benchmarks/answer_quality.py`` measures seconds per 100
+            generated tokens on the machine, side by side in one run). Missing models cost their
+            parameter count in billions (the documented fallback, ``cost_unit="params_b"``).
+        cost_unit: recorded in each expert's profile, so readers know what ``cost`` means.
+
+    The experts are (model, ``general`` role) pairs: a domain system prompt on the same model changes
+    little of a multiple-choice answer, so the fleet varies the model, not the prompt.
+    """
+    costs = costs or {}
+    return [
+        ExpertSpec(
+            name=m, domain="general", description=f"{m}: general assistant ({p / 1e9:.2f}B parameters)",
+            backend="hf", backend_kwargs={"model": m}, system_prompt=DOMAIN_PROMPTS["general"],
+            size_params=p, cost=float(costs.get(m, p / 1e9)),
+            profile={"cost_unit": cost_unit if m in costs else "params_b"},
+        )
+        for m, p in CAPABILITY_MODELS.items()
     ]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import defaultdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -306,7 +307,8 @@ def seed_embeddings(settings: Settings, texts: list[str] | None = None, *, encod
 
     Args:
         settings: where the MMLU wheel and the embedding cache live.
-        texts: the seed questions (default: every mapped MMLU question, as :func:`seed_history` uses).
+        texts: the seed questions (default: the ``history`` side of the MMLU split, as :func:`seed_history`
+            uses).
         encoder: the engine's encoder (default: the settings' encoder).
         on_progress: ``(done, total)`` after each encoded batch, when they must be encoded.
     """
@@ -315,14 +317,88 @@ def seed_embeddings(settings: Settings, texts: list[str] | None = None, *, encod
     if texts is None:
         from corpora import load_mmlu
 
-        texts = [r["text"] for r in load_mmlu(settings)]
+        texts = [r["text"] for r in load_mmlu(settings, split="history")]
     return encode_cached(texts, encoder=encoder or get_encoder(settings), name="mmlu",
                          cache_dir=settings.path("cache", "embeddings"), on_progress=on_progress)
+class AnswerHistory:
+    """Measured answer correctness of each expert on past questions — an *answer matrix* as history.
+
+    Where :class:`LabelledHistory` says "the expert of the gold domain would have been right",
+    this records what each expert really answered: ``correct[i, j]`` is whether expert ``j`` chose the
+    gold answer of past question ``i``. The error rate of expert e near a text is the kernel-weighted
+    error over the ``k`` most similar past questions, pulled toward e's overall error rate by ``prior``
+    pseudo-counts (so sparse neighbourhoods fall back to how good e is in general, not to 0.5).
+
+    Args:
+        embeddings: ``(N, dim)`` unit vectors of the past questions.
+        correct: ``(N, E)`` booleans, one column per expert in ``experts`` order.
+        experts: the experts' names (the registry names QSEF scores).
+        k, temperature, min_similarity, max_similarity: as in :class:`InMemoryHistory`.
+        prior: pseudo-count of the expert's overall error rate.
+
+    Example:
+        >>> h = AnswerHistory(emb, correct, ["qwen-1.5b", "qwen-0.5b", "smollm2-135m"])
+        >>> h.error_rates("qwen-0.5b", query_emb)     # (T,)
+        >>> h.save(path); AnswerHistory.load(path)     # .npz, no pickle
+    """
+
+    uses_text = False
+
+    def __init__(self, embeddings: np.ndarray, correct: np.ndarray, experts: list[str], *, k: int = 20,
+                 temperature: float | None = 0.05, prior: float = 2.0, min_similarity: float = 0.0,
+                 max_similarity: float = 2.0) -> None:
+        self.emb = np.asarray(embeddings, dtype=np.float32)
+        self.correct = np.asarray(correct, dtype=bool)
+        if self.correct.shape != (self.emb.shape[0], len(experts)):
+            raise ValueError(f"correct must be (N, E) = ({self.emb.shape[0]}, {len(experts)}), "
+                             f"got {self.correct.shape}")
+        self.experts = list(experts)
+        self.k, self.temperature, self.prior = k, temperature, prior
+        self.min_similarity, self.max_similarity = min_similarity, max_similarity
+        self.base_error = 1.0 - self.correct.mean(axis=0) if len(self.emb) else np.full(len(experts), 0.5)
+
+    def error_rates(self, expert_name: str, text_embeddings: np.ndarray) -> np.ndarray:
+        """``(T, dim) -> (T,)`` error rates; NaN for an expert with no recorded answers."""
+        q = np.asarray(text_embeddings, dtype=np.float32)
+        if expert_name not in self.experts or self.emb.shape[0] == 0:
+            return np.full(q.shape[0], np.nan, dtype=np.float32)
+        j = self.experts.index(expert_name)
+        err = (~self.correct[:, j]).astype(np.float32)
+        sims = q @ self.emb.T  # (T, N)
+        sims = np.where(sims > self.max_similarity, -np.inf, sims)
+        k = min(self.k, self.emb.shape[0])
+        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (T, k)
+        w = _kernel(np.take_along_axis(sims, idx, axis=1), self.temperature, self.min_similarity)
+        num = (w * err[idx]).sum(axis=1) + self.prior * self.base_error[j]
+        return (num / (w.sum(axis=1) + self.prior)).astype(np.float32)
+
+    def error_rate(self, expert_name: str, text_embedding: np.ndarray) -> float | None:
+        out = self.error_rates(expert_name, np.asarray(text_embedding, dtype=np.float32)[None, :])
+        return None if np.isnan(out[0]) else float(out[0])
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``embeddings``, ``correct`` and ``experts`` to one ``.npz`` (loadable without pickle)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, embeddings=self.emb, correct=self.correct, experts=np.array(self.experts, dtype=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, **kwargs: object) -> AnswerHistory:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["embeddings"], z["correct"], [str(x) for x in z["experts"]], **kwargs)
+
+
+def answer_history_path(settings: Settings) -> Path:
+    """Where ``benchmarks/answer_quality.py`` saves the fleet's answer matrix for ``qsef route``."""
+    return settings.path("history") / "answers.npz"
 
 
 def seed_history(experts: list, *, settings: Settings, encoder: object | None = None) -> LabelledHistory:
     """A starting history before any feedback exists: the MMLU questions mapped to our domains
-    (SPEC §8) as labelled past tasks, hybrid dense + BM25 neighbours — the configuration the shipped
+    (SPEC §8) as labelled past tasks — the ``history`` side of the answer-grading split only
+    (:func:`corpora.evalsets.mmlu_split_of`, ~75%), so questions graded by ``qsef eval answers`` are never
+    the router's past tasks — hybrid dense + BM25 neighbours — the configuration the shipped
     calibration was fitted with (``benchmarks/routing_mmlu.py``), rates shrunk by neighbour similarity so
     that questions unlike any MMLU question lean on the corpus signals. Embeddings are cached on disk.
 
@@ -333,7 +409,7 @@ def seed_history(experts: list, *, settings: Settings, encoder: object | None = 
     """
     from corpora import load_mmlu
 
-    rows = load_mmlu(settings)
+    rows = load_mmlu(settings, split="history")
     texts = [r["text"] for r in rows]
     emb = seed_embeddings(settings, texts, encoder=encoder)
     return LabelledHistory(emb, np.array([r["domain"] for r in rows]), {e.name: e.domain for e in experts},

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # annotations only: the engine is imported when it is first b
     from core.settings import Settings
     from qsef.encoder import Encoder
     from qsef.engine import QSEFEngine, ScoreResult
-    from qsef.history import HistoryProvider, LabelledHistory
+    from qsef.history import AnswerHistory, HistoryProvider, LabelledHistory
     from qsef.profiles import ExpertProfile
 
 log = logging.getLogger(__name__)
@@ -72,12 +72,14 @@ class RegistryScorer:
     """
 
     def __init__(self, registry: ExpertRegistry, *, settings: Settings, engine: QSEFEngine | None = None,
-                 history: HistoryProvider | None = None, encoder: Encoder | None = None, seed_history: bool = False):
+                 history: HistoryProvider | None = None, encoder: Encoder | None = None, seed_history: bool = False,
+                 answer_history: bool = False):
         self.registry = registry
         self.settings = settings
         self._engine = engine
         self.history = history
         self.seed_history = seed_history
+        self.answer_history = self._load_answer_history() if answer_history else None
         self._seed: LabelledHistory | None = None
         self._encoder = encoder
         self._lock = threading.Lock()
@@ -91,7 +93,12 @@ class RegistryScorer:
         if self._engine is None:
             from qsef.engine import QSEFEngine
 
-            self._engine = QSEFEngine(experts=[], encoder=self._encoder, history=self.history,
+            history = self.history
+            if self.answer_history is not None:
+                from qsef.history import ChainedHistory
+
+                history = ChainedHistory(self.history, self.answer_history)
+            self._engine = QSEFEngine(experts=[], encoder=self._encoder, history=history,
                                       settings=self.settings)
         return self._engine
 
@@ -143,8 +150,22 @@ class RegistryScorer:
 
         if self._seed is None:
             self._seed = seed_history(profiles, settings=self.settings, encoder=self.engine.encoder)
-            self.engine.history = ChainedHistory(self.history, self._seed)
+            self.engine.history = ChainedHistory(self.history, self.answer_history, self._seed)
         self._seed.expert_domains = {p.name: p.domain for p in profiles}
+
+    def _load_answer_history(self) -> AnswerHistory | None:
+        """The fleet's measured answer matrix as ``C_model`` history, when the benchmark has written one:
+        feedback first, then measured answers (for the experts it covers), then the labelled seed."""
+        from qsef.history import AnswerHistory, answer_history_path
+
+        path = answer_history_path(self.settings)
+        if not path.is_file():
+            return None
+        try:
+            return AnswerHistory.load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("answer history unreadable; not used", extra={"path": str(path), "error": str(exc)[:200]})
+            return None
 
     def spec(self, name: str) -> ExpertSpec:
         return self._specs.get(name) or self.registry.get(name)

@@ -57,9 +57,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     routing.add_argument("--cv", type=int, default=0, metavar="K", help="k-fold cross-validation on FILE itself")
     routing.add_argument("--confusion", metavar="PNG", help="save a confusion-matrix image")
     routing.add_argument("--limit", type=int, default=0, help="only the first N rows (e.g. for --method llm)")
-    routing.add_argument("--history", choices=("none", "seed"), default="none",
-                         help="qsef's C_model history: none, or seed = MMLU questions (do not use on MMLU itself)")
+    routing.add_argument("--history", choices=("route", "seed", "none"), default="route",
+                         help="qsef's C_model history. route (default): what `qsef route` uses — the feedback "
+                              "store, then the seed history (MMLU's history side) when QSEF_ROUTER_SEED_HISTORY "
+                              "is on; seed: the seed history alone; none: corpus signals only")
     routing.set_defaults(handler=_eval_routing)
+
+    answers = eval_subparsers(subparsers).add_parser(
+        "answers", help='experts answer rows {"question","choices","answer","domain"}; routers judged on '
+                        "accuracy x cost")
+    answers.add_argument("file", metavar="FILE.jsonl")
+    answers.add_argument("--json", action="store_true", help="print one JSON object")
+    answers.add_argument("--strategy", choices=("argmax", "cost_aware", "threshold"), default="argmax",
+                         help="QSEF selection reported as 'routed' (default: argmax TE, the router's default)")
+    answers.add_argument("--lam", type=float, default=0.0, help="cost_aware: lambda (cost normalised by the largest)")
+    answers.add_argument("--tau", type=float, default=0.34, help="threshold: the cheapest expert with P >= tau")
+    answers.add_argument("--experts", default="", metavar="A,B,...",
+                         help="expert (model-store) names, comma-separated (default: every registered one)")
+    answers.add_argument("--format", default="auto", metavar="FORM",
+                         help="prompt format letter-raw|letter-chat|cloze-raw|cloze-chat, or auto = the "
+                              "family's dev-set choice")
+    answers.add_argument("--cv", type=int, default=5, help="folds: each question is routed with the other folds' "
+                                                           "answers as history")
+    answers.add_argument("--registry", metavar="FILE", help="expert registry (default: <data>/answers/fleet.sqlite, "
+                                                             "the capability fleet)")
+    answers.set_defaults(handler=_eval_answers)
 
     cal = subparsers.add_parser("calibrate", help='fit the QSEF weights on rows {"text","domain"} (conditional logit)')
     cal.add_argument("file", metavar="FILE.jsonl")
@@ -77,10 +99,22 @@ def _engine(args: argparse.Namespace, **kwargs):
     from qsef.engine import QSEFEngine
 
     engine = QSEFEngine(settings=args.settings, **kwargs)
-    if getattr(args, "history", "none") == "seed":
-        from qsef.history import seed_history
+    history = getattr(args, "history", "none")
+    if history == "none":
+        return engine
+    from qsef.history import ChainedHistory, seed_history
 
-        engine.history = seed_history(engine.experts, settings=args.settings, encoder=engine.encoder)
+    seed = None
+    if history == "seed" or args.settings.router.seed_history:
+        seed = seed_history(engine.experts, settings=args.settings, encoder=engine.encoder)
+    feedback = None
+    if history == "route":  # the router's own chain: real outcomes first, then the seed (router.scoring)
+        from router.feedback import FeedbackStore
+
+        path = args.settings.path("router") / "feedback.sqlite"
+        feedback = FeedbackStore(path) if path.is_file() else None
+    chain = [h for h in (feedback, seed) if h is not None]
+    engine.history = chain[0] if len(chain) == 1 else (ChainedHistory(*chain) if chain else None)
     return engine
 
 
@@ -116,6 +150,59 @@ def _eval_routing(args: argparse.Namespace) -> int:
     print(json.dumps({k: out[k] for k in ("n", "accuracy", "per_domain")}))
     print(f"method={out['method']} accuracy={out['accuracy']:.4f} n={out['n']}", file=sys.stderr)
     return 0
+
+
+def _eval_answers(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from experts.registry import ExpertRegistry, capability_fleet
+    from router.answers import AnswerRowError, evaluate_answers, load_answer_rows, resolve_formats
+
+    try:
+        rows = load_answer_rows(args.file)
+    except AnswerRowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError:
+        print(f"error: {args.file}: no such file", file=sys.stderr)
+        return 2
+    path = Path(args.registry) if args.registry else args.settings.path("answers") / "fleet.sqlite"
+    registry = ExpertRegistry(path)
+    if not registry.names():
+        for spec in capability_fleet():
+            registry.add(spec)
+    names = [n for n in args.experts.split(",") if n] or registry.names()
+    unknown = [n for n in names if n not in registry.names()]
+    if unknown:
+        print(f"error: unknown expert(s) {', '.join(unknown)}; registered in {path}: {', '.join(registry.names())}",
+              file=sys.stderr)
+        return 2
+    models = {n: registry.get(n).backend_kwargs.get("model", n) for n in names}
+    if any(m != n for n, m in models.items()):
+        print("error: an answer expert's name must be its model-store name", file=sys.stderr)
+        return 2
+    try:
+        formats = resolve_formats(names, settings=args.settings, fmt=args.format)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = evaluate_answers(rows, formats, settings=args.settings, registry=registry, strategy=args.strategy,
+                           lam=args.lam, tau=args.tau, cv=args.cv)
+    out = {k: v for k, v in out.items() if not k.startswith("_")}
+    for name, err in out.get("errors", {}).items():
+        print(f"expert {name} not scored: {err}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"n={out['n']}  formats={out.get('formats')}")
+        for name, o in out.get("experts", {}).items():
+            print(f"  {name:<16} accuracy {o['accuracy']:.3f}  mean cost {o['mean_cost']:.3f}")
+        for key in ("random", "oracle", "routed"):
+            if key in out:
+                print(f"  {key:<16} accuracy {out[key]['accuracy']:.3f}  mean cost {out[key]['mean_cost']:.3f}")
+        if "apgr" in out:
+            print(f"  APGR (QSEF cost-aware sweep) {out['apgr']:.3f}")
+    return 0 if out.get("experts") else 1
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -53,7 +53,7 @@ def test_eval_routing_and_calibrate(toy_engine, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("QSEF_HOME", str(tmp_path))
     f = tmp_path / "r.jsonl"
     f.write_text("".join(json.dumps({"text": q, "domain": d}) + "\n" for q, d in zip(QUERIES, LABELS, strict=True)))
-    assert _run(["eval", "routing", str(f), "--json"]) == 0
+    assert _run(["eval", "routing", str(f), "--json", "--history", "none"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n"] == 5 and out["accuracy"] == 1.0 and set(out["per_domain"]) == set(LABELS)
     assert _run(["calibrate", str(f), "--folds", "2", "--json"]) == 0
@@ -67,3 +67,22 @@ def test_eval_group_is_extensible():
     score_cmd.eval_subparsers(sub).add_parser("decompose").set_defaults(handler=lambda a: 0)
     assert score_cmd.eval_subparsers(sub) is score_cmd.eval_subparsers(sub)  # one group per parser
     assert parser.parse_args(["eval", "decompose"]).eval_command == "decompose"
+
+
+def test_eval_routing_history_follows_the_router(toy_engine, tmp_path, monkeypatch):
+    """``--history route`` (the default) is the router's chain: feedback store first, the seed history only
+    when the router's setting has it on — so `qsef eval routing` measures what `qsef route` does."""
+    from core.settings import Settings
+    from router.feedback import FeedbackStore
+
+    monkeypatch.setenv("QSEF_HOME", str(tmp_path))
+    monkeypatch.setenv("QSEF_ROUTER_SEED_HISTORY", "0")
+    args = argparse.Namespace(settings=Settings(), history="route")
+    assert score_cmd._engine(args).history is None  # no feedback yet, seed off: corpus signals only
+    FeedbackStore(args.settings.path("router") / "feedback.sqlite")
+    assert isinstance(score_cmd._engine(args).history, FeedbackStore)
+    args.history = "none"
+    assert score_cmd._engine(args).history is None
+    parser = argparse.ArgumentParser()
+    score_cmd.register(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["eval", "routing", "f.jsonl"]).history == "route"

@@ -1,0 +1,285 @@
+"""Routers between experts of different capability, judged on an answer matrix.
+
+Every router here maps a question to one expert; its *outcome* is the accuracy and mean cost of the
+experts it picked (:func:`outcome`). Routers learn only from a disjoint history (the training rows of
+an answer matrix) and are scored on the rest:
+
+* **QSEF** — the engine scores every expert with ``C_model`` backed by an
+  :class:`qsef.history.AnswerHistory` built from the history rows (each expert's measured correctness on
+  similar past questions); then a strategy picks: ``argmax`` TE, ``cost_aware`` (max ``TE − λ·cost``,
+  cost normalised by the fleet's largest), ``threshold`` (the cheapest expert whose share ``P ≥ τ``,
+  else argmax TE — a cascade on the calibrated share);
+* **kNN** — each expert's accuracy estimated from its answers on the k most similar history questions,
+  then max ``acc − λ·cost``;
+* **learned** (RouteLLM-style) — one logistic-regression classifier per expert over MiniLM embeddings
+  predicts P(correct); then max ``p − λ·cost``;
+* references — each single expert, uniform random routing (expected value), and the oracle (the
+  cheapest expert that answers correctly, when one does).
+
+Metrics follow RouteLLM: PGR ``(acc − acc_weak) / (acc_strong − acc_weak)`` and APGR, the area under a
+router's best-PGR-so-far curve over normalised cost ``(c − c_weak) / (c_strong − c_weak)`` in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Outcome", "apgr", "choose", "folds", "knn_accuracy", "learned_accuracy", "oracle", "outcome",
+           "pgr", "qsef_choice", "random_outcome", "spearman"]
+
+
+@dataclass
+class Outcome:
+    """Accuracy and mean cost of a routing decision ``choice (N,)`` (expert indices)."""
+
+    accuracy: float
+    mean_cost: float
+    share: list[float]  # fraction of questions sent to each expert
+
+    def to_dict(self) -> dict[str, object]:
+        return {"accuracy": self.accuracy, "mean_cost": self.mean_cost, "share": self.share}
+
+
+def outcome(correct: np.ndarray, costs: np.ndarray, choice: np.ndarray) -> Outcome:
+    """``correct (N, E)`` bool, ``costs (E,)``, ``choice (N,)`` int."""
+    n, e = correct.shape
+    if n == 0:
+        return Outcome(0.0, 0.0, [0.0] * e)
+    hit = correct[np.arange(n), choice]
+    share = np.bincount(choice, minlength=e) / n
+    return Outcome(float(hit.mean()), float(costs[choice].mean()), [float(x) for x in share])
+
+
+def oracle(correct: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    """The cheapest correct expert per question (the cheapest overall when none is correct): ``(N,)``."""
+    order = np.argsort(costs, kind="stable")
+    c = correct[:, order]
+    first = np.where(c.any(1), c.argmax(1), 0)
+    return order[first]
+
+
+def random_outcome(correct: np.ndarray, costs: np.ndarray) -> Outcome:
+    """Uniform random routing, in expectation (no sampling noise)."""
+    e = correct.shape[1]
+    return Outcome(float(correct.mean()), float(costs.mean()), [1.0 / e] * e)
+
+
+def choose(score: np.ndarray, costs: np.ndarray, lam: float) -> np.ndarray:
+    """``argmax_e score[:, e] − λ·cost_e / max(cost)``: ``(N, E) -> (N,)`` (first on ties)."""
+    norm = costs / max(float(costs.max()), 1e-12)
+    return np.argmax(score - lam * norm[None, :], axis=1)
+
+
+def qsef_choice(te: np.ndarray, p: np.ndarray, costs: np.ndarray, strategy: str, *, lam: float = 0.0,
+                tau: float = 0.34) -> np.ndarray:
+    """One expert per row from QSEF's ``TE (N, E)`` and shares ``P (N, E)``.
+
+    Strategies: ``argmax``; ``cost_aware`` (:func:`qsef.selection.select_cost_aware` with one expert,
+    cost normalised by the largest); ``threshold`` — the cheapest expert with ``P ≥ τ``, else argmax TE.
+    """
+    if strategy == "argmax":
+        return np.argmax(te, axis=1)
+    if strategy == "cost_aware":
+        return choose(te, costs, lam)
+    if strategy == "threshold":
+        order = np.argsort(costs, kind="stable")
+        ok = p[:, order] >= tau
+        cheapest_ok = order[ok.argmax(1)]
+        return np.where(ok.any(1), cheapest_ok, np.argmax(te, axis=1))
+    raise ValueError(f"unknown strategy {strategy!r}; choose from argmax, cost_aware, threshold")
+
+
+def knn_accuracy(train_emb: np.ndarray, train_correct: np.ndarray, test_emb: np.ndarray, *, k: int = 20,
+                 prior: float = 2.0) -> np.ndarray:
+    """Each expert's accuracy over the ``k`` most similar history questions (cosine-weighted, shrunk
+    toward its overall accuracy by ``prior`` pseudo-counts): ``(T, E)``."""
+    sims = test_emb @ train_emb.T
+    k = min(k, train_emb.shape[0])
+    idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    w = np.maximum(np.take_along_axis(sims, idx, axis=1), 0.0)[:, :, None]  # (T, k, 1)
+    c = train_correct[idx].astype(np.float64)  # (T, k, E)
+    base = train_correct.mean(0)[None, :]
+    return ((w * c).sum(1) + prior * base) / (w.sum(1) + prior)
+
+
+def learned_accuracy(train_emb: np.ndarray, train_correct: np.ndarray, test_emb: np.ndarray, *,
+                     c: float = 1.0, seed: int = 0) -> np.ndarray:
+    """P(expert correct | embedding) from one logistic regression per expert: ``(T, E)``."""
+    from sklearn.linear_model import LogisticRegression
+
+    out = np.zeros((test_emb.shape[0], train_correct.shape[1]))
+    for j in range(train_correct.shape[1]):
+        y = train_correct[:, j].astype(int)
+        if y.min() == y.max():
+            out[:, j] = float(y[0])
+            continue
+        clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(train_emb, y)
+        out[:, j] = clf.predict_proba(test_emb)[:, 1]
+    return out
+
+
+def pgr(acc: float, weak: float, strong: float) -> float:
+    """Performance gap recovered: 0 at the weak expert's accuracy, 1 at the strong one's."""
+    gap = strong - weak
+    return float((acc - weak) / gap) if abs(gap) > 1e-12 else float("nan")
+
+
+def apgr(points: Sequence[tuple[float, float]], *, weak: tuple[float, float], strong: tuple[float, float],
+         grid: int = 1001) -> float:
+    """Area under the best-PGR-so-far curve over normalised cost in [0, 1].
+
+    Args:
+        points: ``(mean_cost, accuracy)`` of a router's operating points (e.g. a λ sweep).
+        weak, strong: ``(mean_cost, accuracy)`` of the weakest and strongest single experts; the weak
+            expert is always an available operating point (PGR 0 at cost 0).
+    """
+    (cw, aw), (cs, as_) = weak, strong
+    span = cs - cw
+    if abs(span) < 1e-12 or abs(as_ - aw) < 1e-12:
+        return float("nan")
+    xs = np.linspace(0.0, 1.0, grid)
+    pts = [(0.0, 0.0)] + [((c - cw) / span, pgr(a, aw, as_)) for c, a in points]
+    best = np.array([max([g for x0, g in pts if x0 <= x + 1e-12]) for x in xs])
+    return float(np.trapezoid(best, xs) if hasattr(np, "trapezoid") else np.trapz(best, xs))
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation (NaN when either side is constant)."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def folds(labels: Sequence[str], k: int = 5, *, seed: int = 0) -> list[np.ndarray]:
+    """Stratified k folds (test indices) over ``labels``; deterministic."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    out: list[list[int]] = [[] for _ in range(k)]
+    for d in sorted(set(labels)):
+        idx = np.flatnonzero(labels == d)
+        rng.shuffle(idx)
+        for i, j in enumerate(idx):
+            out[i % k].append(int(j))
+    return [np.array(sorted(f)) for f in out]
+
+
+LAMBDAS = tuple(float(x) for x in np.concatenate([[0.0], np.geomspace(1e-3, 4.0, 36)]))
+TAUS = tuple(float(x) for x in np.linspace(0.0, 0.7, 36))
+
+
+def cross_fit(correct: np.ndarray, emb: np.ndarray, labels: Sequence[str], qsef_scores, *, k: int = 5,
+              seed: int = 0) -> dict[str, np.ndarray]:
+    """Out-of-fold router scores: every question is scored by routers that learned from the other folds.
+
+    Args:
+        correct: ``(N, E)`` answer matrix; emb: ``(N, dim)`` unit embeddings; labels: domains (strata).
+        qsef_scores: ``(train_idx, test_idx) -> (TE, P)`` each ``(len(test_idx), E)`` — QSEF with its
+            history built from ``train_idx`` only.
+        k: folds (``k <= 1``: not allowed; pass a separate history instead).
+
+    Returns:
+        ``{"te", "p", "knn", "learned"}`` each ``(N, E)``.
+    """
+    n, e = correct.shape
+    out = {name: np.zeros((n, e)) for name in ("te", "p", "knn", "learned")}
+    for test in folds(labels, k, seed=seed):
+        train = np.setdiff1d(np.arange(n), test)
+        te, p = qsef_scores(train, test)
+        out["te"][test], out["p"][test] = te, p
+        out["knn"][test] = knn_accuracy(emb[train], correct[train], emb[test])
+        out["learned"][test] = learned_accuracy(emb[train], correct[train], emb[test])
+    return out
+
+
+def evaluate_fleet(correct: np.ndarray, costs: np.ndarray, experts: Sequence[str], domains: Sequence[str],
+                   scores: dict[str, np.ndarray], *, default: str = "argmax", lam: float = 0.0,
+                   tau: float = 0.34) -> dict[str, object]:
+    """The answer-quality report of one fleet over out-of-fold router scores (see :func:`cross_fit`).
+
+    Returns:
+        ``{"n", "routed", "experts", "oracle", "random", "apgr", "pgr", "strategies", "baselines",
+        "sweeps", "per_domain", "spearman", "targets"}`` — ``routed`` is QSEF with the ``default``
+        strategy (the router's default configuration).
+    """
+    domains = np.asarray(domains)
+    costs = np.asarray(costs, dtype=float)
+    n = correct.shape[0]
+    single = {x: outcome(correct, costs, np.full(n, j)) for j, x in enumerate(experts)}
+    acc = np.array([single[x].accuracy for x in experts])
+    weak_j, strong_j = int(np.argmin(acc)), int(np.argmax(acc))
+    weak = (float(costs[weak_j]), float(acc[weak_j]))
+    strong = (float(costs[strong_j]), float(acc[strong_j]))
+    te, p = scores["te"], scores["p"]
+    choices: dict[str, np.ndarray] = {
+        "qsef_argmax": qsef_choice(te, p, costs, "argmax"),
+        "qsef_cost_aware": qsef_choice(te, p, costs, "cost_aware", lam=lam),
+        "qsef_threshold": qsef_choice(te, p, costs, "threshold", tau=tau),
+        "knn": choose(scores["knn"], costs, 0.0),
+        "learned": choose(scores["learned"], costs, 0.0),
+        "oracle": oracle(correct, costs),
+    }
+    routed_key = {"argmax": "qsef_argmax", "cost_aware": "qsef_cost_aware", "threshold": "qsef_threshold"}[default]
+    res = {k: outcome(correct, costs, c) for k, c in choices.items()}
+    sweeps = {
+        "qsef_cost_aware": [(lm, outcome(correct, costs, qsef_choice(te, p, costs, "cost_aware", lam=lm)))
+                            for lm in LAMBDAS],
+        "qsef_threshold": [(t, outcome(correct, costs, qsef_choice(te, p, costs, "threshold", tau=t))) for t in TAUS],
+        "knn": [(lm, outcome(correct, costs, choose(scores["knn"], costs, lm))) for lm in LAMBDAS],
+        "learned": [(lm, outcome(correct, costs, choose(scores["learned"], costs, lm))) for lm in LAMBDAS],
+    }
+    sweep_apgr = {k: apgr([(o.mean_cost, o.accuracy) for _, o in v], weak=weak, strong=strong)
+                  for k, v in sweeps.items()}
+    routed = res[routed_key]
+    chosen = choices[routed_key]
+    hit = correct[np.arange(n), chosen]
+    p_chosen = p[np.arange(n), chosen]
+    te_chosen = te[np.arange(n), chosen]
+
+    def best_single_at(cost: float) -> tuple[str | None, float]:
+        ok = [x for x in experts if single[x].mean_cost <= cost + 1e-9]
+        if not ok:
+            return None, float("nan")
+        b = max(ok, key=lambda x: single[x].accuracy)
+        return b, single[b].accuracy
+
+    def per_domain(choice: np.ndarray) -> dict[str, dict[str, float]]:
+        return {d: outcome(correct[domains == d], costs, choice[domains == d]).to_dict() for d in sorted(set(domains))}
+
+    targets = {}
+    for name in ("qsef_argmax", "qsef_cost_aware", "qsef_threshold", "knn", "learned"):
+        o = res[name]
+        b, ba = best_single_at(o.mean_cost)
+        targets[name] = {"beats_best_single_at_cost_by": o.accuracy - ba if b else None, "best_single": b}
+    # the cheapest operating point of each sweep that reaches 90% of the strongest's accuracy
+    reach = {}
+    for k, v in sweeps.items():
+        ok = [(o.mean_cost, par) for par, o in v if o.accuracy >= 0.9 * strong[1]]
+        reach[k] = ({"cost_fraction_of_strongest": min(ok)[0] / strong[0], "param": min(ok)[1]} if ok else None)
+    return {
+        "n": n,
+        "routed": {**routed.to_dict(), "strategy": default, "pgr": pgr(routed.accuracy, weak[1], strong[1])},
+        "experts": {x: single[x].to_dict() for x in experts},
+        "oracle": res["oracle"].to_dict(),
+        "random": random_outcome(correct, costs).to_dict(),
+        "apgr": sweep_apgr["qsef_cost_aware"],
+        "apgr_by_router": sweep_apgr,
+        "weakest": experts[weak_j], "strongest": experts[strong_j],
+        "strategies": {k: res[k].to_dict() for k in ("qsef_argmax", "qsef_cost_aware", "qsef_threshold")},
+        "baselines": {k: res[k].to_dict() for k in ("knn", "learned")},
+        "sweeps": {k: [{"param": par, **o.to_dict()} for par, o in v] for k, v in sweeps.items()},
+        "per_domain": {
+            "experts": {x: per_domain(np.full(n, j)) for j, x in enumerate(experts)},
+            "routed": per_domain(chosen),
+            "oracle": per_domain(choices["oracle"]),
+            "knn": per_domain(choices["knn"]),
+            "learned": per_domain(choices["learned"]),
+        },
+        "spearman": {"P_vs_chosen_correct": spearman(p_chosen, hit), "TE_vs_chosen_correct": spearman(te_chosen, hit)},
+        "targets": {"per_router": targets, "reach_90pct_of_strongest": reach},
+    }

@@ -1,0 +1,132 @@
+"""Answer-grading rows, routing arithmetic (oracle, random, PGR/APGR) and the `qsef eval answers` errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from router.answer_routing import apgr, choose, folds, oracle, outcome, pgr, qsef_choice, random_outcome
+from router.answers import AnswerRowError, load_answer_rows
+
+GOOD = {"question": "What is 2 + 2?", "choices": ["3", "4"], "answer": 1, "domain": "general"}
+
+
+def _write(tmp_path, lines):
+    p = tmp_path / "rows.jsonl"
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return p
+
+
+@pytest.mark.parametrize(("row", "rule"), [
+    ({**GOOD, "choices": []}, "no-choices"),
+    ({k: v for k, v in GOOD.items() if k != "choices"}, "no-choices"),
+    ({**GOOD, "choices": ["only"]}, "too-few-choices"),
+    ({**GOOD, "answer": 2}, "answer-out-of-range"),
+    ({**GOOD, "answer": -1}, "answer-out-of-range"),
+    ({**GOOD, "answer": "1"}, "answer-not-int"),
+    ({**GOOD, "domain": "astrology"}, "unknown-domain"),
+    ({**GOOD, "question": ""}, "question"),
+    ({**GOOD, "choices": ["a", 3]}, "choice-not-string"),
+])
+def test_bad_rows_name_file_line_and_rule(tmp_path, row, rule):
+    p = _write(tmp_path, [json.dumps(GOOD), json.dumps(row)])
+    with pytest.raises(AnswerRowError) as exc:
+        load_answer_rows(p)
+    assert exc.value.line == 2 and exc.value.rule == rule
+    assert str(exc.value).startswith(f"{p}:2: {rule}:")
+
+
+def test_malformed_json_and_empty_file(tmp_path):
+    p = _write(tmp_path, [json.dumps(GOOD), "", '{"question": "x", "choices": ['])
+    with pytest.raises(AnswerRowError, match=r"rows.jsonl:3: malformed-json"):
+        load_answer_rows(p)
+    with pytest.raises(AnswerRowError, match="empty-file"):
+        load_answer_rows(_write(tmp_path, [""]))
+
+
+def test_good_rows_load_with_ids(tmp_path):
+    rows = load_answer_rows(_write(tmp_path, [json.dumps(GOOD), json.dumps({**GOOD, "id": "q7"})]))
+    assert [r["id"] for r in rows] == ["rows.jsonl:1", "q7"] and rows[0]["answer"] == 1
+
+
+def test_cli_bad_row_exits_nonzero_naming_line(tmp_path, capsys):
+    from api.cli import main
+
+    p = _write(tmp_path, [json.dumps(GOOD), json.dumps({**GOOD, "answer": 5})])
+    assert main(["eval", "answers", str(p), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert f"{p}:2: answer-out-of-range" in err
+
+
+def test_oracle_random_and_outcome_arithmetic():
+    correct = np.array([[1, 1, 0], [0, 1, 1], [0, 0, 0], [1, 0, 0]], dtype=bool)  # experts: strong .. cheap
+    costs = np.array([10.0, 3.0, 1.0])
+    orc = oracle(correct, costs)
+    assert orc.tolist() == [1, 2, 2, 0]  # cheapest correct; cheapest when nobody is right
+    o = outcome(correct, costs, orc)
+    assert o.accuracy == pytest.approx(0.75) and o.mean_cost == pytest.approx((3 + 1 + 1 + 10) / 4)
+    r = random_outcome(correct, costs)
+    assert r.accuracy == pytest.approx(correct.mean()) and r.mean_cost == pytest.approx(costs.mean())
+    assert outcome(correct, costs, np.zeros(4, dtype=int)).share == [1.0, 0.0, 0.0]
+
+
+def test_pgr_and_apgr():
+    assert pgr(0.5, 0.3, 0.7) == pytest.approx(0.5)
+    weak, strong = (1.0, 0.3), (11.0, 0.7)
+    # the strong expert itself only at full cost: the step reaches PGR 1 at x = 1 -> area 0
+    assert apgr([strong], weak=weak, strong=strong) == pytest.approx(0.0, abs=2e-3)
+    # a router with the strong accuracy at half the normalised cost: area 0.5
+    assert apgr([(6.0, 0.7)], weak=weak, strong=strong) == pytest.approx(0.5, abs=2e-3)
+    # PGR 0.5 from cost 0 on, then 1.0 from x = 0.5: 0.5 * 0.5 + 1.0 * 0.5
+    assert apgr([(1.0, 0.5), (6.0, 0.7)], weak=weak, strong=strong) == pytest.approx(0.75, abs=2e-3)
+
+
+def test_strategies():
+    te = np.array([[0.5, 0.4, 0.1], [0.2, 0.3, 0.5]])
+    p = te / te.sum(1, keepdims=True)
+    costs = np.array([10.0, 3.0, 1.0])
+    assert qsef_choice(te, p, costs, "argmax").tolist() == [0, 2]
+    assert qsef_choice(te, p, costs, "cost_aware", lam=0.0).tolist() == [0, 2]
+    assert qsef_choice(te, p, costs, "cost_aware", lam=1.0).tolist() == [1, 2]  # 0.5-1 < 0.4-0.3
+    # the cheapest expert with P >= tau, else argmax
+    assert qsef_choice(te, p, costs, "threshold", tau=0.35).tolist() == [1, 2]
+    assert qsef_choice(te, p, costs, "threshold", tau=0.9).tolist() == [0, 2]
+    assert choose(np.array([[0.9, 0.85]]), np.array([2.0, 1.0]), 0.2).tolist() == [1]
+    with pytest.raises(ValueError, match="unknown strategy"):
+        qsef_choice(te, p, costs, "nope")
+
+
+def test_folds_are_a_stratified_partition():
+    labels = ["a"] * 10 + ["b"] * 7
+    fs = folds(labels, 5)
+    allidx = np.sort(np.concatenate(fs))
+    assert allidx.tolist() == list(range(17))
+    assert all(sum(labels[i] == "a" for i in f) >= 2 for f in fs)
+
+
+@pytest.mark.slow
+def test_cli_reports_a_model_that_fails_to_load_and_scores_the_others(tmp_path, capsys):
+    from api.cli import main
+    from experts.registry import ExpertRegistry, ExpertSpec, capability_fleet
+
+    reg = ExpertRegistry(tmp_path / "fleet.sqlite")
+    reg.add(next(s for s in capability_fleet() if s.name == "smollm2-135m"))
+    reg.add(ExpertSpec(name="no-such-model", domain="general", backend_kwargs={"model": "no-such-model"}))
+    rows = [
+        {"question": "What is the capital of France?", "choices": ["Berlin", "Paris", "Rome"], "answer": 1,
+         "domain": "general"},
+        {"question": "Which organ pumps blood?", "choices": ["The heart", "The liver"], "answer": 0,
+         "domain": "medicine"},
+        {"question": "Which keyword defines a function in Python?", "choices": ["func", "def", "fn", "lambda"],
+         "answer": 1, "domain": "code"},
+    ]
+    p = _write(tmp_path, [json.dumps(r) for r in rows])
+    rc = main(["eval", "answers", str(p), "--json", "--registry", str(tmp_path / "fleet.sqlite"),
+               "--experts", "smollm2-135m,no-such-model", "--format", "letter-chat", "--cv", "2"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert rc == 0
+    assert "no-such-model" in out["errors"] and "no-such-model" in captured.err
+    assert set(out["experts"]) == {"smollm2-135m"} and out["n"] == 3
