@@ -80,8 +80,36 @@ def build_corpora_and_profiles(settings: Settings) -> None:
     )
 
 
-def main() -> int:
+def ship_embeddings(settings: Settings) -> list[Path]:
+    """Write the embeddings every installation encodes alike into the package (``qsef/data/embeddings``):
+    each default profile's corpus sample and the seed history's MMLU questions. Run after a corpus, the
+    MMLU split or the encoder changed (``python -m api.setup_assets --ship-embeddings``); a stale shipped
+    file is never used (its texts' digest no longer matches), so forgetting costs minutes, not correctness."""
+    from core.domains import DOMAINS
+    from corpora import load_mmlu
+    from qsef.encoder import get_encoder, ship_cached
+    from qsef.profiles import centroid_sample_of, corpus_passages
+
+    encoder, cache = get_encoder(settings), settings.path("cache", "embeddings")
+    out = [ship_cached(centroid_sample_of(corpus_passages(settings, d)), encoder=encoder, cache_dir=cache,
+                       name=f"profile-{d}") for d in DOMAINS]
+    out.append(ship_cached([r["text"] for r in load_mmlu(settings, split="history")], encoder=encoder,
+                           cache_dir=cache, name="mmlu"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m api.setup_assets", description="install every asset `make setup` needs")
+    ap.add_argument("--ship-embeddings", action="store_true",
+                    help="(maintainers) refresh the shipped embeddings in qsef/data/embeddings and exit")
+    args = ap.parse_args(argv)
     settings = Settings()  # an entry point (`make setup`): settings are built here
+    if args.ship_embeddings:
+        for path in ship_embeddings(settings):
+            print(path)
+        return 0
     setup_logging(settings.log_level, settings.log_format)
     from core.store import DEFAULT_MODELS, ModelStore
     from router.llm.venv import ensure_env

@@ -207,30 +207,87 @@ def texts_digest(texts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
+#: Embeddings shipped with the package for fixed text lists every installation encodes alike (the default
+#: profiles' corpus samples, the seed history's MMLU questions): float16 safetensors named like the cache
+#: files, each carrying the full SHA-256 of its texts. ``encode_cached`` copies one into the cache instead
+#: of encoding when the texts and the encoder match (minutes of CPU on a cold machine).
+SHIPPED_EMBEDDINGS = Path(__file__).resolve().parent / "data" / "embeddings"
+
+
+def _cache_stem(texts: Sequence[str], encoder: Encoder, name: str) -> str:
+    return f"{name}-{Path(encoder.name).name}-{texts_digest(texts)[:16]}"
+
+
+def _from_shipped(stem: str, texts: Sequence[str], shipped_dir: Path) -> np.ndarray | None:
+    """The shipped embeddings of exactly these texts (float32), or ``None`` (none, or not these texts)."""
+    path = shipped_dir / f"{stem}.safetensors"
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = fh.metadata() or {}
+            arr = fh.get_tensor("embeddings").astype(np.float32)
+    except Exception as exc:  # a damaged shipped file: encode instead, say why
+        log.warning("shipped embeddings unreadable; encoding instead", extra={"path": str(path), "error": str(exc)[:200]})
+        return None
+    if meta.get("sha256") != texts_digest(texts) or arr.ndim != 2 or arr.shape[0] != len(texts):
+        log.warning("shipped embeddings are of other texts; encoding instead", extra={"path": str(path)})
+        return None
+    return arr
+
+
+def ship_cached(texts: Sequence[str], *, encoder: Encoder, cache_dir: Path, name: str,
+                dest: Path = SHIPPED_EMBEDDINGS) -> Path:
+    """Write the cached embeddings of ``texts`` (encoding them if needed) as a shipped float16 file.
+
+    Rounding to float16 moves cosine similarities by ~1e-3; every installation that starts from the shipped
+    file gets the same vectors, so profiles built from them are identical across machines.
+    """
+    from safetensors.numpy import save_file
+
+    arr = encode_cached(texts, encoder=encoder, cache_dir=cache_dir, name=name)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / f"{_cache_stem(texts, encoder, name)}.safetensors"
+    tmp = out.with_suffix(".tmp")
+    save_file({"embeddings": arr.astype(np.float16)}, str(tmp),
+              metadata={"sha256": texts_digest(texts), "n": str(len(texts)), "encoder": Path(encoder.name).name})
+    tmp.replace(out)
+    return out
+
+
 def encode_cached(texts: Sequence[str], *, encoder: Encoder, cache_dir: Path, name: str = "texts",
-                  on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                  on_progress: Callable[[int, int], None] | None = None,
+                  shipped_dir: Path | None = SHIPPED_EMBEDDINGS) -> np.ndarray:
     """Encode a fixed text list once and keep the result on disk (``.npy`` + JSON sidecar, no pickle).
 
     The file name carries the encoder name and a digest of the texts, so a changed list or encoder
-    never reuses stale vectors.
+    never reuses stale vectors. On a cache miss, embeddings shipped in ``shipped_dir`` for exactly these
+    texts and this encoder (:data:`SHIPPED_EMBEDDINGS`, checked by the texts' full SHA-256) are copied
+    into the cache instead of encoding.
 
     Args:
         on_progress: when the texts must be encoded, called as ``on_progress(done, total)`` after each
             batch (the texts are then sent in batches of ``encoder.batch_size``).
+        shipped_dir: where shipped embeddings are looked up (``None``: never).
 
     Returns:
         float32 array ``(N, dim)``.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    digest = texts_digest(texts)[:16]
-    enc_tag = Path(encoder.name).name
-    stem = cache_dir / f"{name}-{enc_tag}-{digest}"
+    stem = cache_dir / _cache_stem(texts, encoder, name)
     npy, meta = stem.with_suffix(".npy"), stem.with_suffix(".json")
     if npy.is_file() and meta.is_file():
         arr = np.load(npy, allow_pickle=False)
         if arr.shape[0] == len(texts):
             return arr
-    if on_progress is None:
+    shipped = _from_shipped(stem.name, texts, shipped_dir) if shipped_dir is not None else None
+    if shipped is not None:
+        arr = shipped
+        if on_progress is not None:
+            on_progress(len(texts), len(texts))
+    elif on_progress is None:
         arr = encoder.encode(list(texts), use_cache=False)
     else:
         step = max(1, getattr(encoder, "batch_size", 64))

@@ -336,7 +336,7 @@ def build_domain_profile(domain: str, *, settings: Settings, encoder: Any = None
     passages = corpus_passages(settings, domain) if from_corpus else list(passages)
     if not passages:
         raise ValueError(f"no texts to build a profile for domain {domain!r}")
-    sample = passages if len(passages) <= centroid_sample else random.Random(seed).sample(passages, centroid_sample)
+    sample = centroid_sample_of(passages, centroid_sample, seed=seed)
     from qsef.encoder import encode_cached
 
     stage("encode")
@@ -359,6 +359,12 @@ def build_domain_profile(domain: str, *, settings: Settings, encoder: Any = None
         meta={"n_passages": len(passages), "n_centroid": len(sample), "corpus_sha256": texts_digest(passages),
               **({"corpus": corpus_fingerprint(domain)} if from_corpus else {})},
     )
+
+
+def centroid_sample_of(passages: Sequence[str], n: int = 1000, *, seed: int = 0) -> list[str]:
+    """The seeded sample of ``n`` passages a profile's centroid and prototypes are computed from (all of
+    them when there are fewer): the texts whose embeddings :func:`build_domain_profile` encodes."""
+    return list(passages) if len(passages) <= n else random.Random(seed).sample(list(passages), n)
 
 
 def prototypes(embeddings: np.ndarray, k: int = N_PROTOTYPES, *, seed: int = 0) -> np.ndarray:

@@ -46,6 +46,33 @@ def test_encode_cached_on_disk(tmp_path):
     assert len(fake.calls) == 1 and list(tmp_path.glob("*.npy")) and not list(tmp_path.glob("*.pkl"))
 
 
+def test_shipped_embeddings_replace_encoding_only_for_their_own_texts(tmp_path):
+    from qsef.encoder import ship_cached
+
+    fake = _Fake()
+    enc = Encoder("fake", model=fake)
+    shipped = ship_cached(["one", "three"], encoder=enc, cache_dir=tmp_path / "maintainer", name="t",
+                          dest=tmp_path / "shipped")
+    assert shipped.suffix == ".safetensors" and len(fake.calls) == 1
+    x = encode_cached(["one", "three"], encoder=enc, name="t", cache_dir=tmp_path / "fresh",
+                      shipped_dir=tmp_path / "shipped")
+    assert len(fake.calls) == 1  # copied from the shipped file, not encoded
+    assert x.dtype == np.float32 and x.shape == (2, 3) and list((tmp_path / "fresh").glob("*.npy"))
+    np.testing.assert_allclose(x, enc.encode(["one", "three"]), atol=1e-3)  # float16 rounding only
+    # a shipped file whose recorded digest is not these texts' (renamed by hand) is refused: encoded instead
+    other = tmp_path / "shipped" / shipped.name.replace("t-", "u-", 1)
+    shipped.rename(other)
+    from qsef.encoder import _cache_stem
+
+    (tmp_path / "shipped" / f"{_cache_stem(['two'], enc, 'u')}.safetensors").write_bytes(other.read_bytes())
+    encode_cached(["two"], encoder=enc, name="u", cache_dir=tmp_path / "fresh", shipped_dir=tmp_path / "shipped")
+    assert fake.calls[-1] == ["two"]
+    # a damaged shipped file is skipped with a warning, never a crash
+    (tmp_path / "shipped" / f"{_cache_stem(['four'], enc, 'v')}.safetensors").write_bytes(b"not safetensors")
+    encode_cached(["four"], encoder=enc, name="v", cache_dir=tmp_path / "fresh", shipped_dir=tmp_path / "shipped")
+    assert fake.calls[-1] == ["four"]
+
+
 @pytest.mark.slow
 def test_real_minilm_encoder():
     enc = Encoder("minilm", settings=Settings())
