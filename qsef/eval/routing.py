@@ -440,7 +440,8 @@ def make_method(name: str, *, engine: QSEFEngine, experts: Sequence[ExpertProfil
 
 def evaluate(rows: Sequence[dict[str, str]], *, engine: QSEFEngine, method: str = "qsef",
              train_rows: Sequence[dict[str, str]] | None = None, ablate: Sequence[str] = (),
-             cv: int = 0, confusion: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
+             cv: int = 0, confusion: str | Path | None = None, keep_predictions: bool = False,
+             **kwargs: Any) -> dict[str, Any]:
     """Route labelled rows with one method and report accuracy.
 
     Args:
@@ -453,6 +454,7 @@ def evaluate(rows: Sequence[dict[str, str]], *, engine: QSEFEngine, method: str 
         ablate: components switched off (qsef only).
         cv: > 1 runs k-fold cross-validation on ``rows`` themselves instead.
         confusion: optional PNG path for the confusion matrix.
+        keep_predictions: add ``"predictions"`` (one domain per row, in order) for paired tests.
     """
     experts = engine.experts
     emb = engine.encode([r["text"] for r in rows])
@@ -480,6 +482,8 @@ def evaluate(rows: Sequence[dict[str, str]], *, engine: QSEFEngine, method: str 
         pred = m.predict(ds)
         out = report(ds.labels, pred)
     out["method"] = method
+    if keep_predictions:
+        out["predictions"] = [str(x) for x in pred]
     if ablate:
         out["ablate"] = list(ablate)
     if confusion:
