@@ -8,7 +8,10 @@ reproducible. The baselines learn from the same labelled questions (MMLU's histo
 
 * ``centroid``: nearest mean MiniLM embedding per domain;
 * ``knn``: similarity-weighted vote of the 10 nearest questions;
-* ``zeroshot``: nearest one-line domain description (no training data).
+* ``zeroshot``: nearest one-line domain description (no training data);
+* aurelio's ``semantic-router`` 1.1.1 (its own environment, ``benchmarks/peer_env.py``): an ``IndexedRouter``
+  with one route per domain and every training question as an utterance, on the same MiniLM vectors — with
+  its defaults (top_k 5, mean) and with sum-of-top-10 aggregation (its best on MMLU-style questions).
 
 Sets (none of them is seed history or was used to fit the calibration):
 
@@ -39,6 +42,32 @@ from core.settings import Settings
 SETTINGS = Settings()  # a benchmark is an entry point: settings are built here
 ROOT = Path(__file__).resolve().parents[1]
 BASELINES = ("centroid", "knn", "zeroshot")
+SEMANTIC_ROUTER = "semantic-router==1.1.1"
+SR_CONFIGS = {"semantic_router_default": {"top_k": 5, "aggregation": "mean"},
+              "semantic_router_sum10": {"top_k": 10, "aggregation": "sum"}}
+
+
+def semantic_router_predictions(engine, train: list[dict], sets: dict[str, list[dict]]) -> dict[str, dict]:
+    """``{config: {set: predictions}}`` from semantic-router run in its own environment on our vectors."""
+    import json
+    import subprocess
+    import tempfile
+
+    from benchmarks.peer_env import peer_python
+
+    python = peer_python(SETTINGS, "semantic-router", [SEMANTIC_ROUTER])
+    texts = list(dict.fromkeys([r["text"] for r in train] + [r["text"] for rows in sets.values() for r in rows]))
+    with tempfile.TemporaryDirectory() as tmp:
+        npz, spec = Path(tmp) / "emb.npz", Path(tmp) / "spec.json"
+        np.savez(npz, texts=np.array(texts), vectors=np.asarray(engine.encode(texts), dtype=np.float32))
+        spec.write_text(json.dumps({"train": [[r["text"], r["domain"]] for r in train],
+                                    "sets": {k: [r["text"] for r in rows] for k, rows in sets.items()},
+                                    "configs": SR_CONFIGS}))
+        run = subprocess.run([str(python), str(ROOT / "benchmarks/peers/semantic_router_run.py"), str(npz), str(spec)],
+                             capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        raise RuntimeError(f"semantic-router run failed: {run.stderr[-2000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def mcnemar(gold: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
@@ -70,11 +99,12 @@ def labelled_sets(settings: Settings) -> dict[str, list[dict]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="routing_transfer", help="result name under benchmarks/results/")
+    ap.add_argument("--no-peers", action="store_true", help="skip semantic-router (no peer environment)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from corpora import load_mmlu
     from qsef.engine import QSEFEngine
-    from qsef.eval.routing import evaluate
+    from qsef.eval.routing import evaluate, report
     from qsef.history import seed_history
 
     engine = QSEFEngine(settings=SETTINGS)
@@ -83,7 +113,10 @@ def main() -> int:
     results: dict = {"what": "label routing: the router's default configuration vs baselines trained on the "
                              "same labelled questions (MMLU history side), every set held out",
                      "n_train": len(train), "sets": {}}
-    for name, rows in labelled_sets(SETTINGS).items():
+    sets = labelled_sets(SETTINGS)
+    peer = {} if args.no_peers else semantic_router_predictions(engine, train, sets)
+    results["peers"] = {"semantic_router": {"package": SEMANTIC_ROUTER, "configs": SR_CONFIGS}} if peer else {}
+    for name, rows in sets.items():
         gold = np.array([r["domain"] for r in rows])
         per: dict = {"n": len(rows), "support": {d: int((gold == d).sum()) for d in sorted(set(gold))}}
         preds = {}
@@ -91,9 +124,12 @@ def main() -> int:
             out = evaluate(rows, engine=engine, method=method, keep_predictions=True,
                            train_rows=train if method in ("centroid", "knn") else None)
             preds[method] = np.array(out.pop("predictions"))
-            per[method] = {"accuracy": out["accuracy"], "per_domain": out["per_domain"]}
-            print(f"{name:<12} {method:<9} {out['accuracy']:.3f}  (n={len(rows)})", flush=True)
-        per["mcnemar"] = {b: mcnemar(gold, preds["qsef"], preds[b]) for b in BASELINES}
+        for cname, by_set in peer.items():
+            preds[cname] = np.array([str(x) for x in by_set[name]])
+        for method, pred in preds.items():
+            per[method] = report(gold, pred)
+            print(f"{name:<12} {method:<24} {per[method]['accuracy']:.3f}  (n={len(rows)})", flush=True)
+        per["mcnemar"] = {b: mcnemar(gold, preds["qsef"], preds[b]) for b in preds if b != "qsef"}
         results["sets"][name] = per
     path = save(args.out, results)
     print(f"saved {path}")
