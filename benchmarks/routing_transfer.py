@@ -28,7 +28,6 @@ Sets (none of them is seed history or was used to fit the calibration):
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -101,7 +100,9 @@ def main() -> int:
     ap.add_argument("--out", default="routing_transfer", help="result name under benchmarks/results/")
     ap.add_argument("--no-peers", action="store_true", help="skip semantic-router (no peer environment)")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    from core.logs import setup_logging
+
+    setup_logging("WARNING")  # library DEBUG lines (bm25s ...) stay off the console
     from corpora import load_mmlu
     from qsef.engine import QSEFEngine
     from qsef.eval.routing import evaluate, report
