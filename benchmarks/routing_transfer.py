@@ -115,6 +115,10 @@ def main() -> int:
                              "same labelled questions (MMLU history side), every set held out",
                      "n_train": len(train), "sets": {}}
     sets = labelled_sets(SETTINGS)
+    from qsef.history import seed_embeddings
+
+    train_texts = [r["text"] for r in train]  # the seed history's questions: their vectors are on disk already
+    engine.encoder.prime(train_texts, seed_embeddings(SETTINGS, train_texts, encoder=engine.encoder))
     peer = {} if args.no_peers else semantic_router_predictions(engine, train, sets)
     results["peers"] = {"semantic_router": {"package": SEMANTIC_ROUTER, "configs": SR_CONFIGS}} if peer else {}
     for name, rows in sets.items():

@@ -159,6 +159,16 @@ class Encoder:
         out = np.asarray(out, dtype=np.float32)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
+    def prime(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Put vectors computed earlier (e.g. by :func:`encode_cached`) into the in-memory cache, so
+        later :meth:`encode` calls on these texts skip the model."""
+        with self._lock:
+            for t, v in zip(texts, np.asarray(vectors, dtype=np.float32), strict=True):
+                self._cache[t] = v
+                self._cache.move_to_end(t)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
     def encode(self, texts: Sequence[str], *, use_cache: bool = True) -> np.ndarray:
         """Encode texts to unit vectors.
 

@@ -37,6 +37,16 @@ def test_cache_deduplicates_and_evicts():
     assert fake.calls[-1] == ["aa"] and enc.forward_calls == 4
 
 
+def test_prime_fills_the_cache_without_the_model():
+    fake = _Fake()
+    enc = Encoder("fake", model=fake, cache_size=2)
+    enc.prime(["x", "y", "z"], np.eye(3, dtype=np.float32))  # over the size: the oldest ("x") is dropped
+    np.testing.assert_array_equal(enc.encode(["z", "y"]), np.eye(3, dtype=np.float32)[[2, 1]])
+    assert fake.calls == []
+    enc.encode(["x"])
+    assert fake.calls == [["x"]]
+
+
 def test_encode_cached_on_disk(tmp_path):
     fake = _Fake()
     enc = Encoder("fake", model=fake)
