@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--workers", type=int, default=1,
                        help="router worker processes (uvicorn); more than 1 needs the shared PostgreSQL store "
                             "(QSEF_DATABASE_URL)")
+    serve.add_argument("--run-dir", help="with --workers N: folder for the resolved settings, the metrics files and "
+                                         "the health prober's lock (default $QSEF_HOME/run/serve-PORT)")
     serve.set_defaults(handler=_serve)
 
     route = subparsers.add_parser("route", help="route a (compound) query: sub-tasks, chosen experts, answers, timings")
@@ -119,10 +121,13 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     from api.main import RUN_DIR_ENV
 
-    run_dir = _worker_run_dir(settings, port)
+    run_dir = _worker_run_dir(settings, port, args.run_dir)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "metrics")  # read by prometheus-client in each worker
     os.environ[RUN_DIR_ENV] = str(run_dir)
-    uvicorn.run("api.main:app_factory", factory=True, host=host, port=port, workers=args.workers, log_config=None)
+    # a worker imports torch and loads the encoder before it answers uvicorn's liveness ping; on a busy host
+    # that takes longer than uvicorn's default 5 s, after which the supervisor would kill and restart it
+    uvicorn.run("api.main:app_factory", factory=True, host=host, port=port, workers=args.workers, log_config=None,
+                timeout_worker_healthcheck=300)
     return 0
 
 
@@ -137,12 +142,14 @@ def _check_database(url: str) -> None:
         db.close()
 
 
-def _worker_run_dir(settings, port: int):
-    """``$QSEF_HOME/run/serve-PORT``: the resolved settings (0600: they may hold the API key), an empty
-    metrics folder (stale files of a previous run would be summed), the health prober's lock."""
+def _worker_run_dir(settings, port: int, given: str | None = None):
+    """``given`` or ``$QSEF_HOME/run/serve-PORT``: the resolved settings (0600: they may hold the API key),
+    an empty metrics folder (stale files of a previous run would be summed), the health prober's lock."""
     import shutil
+    from pathlib import Path
 
-    run_dir = settings.path("run", f"serve-{port}")
+    run_dir = Path(given).resolve() if given else settings.path("run", f"serve-{port}")
+    run_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(run_dir / "metrics", ignore_errors=True)
     (run_dir / "metrics").mkdir()
     target = run_dir / "settings.json"
