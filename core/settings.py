@@ -91,6 +91,11 @@ class RouterSettings(BaseSettings):
     seed_history: bool = Field(
         True, description="before feedback knows a text, C_model asks the labelled seed history (MMLU questions)"
     )
+    live_load: bool = Field(True, description="C_model reads the live load of experts on vLLM servers (/metrics)")
+    load_ttl_s: float = Field(2.0, gt=0, le=300, description="how long one server's load sample is reused")
+    load_waiting_threshold: int = Field(4, ge=1, description="waiting requests at which an expert is saturated "
+                                                              "and its traffic goes to the next-best (flagged)")
+    load_busy_requests: int = Field(8, ge=1, description="running + 2 x waiting requests that count as full load")
 
 
 class ApiSettings(BaseSettings):

@@ -165,7 +165,8 @@ class Router:
             registry=registry,
             decomposer=Decomposer(llm, domains, descriptions=descriptions, max_subtasks=cfg.max_subtasks,
                                   max_tokens=cfg.decompose_max_tokens, fast_path=cfg.fast_path),
-            scorer=RegistryScorer(registry, settings=settings, history=feedback, seed_history=cfg.seed_history),
+            scorer=RegistryScorer(registry, settings=settings, history=feedback, seed_history=cfg.seed_history,
+                                  live_load=_live_load(cfg)),
             dispatcher=Dispatcher(factory, pool=pool, timeout_s=timeout_s or cfg.expert_timeout_s,
                                   max_fallbacks=cfg.max_fallbacks),
             feedback=feedback,
@@ -286,7 +287,7 @@ class Router:
 
     def _plan(self, query: str, opt: RouteOptions) -> tuple[Any, list[SubtaskResult], Any, float, float]:
         """Decompose, score and select: the sub-tasks with their chosen experts (not yet answered)."""
-        self.refresh_domains()  # experts may have been added or removed by another process
+        self.sync()  # experts may have been added or removed by another process (the change counter says)
         dec = self.decomposer.decompose(query, use_llm=opt.use_llm)
         t1 = time.perf_counter()
         texts = [s.text for s in dec.subtasks]
@@ -359,6 +360,16 @@ class Router:
 
     def close(self) -> None:
         self.dispatcher.close()
+
+
+def _live_load(cfg: Any) -> Any:
+    """The live-load reader of ``settings.router`` (``None`` when ``live_load`` is off)."""
+    if not cfg.live_load:
+        return None
+    from experts.load import LiveLoad
+
+    return LiveLoad(ttl_s=cfg.load_ttl_s, waiting_threshold=cfg.load_waiting_threshold,
+                    busy_requests=cfg.load_busy_requests)
 
 
 def _check(cancel: threading.Event | None, rid: str) -> None:

@@ -1,12 +1,10 @@
 import json
 
-import numpy as np
 import pytest
 from fakes import FakeBackend, ScriptedLLM
 
 from core.settings import Settings
 from qsef.scores import ExpertScore
-from router.feedback import FeedbackNotFoundError, FeedbackStore
 from router.pipeline import RouteOptions
 
 Q = "What dose of ibuprofen is safe for a fever, and how do I deduct medical costs on my taxes?"
