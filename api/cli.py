@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "distill": (("distill",), "distil a QRH domain expert from a teacher (YAML config + key=value overrides)"),
     "models": (("models",), "pull, verify and locate the pinned models"),
     "llm": (("llm",), "run the router LLM's vLLM server (OpenAI-compatible, loopback)"),
+    "fleet": (("fleet",), "start/stop the vLLM expert servers a fleet file describes and register their experts"),
 }
 
 
