@@ -571,8 +571,10 @@ def register_expert(info: dict, registry_path: str | Path) -> bool:
     spec = ExpertSpec(name=info["name"], domain=info["domain"], backend="qrh", description=description,
                       backend_kwargs={"checkpoint": info["checkpoint"], "tokenizer": info["tokenizer"]},
                       size_params=int(info["params"]), profile=profile)
-    ExpertRegistry(path).add(spec, replace=True)
-    log.info("registered expert %s in %s", info["name"], path)
+    registry = ExpertRegistry(path)
+    registry.add(spec, replace=True)
+    log.info("registered expert %s in %s", info["name"], registry.describe())  # a URL's password hidden
+    registry.close()
     return True
 
 
