@@ -4,9 +4,8 @@ mid-request answered with 503 and a reason (never a stack trace), recovering whe
 from __future__ import annotations
 
 import pytest
-from conftest import API_KEY
 
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
+AUTH = {"Authorization": "Bearer test-key-123"}  # tests/api/conftest.py's API_KEY
 Q = {"query": "What is a tort?", "options": {"use_llm": False}}
 
 
