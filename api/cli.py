@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "distill": (("distill",), "distil a QRH domain expert from a teacher (YAML config + key=value overrides)"),
     "models": (("models",), "pull, verify and locate the pinned models"),
     "llm": (("llm",), "run the router LLM's vLLM server (OpenAI-compatible, loopback)"),
+    "fleet": (("fleet",), "start/stop the vLLM expert servers a fleet file describes and register their experts"),
 }
 
 
@@ -74,6 +75,18 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: Exception) -> str:
+    """A settings error as one line: ``field: problem; field: problem`` for pydantic's errors."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: "
+                             f"{str(e['msg']).removeprefix('Value error, ')}" for e in errors())
+        except Exception:  # not pydantic's shape: the plain message below
+            pass
+    return " ".join(str(exc).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
@@ -87,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()  # built once here and handed to the handler as args.settings
     except Exception as exc:  # invalid QSEF_* values or config file
-        print(f"qsef: invalid settings: {exc}", file=sys.stderr)
+        print(f"qsef: invalid settings: {_one_line(exc)}", file=sys.stderr)
         return 2
     setup_logging(args.log_level or settings.log_level, settings.log_format)
     args.settings = settings

@@ -15,9 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.db import DatabaseUnavailableError
 from experts.backends import BackendError
 from experts.registry import DamagedExpertError, ExpertExistsError, ExpertNotFoundError, InvalidExpertError
-from router.feedback import FeedbackAlreadyRatedError, FeedbackNotFoundError
+from router.feedback import FeedbackAlreadyRatedError, FeedbackKeyReusedError, FeedbackNotFoundError
 from router.scoring import NoExpertsError
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FeedbackNotFoundError)
     async def _fb_nf(request: Request, exc: FeedbackNotFoundError):
         return error_response(request, 404, "request_not_found", str(exc))
+
+    @app.exception_handler(FeedbackKeyReusedError)
+    async def _fb_key(request: Request, exc: FeedbackKeyReusedError):
+        return error_response(request, 422, "idempotency_key_reused", str(exc))
+
+    @app.exception_handler(DatabaseUnavailableError)
+    async def _db_down(request: Request, exc: DatabaseUnavailableError):
+        # nothing of the failed transaction was written: the client may retry (ratings with their key)
+        log.warning("database unavailable", extra={"request_id": getattr(request.state, "request_id", None),
+                                                   "error": exc.reason[:300]})
+        return error_response(request, 503, "database_unavailable",
+                              f"the shared store is unavailable ({exc.reason[:200]}); nothing was written, retry "
+                              "shortly", headers={"Retry-After": "2"})
 
     @app.exception_handler(NoExpertsError)
     async def _no_experts(request: Request, exc: NoExpertsError):

@@ -2,12 +2,19 @@
 
 Run it with ``qsef serve`` (uvicorn on ``settings.host:port``) or ``uvicorn --factory api.main:create_app``.
 OpenAPI docs at ``/docs``.
+
+Several workers: ``qsef serve --workers N`` writes the settings and a run directory, then has uvicorn
+start N processes that each call :func:`app_factory`; they share the PostgreSQL store, one metrics
+folder (:mod:`api.metrics`) and one host-wide health prober (:mod:`api.probe`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -28,13 +35,19 @@ from router.pipeline import Router
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, router: Router | None = None) -> FastAPI:
+#: environment variable naming the run directory of a multi-worker ``qsef serve`` (set for its workers)
+RUN_DIR_ENV = "QSEF_SERVE_RUN_DIR"
+
+
+def create_app(settings: Settings | None = None, *, router: Router | None = None,
+               run_dir: Path | None = None) -> FastAPI:
     """Build the app from one settings object (default: ``Settings()`` from the environment — this is a
     face, the place settings are built) and pass it down; ``settings.api`` holds the HTTP limits.
-    ``router`` injects a ready router (tests); otherwise the lifespan builds the embedded stack."""
+    ``router`` injects a ready router (tests); otherwise the lifespan builds the embedded stack.
+    ``run_dir``: one worker of several (see :func:`app_factory`): shared metrics, elected health prober."""
     settings = settings if settings is not None else Settings()
     config = settings.api
-    metrics = Metrics()
+    metrics = Metrics(run_dir / "metrics" if run_dir is not None else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -54,7 +67,8 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
             await state.batcher.start()
         if config.health_interval_s > 0:
             state.probe = HealthProbe(r.registry, r.dispatcher.backend, interval_s=config.health_interval_s,
-                                      timeout_s=config.health_timeout_s)
+                                      timeout_s=config.health_timeout_s, on_tick=r.sync,
+                                      lock_path=run_dir / "health-probe.lock" if run_dir is not None else None)
             await state.probe.start()
         app.state.qsef = state
         log.info("api ready", extra={"router_llm": r.decomposer.llm.describe(), "batching": bool(state.batcher),
@@ -76,3 +90,18 @@ def create_app(settings: Settings | None = None, *, router: Router | None = None
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=config.max_body_bytes, metrics=metrics)
     return app
+
+
+def app_factory() -> FastAPI:
+    """The app of one worker of ``qsef serve --workers N`` (``uvicorn.run("api.main:app_factory",
+    factory=True, workers=N)``): the settings the serve command resolved (CLI overrides included) are
+    read back from ``$QSEF_SERVE_RUN_DIR/settings.json``; without that variable, ``Settings()``."""
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    if not run_dir:
+        return create_app()
+    from core.logs import setup_logging
+
+    folder = Path(run_dir)
+    settings = Settings(**json.loads((folder / "settings.json").read_text(encoding="utf-8")))
+    setup_logging(settings.log_level, settings.log_format)  # a spawned worker: the CLI's set-up did not run here
+    return create_app(settings, run_dir=folder)

@@ -1,12 +1,26 @@
-"""Prometheus metrics of one app instance (own registry, so several apps can live in one process)."""
+"""Prometheus metrics of one app instance (own registry, so several apps can live in one process).
+
+Several workers (``qsef serve --workers N``): prometheus-client's multiprocess mode. The serve command
+sets ``PROMETHEUS_MULTIPROC_DIR`` (a folder of the serve run directory, emptied at start) before the
+workers start, so every worker's counters and histograms are memory-mapped files there; ``/metrics``
+on any worker renders them all through a ``MultiProcessCollector`` — the sums over the workers, the
+counts of a killed worker included.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """Args:
+    multiprocess_dir: ``PROMETHEUS_MULTIPROC_DIR`` of a multi-worker server: render every worker's values.
+    """
+
+    def __init__(self, multiprocess_dir: str | Path | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
         self.requests = Counter("qsef_http_requests_total", "HTTP requests", ["method", "route", "status"],
                                 registry=self.registry)
@@ -36,4 +50,10 @@ class Metrics:
                 self.fallbacks.inc()
 
     def render(self) -> bytes:
+        if self.multiprocess_dir is not None:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged, path=str(self.multiprocess_dir))
+            return generate_latest(merged)
         return generate_latest(self.registry)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -24,7 +25,8 @@ class _TooLarge(Exception):
 
 
 class RequestContextMiddleware:
-    """Assigns ``request.state.request_id`` (from ``X-Request-ID`` when valid), enforces ``max_body_bytes``,
+    """Assigns ``request.state.request_id`` (from ``X-Request-ID`` when valid; echoed, with the serving
+    process id as ``X-QSEF-Worker``, on every response), enforces ``max_body_bytes``,
     logs one structured line per request and records request metrics."""
 
     def __init__(self, app: Any, *, max_body_bytes: int, metrics: Metrics):
@@ -47,7 +49,8 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode()),
+                                      (b"x-qsef-worker", str(os.getpid()).encode())]
             await send(message)
 
         async def reject(code: int, msg: str):

@@ -97,6 +97,9 @@ class FeedbackCreate(_Strict):
     comment: str = Field("", max_length=2000)
     token: str | None = Field(None, min_length=1, max_length=200,
                               description="feedback token from /v1/route (feedback_tokens); not needed with the API key")
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200,
+                                        description="or the Idempotency-Key header: a retry with the same key "
+                                                    "answers the first result and stores nothing twice")
 
     @field_validator("correct")
     @classmethod
@@ -180,6 +183,10 @@ class HealthPublic(BaseModel):
     router_llm_fallback: bool = Field(False, description="the vLLM server is unreachable: the model runs in process")
     score_batching: bool
     health_probe_interval_s: float = Field(0.0, description="seconds between expert health probes; 0 = off")
+    health_prober: bool = Field(False, description="this worker runs the host's health probe (one per host)")
+    worker_pid: int = Field(0, description="process id of the worker that answered")
+    store: str = Field("", description="where the registry and feedback live (SQLite file or PostgreSQL, "
+                                       "password hidden)")
     expert_health: list[ExpertHealthPublic] = Field(default_factory=list, description="every enabled expert")
 
 

@@ -95,6 +95,11 @@ class RouterSettings(BaseSettings):
         True, description="C_model also asks the fleet's measured answer matrix (<data>/history/answers.npz, "
                           "written by benchmarks/answer_quality.py) for the experts it knows"
     )
+    live_load: bool = Field(True, description="C_model reads the live load of experts on vLLM servers (/metrics)")
+    load_ttl_s: float = Field(2.0, gt=0, le=300, description="how long one server's load sample is reused")
+    load_waiting_threshold: int = Field(4, ge=1, description="waiting requests at which an expert is saturated "
+                                                              "and its traffic goes to the next-best (flagged)")
+    load_busy_requests: int = Field(8, ge=1, description="running + 2 x waiting requests that count as full load")
 
 
 class ApiSettings(BaseSettings):
@@ -144,8 +149,21 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     api_key: str | None = Field(None, description="key required by mutating API endpoints")
+    database_url: str | None = Field(
+        None, description="postgresql://USER:PASSWORD@HOST:PORT/DB: the registry and feedback live in this shared "
+                          "database (several router workers, several hosts); unset: SQLite files in the data dir")
     router: RouterSettings = Field(default_factory=RouterSettings, description="router tuning (QSEF_ROUTER_*)")
     api: ApiSettings = Field(default_factory=ApiSettings, description="HTTP service limits (QSEF_API_*)")
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        from core.db import check_database_url
+
+        check_database_url(v)  # DatabaseConfigError (a ValueError) names the setting and the fix
+        return v.strip()
 
     @field_validator("home")
     @classmethod

@@ -526,7 +526,8 @@ class DistillRecipe:
         (self.output_dir / "expert.json").write_text(json.dumps(info, indent=2, default=str))
         if cfg["register"]:
             info["registered"] = register_expert(
-                info, cfg.get("registry_path") or self.settings.path("router") / "experts.sqlite")
+                info, cfg.get("registry_path") or self.settings.database_url
+                or self.settings.path("router") / "experts.sqlite")
         return info
 
     def cleanup(self) -> None:
@@ -560,7 +561,7 @@ def register_expert(info: dict, registry_path: str | Path) -> bool:
     except ImportError as exc:
         log.warning("expert registry not available (%s); %s trained but not registered", exc, info["name"])
         return False
-    path = Path(registry_path)
+    path = registry_path if "://" in str(registry_path) else Path(registry_path)
     profile = {k: v for k, v in (info.get("profile") or {}).items() if k != "centroid"}
     description = f"QRH student distilled from {info['teacher']} on {info['domain']} texts"
     tr = info.get("training") or {}
@@ -570,8 +571,10 @@ def register_expert(info: dict, registry_path: str | Path) -> bool:
     spec = ExpertSpec(name=info["name"], domain=info["domain"], backend="qrh", description=description,
                       backend_kwargs={"checkpoint": info["checkpoint"], "tokenizer": info["tokenizer"]},
                       size_params=int(info["params"]), profile=profile)
-    ExpertRegistry(path).add(spec, replace=True)
-    log.info("registered expert %s in %s", info["name"], path)
+    registry = ExpertRegistry(path)
+    registry.add(spec, replace=True)
+    log.info("registered expert %s in %s", info["name"], registry.describe())  # a URL's password hidden
+    registry.close()
     return True
 
 

@@ -1,8 +1,14 @@
-"""The expert registry: a small SQLite database of experts, their profiles, backends and health.
+"""The expert registry: a small database of experts, their profiles, backends and health.
 
-The database runs in WAL mode so the API server can read while a CLI adds or removes an expert.
-Its layout is versioned: ``schema_version`` holds the number of applied migrations and
-:data:`MIGRATIONS` lists them in order, so an old database is brought up to date when opened.
+Embedded, it is a SQLite file in WAL mode, so the API server reads while a CLI adds or removes an
+expert; with ``QSEF_DATABASE_URL`` it is a table in the shared PostgreSQL database, so every router
+worker sees one registry (:mod:`core.db`). Its layout is versioned: :data:`MIGRATIONS` (SQLite) and
+:data:`PG_MIGRATIONS` list the steps in order, so an old database is brought up to date when opened.
+
+Changes made by another process: every read goes to the database, so scoring sees a new or removed
+expert at its next request; :meth:`ExpertRegistry.version` is a counter bumped by each change, which
+the HTTP app polls once per health interval to refresh what it derives from the registry (the
+domain labels offered to the router LLM).
 
 Example:
     >>> reg = ExpertRegistry(tmp_path / "experts.sqlite")
@@ -19,18 +25,21 @@ import json
 import logging
 import math
 import re
-import sqlite3
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
-from core.db import connect, migrate
+from core.db import Database
 from core.domains import DOMAIN_DESCRIPTIONS, DOMAINS, valid_domain_name
 from experts.backends import backend_resolver
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +47,7 @@ __all__ = [
     "CAPABILITY_MODELS",
     "DOMAIN_PROMPTS",
     "MIGRATIONS",
+    "PG_MIGRATIONS",
     "DamagedExpertError",
     "ExpertError",
     "ExpertExistsError",
@@ -47,6 +57,7 @@ __all__ = [
     "InvalidExpertError",
     "capability_fleet",
     "default_fleet",
+    "registry_from_settings",
 ]
 
 
@@ -249,7 +260,8 @@ def capability_fleet(costs: dict[str, float] | None = None, *, cost_unit: str = 
     ]
 
 
-# Each migration moves the schema from version i to i+1; never edit one that has shipped.
+# Each migration moves the schema from version i to i+1; never edit one that has shipped. MIGRATIONS are
+# SQLite's scripts; PG_MIGRATIONS give the same layout on PostgreSQL, step for step (8-byte floats, BIGINT).
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE experts (
@@ -278,42 +290,99 @@ MIGRATIONS: list[str] = [
     CREATE TABLE registry_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     INSERT INTO registry_meta (key, value) SELECT 'seeded', 'migrated' WHERE EXISTS (SELECT 1 FROM experts);
     """,
+    # a change counter, bumped in the transaction of every add / update / remove (not health): other
+    # workers poll it (ExpertRegistry.version) to notice a change made through another process
+    """
+    CREATE TABLE registry_version (v INTEGER NOT NULL);
+    INSERT INTO registry_version (v) VALUES (0);
+    """,
+]
+
+PG_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE experts (
+        name TEXT PRIMARY KEY,
+        domain TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        backend TEXT NOT NULL,
+        backend_kwargs TEXT NOT NULL DEFAULT '{}',
+        system_prompt TEXT NOT NULL DEFAULT '',
+        size_params BIGINT NOT NULL DEFAULT 0,
+        cost DOUBLE PRECISION NOT NULL DEFAULT 1.0,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        profile TEXT NOT NULL DEFAULT '{}',
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    )
+    """,
+    """
+    ALTER TABLE experts ADD COLUMN health TEXT NOT NULL DEFAULT 'unknown';
+    ALTER TABLE experts ADD COLUMN health_detail TEXT NOT NULL DEFAULT '';
+    ALTER TABLE experts ADD COLUMN health_at DOUBLE PRECISION;
+    CREATE INDEX experts_domain ON experts(domain)
+    """,
+    """
+    CREATE TABLE registry_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO registry_meta (key, value) SELECT 'seeded', 'migrated' WHERE EXISTS (SELECT 1 FROM experts)
+    """,
+    """
+    CREATE TABLE registry_version (v BIGINT NOT NULL);
+    INSERT INTO registry_version (v) VALUES (0)
+    """,
 ]
 
 _JSON_FIELDS = ("backend_kwargs", "profile")
+_BUMP = "UPDATE registry_version SET v = v + 1"
+
+
+def _row_values(spec: ExpertSpec) -> dict[str, Any]:
+    """``spec`` as column values (JSON text for the dict fields, 0/1 for ``enabled``)."""
+    values = spec.model_dump()
+    for f in _JSON_FIELDS:
+        values[f] = json.dumps(values[f], sort_keys=True)
+    values["enabled"] = int(values["enabled"])
+    return values
 
 
 class ExpertRegistry:
-    """Experts persisted in SQLite; safe to share between threads (one connection per operation).
+    """Experts persisted in SQLite or PostgreSQL (:mod:`core.db`); safe to share between threads and
+    between processes (every change is one transaction; see :meth:`version`).
 
     A row that cannot be read back (broken JSON, a value that no longer validates) never breaks a
     listing: :meth:`list` skips it with a warning, :meth:`damaged` names it with the reason, :meth:`get`
     raises :class:`DamagedExpertError`, and :meth:`remove` deletes it like any other row.
 
     Args:
-        path: the database file (created with its folder on first use).
+        target: a SQLite file (created with its folder on first use), a ``postgresql://`` URL, or a
+            :class:`core.db.Database`.
         confine: ``user_path -> resolved path`` that raises ``ValueError`` outside the data directory
             (``Settings.confine``); applied to ``profile.dir`` and the backends' path settings on
             :meth:`add` and :meth:`update`. ``None``: paths are stored as given (trusted callers).
     """
 
-    def __init__(self, path: str | Path, *, confine: Callable[[str], Path] | None = None):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, target: str | Path | Database, *, confine: Callable[[str], Path] | None = None):
+        self.db = target if isinstance(target, Database) else Database(target)
+        self.path = self.db.path  # None on PostgreSQL
         self.confine = confine
-        self._lock = threading.Lock()
-        with self._connect() as db:
-            migrate(db, MIGRATIONS, what="registry", error=ExpertError)
+        self.db.migrate({"sqlite": MIGRATIONS, "postgresql": PG_MIGRATIONS}, store="registry", error=ExpertError)
 
-    def _connect(self):
-        return connect(self.path)
+    def describe(self) -> str:
+        return self.db.describe()
+
+    def close(self) -> None:
+        self.db.close()
 
     def schema_version(self) -> int:
-        with self._connect() as db:
-            return db.execute("SELECT version FROM schema_version").fetchone()[0]
+        return self.db.schema_version("registry")
+
+    def version(self) -> int:
+        """The change counter: it grows with every add, update and remove made by any process sharing
+        this database (health marks do not count). Poll it to notice changes made elsewhere."""
+        with self.db.transaction() as c:
+            return int(c.execute(text("SELECT v FROM registry_version")).scalar_one())
 
     @staticmethod
-    def _row_to_spec(row: sqlite3.Row) -> ExpertSpec:
+    def _row_to_spec(row: Mapping[str, Any]) -> ExpertSpec:
         """Raises:
         DamagedExpertError: naming the row, the column and the problem.
         """
@@ -352,12 +421,12 @@ class ExpertRegistry:
         return spec.model_copy(update={"backend_kwargs": kwargs, "profile": profile})
 
     def names(self) -> list[str]:
-        with self._connect() as db:
-            return [r[0] for r in db.execute("SELECT name FROM experts ORDER BY name")]
+        with self.db.transaction() as c:
+            return [r[0] for r in c.execute(text("SELECT name FROM experts ORDER BY name"))]
 
-    def _read(self, sql: str, args: tuple = ()) -> tuple[list[ExpertSpec], dict[str, str]]:
-        with self._connect() as db:
-            rows = db.execute(sql, args).fetchall()
+    def _read(self, sql: str, args: Mapping[str, Any] | None = None) -> tuple[list[ExpertSpec], dict[str, str]]:
+        with self.db.transaction() as c:
+            rows = c.execute(text(sql), dict(args or {})).mappings().all()
         specs, bad = [], {}
         for r in rows:
             try:
@@ -384,8 +453,8 @@ class ExpertRegistry:
         ExpertNotFoundError: naming the registered experts.
         DamagedExpertError: the row exists but cannot be read (remove it and add it again).
         """
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM experts WHERE name = ?", (name,)).fetchone()
+        with self.db.transaction() as c:
+            row = c.execute(text("SELECT * FROM experts WHERE name = :n"), {"n": name}).mappings().first()
         if row is None:
             raise ExpertNotFoundError(name, self.names())
         return self._row_to_spec(row)
@@ -399,38 +468,61 @@ class ExpertRegistry:
         """
         spec = self._check_paths(spec)
         now = time.time()
-        values = spec.model_dump()
-        for f in _JSON_FIELDS:
-            values[f] = json.dumps(values[f], sort_keys=True)
-        values["enabled"] = int(values["enabled"])
-        cols = [*values, "created_at", "updated_at"]
-        verb = "INSERT OR REPLACE" if replace else "INSERT"
-        sql = f"{verb} INTO experts ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-        with self._lock, self._connect() as db:
-            try:
-                db.execute(sql, [*values.values(), now, now])
-            except sqlite3.IntegrityError as exc:
-                raise ExpertExistsError(f"expert {spec.name!r} already exists; remove it or update it") from exc
+        values = {**_row_values(spec), "created_at": now, "updated_at": now}
+        cols = list(values)
+        sql = f"INSERT INTO experts ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})"
+        if replace:  # a replaced expert keeps its creation time
+            sql += " ON CONFLICT (name) DO UPDATE SET " + ", ".join(
+                f"{c} = excluded.{c}" for c in cols if c not in ("name", "created_at"))
+        try:
+            with self.db.transaction(write=True) as c:
+                c.execute(text(sql), values)
+                c.execute(text(_BUMP))
+        except IntegrityError as exc:
+            raise ExpertExistsError(f"expert {spec.name!r} already exists; remove it or update it") from exc
         return spec
 
     def remove(self, name: str) -> None:
         """Raises:
         ExpertNotFoundError: when no such expert is registered.
         """
-        with self._lock, self._connect() as db:
-            cur = db.execute("DELETE FROM experts WHERE name = ?", (name,))
-        if cur.rowcount == 0:
+        with self.db.transaction(write=True) as c:
+            n = c.execute(text("DELETE FROM experts WHERE name = :n"), {"n": name}).rowcount
+            if n:
+                c.execute(text(_BUMP))
+        if n == 0:
             raise ExpertNotFoundError(name, self.names())
 
     def update(self, name: str, /, **fields: Any) -> ExpertSpec:
-        """Change some fields of an expert (validated like a new one).
+        """Change some fields of an expert (validated like a new one). The read and the write are one
+        transaction with the row locked, so two workers updating different fields at once keep both.
 
         Raises:
             ExpertNotFoundError, InvalidExpertError
         """
         if "name" in fields and fields["name"] != name:
             raise InvalidExpertError("an expert cannot be renamed; add a new one and remove the old")
-        current = self.get(name).model_dump()
+        with self.db.transaction(write=True) as c:
+            row = c.execute(text("SELECT * FROM experts WHERE name = :n" + self.db.for_update),
+                            {"n": name}).mappings().first()
+            if row is None:
+                missing = True
+            else:
+                missing = False
+                spec = self._updated(row, name, fields)
+                values = _row_values(spec)
+                values.pop("name")
+                sets = ", ".join(f"{k} = :{k}" for k in values)
+                c.execute(text(f"UPDATE experts SET {sets}, updated_at = :updated_at WHERE name = :name"),
+                          {**values, "updated_at": time.time(), "name": name})
+                c.execute(text(_BUMP))
+        if missing:
+            raise ExpertNotFoundError(name, self.names())
+        return spec
+
+    def _updated(self, row: Mapping[str, Any], name: str, fields: dict[str, Any]) -> ExpertSpec:
+        """The stored expert ``row`` with ``fields`` changed, validated and path-checked."""
+        current = self._row_to_spec(row).model_dump()
         unknown = set(fields) - set(current)
         if unknown:
             raise InvalidExpertError(f"unknown expert fields {sorted(unknown)}; allowed: {sorted(current)}")
@@ -438,39 +530,34 @@ class ExpertRegistry:
             spec = ExpertSpec(**{**current, **fields})
         except ValidationError as exc:
             raise InvalidExpertError(_one_line(exc)) from exc
-        spec = self._check_paths(spec, tuple(f for f in _JSON_FIELDS if f in fields))  # unchanged paths stay
-        values = spec.model_dump()
-        for f in _JSON_FIELDS:
-            values[f] = json.dumps(values[f], sort_keys=True)
-        values["enabled"] = int(values["enabled"])
-        values.pop("name")
-        sets = ", ".join(f"{k} = ?" for k in values)
-        with self._lock, self._connect() as db:
-            db.execute(
-                f"UPDATE experts SET {sets}, updated_at = ? WHERE name = ?", [*values.values(), time.time(), name]
-            )
-        return spec
+        return self._check_paths(spec, tuple(f for f in _JSON_FIELDS if f in fields))  # unchanged paths stay
 
     def set_health(self, name: str, status: Literal["ok", "down", "unknown"], detail: str = "") -> None:
-        with self._lock, self._connect() as db:
-            db.execute(
-                "UPDATE experts SET health = ?, health_detail = ?, health_at = ? WHERE name = ?",
-                (status, detail[:500], time.time(), name),
-            )
+        with self.db.transaction(write=True) as c:
+            c.execute(text("UPDATE experts SET health = :s, health_detail = :d, health_at = :t WHERE name = :n"),
+                      {"s": status, "d": detail[:500], "t": time.time(), "n": name})
 
     def ensure_default_fleet(self, model: str = "qwen-0.5b") -> list[ExpertSpec]:
         """Register the default five domain experts the first time a registry is opened empty; returns
         the experts. Seeding is recorded, so a registry the user emptied on purpose stays empty."""
-        with self._connect() as db:
-            seeded = db.execute("SELECT value FROM registry_meta WHERE key = 'seeded'").fetchone() is not None
+        with self.db.transaction() as c:
+            seeded = c.execute(text("SELECT value FROM registry_meta WHERE key = 'seeded'")).first() is not None
         if not seeded:
             if not self.names():
                 for spec in default_fleet(model):
                     with contextlib.suppress(ExpertExistsError):  # a concurrent process seeded it first
                         self.add(spec)
-            with self._lock, self._connect() as db:
-                db.execute("INSERT OR IGNORE INTO registry_meta (key, value) VALUES ('seeded', ?)", (str(time.time()),))
+            with self.db.transaction(write=True) as c:
+                c.execute(text("INSERT INTO registry_meta (key, value) VALUES ('seeded', :v) "
+                               "ON CONFLICT (key) DO NOTHING"), {"v": str(time.time())})
         return self.list()
+
+
+def registry_from_settings(settings: Settings, path: str | Path | None = None) -> ExpertRegistry:
+    """The router's registry: ``path`` if given, else the shared database of ``settings.database_url``,
+    else ``$QSEF_HOME/router/experts.sqlite``; user paths confined to the data directory."""
+    target = path or settings.database_url or settings.path("router") / "experts.sqlite"
+    return ExpertRegistry(target, confine=settings.confine)
 
 
 def _one_line(exc: Exception) -> str:

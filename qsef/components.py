@@ -225,6 +225,8 @@ class ScoringContext:
             caller supplies everything (tests, custom fleets).
         flags: per text, the degradations that affected its scores.
         cache: shared intermediates (e.g. ``C_data`` reused by ``C_model``).
+        live_load: ``(E,)`` live load of each expert's server in [0, 1] (NaN: not measured), read by
+            ``C_model``; the caller measures it (``experts.load``) — QSEF itself does no I/O.
     """
 
     texts: list[str]
@@ -235,6 +237,7 @@ class ScoringContext:
     settings: Settings | None = None
     flags: list[set[str]] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
+    live_load: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not self.flags:
@@ -467,15 +470,33 @@ def size_load(params: np.ndarray, *, lo: float = 1e7, hi: float = 1e12) -> np.nd
 
 class ModelLoad(Component):
     """``C_model(e, t)``: size load × ``C_data(t)`` (small experts strain on complex text), averaged with the
-    expert's historical error on similar tasks when the history has any (``history_weight``)."""
+    expert's historical error on similar tasks when the history has any (``history_weight``), then with
+    the live load of the expert's server when it is measured (``ctx.live_load``, ``live_weight``):
+    ``C_model = (1 - w_l)·C_static + w_l·load``, flagged ``live_load`` on the texts it touched."""
 
     name = "c_model"
     term = "R"
 
-    def __init__(self, history_weight: float = 0.5) -> None:
+    def __init__(self, history_weight: float = 0.5, live_weight: float = 0.5) -> None:
         self.history_weight = history_weight
+        self.live_weight = live_weight
 
     def compute(self, ctx: ScoringContext) -> np.ndarray:
+        out = self._static(ctx)
+        live = ctx.live_load
+        if live is None:
+            return out
+        live = np.asarray(live, dtype=np.float32).reshape(-1)
+        known = ~np.isnan(live)
+        if not known.any():
+            return out
+        w = self.live_weight
+        mixed = np.where(known[None, :], (1.0 - w) * out + w * np.nan_to_num(live)[None, :], out)
+        ctx.flag_all("live_load")
+        return np.clip(mixed, 0.0, 1.0).astype(np.float32)
+
+    def _static(self, ctx: ScoringContext) -> np.ndarray:
+        """Size and history alone (the seeds' C_model)."""
         cdata = DataComplexity().column(ctx)  # (T,)
         load = size_load(np.array([e.params for e in ctx.experts]))  # (E,)
         out = cdata[:, None] * load[None, :]  # (T, E)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -263,7 +263,7 @@ class QSEFEngine:
 
     def score(self, texts: str | Sequence[str], experts: Sequence[ExpertProfile] | None = None, *,
               embeddings: np.ndarray | None = None, ablate: Iterable[str] = (),
-              weights: QSEFWeights | None = None) -> ScoreResult:
+              weights: QSEFWeights | None = None, live_load: Mapping[str, float] | None = None) -> ScoreResult:
         """Score every text against every expert at once.
 
         Args:
@@ -272,6 +272,8 @@ class QSEFEngine:
             embeddings: precomputed ``(T, dim)`` unit vectors (skips the encoder).
             ablate: extra components switched off for this call.
             weights: override the engine's weights for this call.
+            live_load: ``{expert name: load in [0, 1]}`` of the experts whose servers were measured
+                (``C_model`` mixes it in); experts left out have none.
 
         Returns:
             :class:`ScoreResult` with ``(T, E)`` matrices.
@@ -284,8 +286,11 @@ class QSEFEngine:
         n_all = len(experts)
         if n_all > self.prefilter_min:
             experts = [experts[j] for j in self.candidates(emb, experts)]
+        live = None
+        if live_load:
+            live = np.array([live_load.get(e.name, np.nan) for e in experts], dtype=np.float32)
         ctx = ScoringContext(texts=texts, embeddings=emb, experts=experts, kg=self.kg, history=self.history,
-                             settings=self.settings)
+                             settings=self.settings, live_load=live)
         if len(experts) < n_all:
             ctx.flag_all(f"prefiltered:{len(experts)}/{n_all}")
         values = self.component_values(ctx, ablate=ablate)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from experts.registry import ExpertRegistry
+from experts.registry import ExpertRegistry, registry_from_settings
 from qsef.scores import ExpertScore
 from qsef.selection import selection_strategy_resolver
 from router.decompose import Decomposer
@@ -36,7 +36,7 @@ from router.dispatch import (
     aggregate_concat,
     answer_aggregator_resolver,
 )
-from router.feedback import FeedbackStore
+from router.feedback import FeedbackStore, feedback_from_settings
 from router.llm import RouterLLM
 from router.scoring import RegistryScorer
 
@@ -133,6 +133,7 @@ class Router:
         self.dispatcher = dispatcher
         self.feedback = feedback
         self.fallback_expert = fallback_expert
+        self._registry_version: int | None = None  # the registry change counter the domains were read at
 
     @classmethod
     def from_settings(cls, settings: Settings, *, llm: RouterLLM | None = None, timeout_s: float | None = None,
@@ -152,10 +153,10 @@ class Router:
 
         cfg = settings.router
         pool = ModelPool(settings)
-        registry = ExpertRegistry(registry_path or settings.path("router") / "experts.sqlite", confine=settings.confine)
+        registry = registry_from_settings(settings, registry_path)
         if seed_defaults:
             registry.ensure_default_fleet(settings.expert_model)
-        feedback = FeedbackStore(feedback_path or settings.path("router") / "feedback.sqlite")
+        feedback = feedback_from_settings(settings, feedback_path)
         llm = llm or router_llm_from_settings(settings, pool=pool, timeout=cfg.llm_timeout_s, retries=cfg.llm_retries)
         factory = _served_experts(llm, pool, cfg.expert_timeout_s)
         domains = sorted({e.domain for e in registry.list(enabled_only=True)}) or ["general"]
@@ -165,7 +166,7 @@ class Router:
             decomposer=Decomposer(llm, domains, descriptions=descriptions, max_subtasks=cfg.max_subtasks,
                                   max_tokens=cfg.decompose_max_tokens, fast_path=cfg.fast_path),
             scorer=RegistryScorer(registry, settings=settings, history=feedback, seed_history=cfg.seed_history,
-                                  answer_history=cfg.answer_history),
+                                  answer_history=cfg.answer_history, live_load=_live_load(cfg)),
             dispatcher=Dispatcher(factory, pool=pool, timeout_s=timeout_s or cfg.expert_timeout_s,
                                   max_fallbacks=cfg.max_fallbacks),
             feedback=feedback,
@@ -174,7 +175,17 @@ class Router:
 
     def refresh_domains(self) -> None:
         """Re-read the domain labels offered to the router LLM after the registry changed."""
+        self._registry_version = self.registry.version()
         self.decomposer.domains = sorted({e.domain for e in self.registry.list(enabled_only=True)}) or ["general"]
+
+    def sync(self) -> bool:
+        """Catch up with registry changes made by other processes (other router workers, the CLI):
+        when the registry's change counter moved, the domain labels are re-read. Scoring needs no
+        sync (it reads the registry at every request). Returns whether anything changed."""
+        if self.registry.version() == self._registry_version:
+            return False
+        self.refresh_domains()
+        return True
 
     def route(self, query: str, options: RouteOptions | None = None, *, request_id: str | None = None,
               history: list[dict[str, str]] | None = None, cancel: threading.Event | None = None) -> RouteResult:
@@ -276,7 +287,7 @@ class Router:
 
     def _plan(self, query: str, opt: RouteOptions) -> tuple[Any, list[SubtaskResult], Any, float, float]:
         """Decompose, score and select: the sub-tasks with their chosen experts (not yet answered)."""
-        self.refresh_domains()  # experts may have been added or removed by another process
+        self.sync()  # experts may have been added or removed by another process (the change counter says)
         dec = self.decomposer.decompose(query, use_llm=opt.use_llm)
         t1 = time.perf_counter()
         texts = [s.text for s in dec.subtasks]
@@ -349,6 +360,16 @@ class Router:
 
     def close(self) -> None:
         self.dispatcher.close()
+
+
+def _live_load(cfg: Any) -> Any:
+    """The live-load reader of ``settings.router`` (``None`` when ``live_load`` is off)."""
+    if not cfg.live_load:
+        return None
+    from experts.load import LiveLoad
+
+    return LiveLoad(ttl_s=cfg.load_ttl_s, waiting_threshold=cfg.load_waiting_threshold,
+                    busy_requests=cfg.load_busy_requests)
 
 
 def _check(cancel: threading.Event | None, rid: str) -> None:

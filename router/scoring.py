@@ -16,6 +16,12 @@ from another encoder, anything that raises) is left out of scoring instead of fa
 :attr:`RegistryScorer.unavailable` names it with the reason, every score carries the flag
 ``expert_unavailable:<name>``, and ``GET /health`` reports the fleet as degraded.
 
+Live load: with ``live_load`` (an :class:`experts.load.LiveLoad`), every scoring pass reads the load
+of the experts served by vLLM (cached for a couple of seconds) and hands it to ``C_model``; an expert
+whose server has ``waiting_threshold`` requests queued is *saturated*: :meth:`RegistryScorer.select`
+sheds it — the next-best unsaturated expert by TE takes its place — and flags the sub-task
+``shed_load:<name>`` (the saturated expert stays in the ranking, so it is still a fallback).
+
 Example:
     >>> scorer = RegistryScorer(registry, history=feedback_store)
     >>> result = scorer.score(["What is a tort?"])
@@ -25,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -38,6 +45,7 @@ from qsef.selection import Selection, selection_strategy_resolver
 
 if TYPE_CHECKING:  # annotations only: the engine is imported when it is first built (see .engine)
     from core.settings import Settings
+    from experts.load import LiveLoad
     from qsef.encoder import Encoder
     from qsef.engine import QSEFEngine, ScoreResult
     from qsef.history import AnswerHistory, HistoryProvider, LabelledHistory
@@ -69,12 +77,14 @@ class RegistryScorer:
         seed_history: chain :func:`qsef.history.seed_history` (labelled MMLU questions) after the
             feedback store, so texts the feedback knows nothing about are still scored with history —
             without it, out-of-the-box routing leans on corpus centroids alone and favours "general".
+        live_load: reads the vLLM servers' load for ``C_model`` and saturation (``None``: size and history only).
     """
 
     def __init__(self, registry: ExpertRegistry, *, settings: Settings, engine: QSEFEngine | None = None,
                  history: HistoryProvider | None = None, encoder: Encoder | None = None, seed_history: bool = False,
-                 answer_history: bool = False):
+                 answer_history: bool = False, live_load: LiveLoad | None = None):
         self.registry = registry
+        self.live_load = live_load
         self.settings = settings
         self._engine = engine
         self.history = history
@@ -215,8 +225,10 @@ class RegistryScorer:
         """
         profiles = self.profiles()
         texts = list(texts)
+        samples = self._live_samples(profiles)
         try:
-            result = self.engine.score(texts, profiles, embeddings=embeddings)
+            result = self.engine.score(texts, profiles, embeddings=embeddings,
+                                       live_load={n: s.load for n, s in samples.items()} or None)
         except NoExpertsError:
             raise
         except Exception as exc:
@@ -239,7 +251,21 @@ class RegistryScorer:
         for name in sorted(self.unavailable):
             for f in result.flags:
                 f.append(f"expert_unavailable:{name}")
+        for name in sorted(n for n, s in samples.items() if s.saturated):
+            for f in result.flags:
+                f.append(f"saturated:{name}")
         return result
+
+    def _live_samples(self, profiles: Sequence[ExpertProfile]) -> dict:
+        """``{name: LoadSample}`` of the profiled experts on vLLM servers (empty without ``live_load``)."""
+        if self.live_load is None:
+            return {}
+        specs = [self._specs[p.name] for p in profiles if p.name in self._specs]
+        try:
+            return self.live_load.for_experts(specs)
+        except Exception as exc:  # live load is an extra signal: never a reason to fail scoring
+            log.warning("live load unavailable", extra={"error": str(exc)[:200]})
+            return {}
 
     def select(self, result: ScoreResult, i: int, *, strategy: str = "argmax", k: int = 2, lam: float = 0.1,
                tau: float = 0.0, fallback: str = "general") -> Selection:
@@ -257,4 +283,27 @@ class RegistryScorer:
         kwargs = {"top_k": {"k": k}, "cost_aware": {"lam": lam, "max_experts": k},
                   "threshold": {"tau": tau, "fallback": fallback}}.get(name, {})
         costs = [self.spec(n).cost for n in result.names] if name == "cost_aware" else None
-        return selection_strategy_resolver.make(name, kwargs).select(result.TE[i], result.names, costs=costs)
+        sel = selection_strategy_resolver.make(name, kwargs).select(result.TE[i], result.names, costs=costs)
+        return _shed_saturated(sel, result, i)
+
+
+def _shed_saturated(sel: Selection, result: ScoreResult, i: int) -> Selection:
+    """``sel`` with each saturated expert replaced by the next-best unsaturated one by TE (weights kept);
+    the replaced names are flagged ``shed_load:<name>`` on text ``i``. Unchanged when nothing else is free."""
+    saturated = {f.split(":", 1)[1] for f in result.flags[i] if f.startswith("saturated:")}
+    if not saturated or not saturated & set(sel.experts):
+        return sel
+    order = [result.names[j] for j in np.argsort(-np.asarray(result.TE[i], dtype=np.float64), kind="stable")]
+    spare = [n for n in order if n not in saturated and n not in sel.experts]
+    experts, shed = [], []
+    for n in sel.experts:
+        if n in saturated and spare:
+            experts.append(spare.pop(0))
+            shed.append(n)
+        else:
+            experts.append(n)
+    if not shed:
+        return sel
+    result.flags[i].extend(f"shed_load:{n}" for n in shed)
+    why = f"shed load: {', '.join(shed)} saturated (requests waiting); next-best {', '.join(experts)}"
+    return dataclasses.replace(sel, experts=experts, reason=f"{sel.reason}; {why}" if sel.reason else why)

@@ -49,3 +49,60 @@ def vllm_server():
         yield server
     finally:
         server.stop()
+
+
+# -- PostgreSQL: one throwaway cluster per session; store tests run on both backends -----------------------
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A real PostgreSQL cluster (``initdb`` in a temp folder, ``pg_ctl start`` on a free loopback port),
+    stopped and deleted when the session ends. ``QSEF_TEST_DATABASE_URL`` points the tests at a server
+    already running instead. Missing binaries FAIL the tests that need them (``make setup`` installs them)."""
+    external = os.environ.get("QSEF_TEST_DATABASE_URL")
+    if external:
+        yield _ExternalPostgres(external)
+        return
+    from core.pglocal import LocalPostgres, PostgresNotInstalledError
+
+    try:
+        pg = LocalPostgres().start()
+    except PostgresNotInstalledError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+class _ExternalPostgres:
+    def __init__(self, url: str):
+        self.url = url
+
+    def create_schema(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+            conn.execute(f'CREATE SCHEMA "{name}"')
+        sep = "&" if "?" in self.url else "?"
+        return f"{self.url}{sep}options=-csearch_path%3D{name}"
+
+
+_schemas = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request, tmp_path):
+    """Where a store test keeps its data, once per backend: ``target(name)`` gives a SQLite file under
+    ``tmp_path`` or the URL of a fresh PostgreSQL schema (the same for every call in one test, so two
+    store objects opened on it are two "workers" sharing one database). ``.dialect`` names the backend."""
+    if request.param == "sqlite":
+        def target(name: str = "store"):
+            return tmp_path / f"{name}.sqlite"
+    else:
+        url = request.getfixturevalue("pg_cluster").create_schema(f"t{next(_schemas)}")
+
+        def target(name: str = "store"):
+            return url
+    target.dialect = request.param
+    return target

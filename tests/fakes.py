@@ -113,9 +113,11 @@ def _tiny_graphs(settings) -> None:
         write_graph(g, user_path(settings, d), backup=False)
 
 
-def build_fake_router(folder, llm: RouterLLM | None = None, *, timeout_s: float = 5.0, encoder=None):
-    """A full :class:`router.pipeline.Router` on fakes: five tiny-profile experts (registry under ``folder``),
-    the hashing encoder, :class:`FakeBackend` experts, and ``llm`` (default: an unreachable router LLM)."""
+def build_fake_router(folder, llm: RouterLLM | None = None, *, timeout_s: float = 5.0, encoder=None,
+                      database_url: str | None = None):
+    """A full :class:`router.pipeline.Router` on fakes: five tiny-profile experts (registry under ``folder``,
+    or in the PostgreSQL database ``database_url``), the hashing encoder, :class:`FakeBackend` experts, and
+    ``llm`` (default: an unreachable router LLM)."""
     from pathlib import Path
 
     from core.settings import Settings
@@ -130,12 +132,12 @@ def build_fake_router(folder, llm: RouterLLM | None = None, *, timeout_s: float 
     folder = Path(folder)
     settings = Settings(home=folder)
     _tiny_graphs(settings)
-    registry = ExpertRegistry(folder / "experts.sqlite")
+    registry = ExpertRegistry(database_url or folder / "experts.sqlite")
     if not registry.names():
         for d, texts in DOMAIN_TEXTS.items():
             registry.add(ExpertSpec(name=d, domain=d, backend="hf", backend_kwargs={"model": "none"},
                                     profile={"texts": texts}, size_params=500_000_000))
-    fb = FeedbackStore(folder / "feedback.sqlite")
+    fb = FeedbackStore(database_url or folder / "feedback.sqlite")
     engine = QSEFEngine(experts=[], encoder=encoder or HashEncoder(), history=fb, settings=settings)
     return Router(
         registry=registry,

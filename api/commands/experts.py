@@ -48,9 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _registry(s: Any):
-    from experts.registry import ExpertRegistry
+    from experts.registry import registry_from_settings
 
-    reg = ExpertRegistry(s.path("router") / "experts.sqlite", confine=s.confine)
+    reg = registry_from_settings(s)
     reg.ensure_default_fleet(s.expert_model)
     return reg
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -30,7 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, help="port (default settings.port)")
     serve.add_argument("--router-llm", choices=router_llm_resolver.choices, help="override settings.router_backend")
     serve.add_argument("--workers", type=int, default=1,
-                       help="must be 1: the server holds its models, micro-batcher and limits in one process")
+                       help="router worker processes (uvicorn); more than 1 needs the shared PostgreSQL store "
+                            "(QSEF_DATABASE_URL)")
+    serve.add_argument("--run-dir", help="with --workers N: folder for the resolved settings, the metrics files and "
+                                         "the health prober's lock (default $QSEF_HOME/run/serve-PORT)")
     serve.set_defaults(handler=_serve)
 
     route = subparsers.add_parser("route", help="route a (compound) query: sub-tasks, chosen experts, answers, timings")
@@ -83,25 +87,78 @@ def _settings(args: argparse.Namespace):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if args.workers != 1:
-        print(f"qsef serve: --workers {args.workers} is not supported: one server process holds the shared models, "
-              "the score micro-batcher, the concurrency limit and the feedback rate limit; run one process per "
-              "port behind a load balancer instead", file=sys.stderr)
-        return 2
+    """One process, or ``--workers N`` uvicorn workers sharing the PostgreSQL store.
+
+    Each worker holds its own models, score micro-batcher and limits (``max_routes``, the feedback rate
+    limit are per worker); the registry and the feedback log are shared, so it takes ``QSEF_DATABASE_URL``:
+    with the embedded SQLite files N workers would each keep their own history in memory and fight over
+    one file, so more than one worker is refused there.
+    """
     import uvicorn
 
-    from api.main import create_app
-
     settings = _settings(args)
+    if args.workers < 1:
+        print(f"qsef serve: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not settings.database_url:
+        print(f"qsef serve: --workers {args.workers} needs the shared store: set QSEF_DATABASE_URL to a PostgreSQL "
+              "database (postgresql://USER:PASSWORD@HOST:PORT/DBNAME); with the embedded SQLite files the "
+              "workers would not share the registry and feedback history. Or run one worker.", file=sys.stderr)
+        return 2
+    if settings.database_url:
+        _check_database(settings.database_url)  # unreachable: one line, exit 2 (DatabaseUnavailableError)
     if args.router_llm:
         settings = settings.model_copy(update={"router_backend": "vllm" if args.router_llm == "openai"
                                                else args.router_llm})
     host, port = args.host or settings.host, args.port or settings.port
     if settings.router_backend == "vllm" and not settings.llm_url:
         _start_vllm_in_background(settings)
-    print(f"qsef: serving on http://{host}:{port} (docs at /docs)", file=sys.stderr)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, workers=1)
+    print(f"qsef: serving on http://{host}:{port} with {args.workers} worker(s) (docs at /docs)", file=sys.stderr)
+    if args.workers == 1:
+        from api.main import create_app
+
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, workers=1)
+        return 0
+    from api.main import RUN_DIR_ENV
+
+    run_dir = _worker_run_dir(settings, port, args.run_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "metrics")  # read by prometheus-client in each worker
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    # a worker imports torch and loads the encoder before it answers uvicorn's liveness ping; on a busy host
+    # that takes longer than uvicorn's default 5 s, after which the supervisor would kill and restart it
+    uvicorn.run("api.main:app_factory", factory=True, host=host, port=port, workers=args.workers, log_config=None,
+                timeout_worker_healthcheck=300)
     return 0
+
+
+def _check_database(url: str) -> None:
+    """Connect once before any worker starts. Raises DatabaseUnavailableError (one line at the CLI)."""
+    from core.db import Database
+
+    db = Database(url)
+    try:
+        db.check()
+    finally:
+        db.close()
+
+
+def _worker_run_dir(settings, port: int, given: str | None = None):
+    """``given`` or ``$QSEF_HOME/run/serve-PORT``: the resolved settings (0600: they may hold the API key),
+    an empty metrics folder (stale files of a previous run would be summed), the health prober's lock."""
+    import shutil
+    from pathlib import Path
+
+    run_dir = Path(given).resolve() if given else settings.path("run", f"serve-{port}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir / "metrics", ignore_errors=True)
+    (run_dir / "metrics").mkdir()
+    target = run_dir / "settings.json"
+    tmp = run_dir / "settings.json.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(settings.model_dump_json())
+    os.replace(tmp, target)
+    return run_dir
 
 
 def _start_vllm_in_background(settings) -> None:

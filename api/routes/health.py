@@ -6,6 +6,8 @@ or an expert was left out of the last scoring pass (its profile cannot be built 
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
@@ -41,6 +43,8 @@ async def health(state: StateDep) -> HealthPublic:
         router_llm_fallback=bool(getattr(state.router.decomposer.llm, "on_fallback", False)),
         score_batching=state.batcher is not None,
         health_probe_interval_s=state.probe.interval_s if state.probe else 0.0,
+        health_prober=bool(state.probe and state.probe.is_prober), worker_pid=os.getpid(),
+        store=state.router.registry.describe() if hasattr(state.router.registry, "describe") else "",
         expert_health=[ExpertHealthPublic(name=e.name, health=e.health, detail=e.health_detail, checked_at=e.health_at)
                        for e in experts],
     )

@@ -17,10 +17,10 @@ def make_client(tmp_path):
     FakeBackend.modes = {}
     clients = []
 
-    def build(*, llm=None, api_key=API_KEY, timeout_s=5.0, **config):
+    def build(*, llm=None, api_key=API_KEY, timeout_s=5.0, database_url=None, **config):
         config.setdefault("health_interval_s", 0)  # probes only where a test asks for them
         settings = Settings(home=tmp_path, api_key=api_key, api=ApiSettings(warm=False, **config))
-        router = build_fake_router(tmp_path, llm, timeout_s=timeout_s)
+        router = build_fake_router(tmp_path, llm, timeout_s=timeout_s, database_url=database_url)
         router.registry.confine = settings.confine  # as Router.from_settings builds it
         app = create_app(settings, router=router)
         client = TestClient(app)

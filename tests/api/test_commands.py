@@ -98,6 +98,29 @@ def test_removing_every_expert_survives_a_restart(capsys):
     assert json.loads(capsys.readouterr().out) == []
 
 
-def test_serve_refuses_several_workers(capsys):
+def test_serve_refuses_several_workers_on_sqlite(capsys, monkeypatch):
+    monkeypatch.delenv("QSEF_DATABASE_URL", raising=False)
     assert main(["serve", "--workers", "4"]) == 2
-    assert "--workers 4 is not supported" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--workers 4 needs the shared store: set QSEF_DATABASE_URL" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("mysql://u@h/db", "unsupported scheme 'mysql'"),
+    ("postgresql://u@h", "names no database"),
+])
+def test_a_bad_database_url_is_one_line_naming_the_setting(capsys, monkeypatch, url, expected):
+    monkeypatch.setenv("QSEF_DATABASE_URL", url)
+    assert main(["experts", "list"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "QSEF_DATABASE_URL" in err and err.count("\n") == 1
+
+
+def test_an_unreachable_database_at_start_up_is_one_line(capsys, monkeypatch, tmp_path):
+    from core.pglocal import _free_port
+
+    monkeypatch.setenv("QSEF_HOME", str(tmp_path))
+    monkeypatch.setenv("QSEF_DATABASE_URL", f"postgresql://qsef@127.0.0.1:{_free_port()}/qsef")
+    assert main(["serve", "--workers", "2", "--port", str(_free_port())]) == 2
+    err = capsys.readouterr().err
+    assert "database unavailable" in err and "fix QSEF_DATABASE_URL" in err and err.count("\n") == 1

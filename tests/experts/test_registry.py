@@ -14,7 +14,14 @@ from experts.registry import (
 
 
 @pytest.fixture
-def reg(tmp_path):
+def reg(store_target):
+    """The registry, once on SQLite and once on PostgreSQL (``store_target``)."""
+    return ExpertRegistry(store_target("experts"))
+
+
+@pytest.fixture
+def sqlite_reg(tmp_path):
+    """SQLite-only tests: they read or damage the file with sqlite3."""
     return ExpertRegistry(tmp_path / "experts.sqlite")
 
 
@@ -59,8 +66,8 @@ def test_bad_names_rejected():
         ExpertSpec(name="Bad Name!", domain="law")
 
 
-def test_wal_and_schema_version(reg, tmp_path):
-    assert reg.schema_version() == len(MIGRATIONS)
+def test_wal_and_schema_version(sqlite_reg, tmp_path):
+    assert sqlite_reg.schema_version() == len(MIGRATIONS)
     db = sqlite3.connect(tmp_path / "experts.sqlite")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -78,13 +85,14 @@ def test_migrates_an_old_database(tmp_path):
     assert reg.get("x").health == "unknown"
 
 
-def test_health_and_concurrent_writers(reg):
+def test_health_and_concurrent_writers(reg, store_target):
     reg.ensure_default_fleet()
     reg.set_health("law", "down", "connection refused")
     assert reg.get("law").health == "down"
+    other = ExpertRegistry(store_target("experts"))  # a second worker on the same database
 
     def add(i):
-        reg.add(ExpertSpec(name=f"e{i}", domain="general"))
+        (reg if i % 2 else other).add(ExpertSpec(name=f"e{i}", domain="general"))
 
     threads = [threading.Thread(target=add, args=(i,)) for i in range(8)]
     for t in threads:
@@ -139,9 +147,10 @@ def _corrupt(path, sql, *args):
     "UPDATE experts SET domain = 'a/b' WHERE name = 'law'",
     "UPDATE experts SET size_params = 'lots' WHERE name = 'law'",
 ])
-def test_a_damaged_row_is_skipped_reported_and_removable(reg, tmp_path, sql):
+def test_a_damaged_row_is_skipped_reported_and_removable(sqlite_reg, tmp_path, sql):
     from experts.registry import DamagedExpertError
 
+    reg = sqlite_reg
     reg.ensure_default_fleet()
     _corrupt(tmp_path / "experts.sqlite", sql)
     assert [e.name for e in reg.list()] == ["code", "finance", "general", "medicine"]
@@ -176,12 +185,12 @@ def test_user_paths_are_confined_to_the_data_directory(tmp_path):
     assert reg.update("x", cost=2.0).cost == 2.0
 
 
-def test_an_emptied_registry_is_not_reseeded(tmp_path):
-    reg = ExpertRegistry(tmp_path / "experts.sqlite")
+def test_an_emptied_registry_is_not_reseeded(store_target):
+    reg = ExpertRegistry(store_target("experts"))
     reg.ensure_default_fleet()
     for name in reg.names():
         reg.remove(name)
-    again = ExpertRegistry(tmp_path / "experts.sqlite")  # a restart
+    again = ExpertRegistry(store_target("experts"))  # a restart
     assert again.ensure_default_fleet() == [] and again.names() == []
 
 
@@ -196,3 +205,42 @@ def test_an_old_populated_registry_counts_as_seeded(tmp_path):
     reg = ExpertRegistry(path)
     reg.remove("x")
     assert reg.ensure_default_fleet() == []
+
+
+def test_the_change_counter_tells_other_workers(reg, store_target):
+    """Add / update / remove through one registry bump the counter another one reads; health does not."""
+    other = ExpertRegistry(store_target("experts"))
+    v0 = other.version()
+    reg.add(ExpertSpec(name="tax", domain="finance"))
+    assert other.version() == v0 + 1 and other.get("tax").domain == "finance"
+    reg.set_health("tax", "ok")
+    assert other.version() == v0 + 1
+    reg.update("tax", cost=2.0)
+    reg.remove("tax")
+    assert other.version() == v0 + 3 and "tax" not in other.names()
+
+
+def test_concurrent_updates_of_different_fields_keep_both(reg, store_target):
+    """update() reads and writes in one transaction with the row locked: no lost update between workers."""
+    reg.add(ExpertSpec(name="tax", domain="finance"))
+    other = ExpertRegistry(store_target("experts"))
+    errors = []
+
+    def bump(r, field, values):
+        try:
+            for v in values:
+                r.update("tax", **{field: v})
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    a = threading.Thread(target=bump, args=(reg, "cost", [float(i) for i in range(1, 11)]))
+    b = threading.Thread(target=bump, args=(other, "description", [f"d{i}" for i in range(1, 11)]))
+    a.start(); b.start(); a.join(); b.join()  # noqa: E702
+    got = reg.get("tax")
+    assert not errors and got.cost == 10.0 and got.description == "d10"
+
+
+def test_replace_keeps_one_row(reg):
+    reg.add(ExpertSpec(name="tax", domain="finance", cost=1.0))
+    reg.add(ExpertSpec(name="tax", domain="law", cost=2.0), replace=True)
+    assert reg.names() == ["tax"] and reg.get("tax").domain == "law"

@@ -1,12 +1,10 @@
 import json
 
-import numpy as np
 import pytest
 from fakes import FakeBackend, ScriptedLLM
 
 from core.settings import Settings
 from qsef.scores import ExpertScore
-from router.feedback import FeedbackNotFoundError, FeedbackStore
 from router.pipeline import RouteOptions
 
 Q = "What dose of ibuprofen is safe for a fever, and how do I deduct medical costs on my taxes?"
@@ -113,21 +111,6 @@ def test_feedback_updates_history_used_by_c_model(make_router):
     assert law_after > law_before
 
 
-def test_feedback_store_durable(tmp_path):
-    fb = FeedbackStore(tmp_path / "f.sqlite")
-    v = np.ones(8, dtype=np.float32) / np.sqrt(8)
-    fb.record(request_id="r", index=0, subtask="x", expert="law", te=0.3, latency_ms=1.0, ok=True, embedding=v)
-    assert fb.error_rate("law", v) is None  # unrated success is no evidence
-    assert fb.rate("r", rating=0.0) == 1
-    again = FeedbackStore(tmp_path / "f.sqlite")  # reopened: durable
-    assert again.error_rate("law", v) > 0.5
-    with pytest.raises(FeedbackNotFoundError, match="no routed outcome"):
-        again.rate("nope", rating=1.0)
-    with pytest.raises(ValueError):
-        again.rate("r", rating=2.0)
-    assert again.stats()["law"]["rated"] == 1
-
-
 def test_expert_with_saved_profile_folder(make_router, registry, tmp_path):
     from fakes import HashEncoder
 
@@ -140,22 +123,6 @@ def test_expert_with_saved_profile_folder(make_router, registry, tmp_path):
                             size_params=1_000_000))
     res = make_router().route("Can my landlord evict me from my lease?")
     assert "tenancy" in [s.expert for s in res.subtasks[0].scores]
-
-
-def test_a_rating_counts_once(tmp_path):
-    from router.feedback import FeedbackAlreadyRatedError
-
-    fb = FeedbackStore(tmp_path / "f.sqlite")
-    v = np.ones(8, dtype=np.float32) / np.sqrt(8)
-    for i, expert in enumerate(("law", "finance")):
-        fb.record(request_id="r", index=i, subtask="x", expert=expert, te=0.3, latency_ms=1.0, ok=True, embedding=v)
-    assert fb.rate("r", rating=0.0, expert="law") == 1
-    with pytest.raises(FeedbackAlreadyRatedError, match="counts once"):
-        fb.rate("r", rating=1.0, expert="law")
-    assert fb.rate("r", rating=1.0) == 1  # only the unrated finance outcome
-    with pytest.raises(FeedbackAlreadyRatedError):
-        fb.rate("r", rating=0.0)
-    assert {o["expert"]: o["rating"] for o in fb.outcomes("r")} == {"law": 0.0, "finance": 1.0}
 
 
 def test_route_stream_pieces_join_to_the_routed_answer(make_router):

@@ -13,7 +13,7 @@ from router.scoring import RegistryScorer
 
 def _result(te):
     te = np.asarray([te], dtype=np.float64)
-    return SimpleNamespace(TE=te, names=["law", "medicine", "general"],
+    return SimpleNamespace(TE=te, names=["law", "medicine", "general"], flags=[[]],
                            probabilities=lambda: te / te.sum(1, keepdims=True))
 
 
