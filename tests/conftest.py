@@ -18,8 +18,13 @@ VLLM_TEST_PORT = int(os.environ.get("QSEF_TEST_VLLM_PORT", "8019"))
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run tests that stop the shared vLLM server after every other test that may use it."""
-    items.sort(key=lambda item: item.get_closest_marker("stops_vllm") is not None)
+    """Run tests that stop the shared vLLM server after every other test that may use it; those marked
+    ``stops_vllm(after_other_stops=True)`` (they start a server themselves) after the other stopping tests."""
+    def order(item) -> tuple[bool, bool]:
+        mark = item.get_closest_marker("stops_vllm")
+        return mark is not None, bool(mark and mark.kwargs.get("after_other_stops"))
+
+    items.sort(key=order)
 
 
 @pytest.fixture(autouse=True)

@@ -103,18 +103,20 @@ def test_remote_servers_are_registered_by_url_and_unregistered_by_down(tmp_path)
 
 @pytest.mark.vllm
 @pytest.mark.slow
-@pytest.mark.stops_vllm
-def test_fleet_up_attaches_to_a_real_vllm_server_reads_its_load_and_down_stops_it(vllm_server, tmp_path):
+@pytest.mark.stops_vllm(after_other_stops=True)
+def test_fleet_up_serves_a_real_vllm_server_reads_its_load_and_down_stops_it(vllm_server, tmp_path):
+    """Runs after the test that stops the session's server, so ``up`` really starts one (it would attach to
+    a running one on that port just the same), reads its live load, and ``down`` stops it."""
     import httpx
 
     from experts.load import parse_vllm_metrics
 
+    m = _manager(tmp_path, f"servers:\n - name: small\n   model: {vllm_server.model}\n   port: {vllm_server.port}\n"
+                           "   experts: [{name: law-small, domain: law}]\n", settings=vllm_server.settings)
+    row = m.up(timeout=900)[0]
+    assert row["healthy"] and row["load"] is not None and row["experts"] == ["law-small"]
+    assert m.registry.get("law-small").backend_kwargs["base_url"] == vllm_server.base_url
     page = httpx.get(vllm_server.base_url.removesuffix("/v1") + "/metrics", timeout=10).text
     assert parse_vllm_metrics(page) is not None, "this vLLM exports none of the request gauges read"
     assert "vllm:kv_cache_usage_perc" in page or "vllm:gpu_cache_usage_perc" in page
-    m = _manager(tmp_path, f"servers:\n - name: small\n   model: {vllm_server.model}\n   port: {vllm_server.port}\n"
-                           "   experts: [{name: law-small, domain: law}]\n", settings=vllm_server.settings)
-    row = m.up(timeout=120)[0]
-    assert row["healthy"] and row["load"] is not None and row["experts"] == ["law-small"]
-    assert m.registry.get("law-small").backend_kwargs["base_url"] == vllm_server.base_url
     assert m.down() == ["law-small"] and not vllm_server.healthy()
