@@ -190,20 +190,24 @@ def report(settings: Settings, models: list[str], *, cost_mode: str = "measured"
                           "machine, this run)" if costs else "parameters in billions",
                   "values": {s.name: s.cost for s in registry.list()}},
     }
+    quiz = load_answer_set(settings, "bsdquiz", per_domain=PER_DOMAIN)
+    bigbench = load_answer_set(settings, "bigbench")
     sets = {
+        # the headline: every question all three experts have answered, from all three sources
+        "fleet3_all": (graded_rows(settings) + bigbench + quiz, models),
         "fleet3_mmlu": (graded_rows(settings), models),
         "fleet2_mmlu": (graded_rows(settings), [m for m in models if m != "qwen-1.5b"]),
-        "fleet3_bigbench": (load_answer_set(settings, "bigbench"), models),
-        "fleet2_bigbench": (load_answer_set(settings, "bigbench"), [m for m in models if m != "qwen-1.5b"]),
-        "fleet2_bsdquiz": (load_answer_set(settings, "bsdquiz", per_domain=PER_DOMAIN),
-                           [m for m in models if m != "qwen-1.5b"]),
+        "fleet3_bigbench": (bigbench, models),
+        "fleet2_bigbench": (bigbench, [m for m in models if m != "qwen-1.5b"]),
+        "fleet3_bsdquiz": (quiz, models),
+        "fleet2_bsdquiz": (quiz, [m for m in models if m != "qwen-1.5b"]),
     }
     for name, (rows, fleet) in sets.items():
         res = evaluate_answers(rows, {m: used[m] for m in fleet}, settings=settings, registry=registry,
                                cached_only=True)
         matrix = res.pop("_matrix", None)
         res.pop("_emb", None)
-        if name == "fleet3_mmlu" and matrix is not None and matrix.experts:
+        if name == "fleet3_all" and matrix is not None and matrix.experts:
             from qsef.encoder import get_encoder
 
             emb = get_encoder(settings).encode([q.question for q in matrix.questions])
@@ -245,7 +249,7 @@ def main() -> int:
     results = report(settings, list(args.models), cost_mode=args.cost)
     if args.json:
         keys = ("n", "routed", "experts", "oracle", "apgr", "per_domain")
-        print(json.dumps({k: results["fleet3_mmlu"].get(k) for k in keys}))
+        print(json.dumps({k: results["fleet3_all"].get(k) for k in keys}))
     save("answer_quality", results)
     return 0
 
