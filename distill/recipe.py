@@ -62,6 +62,8 @@ DEFAULTS: dict[str, Any] = {
               "max_seq_len": 128, "embedding": "prime", "mixer": "spectral", "linear": "quaternion"},
     "data": {"domains": None,  # training domains; default [general, domain] (curriculum general -> domain)
              "train_docs": 120, "heldout_docs": 24, "seq_len": 128, "max_windows_per_doc": 2,
+             "pack": False,  # true: concatenate the documents and cut full windows (no padding)
+             "max_windows": {"train": None, "heldout": None},  # caps on the windows per split
              "seed": 0},  # document sampling seed (fixed, so every training seed sees the same data)
     "teacher": {"name": "qwen-0.5b", "dtype": "bfloat16", "top_k": 32, "batch_size": 8,
                 "capture": "transformers",  # hf students: distill.capture backend (transformers | vllm)
@@ -201,7 +203,13 @@ def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, t
     kw = dict(pad_id=pad, max_windows_per_doc=dc["max_windows_per_doc"])
     out: dict[str, Any] = {"kept": kept, "coverage": 1.0 if kept is None else D.coverage(tok_held, kept)}
     for split, docs, toks in (("train", train, tok_train), ("heldout", held, tok_held)):
-        w = D.make_windows(docs, toks, dc["seq_len"], **kw)
+        cap = (dc.get("max_windows") or {}).get(split)
+        if dc.get("pack"):
+            w = D.pack_windows(docs, toks, dc["seq_len"], max_windows=cap)
+        else:
+            w = D.make_windows(docs, toks, dc["seq_len"], **kw)
+            if cap is not None and len(w) > cap:
+                w = D.Windows(w.ids[:cap], w.valid[:cap], w.doc_index[:cap], w.texts)
         per_doc = {}
         w.resistance = torch.tensor([per_doc.setdefault(int(j), D.resistance(docs[int(j)].text)) for j in w.doc_index])
         out[split] = w
