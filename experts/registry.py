@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_va
 
 from core.db import connect, migrate
 from core.domains import DOMAIN_DESCRIPTIONS, DOMAINS, valid_domain_name
-from experts.backends import backend_resolver
+from experts.backends import SHIPPED_PREFIX, backend_resolver
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +100,11 @@ _STR_KWARGS: dict[str, tuple[str, ...]] = {
     "hf": ("model", "path"),
     "openai": ("base_url", "model", "api_key_env"),
     "qrh": ("checkpoint", "tokenizer"),
+    "peft": ("base", "adapter", "path"),
 }
 # backend_kwargs that name a file or folder: confined to the data directory when the registry has a root
-PATH_KWARGS: dict[str, tuple[str, ...]] = {"hf": ("path",), "qrh": ("checkpoint", "tokenizer"), "openai": ()}
+PATH_KWARGS: dict[str, tuple[str, ...]] = {"hf": ("path",), "qrh": ("checkpoint", "tokenizer"), "openai": (),
+                                           "peft": ("adapter", "path")}
 
 
 def _positive_number(v: Any) -> bool:
@@ -135,7 +137,10 @@ class ExpertSpec(BaseModel):
 
     ``backend_kwargs`` depend on ``backend``: ``hf`` takes ``model`` (a model-store name) or ``path``
     (a local HF causal-LM folder); ``openai`` takes ``base_url`` and ``model`` (and optional
-    ``api_key_env``); ``qrh`` takes ``checkpoint`` (a safetensors file or folder).
+    ``api_key_env``); ``qrh`` takes ``checkpoint`` (a safetensors file or folder); ``peft`` takes
+    ``adapter`` (a LoRA adapter folder, or ``shipped:<domain>`` for one installed with the package) and
+    ``base`` (the base model's store name). ``metrics`` holds what the expert was measured at (for
+    distilled experts: ``heldout_ppl``, ``base_heldout_ppl`` on the same held-out windows, ``tokens_seen``).
     """
 
     name: str
@@ -150,6 +155,8 @@ class ExpertSpec(BaseModel):
                         description="relative cost per call, used by cost-aware selection")
     enabled: bool = True
     profile: dict[str, Any] = Field(default_factory=dict, description="QSEF profile data (texts, anchors…)")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="measured quality, e.g. heldout_ppl, "
+                                    "base_heldout_ppl, tokens_seen")
     health: Literal["unknown", "ok", "down"] = "unknown"
     health_detail: str = ""
     health_at: float | None = None
@@ -198,8 +205,35 @@ class ExpertSpec(BaseModel):
         return v
 
 
+def shipped_adapters() -> list[ExpertSpec]:
+    """The LoRA domain experts installed with the package (``experts/data/adapters/<domain>/``, built by
+    ``benchmarks/distill_lora.py``): one ``<domain>-lora`` expert each, its metrics from ``meta.json``."""
+    from experts.backends import SHIPPED_ADAPTERS, SHIPPED_PREFIX
+
+    specs = []
+    for d in DOMAINS:
+        folder = SHIPPED_ADAPTERS / d
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue  # not shipped (or unreadable): the plain expert of that domain remains
+        if not (folder / "adapter_model.safetensors").is_file():
+            continue
+        m = meta.get("metrics") or {}
+        specs.append(ExpertSpec(
+            name=f"{d}-lora", domain=d, backend="peft",
+            description=(f"LoRA adapter on {meta.get('base', 'qwen-0.5b')} distilled from {meta.get('teacher')} on "
+                         f"{d} texts (held-out ppl {m.get('heldout_ppl')} vs base {m.get('base_heldout_ppl')})"),
+            backend_kwargs={"adapter": f"{SHIPPED_PREFIX}{d}", "base": meta.get("base", "qwen-0.5b")},
+            system_prompt=DOMAIN_PROMPTS[d], size_params=int(meta.get("params") or 0), cost=1.0,
+            metrics={k: m[k] for k in ("heldout_ppl", "base_heldout_ppl", "ppl_ratio_to_base", "tokens_seen",
+                                       "heldout_tokens") if k in m}))
+    return specs
+
+
 def default_fleet(model: str = "qwen-0.5b", size_params: int = 494_000_000) -> list[ExpertSpec]:
-    """The five domain experts that ship by default: one shared local model, a domain system prompt each."""
+    """The experts that ship by default: five domain experts on one shared local model (a domain system
+    prompt each), plus the shipped LoRA adapters on that model (:func:`shipped_adapters`)."""
     return [
         ExpertSpec(
             name=d,
@@ -212,7 +246,7 @@ def default_fleet(model: str = "qwen-0.5b", size_params: int = 494_000_000) -> l
             cost=1.0,
         )
         for d in DOMAINS
-    ]
+    ] + [a for a in shipped_adapters() if a.backend_kwargs.get("base") == model]
 
 
 # Each migration moves the schema from version i to i+1; never edit one that has shipped.
@@ -244,9 +278,10 @@ MIGRATIONS: list[str] = [
     CREATE TABLE registry_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     INSERT INTO registry_meta (key, value) SELECT 'seeded', 'migrated' WHERE EXISTS (SELECT 1 FROM experts);
     """,
+    "ALTER TABLE experts ADD COLUMN metrics TEXT NOT NULL DEFAULT '{}';",
 ]
 
-_JSON_FIELDS = ("backend_kwargs", "profile")
+_JSON_FIELDS = ("backend_kwargs", "profile", "metrics")
 
 
 class ExpertRegistry:
@@ -309,7 +344,8 @@ class ExpertRegistry:
         try:
             for key in PATH_KWARGS.get(spec.backend, ()) if "backend_kwargs" in parts else ():
                 value = kwargs.get(key)
-                if isinstance(value, str) and (key != "tokenizer" or _is_path_like(value)):
+                if (isinstance(value, str) and (key != "tokenizer" or _is_path_like(value))
+                        and not value.startswith(SHIPPED_PREFIX)):  # installed with the package: not a user path
                     kwargs[key] = str(self.confine(value))
             if "profile" in parts and isinstance(profile.get("dir"), str):
                 profile["dir"] = str(self.confine(profile["dir"]))

@@ -19,7 +19,7 @@ from experts.registry import ExpertSpec
 
 
 def test_resolver_names_match_spec_backends():
-    assert backend_resolver.names == ["hf", "openai", "qrh"]
+    assert backend_resolver.names == ["hf", "openai", "qrh", "peft"]
     assert isinstance(make_backend(ExpertSpec(name="a", domain="law", backend="hf", backend_kwargs={"model": "x"})),
                       HFBackend)
 
