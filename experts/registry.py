@@ -222,8 +222,7 @@ def shipped_adapters() -> list[ExpertSpec]:
         m = meta.get("metrics") or {}
         specs.append(ExpertSpec(
             name=f"{d}-lora", domain=d, backend="peft",
-            description=(f"LoRA adapter on {meta.get('base', 'qwen-0.5b')} distilled from {meta.get('teacher')} on "
-                         f"{d} texts (held-out ppl {m.get('heldout_ppl')} vs base {m.get('base_heldout_ppl')})"),
+            description=DOMAIN_DESCRIPTIONS[d],  # the router LLM reads descriptions as domain labels
             backend_kwargs={"adapter": f"{SHIPPED_PREFIX}{d}", "base": meta.get("base", "qwen-0.5b")},
             system_prompt=DOMAIN_PROMPTS[d], size_params=int(meta.get("params") or 0), cost=1.0,
             metrics={k: m[k] for k in ("heldout_ppl", "base_heldout_ppl", "ppl_ratio_to_base", "tokens_seen",
@@ -461,17 +460,30 @@ class ExpertRegistry:
             )
 
     def ensure_default_fleet(self, model: str = "qwen-0.5b") -> list[ExpertSpec]:
-        """Register the default five domain experts the first time a registry is opened empty; returns
-        the experts. Seeding is recorded, so a registry the user emptied on purpose stays empty."""
+        """Register the default experts the first time a registry is opened empty; returns the experts.
+        Seeding is recorded, so a registry the user emptied on purpose stays empty. A shipped LoRA adapter
+        (:func:`shipped_adapters`) that an already seeded registry has not been offered yet is added once
+        (an upgrade brings the new experts; one the user removed stays removed)."""
         with self._connect() as db:
             seeded = db.execute("SELECT value FROM registry_meta WHERE key = 'seeded'").fetchone() is not None
+            offered = {r[0] for r in db.execute("SELECT key FROM registry_meta WHERE key LIKE 'offered:%'")}
+        fleet = default_fleet(model)
         if not seeded:
             if not self.names():
-                for spec in default_fleet(model):
+                for spec in fleet:
                     with contextlib.suppress(ExpertExistsError):  # a concurrent process seeded it first
                         self.add(spec)
             with self._lock, self._connect() as db:
                 db.execute("INSERT OR IGNORE INTO registry_meta (key, value) VALUES ('seeded', ?)", (str(time.time()),))
+        # a shipped adapter newer than this registry's seeding is offered once too (removing it sticks)
+        for spec in fleet:
+            if spec.backend == "peft" and f"offered:{spec.name}" not in offered:
+                if seeded and spec.name not in self.names():
+                    with contextlib.suppress(ExpertExistsError):
+                        self.add(spec)
+                with self._lock, self._connect() as db:
+                    db.execute("INSERT OR IGNORE INTO registry_meta (key, value) VALUES (?, ?)",
+                               (f"offered:{spec.name}", str(time.time())))
         return self.list()
 
 

@@ -116,7 +116,7 @@ def test_health_and_concurrent_writers(reg):
         t.start()
     for t in threads:
         t.join()
-    assert len(reg.list()) == 13
+    assert len(reg.list()) == 13 + len(shipped_adapters())
 
 
 # -- hardening: every bad value is refused with the field named; damaged rows never break a listing ---------
@@ -169,12 +169,12 @@ def test_a_damaged_row_is_skipped_reported_and_removable(reg, tmp_path, sql):
 
     reg.ensure_default_fleet()
     _corrupt(tmp_path / "experts.sqlite", sql)
-    assert [e.name for e in reg.list()] == ["code", "finance", "general", "medicine"]
+    assert [e.name for e in reg.list() if e.backend == "hf"] == ["code", "finance", "general", "medicine"]
     assert list(reg.damaged()) == ["law"] and "law" in reg.damaged()["law"]
     with pytest.raises(DamagedExpertError, match="remove the expert"):
         reg.get("law")
     reg.remove("law")
-    assert reg.damaged() == {} and len(reg.list()) == 4
+    assert reg.damaged() == {} and len(reg.list()) == 4 + len(shipped_adapters())
 
 
 def test_user_paths_are_confined_to_the_data_directory(tmp_path):
@@ -220,4 +220,7 @@ def test_an_old_populated_registry_counts_as_seeded(tmp_path):
     db.close()
     reg = ExpertRegistry(path)
     reg.remove("x")
+    assert [e.backend for e in reg.ensure_default_fleet()] == ["peft"] * len(shipped_adapters())  # offered once
+    for e in reg.list():
+        reg.remove(e.name)
     assert reg.ensure_default_fleet() == []
