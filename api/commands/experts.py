@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--path", help="hf: local HF causal-LM folder")
     add.add_argument("--base-url", help="openai: endpoint root, e.g. http://127.0.0.1:8012/v1")
     add.add_argument("--checkpoint", help="qrh: checkpoint folder")
+    add.add_argument("--adapter", help="peft: LoRA adapter folder (or shipped:<domain>); --model names its base")
     add.add_argument("--system-prompt", default="")
     add.add_argument("--description", default="")
     add.add_argument("--size-params", type=int, default=0)
@@ -63,7 +64,7 @@ def _list(args: argparse.Namespace) -> int:
     print(f"{'name':<14}{'domain':<12}{'backend':<9}{'target':<32}{'cost':>6}  {'enabled':<8}health")
     for e in experts:
         kw = e.backend_kwargs
-        target = kw.get("model") or kw.get("path") or kw.get("checkpoint") or ""
+        target = kw.get("model") or kw.get("path") or kw.get("checkpoint") or kw.get("adapter") or ""
         if e.backend == "openai":
             target = f"{kw.get('model')}@{kw.get('base_url')}"
         print(f"{e.name:<14}{e.domain:<12}{e.backend:<9}{str(target)[:31]:<32}{e.cost:>6.2f}  "
@@ -81,7 +82,9 @@ def _add(args: argparse.Namespace) -> int:
     from experts.registry import ExpertSpec
 
     kwargs = {k: v for k, v in {"model": args.model, "path": args.path, "base_url": args.base_url,
-                                "checkpoint": args.checkpoint}.items() if v}
+                                "checkpoint": args.checkpoint, "adapter": args.adapter}.items() if v}
+    if args.backend == "peft" and "model" in kwargs:
+        kwargs["base"] = kwargs.pop("model")
     profile = {}
     if args.profile_texts:
         with open(args.profile_texts, encoding="utf-8") as f:
