@@ -3,7 +3,7 @@
 For each domain: the recipe (student ``qwen-0.5b`` + LoRA, teacher top-k captured once to shards)
 trains on the domain's packed training windows, evaluates the adapted student and its untouched
 base on the same held-out windows (documents disjoint from training by the corpus split), and the
-adapter is exported to ``experts/data/adapters/<domain>/`` (``adapter_model.safetensors``,
+adapter is exported, when it beats its base there, to ``experts/data/adapters/<domain>/`` (``adapter_model.safetensors``,
 ``adapter_config.json``, ``meta.json`` with data hashes, metrics, tokens and licence notes). The
 registry seeds those adapters as default experts (``experts.registry.default_fleet``).
 
@@ -86,9 +86,15 @@ def build_one(domain: str, overrides: list[str], settings) -> dict:
     size = sum(p.stat().st_size for p in tmp.iterdir())
     if size > MAX_BYTES:
         raise RuntimeError(f"adapter for {domain} is {size / 2**20:.1f} MB, over the 10 MB limit")
+    shipped = info["metrics"]["heldout_ppl"] < info["metrics"]["base_heldout_ppl"]
     shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    return {"domain": domain, "wall_s": round(wall, 1), "size_bytes": size, **info["metrics"],
+    if shipped:  # an adapter worse than its base on held-out text would be a default expert worse than "hf"
+        tmp.rename(out_dir)
+    else:
+        logging.warning("%s adapter: held-out ppl %.2f >= base %.2f; not exported (kept in %s)", domain,
+                        info["metrics"]["heldout_ppl"], info["metrics"]["base_heldout_ppl"], rec.output_dir)
+        shutil.rmtree(tmp)
+    return {"shipped": shipped, "domain": domain, "wall_s": round(wall, 1), "size_bytes": size, **info["metrics"],
             "steps": info["steps"], "train_tokens_per_s": round(getattr(rec, "train_tokens_per_s", 0.0), 1),
             "timing_s": meta["timing_s"], "train_heldout_doc_overlap": len(overlap), "adapter": str(out_dir.relative_to(ROOT))}
 
@@ -99,15 +105,15 @@ def write_report(rows: list[dict], path: Path) -> None:
              "+ rank-8 LoRA on its last 8 layers, LM (resistance-weighted) + self-KD (top-32 of the base 0.5B, "
              "kd_weight 0.5), 256-token packed windows; held-out windows come from corpus documents disjoint "
              "from training. Target: held-out ppl <= 0.85x the base's.", "",
-             "| domain | held-out ppl | base ppl | ratio | tokens seen | held-out tokens | train tok/s | wall (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| domain | held-out ppl | base ppl | ratio | tokens seen | held-out tokens | train tok/s | wall (s) | shipped |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['domain']} | failed: {r['error'][:80]} | | | | | | {r.get('wall_s', '')} |")
             continue
         lines.append(f"| {r['domain']} | {r['heldout_ppl']:.2f} | {r['base_heldout_ppl']:.2f} | "
                      f"{r['ppl_ratio_to_base']:.3f} | {r['tokens_seen']} | {r['heldout_tokens']} | "
-                     f"{r['train_tokens_per_s']} | {r['wall_s']} |")
+                     f"{r['train_tokens_per_s']} | {r['wall_s']} | {'yes' if r.get('shipped', True) else 'no (worse than base)'} |")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")
@@ -144,6 +150,8 @@ def main() -> None:
         row = json.loads(line)
         latest[row["domain"]] = row
     rows = [latest[d] for d in DOMAINS if d in latest]
+    for r in rows:  # what is in the package now (an adapter worse than its base is not exported)
+        r["shipped"] = (ADAPTERS / r["domain"] / "meta.json").is_file()
     ok = [r for r in rows if "error" not in r]
     save("distill_lora", {
         "experts": rows, "build_wall_s_this_run": round(time.perf_counter() - t_all, 1),
