@@ -1,4 +1,4 @@
-"""Build the five shipped LoRA domain experts: ``distill/configs/lora.yaml``, one adapter per domain.
+"""Build the five shipped LoRA domain experts: ``distill/configs/lora/expert.yaml``, one adapter per domain.
 
 For each domain: the recipe (student ``qwen-0.5b`` + LoRA, teacher top-k captured once to shards)
 trains on the domain's packed training windows, evaluates the adapted student and its untouched
@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "distill" / "configs" / "lora.yaml"
+CONFIG = ROOT / "distill" / "configs" / "lora" / "expert.yaml"
 ADAPTERS = ROOT / "experts" / "data" / "adapters"
 MAX_BYTES = 10 * 2**20
 BUILD_ORDER = ("code", "medicine", "law", "finance", "general")  # general (Wikipedia) last: the hardest to beat
@@ -108,7 +108,7 @@ def _config(r: dict) -> str:
 
 def write_report(rows: list[dict], path: Path) -> None:
     lines = ["# LoRA domain experts (shipped defaults)", "",
-             "Built by `benchmarks/distill_lora.py` from `distill/configs/lora.yaml`: Qwen2.5-Coder-0.5B-Instruct "
+             "Built by `benchmarks/distill_lora.py` from `distill/configs/lora/expert.yaml`: Qwen2.5-Coder-0.5B-Instruct "
              "+ rank-8 LoRA on its last 8 layers, LM (resistance-weighted) + self-KD (top-32 of the base 0.5B, "
              "captured once), 256-token packed windows; held-out windows come from corpus documents disjoint "
              "from training. Target: held-out ppl <= 0.85x the base's.", "",

@@ -19,7 +19,9 @@ vocabulary-sized row (``-inf`` elsewhere). For a 150k-token vocabulary that row 
 the memory, so the hf student collapses instead: the k teacher ids, plus one "rest" class holding
 all the other student probability mass. At temperature T the rest logit is
 ``T * logsumexp(z_rest / T)``, so ``softmax(view / T)`` is exactly the tempered full distribution
-with the non-top-k mass summed — forward KL is then identical to the dense computation.
+with the non-top-k mass summed. The teacher's view is its k log-probabilities plus its own rest mass
+(known, since the capture keeps full-vocabulary log-probabilities), so KD compares two (k + 1)-class
+distributions exactly at T = 1 (at other temperatures the teacher's rest is tempered as one class).
 """
 
 from __future__ import annotations
@@ -173,9 +175,12 @@ class HFStudent(Student):
         return (out.logits, out.hidden_states[-1]) if return_hidden else out.logits
 
     def kd_view(self, logits, t_idx, t_val, temperature):
+        """The teacher's k log-probabilities plus its own rest mass ``log(1 - sum p_k)`` (the capture keeps
+        full-vocabulary log-probs, so the rest is known): the student is not pushed to give the tokens
+        outside the teacher's top-k zero probability, which would blow up its perplexity on them."""
         t = t_val.float()
-        teacher = torch.cat([t, torch.full_like(t[..., :1], float("-inf"))], -1)  # top-k renormalised, rest 0
-        return collapse_topk(logits, t_idx, temperature), teacher
+        rest = torch.log1p(-t.exp().sum(-1, keepdim=True).clamp(max=1 - 1e-6))
+        return collapse_topk(logits, t_idx, temperature), torch.cat([t, rest], -1)
 
     def base_model_context(self):
         return self.model.disable_adapter() if self.lora_cfg else None
