@@ -146,6 +146,30 @@ def make_windows(texts: Sequence[Text], token_lists: Sequence[Sequence[int]], se
     return Windows(torch.tensor(rows), torch.tensor(valid), torch.tensor(doc), list(texts))
 
 
+def pack_windows(texts: Sequence[Text], token_lists: Sequence[Sequence[int]], seq_len: int, *,
+                 max_windows: int | None = None) -> Windows:
+    """Concatenate the documents (each ends with end-of-text) and cut the stream into full windows of
+    ``seq_len + 1`` tokens, no padding: short documents (definitions, glossary entries) waste no compute.
+
+    A window's ``doc_index`` is the document of its first target token (its domain and resistance);
+    windows never mix splits, since each split is packed on its own. ``max_windows`` keeps that many,
+    evenly spaced along the stream (so every domain in it keeps its share).
+    """
+    stream, owner = [], []
+    for j, toks in enumerate(token_lists):
+        stream.extend(toks)
+        owner.extend([j] * len(toks))
+    n = max(0, (len(stream) - 1) // seq_len)
+    if n == 0:
+        raise ValueError(f"{len(stream)} tokens in {len(texts)} texts: not one window of {seq_len + 1}")
+    starts = torch.arange(n) * seq_len
+    if max_windows is not None and n > max_windows:  # evenly spaced: every domain of the stream keeps its share
+        starts = starts[torch.linspace(0, n - 1, max_windows).round().long()]
+    ids = torch.tensor([stream[s:s + seq_len + 1] for s in starts.tolist()])
+    doc = torch.tensor([owner[s + 1] for s in starts.tolist()])
+    return Windows(ids, torch.ones(len(starts), seq_len, dtype=torch.bool), doc, list(texts))
+
+
 # ---------------------------------------------------------------------------------------- difficulty
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")

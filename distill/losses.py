@@ -210,7 +210,9 @@ class TotalLoss(DistillLoss):
         student_logits: (B, T, V); labels: (B, T);
         teacher_logits / teacher_probs: (B, T, V) or None (no KD term);
         student_hidden: (B, T, C); teacher_embeddings: {name: (B, D)} for the alignment heads;
-        resistance: (B,) or None (uniform weights); mask: (B, T) (default labels != ignore).
+        resistance: (B,) or None (uniform weights); mask: (B, T) (default labels != ignore);
+        kd_student_logits: what the KD term compares with the teacher when it is not ``student_logits``
+            (a pretrained student's collapse to the teacher's top-k, ``distill.students.collapse_topk``).
     """
 
     def __init__(self, kd: DistillLoss | None = None, alignments: dict[str, AlignmentLoss] | None = None,
@@ -227,12 +229,13 @@ class TotalLoss(DistillLoss):
         self.ignore_index = ignore_index
 
     def forward(self, student_logits, labels, teacher_logits=None, *, teacher_probs=None, student_hidden=None,
-                teacher_embeddings=None, resistance=None, mask=None, temperature: float | None = None):
+                teacher_embeddings=None, resistance=None, mask=None, temperature: float | None = None,
+                kd_student_logits=None):
         mask = (labels != self.ignore_index) if mask is None else mask
         out: dict[str, torch.Tensor] = {}
         total = student_logits.new_zeros((), dtype=torch.float32)
         if self.kd_weight and (teacher_logits is not None or teacher_probs is not None):
-            kd_logits = student_logits
+            kd_logits = student_logits if kd_student_logits is None else kd_student_logits
             if self.kd_ignore_classes:
                 kd_logits = student_logits.index_fill(-1, torch.tensor(self.kd_ignore_classes), float("-inf"))
             out["kd"] = self.kd(kd_logits, teacher_logits, teacher_probs=teacher_probs, mask=mask,

@@ -53,12 +53,21 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "threads": None,  # torch threads; default QSEF_TORCH_THREADS
     "output_dir": None,  # default $QSEF_HOME/experts/<name>
+    "student": {"kind": "qrh",  # qrh (from scratch, model: below) | hf (pretrained; distill.students)
+                "name": None,  # hf: model-store name or folder (default: the teacher)
+                "dtype": "float32",
+                "lora": None,  # hf: null = full fine-tuning, or {r, alpha, targets, dropout, layers}
+                "vocab_policy": None},  # hf: a student tokenizer that differs from the teacher's is refused
     "model": {"vocab_size": 4096, "d_model": 128, "n_layers": 4, "n_heads": 8, "ffn_mult": 4,
               "max_seq_len": 128, "embedding": "prime", "mixer": "spectral", "linear": "quaternion"},
     "data": {"domains": None,  # training domains; default [general, domain] (curriculum general -> domain)
              "train_docs": 120, "heldout_docs": 24, "seq_len": 128, "max_windows_per_doc": 2,
+             "pack": False,  # true: concatenate the documents and cut full windows (no padding)
+             "max_windows": {"train": None, "heldout": None},  # caps on the windows per split
              "seed": 0},  # document sampling seed (fixed, so every training seed sees the same data)
     "teacher": {"name": "qwen-0.5b", "dtype": "bfloat16", "top_k": 32, "batch_size": 8,
+                "capture": "transformers",  # hf students: distill.capture backend (transformers | vllm)
+                "capture_kwargs": {},  # e.g. {base_url, model} for vllm
                 "views": [{"teacher": None, "temperature_scale": 1.0, "weight": 1.0}]},
     "encoders": ["minilm"],  # sentence-encoder teachers for L_align ([] = none)
     "loss": {"kd": "kd", "kd_weight": 1.0, "lambda_align": 0.1, "lambda_resist": 1.0, "align_kind": "cosine",
@@ -130,8 +139,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         cfg = _merge(cfg, data)
     for o in overrides:
         cfg = apply_override(cfg, o)
+    from distill.students import student_resolver
+
+    cfg["student"]["kind"] = student_resolver.canonical_name(cfg["student"]["kind"])  # lists the kinds if unknown
+    if cfg["student"]["kind"] == "hf" and cfg["student"]["name"] is None:
+        cfg["student"]["name"] = cfg["teacher"]["name"]
     if cfg["name"] is None:
-        cfg["name"] = f"{cfg['domain']}-qrh"
+        cfg["name"] = f"{cfg['domain']}-{'lora' if cfg['student']['lora'] else cfg['student']['kind']}"
     if cfg["data"]["domains"] is None:
         cfg["data"]["domains"] = ["general"] if cfg["domain"] == "general" else ["general", cfg["domain"]]
     return cfg
@@ -178,12 +192,24 @@ def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, t
         train, held = texts["train"], texts["heldout"]
     tok_train, tok_held = D.tokenize(train, tokenizer), D.tokenize(held, tokenizer)
     eos = tokenizer.eos_token_id
-    kept = D.build_vocabulary(tok_train, cfg["model"]["vocab_size"], always=[eos] if eos is not None else [])
+    pretrained = cfg["student"]["kind"] != "qrh"
+    if pretrained:  # the student's vocabulary is the tokenizer's
+        if cfg["student"]["name"] != tc["name"]:
+            _check_student_tokenizer(settings, cfg["student"], tokenizer)
+        kept = None
+    else:
+        kept = D.build_vocabulary(tok_train, cfg["model"]["vocab_size"], always=[eos] if eos is not None else [])
     pad = eos if eos is not None else 0
     kw = dict(pad_id=pad, max_windows_per_doc=dc["max_windows_per_doc"])
-    out: dict[str, Any] = {"kept": kept, "coverage": D.coverage(tok_held, kept)}
+    out: dict[str, Any] = {"kept": kept, "coverage": 1.0 if kept is None else D.coverage(tok_held, kept)}
     for split, docs, toks in (("train", train, tok_train), ("heldout", held, tok_held)):
-        w = D.make_windows(docs, toks, dc["seq_len"], **kw)
+        cap = (dc.get("max_windows") or {}).get(split)
+        if dc.get("pack"):
+            w = D.pack_windows(docs, toks, dc["seq_len"], max_windows=cap)
+        else:
+            w = D.make_windows(docs, toks, dc["seq_len"], **kw)
+            if cap is not None and len(w) > cap:
+                w = D.Windows(w.ids[:cap], w.valid[:cap], w.doc_index[:cap], w.texts)
         per_doc = {}
         w.resistance = torch.tensor([per_doc.setdefault(int(j), D.resistance(docs[int(j)].text)) for j in w.doc_index])
         out[split] = w
@@ -193,6 +219,9 @@ def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, t
     for name in sorted(teachers):
         if name != tc["name"]:
             _check_tokenizer(settings, name, tokenizer)
+        if pretrained:
+            out["teacher"][name] = capture_teacher(cfg, name, out, settings=settings, tokenizer=tokenizer)
+            continue
         teacher = CausalLMTeacher(name, settings=settings, dtype=tc["dtype"], threads=cfg.get("threads"))
         out["teacher"][name] = {}
         for split in ("train", "heldout"):
@@ -214,6 +243,51 @@ def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, t
                 "enc", key, lambda e=enc, t=window_texts: {"emb": e.encode(t)})["emb"]
         enc.close()
     return out
+
+
+def capture_teacher(cfg: dict, name: str, prepared: dict, *, settings: Settings, tokenizer) -> dict:
+    """Full-vocabulary top-k log-probabilities of teacher ``name`` on the train / held-out windows,
+    through :func:`distill.capture.capture_topk` (memory-mapped shards under ``$QSEF_HOME/cache/distill``,
+    resumable, verified on read). Returns ``{split: {"topk_idx", "topk_logits"}}`` (log-probs as logits)."""
+    from distill.capture import capture_resolver, capture_topk, tokenizer_sha256
+    from distill.teachers import TeacherCache, resolve_model_folder
+
+    tc = cfg["teacher"]
+    kind = capture_resolver.canonical_name(tc["capture"])
+    kwargs = dict(tc.get("capture_kwargs") or {})
+    if kind == "transformers":
+        kwargs = {"folder": resolve_model_folder(settings, name), "dtype": tc["dtype"],
+                  "threads": cfg.get("threads"), **kwargs}
+    backend = capture_resolver.make(kind, {"batch_size": tc["batch_size"], **kwargs})
+    tok_hash = tokenizer_sha256(tokenizer)
+    out = {}
+    try:
+        for split in ("train", "heldout"):
+            ids = prepared[split].ids[:, :-1]
+            folder = settings.path("cache", "distill") / f"capture-{TeacherCache.key(name, tc['top_k'], tok_hash, ids)}"
+            cap = capture_topk(backend, ids, folder, k=tc["top_k"], teacher=name, tokenizer_sha256=tok_hash)
+            out[split] = {"topk_idx": cap.topk_ids, "topk_logits": cap.topk_logprobs}
+    finally:
+        backend.close()
+    return out
+
+
+def _check_student_tokenizer(settings: Settings, student: dict, tokenizer) -> None:
+    """A pretrained student must share the teacher's tokenizer unless a vocabulary policy says how to map them."""
+    from distill.teachers import load_tokenizer
+
+    other = load_tokenizer(settings, student["name"])
+    a, b = other.get_vocab(), tokenizer.get_vocab()
+    if a == b:
+        return
+    if student.get("vocab_policy"):
+        raise ConfigError(f"student.vocab_policy {student['vocab_policy']!r}: no vocabulary mapping between "
+                          "different tokenizers is implemented; use a student that shares the teacher's tokenizer")
+    differ = len(set(a.items()) ^ set(b.items()))
+    raise ConfigError(f"student {student['name']!r} does not share the teacher's tokenizer ({len(a)} vs {len(b)} "
+                      f"tokens, {differ} token->id pairs differ): token-level KD compares distributions over the "
+                      "same ids, so it is refused without a vocabulary policy (choose a student with the teacher's "
+                      "tokenizer, e.g. qwen-0.5b for qwen-1.5b)")
 
 
 def _check_tokenizer(settings: Settings, name: str, tokenizer) -> None:
@@ -243,6 +317,7 @@ class DistillRecipe:
         self.settings = settings
         self._prepared, self._tokenizer = prepared, tokenizer
         self.step = 0
+        self.tokens_seen = 0  # training target tokens, over every step (resumed runs included)
         self.history: list[dict] = []
 
     # ---- setup
@@ -273,12 +348,11 @@ class DistillRecipe:
             self.load_checkpoint(self.output_dir)
 
     def _handle_model(self) -> None:
-        from experts.qrh import QRHConfig, QRHModel
+        from distill.students import student_resolver
 
-        mc = dict(self.cfg["model"])
-        mc["max_seq_len"] = max(mc.get("max_seq_len", 128), self.cfg["data"]["seq_len"])
-        self.model = QRHModel(QRHConfig.from_dict(mc))
-        self.model.set_vocabulary(self.data["kept"])
+        self.student = student_resolver.make(self.cfg["student"]["kind"], cfg=self.cfg, settings=self.settings,
+                                             kept=self.data["kept"])
+        self.model = self.student.model  # the QRHModel, or the HF / peft model
 
     def _handle_loss(self) -> None:
         from distill.aggregation import teacher_aggregator_resolver
@@ -289,10 +363,10 @@ class DistillRecipe:
         kd_spec = lc["kd"]
         kd = loss_resolver.make(kd_spec["name"], {k: v for k, v in kd_spec.items() if k != "name"}) \
             if isinstance(kd_spec, dict) else loss_resolver.make(kd_spec)
-        aligns = {name: AlignmentLoss(self.model.config.d_model, emb["train"].shape[1], lc["align_kind"])
+        aligns = {name: AlignmentLoss(self.student.hidden_size, emb["train"].shape[1], lc["align_kind"])
                   for name, emb in self.data["embeddings"].items()}
         self.loss = TotalLoss(kd, aligns, lambda_align=lc["lambda_align"], lambda_resist=lc["lambda_resist"],
-                              kd_weight=lc["kd_weight"], kd_ignore_classes=(0,))  # 0 = unknown token
+                              kd_weight=lc["kd_weight"], kd_ignore_classes=self.student.kd_ignore_classes)
         ag = self.cfg["aggregation"]
         self.aggregator = teacher_aggregator_resolver.make(ag["name"], {k: v for k, v in ag.items() if k != "name"})
         self.temperature = TemperatureSchedule(**self.cfg["temperature"])
@@ -303,7 +377,7 @@ class DistillRecipe:
         from distill.data import Curriculum, sampler_resolver
 
         oc = self.cfg["optim"]
-        params = list(self.model.parameters()) + list(self.loss.parameters())
+        params = self.student.trainable_parameters() + list(self.loss.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=oc["lr"], weight_decay=oc["weight_decay"], betas=(0.9, 0.95))
         sc = dict(self.cfg["sampler"])
         cls = sampler_resolver.lookup(sc.pop("name"))
@@ -331,7 +405,7 @@ class DistillRecipe:
         """Tensors for windows ``idx``: student inputs/labels, mask, teacher top-k, embeddings, resistance."""
         w = self.data[split]
         ids = w.ids[idx]
-        s_ids = self.model.to_student_ids(ids)
+        s_ids = self.student.to_student_ids(ids)
         b = {"input": s_ids[:, :-1], "labels": s_ids[:, 1:].masked_fill(~w.valid[idx], -100),
              "mask": w.valid[idx], "resistance": w.resistance[idx]}
         b["teachers"] = {n: (t[split]["topk_idx"][idx], t[split]["topk_logits"][idx])
@@ -339,23 +413,30 @@ class DistillRecipe:
         b["embeddings"] = {n: e[split][idx] for n, e in self.data["embeddings"].items()}
         return b
 
-    def teacher_target(self, b, temperature: float) -> dict:
-        """KD target: raw sparse logits for a single plain view, else aggregated tempered probabilities."""
+    def teacher_target(self, b, temperature: float, logits) -> dict:
+        """KD inputs for ``TotalLoss``: the student's KD view of ``logits`` and the teacher's, raw sparse
+        logits for a single plain view, else aggregated tempered probabilities (:meth:`Student.kd_view`:
+        dense over the kept vocabulary for QRH, the teacher's top-k + a rest class for hf students)."""
         import torch
 
-        V = self.model.config.vocab_size
         views = self.cfg["teacher"]["views"]
         default = self.cfg["teacher"]["name"]
+        names = [v.get("teacher") or default for v in views]
         if len(views) == 1 and views[0].get("temperature_scale", 1.0) == 1.0:
-            idx, val = b["teachers"][views[0].get("teacher") or default]
-            return {"teacher_logits": sparse_to_dense(idx, val, V)}
+            idx, val = b["teachers"][names[0]]
+            s_kd, t_kd = self.student.kd_view(logits, idx, val, temperature)
+            return {"teacher_logits": t_kd, "kd_student_logits": s_kd}
+        if not self.student.uses_kept_vocabulary and len(set(names)) > 1:
+            raise ConfigError("a pretrained student's KD view is its teacher's top-k ids, so several views must "
+                              f"share one teacher (got {sorted(set(names))}); use a qrh student for multi-teacher KD")
         probs = []
-        for v in views:
-            idx, val = b["teachers"][v.get("teacher") or default]
+        for name, v in zip(names, views, strict=True):
+            idx, val = b["teachers"][name]
+            s_kd, t_kd = self.student.kd_view(logits, idx, val, temperature)
             t = temperature * v.get("temperature_scale", 1.0)
-            probs.append(torch.softmax(sparse_to_dense(idx, val, V) / t, -1))
+            probs.append(torch.softmax(t_kd.float() / t, -1))
         weights = torch.tensor([float(v.get("weight", 1.0)) for v in views])
-        return {"teacher_probs": self.aggregator(torch.stack(probs), weights)}
+        return {"teacher_probs": self.aggregator(torch.stack(probs), weights), "kd_student_logits": s_kd}
 
     # ---- train / eval
 
@@ -386,20 +467,21 @@ class DistillRecipe:
             b = self.batch("train", idx)
             for g in self.optimizer.param_groups:
                 g["lr"] = self.lr_at(at)
-            logits, hidden = self.model(b["input"], return_hidden=True)
-            target = self.teacher_target(b, temp) if self.cfg["loss"]["kd_weight"] else {}
+            logits, hidden = self.student(b["input"], return_hidden=True)
+            target = self.teacher_target(b, temp, logits) if self.cfg["loss"]["kd_weight"] else {}
             out = self.loss(logits, b["labels"], **target, student_hidden=hidden,
                             teacher_embeddings=b["embeddings"] or None,
                             resistance=b["resistance"] if use_r else None, mask=b["mask"], temperature=temp)
             self.optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), oc["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(self.student.trainable_parameters(), oc["grad_clip"])
             self.optimizer.step()
             with torch.no_grad():
                 self.sampler.update(idx, self.loss.resist.per_sample(logits.detach(), b["labels"]))
             self.step += 1
             step_s = time.perf_counter() - t_step
             tokens += int(b["mask"].sum())
+            self.tokens_seen += int(b["mask"].sum())
             rate = tokens / (time.perf_counter() - t0)
             bar.update(1)
             bar.set_postfix(loss=f"{out['loss'].item():.3f}", T=f"{temp:.2f}", tok_s=f"{rate:.0f}")
@@ -425,9 +507,22 @@ class DistillRecipe:
         return {**self.budget.summary(steps_done=self.step, steps_planned=self.cfg["optim"]["steps"]),
                 "schedule_step": getattr(self, "schedule_step", self.step)}  # where LR / T / curriculum ended
 
-    def evaluate(self, split: str = "heldout") -> dict:
+    def evaluate(self, split: str = "heldout", *, base: bool = False) -> dict:
         """Held-out perplexity (all targets, unknown included), KL(teacher || student) at T=1 on the
-        teacher's top-k (student renormalised without the unknown id), top-1 agreement."""
+        teacher's top-k (student renormalised without the unknown id), top-1 agreement.
+
+        ``base=True``: the same for the student's untrained base (a LoRA student with its adapter off).
+        """
+        import contextlib
+
+        if base:
+            ctx = self.student.base_model_context()
+            if ctx is None:
+                raise ValueError(f"a {self.cfg['student']['kind']} student without adapters has no base to evaluate")
+        with ctx if base else contextlib.nullcontext():
+            return self._evaluate(split)
+
+    def _evaluate(self, split: str) -> dict:
         import torch
         import torch.nn.functional as F
 
@@ -441,15 +536,17 @@ class DistillRecipe:
             for s in range(0, n, 16):
                 idx = torch.arange(s, min(s + 16, n))
                 b = self.batch(split, idx)
-                logits = self.model(b["input"])
+                logits = self.student(b["input"])
                 m = b["mask"]
                 V = logits.shape[-1]
                 nll += F.cross_entropy(logits.reshape(-1, V), b["labels"].reshape(-1), ignore_index=-100,
                                        reduction="sum").item()
                 t_idx, t_val = b["teachers"][teacher]
                 k = int(m.sum())
-                kd_logits = logits.index_fill(-1, torch.tensor([0]), float("-inf"))  # over the teacher's vocabulary
-                kl += KDLoss(1.0)(kd_logits, sparse_to_dense(t_idx, t_val, V), mask=m).item() * k
+                s_kd, t_kd = self.student.kd_view(logits, t_idx, t_val, 1.0)
+                if self.student.kd_ignore_classes:  # over the teacher's vocabulary
+                    s_kd = s_kd.index_fill(-1, torch.tensor(self.student.kd_ignore_classes), float("-inf"))
+                kl += KDLoss(1.0)(s_kd, t_kd, mask=m).item() * k
                 agree += ((logits.argmax(-1) == t_idx[..., 0].long()) & m).sum().item()
                 count += k
         return {"ppl": math.exp(nll / count), "kl_to_teacher": kl / count, "top1_agreement": agree / count,
@@ -464,7 +561,7 @@ class DistillRecipe:
 
         d = Path(directory) if directory else self.output_dir
         d.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(d)
+        self.student.save(d)
         state = self.optimizer.state_dict()
         tensors = {"rng.torch": torch.get_rng_state(), "rng.sampler": self.sampler.generator.get_state()}
         for pid, st in state["state"].items():
@@ -475,7 +572,7 @@ class DistillRecipe:
             extra["sampler.loss"] = self.sampler.loss
         tensors.update(extra)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(d / "training_state.safetensors"))
-        meta = {"step": self.step, "history": self.history, "config": self.cfg, "training": self.training_summary(),
+        meta = {"step": self.step, "tokens_seen": self.tokens_seen, "history": self.history, "config": self.cfg, "training": self.training_summary(),
                 "param_groups": state["param_groups"], "python_rng": repr(random.getstate()[1][:1])}
         tmp = d / "trainer_state.json.tmp"
         tmp.write_text(json.dumps(meta, indent=2, default=str))
@@ -486,12 +583,9 @@ class DistillRecipe:
         import torch
         from safetensors.torch import load_file
 
-        from experts.qrh import QRHModel
-
         d = Path(directory)
         meta = json.loads((d / "trainer_state.json").read_text())
-        loaded = QRHModel.from_pretrained(d)
-        self.model.load_state_dict(loaded.state_dict())
+        self.student.load(d)
         tensors = load_file(str(d / "training_state.safetensors"))
         opt_state: dict[int, dict] = {}
         for k, v in tensors.items():
@@ -505,6 +599,7 @@ class DistillRecipe:
         if "sampler.loss" in tensors:
             self.sampler.loss = tensors["sampler.loss"]
         self.step, self.history = meta["step"], meta["history"]
+        self.tokens_seen = meta.get("tokens_seen", 0)
         log.info("resumed %s at step %d", d, self.step)
 
     # ---- on success
@@ -512,16 +607,25 @@ class DistillRecipe:
     def finish(self, result: dict) -> dict:
         """Write the profile and ``expert.json`` next to the checkpoint; register the expert."""
         cfg = self.cfg
+        lora = cfg["student"]["kind"] == "hf" and bool(cfg["student"]["lora"])
         info: dict[str, Any] = {
-            "name": cfg["name"], "domain": cfg["domain"], "backend": "qrh", "checkpoint": str(self.output_dir),
-            "tokenizer": cfg["teacher"]["name"], "params": self.model.num_parameters(),
+            "name": cfg["name"], "domain": cfg["domain"], "backend": "peft" if lora else cfg["student"]["kind"],
+            "checkpoint": str(self.output_dir), "student": cfg["student"],
+            "tokenizer": cfg["teacher"]["name"], "params": self.student.num_parameters(),
             "teacher": cfg["teacher"]["name"], "eval": result, "steps": self.step, "training": self.training_summary(),
             "corpus": {"domains": cfg["data"]["domains"], "split": "train", "train_docs_per_domain": cfg["data"]["train_docs"],
                        "windows": len(self.data["train"]), "seq_len": cfg["data"]["seq_len"],
                        "vocab_coverage_heldout": round(self.data["coverage"], 4)},
         }
+        info["metrics"] = {"heldout_ppl": round(result["ppl"], 4), "tokens_seen": self.tokens_seen,
+                           "heldout_tokens": result["tokens"]}
+        if lora:  # the untouched base on the same held-out windows
+            base = self.evaluate(base=True)
+            info["metrics"].update(base_heldout_ppl=round(base["ppl"], 4),
+                                   ppl_ratio_to_base=round(result["ppl"] / base["ppl"], 4),
+                                   base_kl_to_teacher=round(base["kl_to_teacher"], 4))
         if cfg["profile"]["enabled"]:
-            info["profile"] = write_profile(cfg, self.model.num_parameters(), self.output_dir / "profile",
+            info["profile"] = write_profile(cfg, self.student.num_parameters(), self.output_dir / "profile",
                                             settings=self.settings)
         (self.output_dir / "expert.json").write_text(json.dumps(info, indent=2, default=str))
         if cfg["register"]:
@@ -563,14 +667,19 @@ def register_expert(info: dict, registry_path: str | Path) -> bool:
         return False
     path = registry_path if "://" in str(registry_path) else Path(registry_path)
     profile = {k: v for k, v in (info.get("profile") or {}).items() if k != "centroid"}
-    description = f"QRH student distilled from {info['teacher']} on {info['domain']} texts"
+    backend = info.get("backend", "qrh")
+    student = info.get("student") or {}
+    kind = "LoRA adapter on " + str(student.get("name")) if backend == "peft" else "QRH student"
+    description = f"{kind} distilled from {info['teacher']} on {info['domain']} texts"
     tr = info.get("training") or {}
     if tr.get("stopped_by_budget"):
         description += (f" (training stopped by its {tr['budget_minutes']:g}-min budget at step "
                         f"{tr['steps_done']}/{tr['steps_planned']})")
-    spec = ExpertSpec(name=info["name"], domain=info["domain"], backend="qrh", description=description,
-                      backend_kwargs={"checkpoint": info["checkpoint"], "tokenizer": info["tokenizer"]},
-                      size_params=int(info["params"]), profile=profile)
+    kwargs = ({"base": student.get("name"), "adapter": info["checkpoint"]} if backend == "peft"
+              else {"checkpoint": info["checkpoint"], "tokenizer": info["tokenizer"]})
+    spec = ExpertSpec(name=info["name"], domain=info["domain"], backend=backend, description=description,
+                      backend_kwargs=kwargs, size_params=int(info["params"]), profile=profile,
+                      metrics=info.get("metrics") or {})
     registry = ExpertRegistry(path)
     registry.add(spec, replace=True)
     log.info("registered expert %s in %s", info["name"], registry.describe())  # a URL's password hidden

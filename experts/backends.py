@@ -5,7 +5,11 @@ One resolver, :data:`backend_resolver` (:class:`core.resolver.Resolver`), maps a
 - ``hf``: a local Hugging Face causal LM folder (or a model-store name) run in-process; experts
   that name the same model share one loaded instance through a :class:`ModelPool`;
 - ``openai``: a remote OpenAI-compatible endpoint (e.g. one vLLM server per expert);
-- ``qrh``: a QRH student checkpoint (``experts/qrh.py``), loaded lazily when that module exists.
+- ``qrh``: a QRH student checkpoint (``experts/qrh.py``), loaded lazily when that module exists;
+- ``peft``: a LoRA adapter (``distill/`` builds them; five ship in ``experts/data/adapters/``) on a
+  base model from the :class:`ModelPool`: every adapter and the plain ``hf`` experts of that base share
+  one loaded instance (the adapter is switched per call under the model's lock; ``hf`` calls run with
+  adapters off).
 
 Cancellation: ``generate`` takes an optional ``cancel`` event. The dispatcher sets it when it stops
 waiting (per-expert timeout, or the request was abandoned); ``openai`` closes the request's connection
@@ -49,6 +53,7 @@ __all__ = [
     "HFBackend",
     "ModelPool",
     "OpenAIBackend",
+    "PeftBackend",
     "QRHBackend",
     "ServedBackend",
     "backend_resolver",
@@ -209,6 +214,7 @@ class ModelPool:
         self.settings = settings
         self.threads = settings.torch_threads
         self._models: dict[str, tuple[Any, Any, threading.Lock]] = {}
+        self._peft: dict[str, Any] = {}  # base folder -> the PeftModel wrapping that base (adapters loaded)
         self._lock = threading.Lock()
 
     def resolve(self, model: str | None = None, path: str | None = None) -> Path:
@@ -239,14 +245,40 @@ class ModelPool:
                 self._models[key] = (tok, model, threading.Lock())
             return self._models[key]
 
+    def _select(self, folder: Path, model: Any, adapter: tuple[str, Path] | None) -> tuple[Any, Any]:
+        """(model to call, context to call it in) for ``adapter`` = (name, folder) or the bare base.
+
+        Call with the model's lock held: loading or switching an adapter changes the shared model.
+        """
+        import contextlib
+
+        key = str(folder.resolve())
+        peft_model = self._peft.get(key)
+        if adapter is None:  # the bare base: adapters (if any were injected) off
+            return model, (peft_model.disable_adapter() if peft_model is not None else contextlib.nullcontext())
+        name, path = adapter
+        from peft import PeftModel
+
+        if peft_model is None:
+            log.info("loading adapter", extra={"adapter": name, "folder": str(path)})
+            peft_model = self._peft[key] = PeftModel.from_pretrained(model, str(path), adapter_name=name)
+            peft_model.eval()
+        elif name not in peft_model.peft_config:
+            log.info("loading adapter", extra={"adapter": name, "folder": str(path)})
+            peft_model.load_adapter(str(path), adapter_name=name)
+        peft_model.set_adapter(name)
+        return peft_model, contextlib.nullcontext()
+
     def generate(
         self, folder: Path, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, prefill: str = "",
         cancel: threading.Event | None = None, stop_when: Callable[[str], bool] | None = None,
+        adapter: tuple[str, Path] | None = None,
     ) -> str:
         """Chat-template the messages, optionally prefill the assistant turn, decode the continuation.
 
         ``cancel`` is checked while waiting for the model's lock and after every generated token;
-        ``stop_when(continuation so far)`` ends the generation early once it holds (e.g. the JSON closed).
+        ``stop_when(continuation so far)`` ends the generation early once it holds (e.g. the JSON closed);
+        ``adapter`` = (name, folder): a LoRA adapter on this base, loaded once and switched to for this call.
 
         Raises:
             GenerationCancelledError: ``cancel`` was set before the answer was complete.
@@ -270,8 +302,9 @@ class ModelPool:
             kwargs["stopping_criteria"] = criteria
         _acquire(lock, cancel, f"model {folder.name}")
         try:
-            with torch.inference_mode():
-                out = model.generate(**inputs, **kwargs)
+            runner, ctx = self._select(folder, model, adapter)
+            with torch.inference_mode(), ctx:
+                out = runner.generate(**inputs, **kwargs)
         finally:
             lock.release()
         if _cancelled(cancel):
@@ -282,7 +315,7 @@ class ModelPool:
 
     def stream(
         self, folder: Path, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
-        cancel: threading.Event | None = None, timeout_s: float | None = None,
+        cancel: threading.Event | None = None, timeout_s: float | None = None, adapter: tuple[str, Path] | None = None,
     ) -> Iterator[str]:
         """Like :meth:`generate`, but yield the decoded text as it is produced (a transformers
         ``TextIteratorStreamer``; generation runs in a helper thread holding the model's lock).
@@ -315,8 +348,9 @@ class ModelPool:
 
         def run() -> None:
             try:
-                with torch.inference_mode():
-                    model.generate(**inputs, **kwargs)
+                runner, ctx = self._select(folder, model, adapter)
+                with torch.inference_mode(), ctx:
+                    runner.generate(**inputs, **kwargs)
             except BaseException as exc:  # reported to the consumer, which re-raises it
                 failure.append(exc)
                 streamer.end()
@@ -408,6 +442,80 @@ class HFBackend(_LocalBackend):
         if not self.model:
             return False, "hf backend needs backend_kwargs 'model' (store name) or 'path'"
         return check_store_model(self.pool.settings, self.model)
+
+
+SHIPPED_PREFIX = "shipped:"
+SHIPPED_ADAPTERS = Path(__file__).resolve().parent / "data" / "adapters"
+
+
+def adapter_folder(ref: str) -> Path:
+    """An adapter folder: ``shipped:<domain>`` (one of the adapters installed with the package) or a path.
+
+    Raises:
+        BackendUnavailableError: naming the folder when it holds no adapter.
+    """
+    p = SHIPPED_ADAPTERS / ref[len(SHIPPED_PREFIX):] if ref.startswith(SHIPPED_PREFIX) else Path(ref).expanduser()
+    if not (p / "adapter_config.json").is_file() or not (p / "adapter_model.safetensors").is_file():
+        raise BackendUnavailableError(f"{p} is not a LoRA adapter folder (adapter_config.json + "
+                                      "adapter_model.safetensors)")
+    return p
+
+
+class PeftBackend(HFBackend):
+    """A LoRA adapter served in process on a shared base model (``backend_kwargs``: ``adapter`` — a
+    folder or ``shipped:<domain>`` —, ``base`` — the model-store name of the base, default ``qwen-0.5b``
+    — or ``path``, a base model folder)."""
+
+    name = "peft"
+    synonyms = ("lora",)
+
+    def __init__(self, spec: ExpertSpec, *, pool: ModelPool | None = None, **kwargs: Any):
+        super().__init__(spec, pool=pool)
+        ref = spec.backend_kwargs.get("adapter")
+        if not ref:
+            raise BackendUnavailableError("peft backend needs backend_kwargs 'adapter' (a folder or shipped:<domain>)")
+        self.adapter_ref = str(ref)
+        self.model = spec.backend_kwargs.get("base") or "qwen-0.5b"
+        self.adapter_name = spec.name.replace("-", "_").replace(".", "_")
+
+    @property
+    def adapter(self) -> tuple[str, Path]:
+        return self.adapter_name, adapter_folder(self.adapter_ref)
+
+    def generate(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> str:
+        try:
+            adapter, folder = self.adapter, self.folder
+            return self.pool.generate(folder, self.messages_for(messages), max_tokens=max_tokens,
+                                      temperature=temperature, cancel=cancel, adapter=adapter).strip()
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"peft expert {self.spec.name!r} failed: {exc}") from exc
+
+    def stream(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> Iterator[str]:
+        try:
+            adapter, folder = self.adapter, self.folder
+            first = True
+            for piece in self.pool.stream(folder, self.messages_for(messages), max_tokens=max_tokens,
+                                          temperature=temperature, cancel=cancel, adapter=adapter):
+                if first:
+                    piece = piece.lstrip()
+                    first = not piece
+                if piece:
+                    yield piece
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"peft expert {self.spec.name!r} failed: {exc}") from exc
+
+    def health(self, *, timeout_s: float = 2.0) -> tuple[bool, str]:
+        """The adapter folder is complete and the base model is present (nothing is pulled)."""
+        try:
+            folder = adapter_folder(self.adapter_ref)
+        except BackendUnavailableError as exc:
+            return False, str(exc)
+        ok, detail = super().health(timeout_s=timeout_s)
+        return ok, f"adapter {folder.name}: {detail}" if ok else detail
 
 
 class OpenAIBackend(ExpertBackend):
@@ -636,7 +744,7 @@ class ServedBackend(ExpertBackend):
 
 
 backend_resolver: Resolver[ExpertBackend] = Resolver(
-    ExpertBackend, [HFBackend, OpenAIBackend, QRHBackend], suffix="backend", kind="expert backend")
+    ExpertBackend, [HFBackend, OpenAIBackend, QRHBackend, PeftBackend], suffix="backend", kind="expert backend")
 
 
 def make_backend(spec: ExpertSpec, **kwargs: Any) -> ExpertBackend:

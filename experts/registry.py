@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.db import Database
 from core.domains import DOMAIN_DESCRIPTIONS, DOMAINS, valid_domain_name
-from experts.backends import backend_resolver
+from experts.backends import SHIPPED_PREFIX, backend_resolver
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -113,9 +113,11 @@ _STR_KWARGS: dict[str, tuple[str, ...]] = {
     "hf": ("model", "path"),
     "openai": ("base_url", "model", "api_key_env"),
     "qrh": ("checkpoint", "tokenizer"),
+    "peft": ("base", "adapter", "path"),
 }
 # backend_kwargs that name a file or folder: confined to the data directory when the registry has a root
-PATH_KWARGS: dict[str, tuple[str, ...]] = {"hf": ("path",), "qrh": ("checkpoint", "tokenizer"), "openai": ()}
+PATH_KWARGS: dict[str, tuple[str, ...]] = {"hf": ("path",), "qrh": ("checkpoint", "tokenizer"), "openai": (),
+                                           "peft": ("adapter", "path")}
 
 
 def _positive_number(v: Any) -> bool:
@@ -148,7 +150,10 @@ class ExpertSpec(BaseModel):
 
     ``backend_kwargs`` depend on ``backend``: ``hf`` takes ``model`` (a model-store name) or ``path``
     (a local HF causal-LM folder); ``openai`` takes ``base_url`` and ``model`` (and optional
-    ``api_key_env``); ``qrh`` takes ``checkpoint`` (a safetensors file or folder).
+    ``api_key_env``); ``qrh`` takes ``checkpoint`` (a safetensors file or folder); ``peft`` takes
+    ``adapter`` (a LoRA adapter folder, or ``shipped:<domain>`` for one installed with the package) and
+    ``base`` (the base model's store name). ``metrics`` holds what the expert was measured at (for
+    distilled experts: ``heldout_ppl``, ``base_heldout_ppl`` on the same held-out windows, ``tokens_seen``).
     """
 
     name: str
@@ -163,6 +168,8 @@ class ExpertSpec(BaseModel):
                         description="relative cost per call, used by cost-aware selection")
     enabled: bool = True
     profile: dict[str, Any] = Field(default_factory=dict, description="QSEF profile data (texts, anchors…)")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="measured quality, e.g. heldout_ppl, "
+                                    "base_heldout_ppl, tokens_seen")
     health: Literal["unknown", "ok", "down"] = "unknown"
     health_detail: str = ""
     health_at: float | None = None
@@ -211,8 +218,38 @@ class ExpertSpec(BaseModel):
         return v
 
 
+def shipped_adapters() -> list[ExpertSpec]:
+    """The LoRA domain experts installed with the package (``experts/data/adapters/<domain>/``, built by
+    ``benchmarks/distill_lora.py``): one ``<domain>-lora`` expert each, its metrics from ``meta.json``.
+
+    They are registered **disabled**: their held-out gain over the base is small and measured on ~1 k tokens,
+    their answers are not yet graded, and they run in process (not on the vLLM server), so they do not
+    change default routing until a user turns one on (``qsef experts enable code-lora``)."""
+    from experts.backends import SHIPPED_ADAPTERS, SHIPPED_PREFIX
+
+    specs = []
+    for d in DOMAINS:
+        folder = SHIPPED_ADAPTERS / d
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue  # not shipped (or unreadable): the plain expert of that domain remains
+        if not (folder / "adapter_model.safetensors").is_file():
+            continue
+        m = meta.get("metrics") or {}
+        specs.append(ExpertSpec(
+            name=f"{d}-lora", domain=d, backend="peft",
+            description=DOMAIN_DESCRIPTIONS[d],  # the router LLM reads descriptions as domain labels
+            backend_kwargs={"adapter": f"{SHIPPED_PREFIX}{d}", "base": meta.get("base", "qwen-0.5b")},
+            system_prompt=DOMAIN_PROMPTS[d], size_params=int(meta.get("params") or 0), cost=1.0,
+            metrics={k: m[k] for k in ("heldout_ppl", "base_heldout_ppl", "ppl_ratio_to_base", "tokens_seen",
+                                       "heldout_tokens") if k in m}, enabled=False))
+    return specs
+
+
 def default_fleet(model: str = "qwen-0.5b", size_params: int = 494_000_000) -> list[ExpertSpec]:
-    """The five domain experts that ship by default: one shared local model, a domain system prompt each."""
+    """The experts that ship by default: five domain experts on one shared local model (a domain system
+    prompt each), plus the shipped LoRA adapters on that model (:func:`shipped_adapters`)."""
     return [
         ExpertSpec(
             name=d,
@@ -225,7 +262,7 @@ def default_fleet(model: str = "qwen-0.5b", size_params: int = 494_000_000) -> l
             cost=1.0,
         )
         for d in DOMAINS
-    ]
+    ] + [a for a in shipped_adapters() if a.backend_kwargs.get("base") == model]
 
 
 CAPABILITY_MODELS: dict[str, int] = {
@@ -296,6 +333,8 @@ MIGRATIONS: list[str] = [
     CREATE TABLE registry_version (v INTEGER NOT NULL);
     INSERT INTO registry_version (v) VALUES (0);
     """,
+    # measured quality of a built expert (held-out perplexity, its base's, tokens seen): ExpertSpec.metrics
+    "ALTER TABLE experts ADD COLUMN metrics TEXT NOT NULL DEFAULT '{}';",
 ]
 
 PG_MIGRATIONS: list[str] = [
@@ -329,9 +368,10 @@ PG_MIGRATIONS: list[str] = [
     CREATE TABLE registry_version (v BIGINT NOT NULL);
     INSERT INTO registry_version (v) VALUES (0)
     """,
+    "ALTER TABLE experts ADD COLUMN metrics TEXT NOT NULL DEFAULT '{}'",
 ]
 
-_JSON_FIELDS = ("backend_kwargs", "profile")
+_JSON_FIELDS = ("backend_kwargs", "profile", "metrics")
 _BUMP = "UPDATE registry_version SET v = v + 1"
 
 
@@ -412,7 +452,8 @@ class ExpertRegistry:
         try:
             for key in PATH_KWARGS.get(spec.backend, ()) if "backend_kwargs" in parts else ():
                 value = kwargs.get(key)
-                if isinstance(value, str) and (key != "tokenizer" or _is_path_like(value)):
+                if (isinstance(value, str) and (key != "tokenizer" or _is_path_like(value))
+                        and not value.startswith(SHIPPED_PREFIX)):  # installed with the package: not a user path
                     kwargs[key] = str(self.confine(value))
             if "profile" in parts and isinstance(profile.get("dir"), str):
                 profile["dir"] = str(self.confine(profile["dir"]))
@@ -538,18 +579,31 @@ class ExpertRegistry:
                       {"s": status, "d": detail[:500], "t": time.time(), "n": name})
 
     def ensure_default_fleet(self, model: str = "qwen-0.5b") -> list[ExpertSpec]:
-        """Register the default five domain experts the first time a registry is opened empty; returns
-        the experts. Seeding is recorded, so a registry the user emptied on purpose stays empty."""
+        """Register the default experts the first time a registry is opened empty; returns the experts.
+        Seeding is recorded, so a registry the user emptied on purpose stays empty. A shipped LoRA adapter
+        (:func:`shipped_adapters`) that an already seeded registry has not been offered yet is added once
+        (an upgrade brings the new experts; one the user removed stays removed)."""
         with self.db.transaction() as c:
             seeded = c.execute(text("SELECT value FROM registry_meta WHERE key = 'seeded'")).first() is not None
+            offered = {r[0] for r in c.execute(text("SELECT key FROM registry_meta WHERE key LIKE 'offered:%'"))}
+        fleet = default_fleet(model)
         if not seeded:
             if not self.names():
-                for spec in default_fleet(model):
+                for spec in fleet:
                     with contextlib.suppress(ExpertExistsError):  # a concurrent process seeded it first
                         self.add(spec)
             with self.db.transaction(write=True) as c:
                 c.execute(text("INSERT INTO registry_meta (key, value) VALUES ('seeded', :v) "
                                "ON CONFLICT (key) DO NOTHING"), {"v": str(time.time())})
+        # a shipped adapter newer than this registry's seeding is offered once too (removing it sticks)
+        for spec in fleet:
+            if spec.backend == "peft" and f"offered:{spec.name}" not in offered:
+                if seeded and spec.name not in self.names():
+                    with contextlib.suppress(ExpertExistsError):
+                        self.add(spec)
+                with self.db.transaction(write=True) as c:
+                    c.execute(text("INSERT INTO registry_meta (key, value) VALUES (:k, :v) "
+                                   "ON CONFLICT (key) DO NOTHING"), {"k": f"offered:{spec.name}", "v": str(time.time())})
         return self.list()
 
 

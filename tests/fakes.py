@@ -146,3 +146,18 @@ def build_fake_router(folder, llm: RouterLLM | None = None, *, timeout_s: float 
         dispatcher=Dispatcher(lambda spec: FakeBackend(spec), timeout_s=timeout_s),
         feedback=fb,
     )
+
+
+class FailingCapture:
+    """Fault injection for :func:`distill.capture.capture_topk`: delegates to a real capture backend and
+    raises on its ``fail_on_call``-th ``topk`` call (an interrupted capture)."""
+
+    def __init__(self, inner, *, fail_on_call: int):
+        self.inner, self.fail_on_call, self.calls = inner, fail_on_call, 0
+        self.batch_size = inner.batch_size
+
+    def topk(self, ids, k):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise RuntimeError("injected capture failure")
+        return self.inner.topk(ids, k)

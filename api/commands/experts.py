@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--path", help="hf: local HF causal-LM folder")
     add.add_argument("--base-url", help="openai: endpoint root, e.g. http://127.0.0.1:8012/v1")
     add.add_argument("--checkpoint", help="qrh: checkpoint folder")
+    add.add_argument("--adapter", help="peft: LoRA adapter folder (or shipped:<domain>); --model names its base")
     add.add_argument("--system-prompt", default="")
     add.add_argument("--description", default="")
     add.add_argument("--size-params", type=int, default=0)
@@ -41,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rm = sub.add_parser("remove", help="unregister an expert")
     rm.add_argument("name")
     rm.set_defaults(handler=_remove)
+
+    for verb, on in (("enable", True), ("disable", False)):
+        sw = sub.add_parser(verb, help=f"{verb} an expert (a disabled expert stays registered but is never routed to)")
+        sw.add_argument("name")
+        sw.set_defaults(handler=_switch, enabled=on)
 
     health = sub.add_parser("health", help="check every expert's backend and record the result")
     health.add_argument("--json", action="store_true")
@@ -63,7 +69,7 @@ def _list(args: argparse.Namespace) -> int:
     print(f"{'name':<14}{'domain':<12}{'backend':<9}{'target':<32}{'cost':>6}  {'enabled':<8}health")
     for e in experts:
         kw = e.backend_kwargs
-        target = kw.get("model") or kw.get("path") or kw.get("checkpoint") or ""
+        target = kw.get("model") or kw.get("path") or kw.get("checkpoint") or kw.get("adapter") or ""
         if e.backend == "openai":
             target = f"{kw.get('model')}@{kw.get('base_url')}"
         print(f"{e.name:<14}{e.domain:<12}{e.backend:<9}{str(target)[:31]:<32}{e.cost:>6.2f}  "
@@ -81,7 +87,9 @@ def _add(args: argparse.Namespace) -> int:
     from experts.registry import ExpertSpec
 
     kwargs = {k: v for k, v in {"model": args.model, "path": args.path, "base_url": args.base_url,
-                                "checkpoint": args.checkpoint}.items() if v}
+                                "checkpoint": args.checkpoint, "adapter": args.adapter}.items() if v}
+    if args.backend == "peft" and "model" in kwargs:
+        kwargs["base"] = kwargs.pop("model")
     profile = {}
     if args.profile_texts:
         with open(args.profile_texts, encoding="utf-8") as f:
@@ -98,6 +106,12 @@ def _add(args: argparse.Namespace) -> int:
 def _remove(args: argparse.Namespace) -> int:
     _registry(args.settings).remove(args.name)
     print(f"removed expert {args.name!r}", file=sys.stderr)
+    return 0
+
+
+def _switch(args: argparse.Namespace) -> int:
+    _registry(args.settings).update(args.name, enabled=args.enabled)
+    print(f"{'enabled' if args.enabled else 'disabled'} expert {args.name!r}", file=sys.stderr)
     return 0
 
 

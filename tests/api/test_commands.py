@@ -16,7 +16,14 @@ def home(tmp_path, monkeypatch):
 
 def test_experts_list_add_show_remove(capsys):
     assert main(["experts", "list", "--json"]) == 0
-    assert {e["name"] for e in json.loads(capsys.readouterr().out)} == {"medicine", "law", "code", "finance", "general"}
+    listed = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
+    assert {n for n, e in listed.items() if e["enabled"]} == {"medicine", "law", "code", "finance", "general"}
+    shipped = {n for n, e in listed.items() if not e["enabled"]}  # the shipped LoRA adapters: present, off
+    assert shipped and all(n.endswith("-lora") and listed[n]["metrics"]["heldout_ppl"] > 0 for n in shipped)
+    name = sorted(shipped)[0]
+    assert main(["experts", "enable", name]) == 0 and main(["experts", "show", name]) == 0
+    assert json.loads(capsys.readouterr().out)["enabled"] is True
+    assert main(["experts", "disable", "nosuch"]) == 2
     assert main(["experts", "add", "tax", "--domain", "finance", "--backend", "openai",
                  "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--cost", "2"]) == 0
     capsys.readouterr()
@@ -82,7 +89,8 @@ def test_a_damaged_registry_row_can_be_listed_around_and_removed(home, capsys):
     assert "not valid JSON" in capsys.readouterr().err
     assert main(["experts", "remove", "law"]) == 0
     assert main(["experts", "list", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 4
+    left = {e["name"] for e in json.loads(capsys.readouterr().out) if not e["name"].endswith("-lora")}
+    assert left == {"medicine", "code", "finance", "general"}
 
 
 def test_experts_add_refuses_paths_outside_the_home(capsys):

@@ -90,3 +90,16 @@ def test_temperature_anneals_5_to_1(kind):
     temps = [s(i, 11) for i in range(11)]
     assert temps[0] == pytest.approx(5.0) and temps[-1] == pytest.approx(1.0)
     assert all(a >= b for a, b in itertools.pairwise(temps))
+
+
+def test_pack_windows_cuts_full_windows_across_documents_and_caps_evenly():
+    from distill.data import Text, pack_windows
+
+    texts = [Text(f"d{i}", "law" if i < 3 else "code", "x") for i in range(6)]
+    toks = [list(range(100 * i, 100 * i + 10)) for i in range(6)]  # 6 documents of 10 tokens
+    w = pack_windows(texts, toks, seq_len=4)
+    assert w.ids.shape == (14, 5) and bool(w.valid.all())  # (60 - 1) // 4 full windows, no padding
+    assert w.ids[0].tolist() == [0, 1, 2, 3, 4] and w.ids[2].tolist() == [8, 9, 100, 101, 102]  # crosses docs
+    assert w.doc_index[2] == 0 and w.doc_index[3] == 1  # the document of the first target token
+    capped = pack_windows(texts, toks, seq_len=4, max_windows=4)
+    assert len(capped) == 4 and set(capped.domains()) == {"law", "code"}  # evenly spaced: both domains kept

@@ -19,7 +19,7 @@ from experts.registry import ExpertSpec
 
 
 def test_resolver_names_match_spec_backends():
-    assert backend_resolver.names == ["hf", "openai", "qrh"]
+    assert backend_resolver.names == ["hf", "openai", "qrh", "peft"]
     assert isinstance(make_backend(ExpertSpec(name="a", domain="law", backend="hf", backend_kwargs={"model": "x"})),
                       HFBackend)
 
@@ -216,3 +216,51 @@ def test_json_closed():
     assert not json_closed('{"subtasks": [{"subtask": "What is a } or ]?"')
     assert json_closed('{"subtasks": [{"subtask": "a \\" } b"}]} trailing')
     assert not json_closed("no json here") and json_closed("[1, [2]]")
+
+
+@pytest.fixture(scope="module")
+def smol_adapter(tmp_path_factory):
+    """A random (non-zero) rank-4 LoRA adapter for SmolLM2-135M, saved like the shipped ones."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    folder = Settings().path("models", "smollm2-135m")
+    if not (folder / "config.json").is_file():
+        pytest.skip("smollm2-135m not in the model store")
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(str(folder))
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False, task_type="CAUSAL_LM"))
+    out = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(str(out), safe_serialization=True)
+    return folder, out
+
+
+@pytest.mark.slow
+def test_peft_expert_shares_the_base_with_plain_hf_experts(smol_adapter):
+    """One loaded SmolLM2 serves the plain expert and the adapter expert; the plain one answers as the
+    bare base before and after the adapter was loaded (adapters are off for it)."""
+    from experts.backends import PeftBackend
+
+    folder, adapter = smol_adapter
+    pool = ModelPool(Settings())
+    plain = HFBackend(ExpertSpec(name="plain", domain="law", backend_kwargs={"path": str(folder)}), pool=pool)
+    lora = make_backend(ExpertSpec(name="law-lora", domain="law", backend="peft",
+                                   backend_kwargs={"adapter": str(adapter), "path": str(folder)}), pool=pool)
+    assert isinstance(lora, PeftBackend) and lora.health()[0]
+    msg = [{"role": "user", "content": "What is a contract?"}]
+    before = plain.generate(msg, max_tokens=6)
+    adapted = lora.generate(msg, max_tokens=6)
+    after = plain.generate(msg, max_tokens=6)
+    assert before == after != adapted
+    assert "".join(lora.stream(msg, max_tokens=6)) == adapted
+    assert len(pool._models) == 1  # one base in memory
+
+
+def test_peft_backend_needs_an_adapter_folder(tmp_path):
+    with pytest.raises(BackendUnavailableError, match="adapter"):
+        make_backend(ExpertSpec(name="x", domain="law", backend="peft"))
+    b = make_backend(ExpertSpec(name="x", domain="law", backend="peft", backend_kwargs={"adapter": str(tmp_path)}))
+    ok, detail = b.health()
+    assert not ok and "not a LoRA adapter folder" in detail

@@ -3,6 +3,8 @@ import threading
 
 import pytest
 
+from core.settings import Settings
+from experts.backends import make_backend
 from experts.registry import (
     MIGRATIONS,
     ExpertExistsError,
@@ -10,6 +12,7 @@ from experts.registry import (
     ExpertRegistry,
     ExpertSpec,
     InvalidExpertError,
+    shipped_adapters,
 )
 
 
@@ -26,12 +29,34 @@ def sqlite_reg(tmp_path):
 
 
 def test_default_fleet_has_five_domains_sharing_one_model(reg):
-    experts = reg.ensure_default_fleet()
+    experts = [e for e in reg.ensure_default_fleet() if e.backend == "hf"]
     assert [e.name for e in experts] == ["code", "finance", "general", "law", "medicine"]
     assert {e.backend_kwargs["model"] for e in experts} == {"qwen-0.5b"}
     assert all(e.system_prompt for e in experts)
+    n = len(reg.list())
     reg.ensure_default_fleet()  # idempotent
-    assert len(reg.list()) == 5
+    assert len(reg.list()) == n == 5 + len(shipped_adapters())
+
+
+def test_shipped_adapters_are_default_experts_with_metrics(reg):
+    """Every adapter under experts/data/adapters/ is seeded as <domain>-lora (peft backend) with its
+    measured held-out perplexity, its base's on the same windows and the tokens it saw."""
+    shipped = shipped_adapters()
+    seeded = {e.name: e for e in reg.ensure_default_fleet() if e.backend == "peft"}
+    assert sorted(seeded) == sorted(s.name for s in shipped)
+    for e in seeded.values():
+        assert e.backend_kwargs["adapter"] == f"shipped:{e.domain}" and e.backend_kwargs["base"] == "qwen-0.5b"
+        assert {"heldout_ppl", "base_heldout_ppl", "tokens_seen"} <= set(e.metrics)
+        assert make_backend(e).adapter[1].is_dir()
+
+
+def test_metrics_roundtrip_and_migration_adds_the_column(tmp_path):
+    reg = ExpertRegistry(tmp_path / "r.sqlite", confine=Settings(home=tmp_path).confine)
+    spec = ExpertSpec(name="x-lora", domain="law", backend="peft", backend_kwargs={"adapter": "shipped:law"},
+                      metrics={"heldout_ppl": 3.5, "base_heldout_ppl": 5.0, "tokens_seen": 100})
+    reg.add(spec)  # a shipped: reference is not a user path, so confine lets it through
+    assert reg.get("x-lora").metrics == spec.metrics
+    assert reg.schema_version() == len(MIGRATIONS)
 
 
 def test_add_get_update_remove_roundtrip(reg):
@@ -99,7 +124,7 @@ def test_health_and_concurrent_writers(reg, store_target):
         t.start()
     for t in threads:
         t.join()
-    assert len(reg.list()) == 13
+    assert len(reg.list()) == 13 + len(shipped_adapters())
 
 
 # -- hardening: every bad value is refused with the field named; damaged rows never break a listing ---------
@@ -153,12 +178,12 @@ def test_a_damaged_row_is_skipped_reported_and_removable(sqlite_reg, tmp_path, s
     reg = sqlite_reg
     reg.ensure_default_fleet()
     _corrupt(tmp_path / "experts.sqlite", sql)
-    assert [e.name for e in reg.list()] == ["code", "finance", "general", "medicine"]
+    assert [e.name for e in reg.list() if e.backend == "hf"] == ["code", "finance", "general", "medicine"]
     assert list(reg.damaged()) == ["law"] and "law" in reg.damaged()["law"]
     with pytest.raises(DamagedExpertError, match="remove the expert"):
         reg.get("law")
     reg.remove("law")
-    assert reg.damaged() == {} and len(reg.list()) == 4
+    assert reg.damaged() == {} and len(reg.list()) == 4 + len(shipped_adapters())
 
 
 def test_user_paths_are_confined_to_the_data_directory(tmp_path):
@@ -204,6 +229,9 @@ def test_an_old_populated_registry_counts_as_seeded(tmp_path):
     db.close()
     reg = ExpertRegistry(path)
     reg.remove("x")
+    assert [e.backend for e in reg.ensure_default_fleet()] == ["peft"] * len(shipped_adapters())  # offered once
+    for e in reg.list():
+        reg.remove(e.name)
     assert reg.ensure_default_fleet() == []
 
 
