@@ -407,22 +407,32 @@ class HFBackend(_LocalBackend):
             self._folder = local_model_folder(self.path) if self.path else self.pool.resolve(self.model)
         return self._folder
 
+    @property
+    def adapter(self) -> tuple[str, Path] | None:
+        """The LoRA adapter to switch on for each call, as (name, folder); the plain model has none."""
+        return None
+
+    def _call_kwargs(self, max_tokens, temperature, cancel) -> tuple[Path, dict[str, Any]]:
+        adapter, folder = self.adapter, self.folder  # a bad path or adapter is reported before the missing pool
+        kwargs = dict(max_tokens=max_tokens, temperature=temperature, cancel=cancel)
+        if adapter is not None:
+            kwargs["adapter"] = adapter
+        return folder, kwargs
+
     def generate(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> str:
         try:
-            folder = self.folder  # a bad path is reported before the missing pool
-            return self.pool.generate(
-                folder, self.messages_for(messages), max_tokens=max_tokens, temperature=temperature, cancel=cancel
-            ).strip()
+            folder, kwargs = self._call_kwargs(max_tokens, temperature, cancel)
+            return self.pool.generate(folder, self.messages_for(messages), **kwargs).strip()
         except BackendError:
             raise
         except Exception as exc:
-            raise BackendError(f"hf expert {self.spec.name!r} failed: {exc}") from exc
+            raise BackendError(f"{self.name} expert {self.spec.name!r} failed: {exc}") from exc
 
     def stream(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> Iterator[str]:
         try:
+            folder, kwargs = self._call_kwargs(max_tokens, temperature, cancel)
             first = True
-            for piece in self.pool.stream(self.folder, self.messages_for(messages), max_tokens=max_tokens,
-                                          temperature=temperature, cancel=cancel):
+            for piece in self.pool.stream(folder, self.messages_for(messages), **kwargs):
                 if first:  # like generate(), which strips the answer
                     piece = piece.lstrip()
                     first = not piece
@@ -431,7 +441,7 @@ class HFBackend(_LocalBackend):
         except BackendError:
             raise
         except Exception as exc:
-            raise BackendError(f"hf expert {self.spec.name!r} failed: {exc}") from exc
+            raise BackendError(f"{self.name} expert {self.spec.name!r} failed: {exc}") from exc
 
     def health(self, *, timeout_s: float = 2.0) -> tuple[bool, str]:
         """The folder (``path``) or the pulled store model (``model``) is complete; nothing is pulled."""
@@ -481,32 +491,6 @@ class PeftBackend(HFBackend):
     @property
     def adapter(self) -> tuple[str, Path]:
         return self.adapter_name, adapter_folder(self.adapter_ref)
-
-    def generate(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> str:
-        try:
-            adapter, folder = self.adapter, self.folder
-            return self.pool.generate(folder, self.messages_for(messages), max_tokens=max_tokens,
-                                      temperature=temperature, cancel=cancel, adapter=adapter).strip()
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise BackendError(f"peft expert {self.spec.name!r} failed: {exc}") from exc
-
-    def stream(self, messages, *, max_tokens=128, temperature=0.0, cancel=None) -> Iterator[str]:
-        try:
-            adapter, folder = self.adapter, self.folder
-            first = True
-            for piece in self.pool.stream(folder, self.messages_for(messages), max_tokens=max_tokens,
-                                          temperature=temperature, cancel=cancel, adapter=adapter):
-                if first:
-                    piece = piece.lstrip()
-                    first = not piece
-                if piece:
-                    yield piece
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise BackendError(f"peft expert {self.spec.name!r} failed: {exc}") from exc
 
     def health(self, *, timeout_s: float = 2.0) -> tuple[bool, str]:
         """The adapter folder is complete and the base model is present (nothing is pulled)."""
