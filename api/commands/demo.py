@@ -40,6 +40,10 @@ def _demo(args: argparse.Namespace) -> int:
         print("[2/3] routing compound questions: decompose -> QSEF score -> best expert answers", flush=True)
         router = Router.from_settings(settings)
         try:
+            print("      loading QSEF: expert profiles, domain graphs, seed history ...", flush=True)
+            started = time.perf_counter()
+            router.scorer.warm()  # else the first question pays for it, in silence
+            print(f"      ready after {time.perf_counter() - started:.0f} s", flush=True)
             run_demo(router=router, as_json=args.json)
         finally:
             router.close()
