@@ -109,10 +109,10 @@ def _engine(args: argparse.Namespace, **kwargs):
         seed = seed_history(engine.experts, settings=args.settings, encoder=engine.encoder)
     feedback = None
     if history == "route":  # the router's own chain: real outcomes first, then the seed (router.scoring)
-        from router.feedback import FeedbackStore
+        from router.feedback import feedback_from_settings
 
-        path = args.settings.path("router") / "feedback.sqlite"
-        feedback = FeedbackStore(path) if path.is_file() else None
+        local = args.settings.path("router") / "feedback.sqlite"  # not created just to be read empty
+        feedback = feedback_from_settings(args.settings) if args.settings.database_url or local.is_file() else None
     chain = [h for h in (feedback, seed) if h is not None]
     engine.history = chain[0] if len(chain) == 1 else (ChainedHistory(*chain) if chain else None)
     return engine
