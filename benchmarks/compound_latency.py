@@ -1,20 +1,22 @@
-"""Compound-query latency end to end: router LLM and experts served by vLLM vs today's in-process dispatch.
+"""Compound-query latency end to end, per configuration of the router LLM and the experts, side by side.
 
-Two routers on the demo's configuration (router LLM and the five default experts on the pinned
-``router_model`` / ``expert_model``), side by side in one process and one run, alternating per question so
-both see the same machine load:
+Configurations (``--configs``; each a :class:`router.pipeline.Router` built from settings in this process,
+routing the same questions in rotating order so all see the same machine load):
 
-* ``in_process``: ``router_backend=transformers`` — decomposition and every answer by transformers in this
-  process (one shared model, one lock);
-* ``vllm``: ``router_backend=vllm`` — the managed vLLM server (it must be running and healthy: ``qsef llm
-  serve``; the run refuses to measure a fallback) decomposes, and the experts on its model are answered by
-  it (:class:`experts.backends.ServedBackend`), the sub-tasks concurrently.
+* ``int8`` — the demo's configuration: router LLM and experts in process at ``local_precision=int8``,
+  decomposition without domain labels, the sub-tasks of a question decoded in one batch;
+* ``vllm_router_int8`` — ``qsef serve``'s default: the router LLM on the vLLM server (fp32), the experts in
+  process at int8 (``experts_on_server=auto``);
+* ``fp32`` — the in-process dispatch before int8 (fp32, labelled decomposition);
+* ``vllm`` — router LLM and experts on the vLLM server (fp32, labelled decomposition), concurrently.
 
-Each question is routed once per configuration with 64-token answers; per stage timings come from the
-router's own ``timings_ms``. Registry and feedback live in a temporary folder. Saves
+The ``vllm*`` configurations need the server running and healthy (``qsef llm serve``); the run refuses to
+measure a fallback. Each compound question is routed once per configuration with 64-token answers (the
+demo's), then ``--singles`` single questions on the fast path. Per-stage timings come from the router's own
+``timings_ms``. Registry and feedback live in a temporary folder. Saves
 ``benchmarks/results/compound_latency.json``.
 
-    .venv/bin/python benchmarks/compound_latency.py [--questions 4] [--max-tokens 64]
+    .venv/bin/python benchmarks/compound_latency.py [--configs int8 fp32] [--questions 14] [--singles 10]
 """
 
 from __future__ import annotations
@@ -55,53 +57,97 @@ def _pct(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
 
 
+SINGLES = (
+    "What is the capital of Australia?",
+    "What are the symptoms of the flu?",
+    "How do I reverse a string in Python?",
+    "What is a Roth IRA?",
+    "What does a notary public do?",
+    "Who painted the Mona Lisa?",
+    "What is the normal resting heart rate?",
+    "What is a SQL join?",
+    "What is the difference between a will and a trust?",
+    "What is an index fund?",
+)
+
+CONFIGS = {  # name: (router_backend, local_precision, experts_on_server, decompose_labels)
+    "int8": ("transformers", "int8", "auto", False),
+    "vllm_router_int8": ("vllm", "int8", "auto", False),
+    "fp32": ("transformers", "fp32", "auto", True),
+    "vllm": ("vllm", "fp32", "always", True),
+}
+
+
+def _summary(rows: list[dict]) -> dict:
+    walls = [r["wall_s"] for r in rows]
+    return {
+        "n": len(rows), "p50_s": _pct(walls, 0.5), "p95_s": _pct(walls, 0.95),
+        "stage_p50_ms": {k: round(statistics.median(r["timings_ms"].get(k, 0.0) for r in rows), 1)
+                         for k in ("decompose", "score", "dispatch", "aggregate")},
+        "paths": {p: sum(r["decomposition_path"] == p for r in rows) for p in {r["decomposition_path"] for r in rows}},
+        "subtask_counts": [len(r["subtasks"]) for r in rows],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", default=["int8", "vllm_router_int8", "fp32"], choices=list(CONFIGS))
     parser.add_argument("--questions", type=int, default=len(QUESTIONS))
+    parser.add_argument("--singles", type=int, default=len(SINGLES))
+    parser.add_argument("--baseline-questions", type=int, default=None,
+                        help="route only the first N questions with the fp32/vllm baselines (they are slow)")
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
 
-    from core.settings import Settings
+    from core.settings import RouterSettings, Settings
     from router.llm import ServedWithFallback
     from router.pipeline import RouteOptions, Router
 
     base = Settings()  # a benchmark is an entry point: settings are built here
     tmp = Path(tempfile.mkdtemp(prefix="qsef-bench-compound-"))
-    routers = {
-        name: Router.from_settings(base.model_copy(update={"router_backend": backend, "llm_url": None}),
-                                   registry_path=tmp / f"{name}.sqlite", feedback_path=tmp / f"{name}-fb.sqlite")
-        for name, backend in (("in_process", "transformers"), ("vllm", "vllm"))
-    }
-    llm = routers["vllm"].decomposer.llm
-    if not isinstance(llm, ServedWithFallback) or llm.on_fallback:
-        raise SystemExit(f"the vLLM server is not reachable ({llm.describe()}): start it with `qsef llm serve`")
+    routers = {}
+    for name in args.configs:
+        backend, precision, on_server, labels = CONFIGS[name]
+        settings = base.model_copy(update={
+            "router_backend": backend, "llm_url": None, "local_precision": precision,
+            "router": RouterSettings(**{**base.router.model_dump(), "experts_on_server": on_server,
+                                        "decompose_labels": labels})})
+        routers[name] = Router.from_settings(settings, registry_path=tmp / f"{name}.sqlite",
+                                             feedback_path=tmp / f"{name}-fb.sqlite")
+        llm = routers[name].decomposer.llm
+        if backend == "vllm" and (not isinstance(llm, ServedWithFallback) or llm.on_fallback):
+            raise SystemExit(f"the vLLM server is not reachable ({llm.describe()}): start it with `qsef llm serve`")
+        t0 = time.perf_counter()
+        routers[name].scorer.warm()
+        routers[name].route("What is GDP? And what is a tort?", RouteOptions(max_tokens=4))  # model load, warm-up
+        print(f"{name}: warm after {time.perf_counter() - t0:.1f} s ({llm.describe()})", file=sys.stderr)
     opts = RouteOptions(max_tokens=args.max_tokens)
-    routers["in_process"].route("Warm up: what is a tort?", RouteOptions(max_tokens=4))  # model load
-    routers["vllm"].route("Warm up: what is a tort?", RouteOptions(max_tokens=4))
+    baseline_n = args.baseline_questions or args.questions
     rows: list[dict] = []
-    for i, q in enumerate(QUESTIONS[: args.questions]):
-        order = ("vllm", "in_process") if i % 2 else ("in_process", "vllm")
-        for name in order:
-            t0 = time.perf_counter()
-            res = routers[name].route(q, opts)
-            rows.append({"config": name, "question": q, "wall_s": round(time.perf_counter() - t0, 2),
-                         "timings_ms": res.timings_ms, "decomposition_path": res.decomposition_path,
-                         "subtasks": [(s.text, s.expert) for s in res.subtasks]})
-            print(f"{name:10s} {rows[-1]['wall_s']:7.1f}s {res.decomposition_path:16s} {q[:60]}", file=sys.stderr)
-    summary = {}
-    for name in routers:
-        mine = [r for r in rows if r["config"] == name]
-        walls = [r["wall_s"] for r in mine]
-        summary[name] = {
-            "n": len(mine), "p50_s": _pct(walls, 0.5), "p95_s": _pct(walls, 0.95),
-            "stage_p50_ms": {k: round(statistics.median(r["timings_ms"][k] for r in mine), 1)
-                             for k in ("decompose", "score", "dispatch", "aggregate")},
-            "two_subtasks": sum(len(r["subtasks"]) == 2 for r in mine),
-        }
+    for kind, questions in (("compound", QUESTIONS[: args.questions]), ("single", SINGLES[: args.singles])):
+        for i, q in enumerate(questions):
+            names = list(routers)
+            order = names[i % len(names):] + names[: i % len(names)]
+            for name in order:
+                if kind == "compound" and name in ("fp32", "vllm") and i >= baseline_n:
+                    continue
+                t0 = time.perf_counter()
+                res = routers[name].route(q, opts)
+                rows.append({"config": name, "kind": kind, "question": q,
+                             "wall_s": round(time.perf_counter() - t0, 2), "timings_ms": res.timings_ms,
+                             "decomposition_path": res.decomposition_path,
+                             "subtasks": [(s.text, s.expert) for s in res.subtasks],
+                             "answers": [(s.answer or "")[:200] for s in res.subtasks]})
+                print(f"{name:17s} {kind:8s} {rows[-1]['wall_s']:7.1f}s {res.decomposition_path:16s} {q[:60]}",
+                      file=sys.stderr)
+    summary = {name: {kind: _summary([r for r in rows if r["config"] == name and r["kind"] == kind])
+                      for kind in ("compound", "single") if any(r["config"] == name and r["kind"] == kind
+                                                                for r in rows)}
+               for name in routers}
     for r in routers.values():
         r.close()
-    save("compound_latency", {"max_tokens": args.max_tokens, "router_llm_vllm": llm.describe(),
-                              "summary": summary, "rows": rows})
+    save("compound_latency", {"max_tokens": args.max_tokens, "configs": {n: CONFIGS[n] for n in routers},
+                              "torch_threads": base.torch_threads, "summary": summary, "rows": rows})
     return 0
 
 

@@ -87,6 +87,12 @@ class RouterSettings(BaseSettings):
     max_subtasks: int = Field(6, ge=1, le=16)
     decompose_max_tokens: int = Field(256, ge=16, le=2048)
     fast_path: bool = Field(True, description="skip the router LLM for single simple questions")
+    decompose_labels: bool = Field(False, description="ask the router LLM for a domain label per sub-task (a hint "
+                                                      "only: QSEF picks the domain; each label costs decoding time)")
+    experts_on_server: Literal["auto", "always", "never"] = Field(
+        "auto", description="hf experts on the router LLM's model: answered by its vLLM server (always), in process "
+                            "(never), or auto = in process when local_precision is int8 (faster here: "
+                            "benchmarks/compound_latency.py), else by the server")
     fallback_expert: str = Field("general", description="expert used under the TE threshold tau")
     seed_history: bool = Field(
         True, description="before feedback knows a text, C_model asks the labelled seed history (MMLU questions)"
@@ -139,6 +145,11 @@ class Settings(BaseSettings):
     encoder_model: str = Field("minilm", description="sentence encoder (model-store name)")
     kg_distance: Literal["path", "lca", "embedding"] = Field(
         "path", description="D_kg variant: shortest path, is_a lowest common ancestor, or TransE embedding cosine")
+    local_precision: Literal["int8", "fp32"] = Field(
+        "int8", description="in-process causal LMs (router LLM, hf experts): int8 = dynamic per-channel int8 "
+                            "quantisation of the Linear layers but the MLP down-projections (about 2.5x faster "
+                            "decoding on a CPU; answers can differ from fp32 and from one batch to the next); "
+                            "fp32 = exact. LoRA experts always run fp32")
     router_model: str = Field("qwen-0.5b", description="router LLM (model-store name)")
     expert_model: str = Field("qwen-0.5b", description="LLM behind the default domain experts")
     router_backend: Literal["vllm", "transformers", "none"] = Field(

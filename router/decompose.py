@@ -62,8 +62,17 @@ class Decomposition(BaseModel):
     latency_ms: float = 0.0
 
 
-def decomposition_schema(domains: list[str], max_subtasks: int = 6) -> dict[str, Any]:
-    """JSON schema for ``{"subtasks": [{"subtask": str, "domain": enum}]}``."""
+def decomposition_schema(domains: list[str], max_subtasks: int = 6, *, labels: bool = True) -> dict[str, Any]:
+    """JSON schema for ``{"subtasks": [{"subtask": str, "domain": enum}]}``, or ``{"subtasks": [str]}``
+    without ``labels``."""
+    if not labels:
+        return {
+            "type": "object",
+            "properties": {"subtasks": {"type": "array", "minItems": 1, "maxItems": max_subtasks,
+                                        "items": {"type": "string", "minLength": 1, "maxLength": 400}}},
+            "required": ["subtasks"],
+            "additionalProperties": False,
+        }
     return {
         "type": "object",
         "properties": {
@@ -95,6 +104,14 @@ Domains: {descriptions}.
 Reply with JSON only, in this form:
 {example}"""
 
+# Without domain labels (the default): QSEF, not the LLM, decides each sub-task's domain, and every label
+# the LLM would write costs about seven decoded tokens -- on a CPU, over a second per sub-task.
+_SYSTEM_UNLABELLED = """You split a user's message into independent sub-questions, one per distinct request.
+Each sub-question must be self-contained (repeat needed context) and keep the user's wording.
+Do not answer. Do not invent questions. A message with a single request gives a single sub-question.
+Reply with JSON only, in this form:
+{example}"""
+
 _EXAMPLE_QUERY = "My father has high blood pressure. Which foods should he avoid, and can he deduct his medical bills?"
 _EXAMPLE = {
     "subtasks": [
@@ -102,6 +119,9 @@ _EXAMPLE = {
         {"subtask": "Can my father deduct his medical bills from his taxes?", "domain": "finance"},
     ]
 }
+
+
+_EXAMPLE_UNLABELLED = {"subtasks": [s["subtask"] for s in _EXAMPLE["subtasks"]]}
 
 
 def _tokens(text: str) -> set[str]:
@@ -119,6 +139,8 @@ class Decomposer:
         max_tokens: generation budget.
         fast_path: allow the single-question shortcut.
         min_overlap: a sub-task whose content words overlap the query's less than this is invented.
+        labels: ask the LLM for a domain per sub-task (shown as a hint only; routing uses QSEF's domain).
+            Off by default: the labels cost decoding time and routing does not use them.
     """
 
     def __init__(
@@ -131,6 +153,7 @@ class Decomposer:
         max_tokens: int = 256,
         fast_path: bool = True,
         min_overlap: float = 0.6,
+        labels: bool = False,
     ):
         self.llm = llm
         self.domains = list(dict.fromkeys(domains)) or ["general"]
@@ -139,15 +162,21 @@ class Decomposer:
         self.max_tokens = max_tokens
         self.fast_path = fast_path
         self.min_overlap = min_overlap
+        self.labels = labels
 
     # -- prompt --------------------------------------------------------------------------------
     def messages(self, query: str) -> list[dict[str, str]]:
-        desc = "; ".join(f"{d} = {self.descriptions.get(d, d)}" for d in self.domains)
-        system = _SYSTEM.format(domains=", ".join(self.domains), descriptions=desc, example=json.dumps(_EXAMPLE))
+        if self.labels:
+            desc = "; ".join(f"{d} = {self.descriptions.get(d, d)}" for d in self.domains)
+            example = _EXAMPLE
+            system = _SYSTEM.format(domains=", ".join(self.domains), descriptions=desc, example=json.dumps(example))
+        else:
+            example = _EXAMPLE_UNLABELLED
+            system = _SYSTEM_UNLABELLED.format(example=json.dumps(example))
         return [
             {"role": "system", "content": system},
             {"role": "user", "content": _EXAMPLE_QUERY},
-            {"role": "assistant", "content": json.dumps(_EXAMPLE)},
+            {"role": "assistant", "content": json.dumps(example)},
             {"role": "user", "content": query},
         ]
 
@@ -166,12 +195,12 @@ class Decomposer:
             if self.llm.supports_json_schema:
                 raw = self.llm.complete(
                     self.messages(query),
-                    json_schema=decomposition_schema(self.domains, self.max_subtasks),
+                    json_schema=decomposition_schema(self.domains, self.max_subtasks, labels=self.labels),
                     max_tokens=self.max_tokens,
                 )
             else:
-                raw = self.llm.complete(self.messages(query), prefill='{"subtasks": [{"subtask": "',
-                                        max_tokens=self.max_tokens)
+                prefill = '{"subtasks": [{"subtask": "' if self.labels else '{"subtasks": ["'
+                raw = self.llm.complete(self.messages(query), prefill=prefill, max_tokens=self.max_tokens)
         except RouterLLMUnavailableError as exc:
             return self._fallback(query, f"router LLM unavailable: {exc}", raw, t0)
         except RouterLLMError as exc:
@@ -214,7 +243,8 @@ class Decomposer:
         for item in items:
             if isinstance(item, str):
                 item = {"subtask": item}
-                notes.append("bare string item")
+                if self.labels:
+                    notes.append("bare string item")
             if not isinstance(item, dict):
                 notes.append(f"dropped non-object item {type(item).__name__}")
                 continue
@@ -228,7 +258,9 @@ class Decomposer:
                 notes.append(f"dropped invented sub-task {text[:60]!r}")
                 continue
             domain = item.get("domain")
-            if domain not in self.domains:
+            if not self.labels and domain is None:
+                domain = domain_hint(text, self.domains)
+            elif domain not in self.domains:
                 guess = str(domain).strip().lower() if isinstance(domain, str) else ""
                 domain = guess if guess in self.domains else domain_hint(text, self.domains)
                 notes.append(f"domain {item.get('domain')!r} mapped to {domain!r}")
@@ -311,7 +343,7 @@ def _repair_json(text: str) -> Any:
                 return json.loads(body[:end])
             except json.JSONDecodeError:
                 continue
-    for suffix in ('"}]}', '}]}', ']}', '"}]', '}]', ']', '"}', '}'):
+    for suffix in ('"}]}', '}]}', '"]}', ']}', '"}]', '}]', '"]', ']', '"}', '}'):
         try:
             return json.loads(body + suffix)
         except json.JSONDecodeError:

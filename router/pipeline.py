@@ -158,13 +158,16 @@ class Router:
             registry.ensure_default_fleet(settings.expert_model)
         feedback = feedback_from_settings(settings, feedback_path)
         llm = llm or router_llm_from_settings(settings, pool=pool, timeout=cfg.llm_timeout_s, retries=cfg.llm_retries)
-        factory = _served_experts(llm, pool, cfg.expert_timeout_s)
+        on_server = cfg.experts_on_server == "always" or (
+            cfg.experts_on_server == "auto" and settings.local_precision != "int8")
+        factory = _served_experts(llm, pool, cfg.expert_timeout_s) if on_server else None
         domains = sorted({e.domain for e in registry.list(enabled_only=True)}) or ["general"]
         descriptions = {**DOMAIN_DESCRIPTIONS, **{e.domain: e.description for e in registry.list() if e.description}}
         return cls(
             registry=registry,
             decomposer=Decomposer(llm, domains, descriptions=descriptions, max_subtasks=cfg.max_subtasks,
-                                  max_tokens=cfg.decompose_max_tokens, fast_path=cfg.fast_path),
+                                  max_tokens=cfg.decompose_max_tokens, fast_path=cfg.fast_path,
+                                  labels=cfg.decompose_labels),
             scorer=RegistryScorer(registry, settings=settings, history=feedback, seed_history=cfg.seed_history,
                                   answer_history=cfg.answer_history, live_load=_live_load(cfg)),
             dispatcher=Dispatcher(factory, pool=pool, timeout_s=timeout_s or cfg.expert_timeout_s,

@@ -244,7 +244,7 @@ def test_peft_expert_shares_the_base_with_plain_hf_experts(smol_adapter):
     from experts.backends import PeftBackend
 
     folder, adapter = smol_adapter
-    pool = ModelPool(Settings())
+    pool = ModelPool(Settings(local_precision="fp32"))  # at int8 the plain experts hold their own copy
     plain = HFBackend(ExpertSpec(name="plain", domain="law", backend_kwargs={"path": str(folder)}), pool=pool)
     lora = make_backend(ExpertSpec(name="law-lora", domain="law", backend="peft",
                                    backend_kwargs={"adapter": str(adapter), "path": str(folder)}), pool=pool)
@@ -264,3 +264,68 @@ def test_peft_backend_needs_an_adapter_folder(tmp_path):
     b = make_backend(ExpertSpec(name="x", domain="law", backend="peft", backend_kwargs={"adapter": str(tmp_path)}))
     ok, detail = b.health()
     assert not ok and "not a LoRA adapter folder" in detail
+
+
+# ---- precision and micro-batching (real models)
+
+def _tiny_pool(precision: str = "int8") -> tuple[ModelPool, object]:
+    pool = ModelPool(Settings(local_precision=precision))
+    spec = ExpertSpec(name="tiny", domain="general", backend="hf", backend_kwargs={"model": "smollm2-135m"})
+    return pool, HFBackend(spec, pool=pool).folder
+
+
+@pytest.mark.slow
+def test_int8_quantises_every_linear_but_the_down_projections():
+    import torch
+
+    pool, folder = _tiny_pool("int8")
+    _, model, _ = pool.get(folder)
+    kinds = {name: type(m) for name, m in model.named_modules() if "proj" in name or name == "lm_head"}
+    assert kinds and all((t is torch.nn.Linear) == ("down_proj" in n) for n, t in kinds.items())
+    _, plain, _ = pool.get(folder, "fp32")  # a second copy, kept apart
+    assert plain is not model and type(plain.lm_head) is torch.nn.Linear
+
+
+@pytest.mark.slow
+def test_concurrent_greedy_calls_are_decoded_in_one_batch():
+    """Two calls at once on one fp32 model: one forward pass per step serves both (batch of 2), each row
+    stops at its own budget, and each answer equals the one it gets alone."""
+    import concurrent.futures as cf
+
+    pool, folder = _tiny_pool("fp32")
+    _, model, _ = pool.get(folder)
+    asks = [[{"role": "user", "content": "Name three colours."}], [{"role": "user", "content": "What is 2 + 2?"}]]
+    alone = [pool.generate(folder, a, max_tokens=n, temperature=0.0) for a, n in zip(asks, (6, 12), strict=True)]
+    widths: list[int] = []
+    hook = model.register_forward_pre_hook(lambda mod, args, kw: widths.append(kw["input_ids"].shape[0]),
+                                           with_kwargs=True)
+    try:
+        with cf.ThreadPoolExecutor(2) as ex:
+            together = list(ex.map(lambda a, n: pool.generate(folder, a, max_tokens=n, temperature=0.0),
+                                   asks, (6, 12)))
+    finally:
+        hook.remove()
+    assert widths and max(widths) == 2 and len(widths) <= 13  # one batch: 12 steps, not 6 + 12
+    assert together == alone
+    tok, _, _ = pool.get(folder, "fp32")
+    assert len(tok(together[0], add_special_tokens=False)["input_ids"]) <= 6
+
+
+@pytest.mark.slow
+def test_a_cancelled_row_leaves_the_batch_and_the_other_finishes():
+    import concurrent.futures as cf
+
+    pool, folder = _tiny_pool("int8")
+    pool.get(folder)
+    cancel = threading.Event()
+    with cf.ThreadPoolExecutor(2) as ex:
+        long = ex.submit(pool.generate, folder, COUNT, max_tokens=400, temperature=0.0, cancel=cancel)
+        short = ex.submit(pool.generate, folder, [{"role": "user", "content": "Say hi."}], max_tokens=200,
+                          temperature=0.0)
+        time.sleep(0.5)
+        cancel.set()
+        t0 = time.monotonic()
+        with pytest.raises(GenerationCancelledError, match="cancelled"):
+            long.result(timeout=60)
+        assert time.monotonic() - t0 < 5
+        assert short.result(timeout=120)

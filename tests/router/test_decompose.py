@@ -81,8 +81,34 @@ def test_prefill_used_without_schema_support():
             return prefill + 'What dose of ibuprofen is safe for a fever?", "domain": "medicine"}, ' \
                 '{"subtask": "How do I deduct medical costs on my taxes?", "domain": "finance"}]}'
 
-    d = Decomposer(Plain(), DOMAINS).decompose(Q)
+    d = Decomposer(Plain(), DOMAINS, labels=True).decompose(Q)
     assert d.path == "llm" and len(d.subtasks) == 2
+
+
+def test_unlabelled_output_is_a_list_of_strings():
+    class Plain(ScriptedLLM):
+        supports_json_schema = False
+
+        def complete(self, messages, *, json_schema=None, prefill="", **kw):
+            assert prefill == '{"subtasks": ["'
+            assert "domain" not in messages[0]["content"] and "domain" not in messages[2]["content"]
+            return prefill + 'What dose of ibuprofen is safe for a fever?", ' \
+                '"How do I deduct medical costs on my taxes?"]}'
+
+    d = Decomposer(Plain(), DOMAINS).decompose(Q)
+    assert d.path == "llm" and not d.reason
+    assert [s.text for s in d.subtasks] == ["What dose of ibuprofen is safe for a fever?",
+                                            "How do I deduct medical costs on my taxes?"]
+    assert [s.domain_hint for s in d.subtasks] == ["medicine", "finance"]  # keyword hints, not the LLM's
+
+
+def test_unlabelled_schema_and_truncated_output():
+    schema = decomposition_schema(DOMAINS, 4, labels=False)
+    assert schema["properties"]["subtasks"]["items"] == {"type": "string", "minLength": 1, "maxLength": 400}
+    assert schema["properties"]["subtasks"]["maxItems"] == 4
+    cut = '{"subtasks": ["What dose of ibuprofen is safe for a fever?", "How do I deduct medical costs on my taxes?'
+    d = Decomposer(ScriptedLLM([cut]), DOMAINS).decompose(Q)
+    assert d.path == "repaired" and len(d.subtasks) == 2 and "closed" in d.reason
 
 
 def test_merged_subtask_is_split():

@@ -160,19 +160,21 @@ def test_independent_subtasks_are_dispatched_concurrently(make_router):
     assert res.timings_ms["dispatch"] < 3500  # both at once, not 2 s + 2 s
 
 
-def test_experts_on_the_served_model_go_to_the_server(tmp_path):
+@pytest.mark.parametrize("precision,on_server", [("fp32", "auto"), ("int8", "always")])
+def test_experts_on_the_served_model_go_to_the_server(tmp_path, precision, on_server):
     """router_backend=vllm: hf experts on the router LLM's model are answered by its server — in process while
     the server is unreachable (nothing listens on the port here)."""
     import socket
 
-    from core.settings import Settings
+    from core.settings import RouterSettings, Settings
     from experts.backends import HFBackend, ServedBackend
     from router.pipeline import Router
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    settings = Settings(home=tmp_path, router_backend="vllm", llm_port=port)
+    settings = Settings(home=tmp_path, router_backend="vllm", llm_port=port, local_precision=precision,
+                        router=RouterSettings(experts_on_server=on_server))
     router = Router.from_settings(settings)
     try:
         law = router.registry.get("law")
@@ -181,5 +183,21 @@ def test_experts_on_the_served_model_go_to_the_server(tmp_path):
         assert isinstance(backend, ServedBackend) and backend.remote.base_url == f"http://127.0.0.1:{port}/v1"
         assert isinstance(backend._pick(), HFBackend)  # unreachable: in process
         assert router.decomposer.llm.on_fallback and "fallback" in router.decomposer.llm.describe()
+    finally:
+        router.close()
+
+
+@pytest.mark.parametrize("precision,on_server", [("int8", "auto"), ("fp32", "never")])
+def test_experts_stay_in_process(tmp_path, precision, on_server):
+    """int8 in process decodes faster than the fp32 server here, so auto keeps the experts local; never does always."""
+    from core.settings import RouterSettings, Settings
+    from experts.backends import HFBackend
+    from router.pipeline import Router
+
+    settings = Settings(home=tmp_path, router_backend="vllm", llm_port=1, local_precision=precision,
+                        router=RouterSettings(experts_on_server=on_server))
+    router = Router.from_settings(settings)
+    try:
+        assert type(router.dispatcher.backend(router.registry.get("law"))) is HFBackend
     finally:
         router.close()

@@ -1,0 +1,166 @@
+"""In-process precision: fp32 vs int8 (``settings.local_precision``) for the router LLM and the hf experts.
+
+One run, side by side on the same machine load, per model:
+
+* **quality** — perplexity on held-out text (this repository's docs: fixed, never trained on) and
+  greedy-token agreement with fp32 on the same windows;
+* **speed** — a 64-token greedy answer alone, and two answers decoded together by the
+  :class:`experts.backends.ModelPool` micro-batcher (what one two-part query costs);
+* **decomposition** (``--decompose``) — count and domain-set accuracy (QSEF's domains) on the shipped
+  compound queries, in-process, for each precision, with and without domain labels in the LLM's output
+  (:class:`router.decompose.Decomposer` ``labels``), and through the vLLM server when one is healthy on
+  ``settings.llm_port``.
+
+Saves ``benchmarks/results/local_precision.json``.
+
+    .venv/bin/python benchmarks/local_precision.py [--models qwen-0.5b] [--decompose] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's packages, not an installed copy
+from _common import save
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTIONS = ("What are the common side effects of metformin?", "How do I read a CSV file in Python with pandas?")
+
+
+def heldout_windows(tok, n_windows: int = 4, width: int = 512) -> list[list[int]]:
+    text = "\n\n".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md")))
+    ids = tok(text)["input_ids"]
+    return [ids[i * width : (i + 1) * width] for i in range(min(n_windows, len(ids) // width))]
+
+
+def quality(pool, folder: Path, precision: str, windows: list[list[int]], ref_argmax=None):
+    import torch
+
+    _, model, _ = pool.get(folder, precision)
+    nll, count, argmaxes = 0.0, 0, []
+    with torch.inference_mode():
+        for w in windows:
+            ids = torch.tensor([w])
+            logits = model(ids).logits[0, :-1]
+            nll += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+            count += len(w) - 1
+            argmaxes.append(logits.argmax(-1))
+    out = {"heldout_ppl": round(math.exp(nll / count), 3), "tokens": count}
+    if ref_argmax is not None:
+        same = sum(int((a == b).sum()) for a, b in zip(argmaxes, ref_argmax, strict=True))
+        out["greedy_agreement_with_fp32"] = round(same / count, 4)
+    return out, argmaxes
+
+
+def speed(pool, folder: Path, precision: str, repeats: int = 3) -> dict:
+    msgs = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    pool.get(folder, precision)
+    saved, pool.precision = pool.precision, precision
+    try:
+        pool.generate(folder, msgs[1], max_tokens=8, temperature=0.0)  # warm-up, untimed
+        single, pair = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            pool.generate(folder, msgs[0], max_tokens=64, temperature=0.0)
+            single.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            with cf.ThreadPoolExecutor(2) as ex:
+                answers = list(ex.map(lambda m: pool.generate(folder, m, max_tokens=64, temperature=0.0), msgs))
+            pair.append(time.perf_counter() - t)
+    finally:
+        pool.precision = saved
+    return {"single_64_s": round(statistics.median(single), 2), "two_batched_64_s": round(statistics.median(pair), 2),
+            "answers": [a[:160] for a in answers]}
+
+
+def decompose_runs(settings, precisions: list[str]) -> dict:
+    from core.domains import DOMAIN_DESCRIPTIONS, DOMAINS
+    from corpora.evalsets import data_file
+    from experts.backends import ModelPool
+    from experts.registry import ExpertRegistry
+    from router.decompose import Decomposer
+    from router.evaluate import evaluate_decomposition, load_rows
+    from router.llm import OpenAIRouterLLM, TransformersRouterLLM
+    from router.scoring import RegistryScorer
+
+    rows = load_rows(data_file("compound_queries.jsonl"))
+    registry = ExpertRegistry(Path(tempfile.mkdtemp()) / "experts.sqlite")
+    registry.ensure_default_fleet()
+    scorer = RegistryScorer(registry, settings=settings)
+    scorer.warm()
+    out = {}
+    llms = {}
+    for precision in precisions:
+        pool = ModelPool(settings.model_copy(update={"local_precision": precision}))
+        llms[f"transformers-{precision}"] = TransformersRouterLLM(settings.router_model, pool=pool)
+    served = OpenAIRouterLLM(f"http://{settings.llm_host}:{settings.llm_port}/v1", settings.router_model,
+                             timeout=300, retries=0)
+    try:
+        import httpx
+
+        if httpx.get(f"http://{settings.llm_host}:{settings.llm_port}/health", timeout=2).status_code == 200:
+            llms["vllm-fp32"] = served
+    except Exception:
+        print("no vLLM server on settings.llm_port: the served configuration is not measured", flush=True)
+    for name, llm in llms.items():
+        for labels in (False, True):
+            dec = Decomposer(llm, DOMAINS, descriptions=DOMAIN_DESCRIPTIONS, labels=labels)
+            dec.decompose("What is GDP? And how do I sort a list in Python?")  # load and warm
+            res = evaluate_decomposition(rows, dec, scorer=scorer, domain_source="qsef", keep_rows=True)
+            llm_rows = [r["latency_ms"] for r in res["rows"] if r["path"] != "fast_path"]
+            res["llm_path_p50_ms"] = round(statistics.median(llm_rows), 1) if llm_rows else None
+            key = f"{name}{'-labelled' if labels else ''}"
+            out[key] = res
+            print(f"{key}: count {res['count_accuracy']:.3f} domain-set(QSEF) {res['domain_set_accuracy']:.3f} "
+                  f"paths {res['paths']} LLM-path p50 {res['llm_path_p50_ms']} ms", flush=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="*", default=["qwen-0.5b"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--decompose", action="store_true")
+    ap.add_argument("--no-models", action="store_true", help="decomposition only")
+    args = ap.parse_args()
+
+    from core.settings import Settings
+    from experts.backends import ModelPool
+
+    settings = Settings(torch_threads=args.threads)
+    results: dict = {"threads": args.threads, "models": {}}
+    for model in [] if args.no_models else args.models:
+        pool = ModelPool(settings)
+        folder = pool.resolve(model)
+        tok, _, _ = pool.get(folder, "fp32")
+        windows = heldout_windows(tok)
+        row = {}
+        ref = None
+        for precision in ("fp32", "int8"):
+            t = time.perf_counter()
+            pool.get(folder, precision)
+            load_s = time.perf_counter() - t
+            q, argmaxes = quality(pool, folder, precision, windows, ref)
+            ref = ref or argmaxes
+            row[precision] = {"load_s": round(load_s, 1), **q, **speed(pool, folder, precision)}
+            print(model, precision, {k: v for k, v in row[precision].items() if k != "answers"}, flush=True)
+        row["speedup_single"] = round(row["fp32"]["single_64_s"] / row["int8"]["single_64_s"], 2)
+        row["speedup_two"] = round(row["fp32"]["two_batched_64_s"] / row["int8"]["two_batched_64_s"], 2)
+        results["models"][model] = row
+        del pool
+    if args.decompose:
+        results["decomposition"] = decompose_runs(settings, ["int8"])  # fp32 in process = the vLLM rows (fp32)
+    save("local_precision", results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
