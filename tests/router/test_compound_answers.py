@@ -295,6 +295,7 @@ def test_evaluate_compound_through_the_llm_path(make_router):
     r0, r1 = out["rows"]
     assert r0["count_ok"] and all(p["matched"] for p in r0["parts"])
     assert r0["routed"] == ["medicine", "code"] and r0["domain_set_ok"]
+    assert r1["count_ok"] and "split merged" in r1["reason"]
     assert out["by_path"]["llm"]["n"] == 1 and out["by_parts"]["2"]["n"] == 2
     assert out["domain_accuracy_alone"] == 1.0 and out["answers"] is None and "answer_accuracy" not in out
     assert out["per_domain"]["medicine"]["n_parts"] == 2
