@@ -782,5 +782,6 @@ def evaluate_compound(rows: Sequence[CompoundRow], *, decomposer: Decomposer, sc
         "answers": info,
     }
     if keep_rows:
-        out["rows"] = [{"message": r.message, **s.to_dict()} for r, s in zip(rows, scores, strict=True)]
+        out["rows"] = [{"message": r.message, "part_ids": [p.id for p in r.parts], **s.to_dict()}
+                       for r, s in zip(rows, scores, strict=True)]
     return out
