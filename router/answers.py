@@ -37,18 +37,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AnswerMatrix", "AnswerRowError", "answer_matrix", "choose_formats", "load_answer_rows", "to_questions"]
+__all__ = ["AnswerMatrix", "AnswerRowError", "answer_matrix", "check_answer_row", "choose_formats", "load_answer_rows",
+           "to_questions"]
 
 
 class AnswerRowError(ValueError):
     """A bad row of an answer-grading file: ``file:line: rule: detail``."""
 
     def __init__(self, path: str | Path, line: int, rule: str, detail: str) -> None:
-        self.path, self.line, self.rule = str(path), line, rule
+        self.path, self.line, self.rule, self.detail = str(path), line, rule, detail
         super().__init__(f"{path}:{line}: {rule}: {detail}")
 
 
-def _check_row(obj: Any, path: str | Path, n: int, domains: Sequence[str]) -> dict[str, Any]:
+def check_answer_row(obj: Any, path: str | Path, n: int, domains: Sequence[str] = DOMAINS) -> dict[str, Any]:
+    """One parsed row, validated (see :func:`load_answer_rows` for the rules) and normalised.
+
+    Raises:
+        AnswerRowError: naming ``path``, line ``n`` and the rule the row breaks.
+    """
     if not isinstance(obj, dict):
         raise AnswerRowError(path, n, "not-an-object", f"expected a JSON object, got {type(obj).__name__}")
     q = obj.get("question")
@@ -93,7 +99,7 @@ def load_answer_rows(path: str | Path, *, domains: Sequence[str] = DOMAINS) -> l
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise AnswerRowError(path, n, "malformed-json", exc.msg) from exc
-        rows.append(_check_row(obj, path, n, domains))
+        rows.append(check_answer_row(obj, path, n, domains))
     if not rows:
         raise AnswerRowError(path, 0, "empty-file", "no rows")
     return rows

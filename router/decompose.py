@@ -34,7 +34,7 @@ from router.llm import RouterLLM, RouterLLMError, RouterLLMUnavailableError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Decomposer", "Decomposition", "DecompositionError", "SubTask", "decomposition_schema"]
+__all__ = ["Decomposer", "Decomposition", "DecompositionError", "SubTask", "content_tokens", "decomposition_schema"]
 
 Path = Literal["llm", "repaired", "clause_splitter", "fast_path"]
 _WORD_RE = re.compile(r"[a-z0-9]+")
@@ -124,8 +124,10 @@ _EXAMPLE = {
 _EXAMPLE_UNLABELLED = {"subtasks": [s["subtask"] for s in _EXAMPLE["subtasks"]]}
 
 
-def _tokens(text: str) -> set[str]:
+def content_tokens(text: str) -> set[str]:
+    """The lower-cased content words of ``text`` (stop words left out): what overlap checks compare."""
     return {w for w in _WORD_RE.findall(text.lower()) if w not in _STOP}
+
 
 
 class Decomposer:
@@ -238,7 +240,7 @@ class Decomposer:
         """
         notes: list[str] = []
         items = self._load_items(raw, notes)
-        qtok = _tokens(query)
+        qtok = content_tokens(query)
         subtasks: list[SubTask] = []
         for item in items:
             if isinstance(item, str):
@@ -253,7 +255,7 @@ class Decomposer:
                 notes.append("dropped item without sub-task text")
                 continue
             text = " ".join(text.split())
-            stok = _tokens(text)
+            stok = content_tokens(text)
             if stok and len(stok & qtok) / len(stok) < self.min_overlap:
                 notes.append(f"dropped invented sub-task {text[:60]!r}")
                 continue
@@ -278,8 +280,8 @@ class Decomposer:
         if len(clauses) > len(subtasks):
             split: list[SubTask] = []
             for s in subtasks:
-                stok = _tokens(s.text)
-                inside = [c for c in clauses if _tokens(c) and len(_tokens(c) & stok) / len(_tokens(c)) >= 0.8]
+                stok = content_tokens(s.text)
+                inside = [c for c in clauses if content_tokens(c) and len(content_tokens(c) & stok) / len(content_tokens(c)) >= 0.8]
                 if len(inside) >= 2:
                     notes.append(f"split merged sub-task {s.text[:60]!r} into {len(inside)}")
                     split.extend(SubTask(text=c, domain_hint=domain_hint(c, self.domains)) for c in inside)
@@ -287,9 +289,9 @@ class Decomposer:
                     split.append(s)
             subtasks = split[: self.max_subtasks]
         # Coverage: a request the clause splitter sees that no sub-task covers was left out by the LLM.
-        covered = set().union(*(_tokens(s.text) for s in subtasks))
+        covered = set().union(*(content_tokens(s.text) for s in subtasks))
         for clause in clauses:
-            ctok = _tokens(clause)
+            ctok = content_tokens(clause)
             if ctok and len(ctok & covered) / len(ctok) < 0.5 and len(subtasks) < self.max_subtasks:
                 subtasks.append(SubTask(text=clause, domain_hint=domain_hint(clause, self.domains)))
                 covered |= ctok

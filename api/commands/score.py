@@ -81,6 +81,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                            "answers as history")
     answers.add_argument("--registry", metavar="FILE", help="expert registry (default: <data>/answers/fleet.sqlite, "
                                                              "the capability fleet)")
+    comp = answers.add_argument_group(
+        "compound questions", "--compound joins 2-3 rows of different domains into one message and scores "
+                              "decomposition, QSEF routing and answering part by part (FILE may also hold "
+                              'ready-made compound rows: {"message", "parts": [row + "span"]})')
+    comp.add_argument("--compound", action="store_true", help="answer-graded compound questions")
+    comp.add_argument("--parts", choices=("2", "3", "mixed"), default="mixed", help="questions per message")
+    comp.add_argument("--n", type=int, metavar="N",
+                      help="compound questions to build (default: about one use of every row); with a file of "
+                           "compound rows, its first N")
+    comp.add_argument("--seed", type=int, default=0, help="seed of the construction")
+    comp.add_argument("--no-answers", action="store_true",
+                      help="decomposition and routing only: no expert model is loaded")
+    comp.add_argument("--splitter", action="store_true", help="decompose with the clause splitter only (no router LLM)")
+    comp.add_argument("--router-llm", choices=("vllm", "transformers", "none"),
+                      help="router LLM backend for decomposition (default settings.router_backend)")
+    comp.add_argument("--concurrency", type=int, default=1, help="messages decomposed at once (a served router LLM "
+                                                                 "batches them)")
+    comp.add_argument("--rows", action="store_true", help="include per-row results in --json output")
     answers.set_defaults(handler=_eval_answers)
 
     cal = subparsers.add_parser("calibrate", help='fit the QSEF weights on rows {"text","domain"} (conditional logit)')
@@ -152,20 +170,14 @@ def _eval_routing(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_answers(args: argparse.Namespace) -> int:
+def _answer_fleet(args: argparse.Namespace):
+    """``(registry, formats)`` of the answer experts ``--registry`` / ``--experts`` / ``--format`` name, or an
+    exit status after printing what is wrong."""
     from pathlib import Path
 
     from experts.registry import ExpertRegistry, capability_fleet
-    from router.answers import AnswerRowError, evaluate_answers, load_answer_rows, resolve_formats
+    from router.answers import resolve_formats
 
-    try:
-        rows = load_answer_rows(args.file)
-    except AnswerRowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError:
-        print(f"error: {args.file}: no such file", file=sys.stderr)
-        return 2
     path = Path(args.registry) if args.registry else args.settings.path("answers") / "fleet.sqlite"
     registry = ExpertRegistry(path)
     if not registry.names():
@@ -182,10 +194,34 @@ def _eval_answers(args: argparse.Namespace) -> int:
         print("error: an answer expert's name must be its model-store name", file=sys.stderr)
         return 2
     try:
-        formats = resolve_formats(names, settings=args.settings, fmt=args.format)
+        return registry, resolve_formats(names, settings=args.settings, fmt=args.format)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _eval_answers(args: argparse.Namespace) -> int:
+    from router.answers import AnswerRowError, evaluate_answers, load_answer_rows
+    from router.compound_answers import is_compound_file
+
+    try:
+        if is_compound_file(args.file) and not args.compound:
+            print(f"error: {args.file} holds compound rows (with \"parts\"); score them with --compound",
+                  file=sys.stderr)
+            return 2
+        if args.compound:
+            return _eval_compound(args)
+        rows = load_answer_rows(args.file)
+    except AnswerRowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError:
+        print(f"error: {args.file}: no such file", file=sys.stderr)
+        return 2
+    fleet = _answer_fleet(args)
+    if isinstance(fleet, int):
+        return fleet
+    registry, formats = fleet
     out = evaluate_answers(rows, formats, settings=args.settings, registry=registry, strategy=args.strategy,
                            lam=args.lam, tau=args.tau, cv=args.cv)
     out = {k: v for k, v in out.items() if not k.startswith("_")}
@@ -203,6 +239,75 @@ def _eval_answers(args: argparse.Namespace) -> int:
         if "apgr" in out:
             print(f"  APGR (QSEF cost-aware sweep) {out['apgr']:.3f}")
     return 0 if out.get("experts") else 1
+
+
+def _eval_compound(args: argparse.Namespace) -> int:
+    """``qsef eval answers FILE --compound``: build (or read) compound rows, then decompose, route, answer.
+
+    Raises:
+        AnswerRowError, FileNotFoundError: a bad or missing FILE (the caller prints them, exit 2).
+    """
+    from router.answers import load_answer_rows
+    from router.compound_answers import (
+        AnswerSetup,
+        CompoundBuildError,
+        build_compound_rows,
+        evaluate_compound,
+        is_compound_file,
+        load_compound_rows,
+    )
+    from router.pipeline import Router
+
+    if args.n is not None and args.n < 1:
+        print(f"error: --n must be at least 1, got {args.n}", file=sys.stderr)
+        return 2
+    if is_compound_file(args.file):
+        rows = load_compound_rows(args.file)[: args.n]
+        if args.parts != "mixed" or args.seed != 0:
+            print(f"note: {args.file} holds ready-made compound rows; --parts and --seed do not apply", file=sys.stderr)
+    else:
+        try:
+            rows = build_compound_rows(load_answer_rows(args.file), n=args.n, parts=args.parts, seed=args.seed)
+        except CompoundBuildError as exc:
+            print(f"error: {args.file}: {exc}", file=sys.stderr)
+            return 2
+    setup = None
+    if not args.no_answers:
+        fleet = _answer_fleet(args)
+        if isinstance(fleet, int):
+            return fleet
+        setup = AnswerSetup(formats=fleet[1], registry=fleet[0], settings=args.settings, cv=args.cv)
+    settings = args.settings
+    # the measured answer matrix (<data>/history/answers.npz) holds the graded questions themselves: the
+    # routing history here is what routing may learn from (feedback, the seed history), never the answers
+    router_cfg = settings.router.model_copy(update={"answer_history": False})
+    backend = "none" if args.splitter else (args.router_llm or settings.router_backend)
+    router = Router.from_settings(settings.model_copy(update={"router": router_cfg, "router_backend": backend}))
+    try:
+        out = evaluate_compound(rows, decomposer=router.decomposer, scorer=router.scorer, use_llm=not args.splitter,
+                                concurrency=args.concurrency, answers=setup, keep_rows=args.rows)
+    finally:
+        router.close()
+    for name, err in ((out.get("answers") or {}).get("errors") or {}).items():
+        print(f"expert {name} not scored: {err}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"n={out['n']} compound questions, {out['n_parts']} parts  (decomposition: {out['llm']})")
+    print(f"  sub-task count accuracy   {out['count_accuracy']:.3f}")
+    print(f"  parts matched             {out['part_match_rate']:.3f}")
+    print(f"  part domain accuracy      {out['domain_accuracy']:.3f}  (asked alone {out['domain_accuracy_alone']:.3f})")
+    print(f"  domain-set accuracy       {out['domain_set_accuracy']:.3f}  (QSEF's dispatch; the decomposer's domain hints "
+          f"{out['domain_set_accuracy_hint']:.3f})")
+    if "answer_accuracy" in out:
+        a = out["answer_accuracy"]
+        print(f"  part answer accuracy      {a['compound']:.3f}  (asked alone {a['alone']:.3f}, penalty "
+              f"{a['penalty']:+.3f})")
+    print(f"  paths: {out['paths']}")
+    for k, v in out["by_parts"].items():
+        print(f"  {k} parts: n={v['n']} count {v['count_accuracy']:.3f}  matched {v['part_match_rate']:.3f}  "
+              f"domain set {v['domain_set_accuracy']:.3f}")
+    return 0
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -130,3 +130,62 @@ def test_cli_reports_a_model_that_fails_to_load_and_scores_the_others(tmp_path, 
     assert rc == 0
     assert "no-such-model" in out["errors"] and "no-such-model" in captured.err
     assert set(out["experts"]) == {"smollm2-135m"} and out["n"] == 3
+
+
+# -- qsef eval answers --compound --------------------------------------------------------------------------
+
+COMPOUND_ROWS = [
+    {"question": "Which organ pumps blood through the body?", "choices": ["The heart", "The liver"], "answer": 0,
+     "domain": "medicine"},
+    {"question": "Which keyword defines a function in Python?", "choices": ["func", "def", "fn"], "answer": 1,
+     "domain": "code"},
+    {"question": "What is the capital of France?", "choices": ["Berlin", "Paris", "Rome"], "answer": 1,
+     "domain": "general"},
+    {"question": "Can a landlord keep a tenant's deposit without any reason?", "choices": ["Yes", "No"], "answer": 1,
+     "domain": "law"},
+]
+
+
+def test_cli_compound_bad_inputs_exit_2_naming_the_problem(tmp_path, capsys):
+    from api.cli import main
+    from router.compound_answers import build_compound_rows
+
+    bad = _write(tmp_path, [json.dumps(COMPOUND_ROWS[0]), json.dumps({**GOOD, "answer": 5})])
+    assert main(["eval", "answers", str(bad), "--compound", "--no-answers"]) == 2
+    assert f"{bad}:2: answer-out-of-range" in capsys.readouterr().err
+
+    one = _write(tmp_path, [json.dumps(GOOD), json.dumps({**GOOD, "question": "What is 3 + 3?"})])
+    assert main(["eval", "answers", str(one), "--compound", "--no-answers"]) == 2
+    assert "at least 2 different domains; the rows have general (2)" in capsys.readouterr().err
+
+    assert main(["eval", "answers", str(one), "--compound", "--no-answers", "--n", "0"]) == 2
+    assert "--n must be at least 1" in capsys.readouterr().err
+
+    row = build_compound_rows(COMPOUND_ROWS, n=1, seed=0)[0].to_dict()
+    row["parts"][1]["answer"] = 9
+    ready = _write(tmp_path, [json.dumps(row)])
+    assert main(["eval", "answers", str(ready), "--compound", "--no-answers"]) == 2
+    assert f"{ready}:1: answer-out-of-range: parts[1]:" in capsys.readouterr().err
+
+    assert main(["eval", "answers", str(ready), "--json"]) == 2  # compound rows without --compound
+    assert "holds compound rows" in capsys.readouterr().err
+    assert main(["eval", "answers", str(tmp_path / "missing.jsonl"), "--compound"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_compound_decomposition_and_routing_only(tmp_path, capsys):
+    """The clause splitter and the real QSEF engine of the configured router; no expert model is loaded."""
+    from api.cli import main
+
+    p = _write(tmp_path, [json.dumps(r) for r in COMPOUND_ROWS])
+    rc = main(["eval", "answers", str(p), "--compound", "--no-answers", "--splitter", "--parts", "2", "--n", "3",
+               "--seed", "1", "--json", "--rows"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["n"] == 3 and out["n_parts"] == 6
+    assert out["answers"] is None and "answer_accuracy" not in out
+    assert out["paths"] == {"clause_splitter": 3} and set(out["by_parts"]) == {"2"}
+    assert [len(r["parts"]) for r in out["rows"]] == [2, 2, 2]
+    for key in ("count_accuracy", "part_match_rate", "domain_accuracy", "domain_accuracy_alone",
+                "domain_set_accuracy", "domain_set_accuracy_hint"):
+        assert 0.0 <= out[key] <= 1.0
