@@ -22,23 +22,25 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from core.domains import DOMAINS
+from core.jsonl import JSONLError, iter_jsonl
 from experts.answers import AnswerScorer, MCQuestion, ModelLoadError, PromptFormat, all_formats, model_family
 
 if TYPE_CHECKING:
     from core.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 __all__ = ["AnswerMatrix", "AnswerRowError", "answer_matrix", "check_answer_row", "choose_formats", "load_answer_rows",
-           "to_questions"]
+           "read_answer_file", "to_questions"]
 
 
 class AnswerRowError(ValueError):
@@ -91,15 +93,24 @@ def load_answer_rows(path: str | Path, *, domains: Sequence[str] = DOMAINS) -> l
             ``empty-file`` when there is no row at all.
         FileNotFoundError: when the file does not exist.
     """
-    rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AnswerRowError(path, n, "malformed-json", exc.msg) from exc
-        rows.append(check_answer_row(obj, path, n, domains))
+    return read_answer_file(path, lambda obj, n: check_answer_row(obj, path, n, domains))
+
+
+def read_answer_file(path: str | Path, check: Callable[[Any, int], T]) -> list[T]:
+    """Every row of an answer-grading JSONL file, each passed through ``check(value, line_number)``.
+
+    The file-level rules that :func:`load_answer_rows` and
+    :func:`router.compound_answers.load_compound_rows` share; ``check`` applies the row rules.
+
+    Raises:
+        AnswerRowError: ``malformed-json`` for a line that is not JSON, ``empty-file`` when there is no
+            row at all, and whatever ``check`` raises.
+        FileNotFoundError: when the file does not exist.
+    """
+    try:
+        rows = [check(obj, n) for n, obj in iter_jsonl(path)]
+    except JSONLError as exc:
+        raise AnswerRowError(path, exc.line, "malformed-json", exc.error.msg) from exc
     if not rows:
         raise AnswerRowError(path, 0, "empty-file", "no rows")
     return rows
