@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-__all__ = ["AnswerMatrix", "AnswerRowError", "answer_matrix", "check_answer_row", "choose_formats", "load_answer_rows",
-           "read_answer_file", "to_questions"]
+__all__ = ["AnswerMatrix", "AnswerRowError", "answer_matrix", "cached_rows", "check_answer_row", "choose_formats",
+           "load_answer_rows", "read_answer_file", "to_questions"]
 
 
 class AnswerRowError(ValueError):
@@ -119,6 +119,22 @@ def read_answer_file(path: str | Path, check: Callable[[Any, int], T]) -> list[T
 def to_questions(rows: Sequence[dict[str, Any]]) -> list[MCQuestion]:
     return [MCQuestion(r["question"], tuple(r["choices"]), int(r["answer"]), r["domain"], str(r.get("id", "")))
             for r in rows]
+
+
+def cached_rows(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFormat], *,
+                settings: Settings) -> list[dict[str, Any]]:
+    """The rows whose question every expert has already scored in its prompt format (read from the score
+    caches; no model is loaded).
+
+    Args:
+        rows: validated answer rows.
+        formats: model-store name -> prompt format; with no model, no row is kept.
+    """
+    keep: set[str] | None = None
+    for m, f in formats.items():
+        have = set(AnswerScorer(m, settings=settings).cached(f))
+        keep = have if keep is None else keep & have
+    return [r for r, q in zip(rows, to_questions(rows), strict=True) if q.key in (keep or set())]
 
 
 def choose_formats(dev_rows: Sequence[dict[str, Any]], models: Sequence[str], *, settings: Settings,
@@ -273,11 +289,7 @@ def evaluate_answers(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFo
     from router.scoring import RegistryScorer
 
     if cached_only:
-        keep = None
-        for m, f in formats.items():
-            have = set(AnswerScorer(m, settings=settings).cached(f))
-            keep = have if keep is None else keep & have
-        rows = [r for r, q in zip(rows, to_questions(rows), strict=True) if q.key in (keep or set())]
+        rows = cached_rows(rows, formats, settings=settings)
         if not rows:
             return {"n": 0, "formats": {m: f.name for m, f in formats.items()}, "errors": {},
                     "note": "no question has been scored by every expert yet"}
