@@ -64,18 +64,13 @@ def source_rows(settings: Settings, formats: dict, pool: str) -> list[dict]:
     expert has scored in its format."""
     from benchmarks.answer_quality import PER_DOMAIN, graded_rows
     from corpora.mcsets import load_answer_set
-    from experts.answers import AnswerScorer
-    from router.answers import to_questions
+    from router.answers import cached_rows
 
     rows = (graded_rows(settings) + load_answer_set(settings, "bigbench")
             + load_answer_set(settings, "bsdquiz", per_domain=PER_DOMAIN))
     if pool == "all":
         return rows
-    keep = None
-    for m, f in formats.items():
-        have = set(AnswerScorer(m, settings=settings).cached(f))
-        keep = have if keep is None else keep & have
-    out = [r for r, q in zip(rows, to_questions(rows), strict=True) if q.key in (keep or set())]
+    out = cached_rows(rows, formats, settings=settings)
     if not out:
         raise SystemExit("no graded question is in every expert's answer cache: run answer_quality.py's score "
                          "stages first, or pass --pool all")

@@ -22,23 +22,25 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from core.domains import DOMAINS
+from core.jsonl import JSONLError, iter_jsonl
 from experts.answers import AnswerScorer, MCQuestion, ModelLoadError, PromptFormat, all_formats, model_family
 
 if TYPE_CHECKING:
     from core.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-__all__ = ["AnswerMatrix", "AnswerRowError", "answer_matrix", "check_answer_row", "choose_formats", "load_answer_rows",
-           "to_questions"]
+__all__ = ["AnswerMatrix", "AnswerRowError", "answer_matrix", "cached_rows", "check_answer_row", "choose_formats",
+           "load_answer_rows", "read_answer_file", "to_questions"]
 
 
 class AnswerRowError(ValueError):
@@ -91,15 +93,24 @@ def load_answer_rows(path: str | Path, *, domains: Sequence[str] = DOMAINS) -> l
             ``empty-file`` when there is no row at all.
         FileNotFoundError: when the file does not exist.
     """
-    rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AnswerRowError(path, n, "malformed-json", exc.msg) from exc
-        rows.append(check_answer_row(obj, path, n, domains))
+    return read_answer_file(path, lambda obj, n: check_answer_row(obj, path, n, domains))
+
+
+def read_answer_file(path: str | Path, check: Callable[[Any, int], T]) -> list[T]:
+    """Every row of an answer-grading JSONL file, each passed through ``check(value, line_number)``.
+
+    The file-level rules that :func:`load_answer_rows` and
+    :func:`router.compound_answers.load_compound_rows` share; ``check`` applies the row rules.
+
+    Raises:
+        AnswerRowError: ``malformed-json`` for a line that is not JSON, ``empty-file`` when there is no
+            row at all, and whatever ``check`` raises.
+        FileNotFoundError: when the file does not exist.
+    """
+    try:
+        rows = [check(obj, n) for n, obj in iter_jsonl(path)]
+    except JSONLError as exc:
+        raise AnswerRowError(path, exc.line, "malformed-json", exc.error.msg) from exc
     if not rows:
         raise AnswerRowError(path, 0, "empty-file", "no rows")
     return rows
@@ -108,6 +119,22 @@ def load_answer_rows(path: str | Path, *, domains: Sequence[str] = DOMAINS) -> l
 def to_questions(rows: Sequence[dict[str, Any]]) -> list[MCQuestion]:
     return [MCQuestion(r["question"], tuple(r["choices"]), int(r["answer"]), r["domain"], str(r.get("id", "")))
             for r in rows]
+
+
+def cached_rows(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFormat], *,
+                settings: Settings) -> list[dict[str, Any]]:
+    """The rows whose question every expert has already scored in its prompt format (read from the score
+    caches; no model is loaded).
+
+    Args:
+        rows: validated answer rows.
+        formats: model-store name -> prompt format; with no model, no row is kept.
+    """
+    keep: set[str] | None = None
+    for m, f in formats.items():
+        have = set(AnswerScorer(m, settings=settings).cached(f))
+        keep = have if keep is None else keep & have
+    return [r for r, q in zip(rows, to_questions(rows), strict=True) if q.key in (keep or set())]
 
 
 def choose_formats(dev_rows: Sequence[dict[str, Any]], models: Sequence[str], *, settings: Settings,
@@ -262,11 +289,7 @@ def evaluate_answers(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFo
     from router.scoring import RegistryScorer
 
     if cached_only:
-        keep = None
-        for m, f in formats.items():
-            have = set(AnswerScorer(m, settings=settings).cached(f))
-            keep = have if keep is None else keep & have
-        rows = [r for r, q in zip(rows, to_questions(rows), strict=True) if q.key in (keep or set())]
+        rows = cached_rows(rows, formats, settings=settings)
         if not rows:
             return {"n": 0, "formats": {m: f.name for m, f in formats.items()}, "errors": {},
                     "note": "no question has been scored by every expert yet"}

@@ -44,7 +44,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -60,8 +59,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.domains import DOMAINS
+from core.jsonl import JSONLError, iter_jsonl
 from experts.answers import LETTERS, AnswerScorer, MCQuestion, ModelLoadError, PromptFormat
-from router.answers import AnswerRowError, check_answer_row
+from router.answers import AnswerRowError, check_answer_row, read_answer_file
 from router.decompose import Decomposer, Decomposition, content_tokens
 
 if TYPE_CHECKING:
@@ -293,13 +293,11 @@ def build_compound_rows(rows: Sequence[dict[str, Any]], *, n: int | None = None,
 
 def is_compound_file(path: str | Path) -> bool:
     """Whether the first row of a JSONL file is a compound row (an object with ``parts``)."""
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                return False
+    try:
+        for _, obj in iter_jsonl(path):
             return isinstance(obj, dict) and "parts" in obj
+    except JSONLError:
+        return False
     return False
 
 
@@ -373,18 +371,7 @@ def load_compound_rows(path: str | Path, *, domains: Sequence[str] = DOMAINS,
             ``not-an-object``, ``empty-file``.
         FileNotFoundError: when the file does not exist.
     """
-    rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AnswerRowError(path, n, "malformed-json", exc.msg) from exc
-        rows.append(_check_compound(obj, path, n, domains, max_parts))
-    if not rows:
-        raise AnswerRowError(path, 0, "empty-file", "no rows")
-    return rows
+    return read_answer_file(path, lambda obj, n: _check_compound(obj, path, n, domains, max_parts))
 
 
 # -- matching and scoring ---------------------------------------------------------------------------------

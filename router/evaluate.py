@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections import Counter
@@ -25,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
+from core.jsonl import JSONLError, iter_jsonl
 from router.decompose import Decomposer, Decomposition
 
 __all__ = ["evaluate_decomposition", "load_rows"]
@@ -34,19 +34,19 @@ def load_rows(path: str | Path) -> list[dict[str, Any]]:
     """Read and check ``{"query", "domains"}`` rows.
 
     Raises:
-        ValueError: naming the file and line of a bad row.
+        ValueError: naming the file and line of a bad row (not JSON, or not an object of that shape), or
+            ``FILE: no rows`` when there is none.
+        FileNotFoundError: when the file does not exist.
     """
     rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not valid JSON ({exc})") from exc
-        if not isinstance(row.get("query"), str) or not isinstance(row.get("domains"), list) or not row["domains"]:
-            raise ValueError(f'{path}:{n}: expected {{"query": str, "domains": [str, ...]}}')
-        rows.append(row)
+    try:
+        for n, row in iter_jsonl(path):
+            if (not isinstance(row, dict) or not isinstance(row.get("query"), str)
+                    or not isinstance(row.get("domains"), list) or not row["domains"]):
+                raise ValueError(f'{path}:{n}: expected {{"query": str, "domains": [str, ...]}}')
+            rows.append(row)
+    except JSONLError as exc:
+        raise ValueError(f"{path}:{exc.line}: not valid JSON ({exc.error})") from exc
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from core.jsonl import JSONLError, iter_jsonl
 from core.resolver import Resolver
 from qsef.calibration import FITTED, fit_conditional_logit, kfold_indices
 from qsef.components import (
@@ -44,19 +44,19 @@ def load_rows(path: str | Path) -> list[dict[str, str]]:
     """Rows ``{"text", "domain"}`` of a JSONL file.
 
     Raises:
-        ValueError: a line that is not an object with string ``text`` and ``domain`` (line number given).
+        ValueError: a line that is not JSON, or not an object with string ``text`` and ``domain`` (file and
+            line given).
+        FileNotFoundError: when the file does not exist.
     """
     rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from exc
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not isinstance(obj.get("domain"), str):
-            raise ValueError(f'{path}:{n}: expected an object with string "text" and "domain"')
-        rows.append({"text": obj["text"], "domain": obj["domain"]})
+    try:
+        for n, obj in iter_jsonl(path):
+            if (not isinstance(obj, dict) or not isinstance(obj.get("text"), str)
+                    or not isinstance(obj.get("domain"), str)):
+                raise ValueError(f'{path}:{n}: expected an object with string "text" and "domain"')
+            rows.append({"text": obj["text"], "domain": obj["domain"]})
+    except JSONLError as exc:
+        raise ValueError(f"{path}:{exc.line}: not JSON ({exc.error.msg})") from exc
     return rows
 
 

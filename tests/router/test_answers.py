@@ -189,3 +189,20 @@ def test_cli_compound_decomposition_and_routing_only(tmp_path, capsys):
     for key in ("count_accuracy", "part_match_rate", "domain_accuracy", "domain_accuracy_alone",
                 "domain_set_accuracy", "domain_set_accuracy_hint"):
         assert 0.0 <= out[key] <= 1.0
+
+
+def test_cached_rows_keeps_questions_every_expert_has_scored(tmp_path):
+    from core.settings import Settings
+    from experts.answers import AnswerScorer, PromptFormat
+    from router.answers import cached_rows, to_questions
+
+    settings = Settings(home=tmp_path)
+    rows = [{**GOOD, "question": f"What is {i} + {i}?", "id": f"q{i}"} for i in range(3)]
+    keys = [q.key for q in to_questions(rows)]
+    fmt = PromptFormat("letter", False)
+    for name, scored in (("a", keys[:2]), ("b", keys[1:])):
+        with AnswerScorer(name, settings=settings).cache_file(fmt).open("w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps({"q": k, "scores": [0.0, -1.0]}) + "\n" for k in scored)
+    assert [r["id"] for r in cached_rows(rows, {"a": fmt, "b": fmt}, settings=settings)] == ["q1"]
+    assert [r["id"] for r in cached_rows(rows, {"a": fmt}, settings=settings)] == ["q0", "q1"]
+    assert cached_rows(rows, {}, settings=settings) == []

@@ -24,3 +24,15 @@ def test_load_rows_rejects_bad_rows(tmp_path):
     p.write_text('{"query": "x"}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:1"):
         load_rows(p)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[1, 2]\n", r"bad\.jsonl:1: expected \{"),  # not an object: a ValueError naming the line, not an AttributeError
+    ('{"query": "x", "domains": ["law"]}\n\n{"query": \n', r"bad\.jsonl:3: not valid JSON \(Expecting value"),
+    ("\n\n", r"bad\.jsonl: no rows"),
+])
+def test_load_rows_errors_name_file_and_line(tmp_path, text, message):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_rows(p)
