@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import json
 import math
 import statistics
 import sys
@@ -32,6 +33,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from _common import save
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
 QUESTIONS = ("What are the common side effects of metformin?", "How do I read a CSV file in Python with pandas?")
 
 
@@ -158,6 +160,15 @@ def main() -> int:
         del pool
     if args.decompose:
         results["decomposition"] = decompose_runs(settings, ["int8"])  # fp32 in process = the vLLM rows (fp32)
+    previous = RESULTS / "local_precision.json"
+    if previous.is_file():  # a run of one part keeps the other part's last numbers (with their own date)
+        old = json.loads(previous.read_text())
+        if not args.decompose and "decomposition" in old:
+            results["decomposition"] = old["decomposition"]
+            results["decomposition_measured"] = old.get("decomposition_measured", old["machine"]["date"])
+        if not results["models"] and old.get("models"):
+            results["models"] = old["models"]
+            results["models_measured"] = old.get("models_measured", old["machine"]["date"])
     save("local_precision", results)
     return 0
 

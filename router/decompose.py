@@ -2,8 +2,8 @@
 
 Paths, recorded in :attr:`Decomposition.path`:
 
-- ``fast_path``: a cheap check (:func:`router.clauses.is_single_question`) says the query is one
-  simple question; the LLM is skipped.
+- ``fast_path``: a cheap check says the query is one request (:func:`router.clauses.is_single_question`,
+  or the clause splitter finds a single part); the LLM is skipped.
 - ``llm``: the router LLM's output (JSON schema-constrained where the backend supports it, else a
   prefilled ``[{"subtask": "``) parsed and passed strict validation unchanged.
 - ``repaired``: the output needed repair (JSON extracted or closed, unknown domains mapped, invented
@@ -187,7 +187,10 @@ class Decomposer:
         """Decompose ``query``; never raises for LLM trouble (falls back, flagged)."""
         t0 = time.perf_counter()
         query = query.strip()
-        if self.fast_path and is_single_question(query):
+        if self.fast_path and (is_single_question(query) or len(split_clauses(query)) == 1):
+            # one request by the cheap checks: a short single question, or a longer message (a role-play
+            # brief, code to review) the clause splitter keeps whole -- the small router LLM tends to
+            # cut those into pieces, so it is not asked (benchmarks/local_precision.py measures both)
             sub = [SubTask(text=query, domain_hint=domain_hint(query, self.domains))]
             return Decomposition(subtasks=sub, path="fast_path", latency_ms=_ms(t0))
         if not use_llm:

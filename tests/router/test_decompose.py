@@ -127,3 +127,14 @@ def test_an_answer_instead_of_a_subtask_is_rejected():
     assert d.path == "repaired" and "dropped invented" in d.reason
     assert [s.text for s in d.subtasks] == ["What is the difference between a stock and a bond?",
                                             "Explain what a non-compete clause is."]
+
+
+def test_a_long_single_request_skips_the_llm():
+    """Over 40 words and with a newline (so not a "simple question"), but the clause splitter keeps it whole:
+    the LLM is not asked (it would fail the test: ScriptedLLM has nothing scripted)."""
+    brief = ("Imagine yourself as a doctor tasked with devising innovative remedies for various ailments and "
+             "maladies, whose expertise encompasses prescribing traditional medications, herbal treatments and "
+             "alternative natural solutions while taking into account the patient's age, lifestyle and medical "
+             "background when\noffering recommendations")
+    d = Decomposer(ScriptedLLM(), DOMAINS).decompose(brief)
+    assert d.path == "fast_path" and [s.text for s in d.subtasks] == [brief] and not d.flagged
