@@ -1,6 +1,7 @@
 """Answer quality × cost of a fleet of experts that really differ, and of the routers between them.
 
     python benchmarks/answer_quality.py [--json]              # the report (scores come from the cache)
+    python benchmarks/answer_quality.py --cost recorded       # the report without loading any model
     python benchmarks/answer_quality.py --stage dev MODEL...   # score the dev set in all four formats
     python benchmarks/answer_quality.py --stage score MODEL... # score the graded set in the chosen format
 
@@ -122,6 +123,20 @@ def measure_costs(settings: Settings, models: list[str], *, new_tokens: int = 24
     return {m: round(sum(v) / len(v), 3) for m, v in per.items()}
 
 
+def recorded_costs(registry, models: list[str]) -> dict[str, float]:
+    """The measured costs an earlier ``--cost measured`` report recorded in the fleet registry (so a report
+    run can keep them without loading a model).
+
+    Raises:
+        SystemExit: a model has no measured cost recorded.
+    """
+    known = {s.name: s for s in registry.list()}
+    missing = [m for m in models if m not in known or known[m].profile.get("cost_unit") != "s_per_100_tokens"]
+    if missing:
+        raise SystemExit(f"no measured cost recorded for {', '.join(missing)}; run the report with --cost measured")
+    return {m: known[m].cost for m in models}
+
+
 def _family_choice(dev: dict[str, dict[str, float]], members: list[str]) -> str | None:
     import numpy as np
 
@@ -177,8 +192,9 @@ def report(settings: Settings, models: list[str], *, cost_mode: str = "measured"
     used = {m: PromptFormat.parse(USED_FORMAT.get(m) or choice[model_family(m)]) for m in models}
     deviations = {m: {"used": used[m].name, "dev_choice": choice.get(model_family(m))} for m in models
                   if choice.get(model_family(m)) != used[m].name}
-    costs = measure_costs(settings, models) if cost_mode == "measured" else None
     registry = ExpertRegistry(settings.path("answers") / "fleet.sqlite")
+    costs = {"measured": lambda: measure_costs(settings, models), "recorded": lambda: recorded_costs(registry, models),
+             "params": lambda: None}[cost_mode]()
     for spec in capability_fleet(costs, cost_unit="s_per_100_tokens" if costs else "params_b"):
         registry.add(spec, replace=True)
     out: dict = {
@@ -186,9 +202,15 @@ def report(settings: Settings, models: list[str], *, cost_mode: str = "measured"
                 "question is routed with the answers of the other folds as history, never its own",
         "formats": {"dev_accuracy": known["dev"], "n_dev": known.get("n_dev"), "family_choice": choice,
                     "used": {m: f.name for m, f in used.items()}, "deviations": deviations},
-        "costs": {"unit": "seconds per 100 generated tokens (greedy, 24 tokens x 2 prompts, interleaved, this "
-                          "machine, this run)" if costs else "parameters in billions",
+        "costs": {"unit": {"measured": "seconds per 100 generated tokens (greedy, 24 tokens x 2 prompts, interleaved, "
+                                       "this machine, this run)",
+                           "recorded": "seconds per 100 generated tokens, as the last measured run recorded them in "
+                                       "the fleet registry (not re-measured in this run)",
+                           "params": "parameters in billions"}[cost_mode],
                   "values": {s.name: s.cost for s in registry.list()}},
+        "qsef_configs": "qsef = the engine's label calibration (shipped qsef/data/calibration.json); qsef_refit = "
+                        "weights refitted on the training folds' answer outcomes only (qsef.calibration."
+                        "fit_outcome_logit), same components and C_model history; both cross-fitted",
     }
     quiz = load_answer_set(settings, "bsdquiz", per_domain=PER_DOMAIN)
     bigbench = load_answer_set(settings, "bigbench")
@@ -228,8 +250,9 @@ def main() -> int:
     ap.add_argument("--stage", choices=("report", "dev", "score"), default="report")
     ap.add_argument("models", nargs="*", default=list(EXPERTS))
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--cost", choices=("measured", "params"), default="measured",
-                    help="expert cost: seconds per 100 generated tokens measured now, or parameters (billions)")
+    ap.add_argument("--cost", choices=("measured", "recorded", "params"), default="measured",
+                    help="expert cost: seconds per 100 generated tokens measured now (loads every model), as "
+                         "recorded by the last measured run (no model is loaded), or parameters (billions)")
     ap.add_argument("--dev-formats", help="dev stage: only these formats, comma-separated")
     ap.add_argument("--format", help="score stage: this format instead of the dev-set choice (e.g. letter-raw)")
     ap.add_argument("--set", default="mmlu", choices=("mmlu", "bigbench", "bsdquiz", "dev"),

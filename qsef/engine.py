@@ -226,11 +226,15 @@ class QSEFEngine:
     def weights(self) -> QSEFWeights:
         """The weights in use: from a calibration file, the set fitted for the engine's history state
         (with or without a history provider); otherwise the weights given."""
+        return self.weights_for(history=self.history is not None)
+
+    def weights_for(self, *, history: bool) -> QSEFWeights:
+        """The weights the engine uses with (``history=True``) or without a history provider — e.g. the
+        weights an engine about to be given a history will score with."""
         if self._calibration is not None:
-            has = self.history is not None
-            if has not in self._loaded:
-                self._loaded[has] = QSEFWeights.load(self._calibration, history=has)
-            return self._loaded[has]
+            if history not in self._loaded:
+                self._loaded[history] = QSEFWeights.load(self._calibration, history=history)
+            return self._loaded[history]
         return self._weights
 
     @weights.setter

@@ -22,7 +22,7 @@ router's best-PGR-so-far curve over normalised cost ``(c − c_weak) / (c_strong
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,10 +171,14 @@ def folds(labels: Sequence[str], k: int = 5, *, seed: int = 0) -> list[np.ndarra
 
 LAMBDAS = tuple(float(x) for x in np.concatenate([[0.0], np.geomspace(1e-3, 4.0, 36)]))
 TAUS = tuple(float(x) for x in np.linspace(0.0, 0.7, 36))
+# Dense grids for comparing QSEF configurations: a λ or τ step is fixed while TE's and P's scale moves with
+# the fitted weights, so on the coarse grids above part of an APGR difference is where the steps happen to fall.
+FINE_LAMBDAS = tuple(float(x) for x in np.concatenate([[0.0], np.geomspace(1e-7, 10.0, 400)]))
+FINE_TAUS = tuple(float(x) for x in np.linspace(0.0, 1.0, 401))
 
 
 def cross_fit(correct: np.ndarray, emb: np.ndarray, labels: Sequence[str], qsef_scores, *, k: int = 5,
-              seed: int = 0) -> dict[str, np.ndarray]:
+              seed: int = 0, extra_qsef: Mapping[str, Callable] | None = None) -> dict[str, np.ndarray]:
     """Out-of-fold router scores: every question is scored by routers that learned from the other folds.
 
     Args:
@@ -182,64 +186,114 @@ def cross_fit(correct: np.ndarray, emb: np.ndarray, labels: Sequence[str], qsef_
         qsef_scores: ``(train_idx, test_idx) -> (TE, P)`` each ``(len(test_idx), E)`` — QSEF with its
             history built from ``train_idx`` only.
         k: folds (``k <= 1``: not allowed; pass a separate history instead).
+        extra_qsef: more QSEF configurations, name -> a function like ``qsef_scores`` (e.g. ``qsef_refit``:
+            weights refitted on the training folds' answers).
 
     Returns:
-        ``{"te", "p", "knn", "learned"}`` each ``(N, E)``.
+        ``{"te", "p", "knn", "learned"}`` each ``(N, E)``, plus ``te_<name>`` and ``p_<name>`` per extra
+        configuration.
     """
     n, e = correct.shape
-    out = {name: np.zeros((n, e)) for name in ("te", "p", "knn", "learned")}
+    extra = dict(extra_qsef or {})
+    names = ["te", "p", "knn", "learned", *(f"{kind}_{x}" for x in extra for kind in ("te", "p"))]
+    out = {name: np.zeros((n, e)) for name in names}
     for test in folds(labels, k, seed=seed):
         train = np.setdiff1d(np.arange(n), test)
         te, p = qsef_scores(train, test)
         out["te"][test], out["p"][test] = te, p
+        for x, fn in extra.items():
+            out[f"te_{x}"][test], out[f"p_{x}"][test] = fn(train, test)
         out["knn"][test] = knn_accuracy(emb[train], correct[train], emb[test])
         out["learned"][test] = learned_accuracy(emb[train], correct[train], emb[test])
     return out
 
 
+STRATEGIES = ("argmax", "cost_aware", "threshold")
+
+
+def _qsef_sweeps(correct: np.ndarray, costs: np.ndarray, te: np.ndarray, p: np.ndarray, *,
+                 lambdas: Sequence[float] = LAMBDAS, taus: Sequence[float] = TAUS) -> dict[str, list[tuple[float, Outcome]]]:
+    """A QSEF configuration's cost-aware (λ) and threshold (τ) sweeps."""
+    return {
+        "cost_aware": [(lm, outcome(correct, costs, qsef_choice(te, p, costs, "cost_aware", lam=lm)))
+                       for lm in lambdas],
+        "threshold": [(t, outcome(correct, costs, qsef_choice(te, p, costs, "threshold", tau=t))) for t in taus],
+    }
+
+
+def _qsef_config(correct: np.ndarray, costs: np.ndarray, te: np.ndarray, p: np.ndarray, *, lam: float,
+                 tau: float) -> tuple[dict[str, np.ndarray], dict[str, list[tuple[float, Outcome]]]]:
+    """One QSEF configuration's choices per strategy and its λ and τ sweeps."""
+    choices = {s: qsef_choice(te, p, costs, s, lam=lam, tau=tau) for s in STRATEGIES}
+    return choices, _qsef_sweeps(correct, costs, te, p)
+
+
 def evaluate_fleet(correct: np.ndarray, costs: np.ndarray, experts: Sequence[str], domains: Sequence[str],
                    scores: dict[str, np.ndarray], *, default: str = "argmax", lam: float = 0.0,
-                   tau: float = 0.34) -> dict[str, object]:
+                   tau: float = 0.34, extra_qsef: Sequence[str] = ()) -> dict[str, object]:
     """The answer-quality report of one fleet over out-of-fold router scores (see :func:`cross_fit`).
+
+    Args:
+        extra_qsef: names of more QSEF configurations in ``scores`` (``te_<name>``, ``p_<name>``); each
+            is reported like the default one.
 
     Returns:
         ``{"n", "routed", "experts", "oracle", "random", "apgr", "pgr", "strategies", "baselines",
-        "sweeps", "per_domain", "spearman", "targets"}`` — ``routed`` is QSEF with the ``default``
-        strategy (the router's default configuration).
+        "sweeps", "per_domain", "spearman", "targets", "qsef_configs"}`` — ``routed`` is QSEF with the
+        ``default`` strategy (the router's default configuration). ``qsef_configs`` holds, per QSEF
+        configuration (``qsef`` and the extra ones), each strategy's outcome, APGR of both sweeps (and
+        on the dense grids ``FINE_LAMBDAS`` / ``FINE_TAUS``, ``apgr_fine_grid``: how the configurations
+        compare once the fixed grid steps no longer matter), Spearman(P / TE of the chosen expert, it was
+        right) per strategy and the cheapest sweep point reaching 90% of the strongest expert; the extra configurations' sweeps also appear in ``sweeps``
+        and ``apgr_by_router`` (``<name>_cost_aware``, ``<name>_threshold``).
     """
+    if default not in STRATEGIES:
+        raise ValueError(f"unknown strategy {default!r}; choose from {', '.join(STRATEGIES)}")
     domains = np.asarray(domains)
     costs = np.asarray(costs, dtype=float)
     n = correct.shape[0]
+    rows = np.arange(n)
     single = {x: outcome(correct, costs, np.full(n, j)) for j, x in enumerate(experts)}
     acc = np.array([single[x].accuracy for x in experts])
     weak_j, strong_j = int(np.argmin(acc)), int(np.argmax(acc))
     weak = (float(costs[weak_j]), float(acc[weak_j]))
     strong = (float(costs[strong_j]), float(acc[strong_j]))
-    te, p = scores["te"], scores["p"]
+    configs = {"qsef": (scores["te"], scores["p"]), **{x: (scores[f"te_{x}"], scores[f"p_{x}"]) for x in extra_qsef}}
+    per_config = {x: _qsef_config(correct, costs, te, p, lam=lam, tau=tau) for x, (te, p) in configs.items()}
+    qsef_choices, qsef_sweeps = per_config["qsef"]
     choices: dict[str, np.ndarray] = {
-        "qsef_argmax": qsef_choice(te, p, costs, "argmax"),
-        "qsef_cost_aware": qsef_choice(te, p, costs, "cost_aware", lam=lam),
-        "qsef_threshold": qsef_choice(te, p, costs, "threshold", tau=tau),
+        **{f"qsef_{s}": c for s, c in qsef_choices.items()},
         "knn": choose(scores["knn"], costs, 0.0),
         "learned": choose(scores["learned"], costs, 0.0),
         "oracle": oracle(correct, costs),
     }
-    routed_key = {"argmax": "qsef_argmax", "cost_aware": "qsef_cost_aware", "threshold": "qsef_threshold"}[default]
+    routed_key = f"qsef_{default}"
     res = {k: outcome(correct, costs, c) for k, c in choices.items()}
     sweeps = {
-        "qsef_cost_aware": [(lm, outcome(correct, costs, qsef_choice(te, p, costs, "cost_aware", lam=lm)))
-                            for lm in LAMBDAS],
-        "qsef_threshold": [(t, outcome(correct, costs, qsef_choice(te, p, costs, "threshold", tau=t))) for t in TAUS],
+        "qsef_cost_aware": qsef_sweeps["cost_aware"],
+        "qsef_threshold": qsef_sweeps["threshold"],
         "knn": [(lm, outcome(correct, costs, choose(scores["knn"], costs, lm))) for lm in LAMBDAS],
         "learned": [(lm, outcome(correct, costs, choose(scores["learned"], costs, lm))) for lm in LAMBDAS],
     }
-    sweep_apgr = {k: apgr([(o.mean_cost, o.accuracy) for _, o in v], weak=weak, strong=strong)
-                  for k, v in sweeps.items()}
+    for x in extra_qsef:
+        sweeps.update({f"{x}_{s}": v for s, v in per_config[x][1].items()})
+
+    def area(sweep: list[tuple[float, Outcome]]) -> float:
+        return apgr([(o.mean_cost, o.accuracy) for _, o in sweep], weak=weak, strong=strong)
+
+    def reach90(sweep: list[tuple[float, Outcome]]) -> dict[str, float] | None:
+        """The cheapest operating point of a sweep that reaches 90% of the strongest's accuracy."""
+        ok = [(o.mean_cost, par) for par, o in sweep if o.accuracy >= 0.9 * strong[1]]
+        return {"cost_fraction_of_strongest": min(ok)[0] / strong[0], "param": min(ok)[1]} if ok else None
+
+    def validity(te: np.ndarray, p: np.ndarray, chosen: np.ndarray) -> dict[str, float]:
+        hit = correct[rows, chosen]
+        return {"P_vs_chosen_correct": spearman(p[rows, chosen], hit),
+                "TE_vs_chosen_correct": spearman(te[rows, chosen], hit)}
+
+    sweep_apgr = {k: area(v) for k, v in sweeps.items()}
     routed = res[routed_key]
     chosen = choices[routed_key]
-    hit = correct[np.arange(n), chosen]
-    p_chosen = p[np.arange(n), chosen]
-    te_chosen = te[np.arange(n), chosen]
 
     def best_single_at(cost: float) -> tuple[str | None, float]:
         ok = [x for x in experts if single[x].mean_cost <= cost + 1e-9]
@@ -251,16 +305,28 @@ def evaluate_fleet(correct: np.ndarray, costs: np.ndarray, experts: Sequence[str
     def per_domain(choice: np.ndarray) -> dict[str, dict[str, float]]:
         return {d: outcome(correct[domains == d], costs, choice[domains == d]).to_dict() for d in sorted(set(domains))}
 
-    targets = {}
-    for name in ("qsef_argmax", "qsef_cost_aware", "qsef_threshold", "knn", "learned"):
-        o = res[name]
+    def beats(o: Outcome) -> dict[str, object]:
         b, ba = best_single_at(o.mean_cost)
-        targets[name] = {"beats_best_single_at_cost_by": o.accuracy - ba if b else None, "best_single": b}
-    # the cheapest operating point of each sweep that reaches 90% of the strongest's accuracy
-    reach = {}
-    for k, v in sweeps.items():
-        ok = [(o.mean_cost, par) for par, o in v if o.accuracy >= 0.9 * strong[1]]
-        reach[k] = ({"cost_fraction_of_strongest": min(ok)[0] / strong[0], "param": min(ok)[1]} if ok else None)
+        return {"beats_best_single_at_cost_by": o.accuracy - ba if b else None, "best_single": b}
+
+    targets = {name: beats(res[name]) for name in ("qsef_argmax", "qsef_cost_aware", "qsef_threshold", "knn",
+                                                    "learned")}
+    qsef_configs = {}
+    for x, (te, p) in configs.items():
+        ch, sw = per_config[x]
+        outs = {s: outcome(correct, costs, c) for s, c in ch.items()}
+        if x != "qsef":
+            targets.update({f"{x}_{s}": beats(o) for s, o in outs.items()})
+        qsef_configs[x] = {
+            "strategies": {s: o.to_dict() for s, o in outs.items()},
+            "pgr": {s: pgr(o.accuracy, weak[1], strong[1]) for s, o in outs.items()},
+            "apgr": {s: area(v) for s, v in sw.items()},
+            "apgr_fine_grid": {s: area(v) for s, v in _qsef_sweeps(correct, costs, te, p, lambdas=FINE_LAMBDAS,
+                                                                    taus=FINE_TAUS).items()},
+            "spearman": {s: validity(te, p, c) for s, c in ch.items()},
+            "reach_90pct_of_strongest": {s: reach90(v) for s, v in sw.items()},
+        }
+    reach = {k: reach90(v) for k, v in sweeps.items()}
     return {
         "n": n,
         "routed": {**routed.to_dict(), "strategy": default, "pgr": pgr(routed.accuracy, weak[1], strong[1])},
@@ -280,6 +346,7 @@ def evaluate_fleet(correct: np.ndarray, costs: np.ndarray, experts: Sequence[str
             "knn": per_domain(choices["knn"]),
             "learned": per_domain(choices["learned"]),
         },
-        "spearman": {"P_vs_chosen_correct": spearman(p_chosen, hit), "TE_vs_chosen_correct": spearman(te_chosen, hit)},
+        "spearman": validity(scores["te"], scores["p"], chosen),
         "targets": {"per_router": targets, "reach_90pct_of_strongest": reach},
+        "qsef_configs": qsef_configs,
     }

@@ -9,7 +9,12 @@ Pieces, in the order a run uses them:
   best on a small dev set of questions that are never graded;
 * :func:`answer_matrix` — each expert's chosen answer and correctness on every question (scores cached
   by :class:`experts.answers.AnswerScorer`); an expert whose model fails to load is reported and left out;
-* :mod:`router.answer_routing` — routers over that matrix (QSEF strategies, kNN, learned) and the metrics.
+* :mod:`router.answer_routing` — routers over that matrix (QSEF strategies, kNN, learned) and the metrics;
+* :func:`evaluate_answers` — all of it, cross-fitted, for two QSEF configurations: the engine's (label)
+  calibration and ``qsef_refit``, weights refitted on the training folds' answer outcomes
+  (:func:`qsef_refit_fold_scorer`);
+* :func:`calibrate_from_answers` — ``qsef calibrate --answers``: the outcome fit on every cached question,
+  saved as a calibration of kind ``"answers"`` (:mod:`qsef.calibration`).
 
 Example:
     >>> rows = load_answer_rows("graded.jsonl")
@@ -20,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -39,8 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-__all__ = ["AnswerMatrix", "AnswerRowError", "answer_matrix", "cached_rows", "check_answer_row", "choose_formats",
-           "load_answer_rows", "read_answer_file", "to_questions"]
+__all__ = ["AnswerMatrix", "AnswerRowError", "answer_matrix", "cached_rows", "calibrate_from_answers", "check_answer_row",
+           "choose_formats", "evaluate_answers", "load_answer_rows", "qsef_fold_scorer", "qsef_refit_fold_scorer",
+           "read_answer_file", "to_questions"]
 
 
 class AnswerRowError(ValueError):
@@ -269,10 +276,80 @@ def qsef_fold_scorer(scorer: Any, texts: Sequence[str], emb: np.ndarray, correct
     return fn
 
 
+def _ordered_profiles(scorer: Any, experts: Sequence[str]) -> list[Any]:
+    """The scorer's QSEF profiles in ``experts`` order."""
+    by_name = {p.name: p for p in scorer.profiles()}
+    return [by_name[x] for x in experts]
+
+
+def qsef_refit_fold_scorer(scorer: Any, texts: Sequence[str], emb: np.ndarray, correct: np.ndarray,
+                           experts: Sequence[str], *, labels: Sequence[str] | None = None, k: int = 5, seed: int = 0,
+                           fits: list | None = None):
+    """``(train_idx, test_idx) -> (TE, P)`` in ``experts`` order: QSEF with its weights refitted on the answer
+    outcomes of ``train_idx`` only (:func:`qsef.calibration.refit_scores`: the training questions' ``C_model``
+    from out-of-fold history inside ``train_idx``), then ``test_idx`` scored with ``train_idx``'s answers as
+    history — the same history :func:`qsef_fold_scorer` gives the current weights.
+
+    Args:
+        labels: strata of the inner folds (domains).
+        k: inner folds.
+        fits: when given, each fold's :class:`qsef.calibration.LogitFit` is appended to it.
+    """
+    from qsef.calibration import AnswerFeatures, refit_scores
+
+    engine = scorer.engine
+    features = AnswerFeatures(engine, texts, emb, correct, _ordered_profiles(scorer, experts), labels=labels)
+    prior = engine.weights_for(history=True).coefficients()
+
+    def fn(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        te, p, fit = refit_scores(features, train, test, k=k, seed=seed, prior=prior)
+        if fits is not None:
+            fits.append(fit)
+        return te, p
+
+    return fn
+
+
+def _refit_summary(fits: Sequence[Any]) -> dict[str, Any]:
+    """What the cross-fitted refit learned, fold by fold."""
+    return {
+        "what": "QSEF weights refitted on each training fold's answer outcomes (likelihood of the set of experts "
+                "that answered correctly; C_model history = the other inner folds' answers); each question is "
+                "routed with weights and history from the other folds only",
+        "identified": sorted({c for f in fits for c in (f.identified or [])}),
+        "coefficients_folds": [f.beta for f in fits],
+        "weights_folds": [dataclasses.asdict(f.weights) for f in fits],
+        "train_accuracy_folds": [f.accuracy for f in fits],
+        "counts_folds": [f.counts for f in fits],
+    }
+
+
+def _answer_setup(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFormat], *, settings: Settings,
+                  registry: Any, progress: bool = False) -> tuple[AnswerMatrix, np.ndarray]:
+    """``(matrix, costs)``: the experts of ``formats`` answer ``rows``, and their registered costs.
+
+    Raises:
+        ValueError: an expert of ``formats`` is not enabled in ``registry``.
+    """
+    matrix = answer_matrix(rows, formats, settings=settings, progress=progress)
+    specs = {s.name: s for s in registry.list(enabled_only=True)}
+    unknown = [m for m in matrix.experts if m not in specs]
+    if unknown:
+        raise ValueError(f"experts {unknown} are not in the registry; registered: {sorted(specs)}")
+    return matrix, np.array([specs[m].cost for m in matrix.experts])
+
+
 def evaluate_answers(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFormat], *, settings: Settings,
                      registry: Any, strategy: str = "argmax", lam: float = 0.0, tau: float = 0.34, cv: int = 5,
-                     cached_only: bool = False, progress: bool = False) -> dict[str, Any]:
+                     cached_only: bool = False, progress: bool = False, refit: bool = True) -> dict[str, Any]:
     """Score the experts, cross-fit the routers (QSEF, kNN, learned) and report answer quality × cost.
+
+    Two QSEF configurations are reported: ``qsef`` — the engine's calibration (fitted for *label* routing,
+    the shipped ``qsef/data/calibration.json`` unless ``$QSEF_HOME/calibration.json`` exists), with
+    ``C_model`` history from the other folds' answers — and, with ``refit``, ``qsef_refit`` — the same
+    components and history, with weights refitted on the other folds' answer outcomes (never on the
+    question routed). The top-level ``routed``/``strategies``/``apgr``/``spearman`` keys are ``qsef``'s;
+    ``qsef_configs`` holds both, and ``qsef_refit`` what the refit learned per fold.
 
     Args:
         rows: validated answer rows.
@@ -283,6 +360,7 @@ def evaluate_answers(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFo
         cv: folds — each question is routed by routers whose history is the answer matrix of the other
             folds (never its own answers).
         cached_only: use only questions every expert has already scored (no model is loaded).
+        refit: also report ``qsef_refit``.
     """
     from qsef.encoder import get_encoder
     from router.answer_routing import cross_fit, evaluate_fleet
@@ -293,15 +371,10 @@ def evaluate_answers(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFo
         if not rows:
             return {"n": 0, "formats": {m: f.name for m, f in formats.items()}, "errors": {},
                     "note": "no question has been scored by every expert yet"}
-    matrix = answer_matrix(rows, formats, settings=settings, progress=progress)
+    matrix, costs = _answer_setup(rows, formats, settings=settings, registry=registry, progress=progress)
     out: dict[str, Any] = {"n": len(rows), "formats": matrix.formats, "errors": matrix.errors}
     if not matrix.experts:
         return out
-    specs = {s.name: s for s in registry.list(enabled_only=True)}
-    unknown = [m for m in matrix.experts if m not in specs]
-    if unknown:
-        raise ValueError(f"experts {unknown} are not in the registry; registered: {sorted(specs)}")
-    costs = np.array([specs[m].cost for m in matrix.experts])
     texts = [q.question for q in matrix.questions]
     encoder = get_encoder(settings)
     emb = np.asarray(encoder.encode(texts), dtype=np.float32)
@@ -311,12 +384,65 @@ def evaluate_answers(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFo
                                 for (m, a), c in zip(matrix.accuracy().items(), costs, strict=True)},
                     "note": "too few rows or experts to route"})
         return out
+    fits: list = []
+    extra = {"qsef_refit": qsef_refit_fold_scorer(scorer, texts, emb, matrix.correct, matrix.experts,
+                                                  labels=matrix.domains, k=cv, fits=fits)} if refit else None
     scores = cross_fit(matrix.correct, emb, matrix.domains, qsef_fold_scorer(scorer, texts, emb, matrix.correct,
-                                                                              matrix.experts), k=cv)
+                                                                              matrix.experts), k=cv, extra_qsef=extra)
     out.update(evaluate_fleet(matrix.correct, costs, matrix.experts, matrix.domains, scores, default=strategy,
-                              lam=lam, tau=tau))
+                              lam=lam, tau=tau, extra_qsef=tuple(extra or ())))
+    if refit:
+        out["qsef_refit"] = _refit_summary(fits)
     out["costs"] = {m: float(c) for m, c in zip(matrix.experts, costs, strict=True)}
     out["cv_folds"] = cv
     out["_matrix"] = matrix
     out["_emb"] = emb
     return out
+
+
+def calibrate_from_answers(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFormat], *,
+                           settings: Settings, registry: Any, folds: int = 5, out: str | Path | None = None,
+                           encoder: Any = None, source: str = "") -> dict[str, Any]:
+    """``qsef calibrate --answers``: refit QSEF's weights on the experts' cached answers to ``rows``.
+
+    Only questions every expert has already scored are used (no model is loaded); the others are left out
+    and counted. See :func:`qsef.calibration.calibrate_answers` for the fit.
+
+    Args:
+        rows: validated answer rows; formats: model-store name -> prompt format.
+        registry: holds the experts (their profiles and sizes are what QSEF scores).
+        folds: cross-validation folds (nested: outer for held-out numbers, inner for the C_model history).
+        out: the calibration file to write (kind ``"answers"``), or ``None``.
+        encoder: the sentence encoder (default: the settings' encoder).
+        source: recorded in the file as where the rows came from.
+
+    Returns:
+        ``{"n", "n_uncached", "uncached_ids", "experts", "accuracy", "fit"}`` — ``fit`` is the
+        :class:`qsef.calibration.LogitFit` (``fit.cv`` with the current weights as ``baseline``).
+
+    Raises:
+        ValueError: an unknown expert, too few cached questions for ``folds``, or what the fit rejects.
+    """
+    from qsef.calibration import calibrate_answers
+    from qsef.encoder import get_encoder
+    from router.scoring import RegistryScorer
+
+    if len(formats) < 2:
+        raise ValueError(f"an outcome fit needs at least 2 experts, got {sorted(formats)}")
+    kept = cached_rows(rows, formats, settings=settings)
+    have = {id(r) for r in kept}
+    uncached = [r["id"] for r in rows if id(r) not in have]
+    if len(kept) < 2 * folds:
+        raise ValueError(f"{len(kept)} of {len(rows)} questions have cached answers from every expert; "
+                         f"{folds}-fold cross-validation needs at least {2 * folds}")
+    matrix, _ = _answer_setup(kept, formats, settings=settings, registry=registry)
+    encoder = encoder or get_encoder(settings)
+    texts = [q.question for q in matrix.questions]
+    emb = np.asarray(encoder.encode(texts), dtype=np.float32)
+    scorer = RegistryScorer(registry, settings=settings, encoder=encoder)
+    fit = calibrate_answers(scorer.engine, texts, emb, matrix.correct, _ordered_profiles(scorer, matrix.experts),
+                            k=folds, labels=matrix.domains, out=out,
+                            data={"rows": source, "formats": matrix.formats, "n_uncached": len(uncached)},
+                            note="written by `qsef calibrate --answers`")
+    return {"n": len(kept), "n_uncached": len(uncached), "uncached_ids": uncached, "experts": matrix.experts,
+            "accuracy": matrix.accuracy(), "fit": fit}

@@ -101,10 +101,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     comp.add_argument("--rows", action="store_true", help="include per-row results in --json output")
     answers.set_defaults(handler=_eval_answers)
 
-    cal = subparsers.add_parser("calibrate", help='fit the QSEF weights on rows {"text","domain"} (conditional logit)')
-    cal.add_argument("file", metavar="FILE.jsonl")
-    cal.add_argument("--out", metavar="FILE", help="calibration file to write (default: <data>/calibration.json)")
+    cal = subparsers.add_parser(
+        "calibrate", help='fit the QSEF weights (conditional logit): on labelled rows {"text","domain"}, or with '
+                          "--answers on which experts answered correctly")
+    cal.add_argument("file", metavar="FILE.jsonl", nargs="?",
+                     help='labelled routing rows {"text","domain"} (the correct expert is the one of that domain)')
+    cal.add_argument("--answers", metavar="FILE.jsonl",
+                     help='answer rows {"question","choices","answer","domain"}: fit on the experts\' cached answers '
+                          "(C_model history from the other folds' answers); a question some expert has not scored "
+                          'yet is left out and counted; writes a calibration of kind "answers"')
+    cal.add_argument("--out", metavar="FILE",
+                     help="calibration file to write (default: <data>/calibration.json, which the engine then loads; "
+                          "with --answers: <data>/calibration-answers.json, which it does not load by default)")
     cal.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    cal.add_argument("--experts", default="", metavar="A,B,...",
+                     help="--answers: expert (model-store) names, comma-separated (default: every registered one)")
+    cal.add_argument("--format", default="auto", metavar="FORM",
+                     help="--answers: the prompt format whose cached answers are read (letter-raw|letter-chat|"
+                          "cloze-raw|cloze-chat), or auto = the family's cached dev-set choice")
+    cal.add_argument("--registry", metavar="FILE", help="--answers: expert registry (default: "
+                                                         "<data>/answers/fleet.sqlite, the capability fleet)")
     cal.add_argument("--json", action="store_true")
     cal.set_defaults(handler=_calibrate)
 
@@ -170,13 +186,15 @@ def _eval_routing(args: argparse.Namespace) -> int:
     return 0
 
 
-def _answer_fleet(args: argparse.Namespace):
+def _answer_fleet(args: argparse.Namespace, *, score_dev: bool = True):
     """``(registry, formats)`` of the answer experts ``--registry`` / ``--experts`` / ``--format`` name, or an
-    exit status after printing what is wrong."""
+    exit status after printing what is wrong. ``score_dev=False``: a family with no cached format choice is
+    an error instead of a reason to score the dev set (which loads the models)."""
     from pathlib import Path
 
+    from experts.answers import model_family
     from experts.registry import ExpertRegistry, capability_fleet
-    from router.answers import resolve_formats
+    from router.answers import cached_formats, resolve_formats
 
     path = Path(args.registry) if args.registry else args.settings.path("answers") / "fleet.sqlite"
     registry = ExpertRegistry(path)
@@ -193,6 +211,13 @@ def _answer_fleet(args: argparse.Namespace):
     if any(m != n for n, m in models.items()):
         print("error: an answer expert's name must be its model-store name", file=sys.stderr)
         return 2
+    if not score_dev and args.format == "auto":
+        known = cached_formats(args.settings)
+        missing = sorted({model_family(n) for n in names} - set(known))
+        if missing:
+            print(f"error: no cached prompt-format choice for {', '.join(missing)}; pass --format "
+                  "(letter-raw|letter-chat|cloze-raw|cloze-chat)", file=sys.stderr)
+            return 2
     try:
         return registry, resolve_formats(names, settings=args.settings, fmt=args.format)
     except ValueError as exc:
@@ -238,6 +263,11 @@ def _eval_answers(args: argparse.Namespace) -> int:
                 print(f"  {key:<16} accuracy {out[key]['accuracy']:.3f}  mean cost {out[key]['mean_cost']:.3f}")
         if "apgr" in out:
             print(f"  APGR (QSEF cost-aware sweep) {out['apgr']:.3f}")
+        for name, block in out.get("qsef_configs", {}).items():  # qsef: label calibration; qsef_refit: on answers
+            a, rho = block["strategies"]["argmax"], block["spearman"]["argmax"]
+            print(f"  {name:<16} argmax accuracy {a['accuracy']:.3f}  mean cost {a['mean_cost']:.3f}  APGR "
+                  f"{block['apgr']['cost_aware']:.3f} / {block['apgr']['threshold']:.3f} (cost-aware / threshold)  "
+                  f"Spearman(P, correct) {rho['P_vs_chosen_correct']:.3f}  (TE {rho['TE_vs_chosen_correct']:.3f})")
     return 0 if out.get("experts") else 1
 
 
@@ -313,6 +343,12 @@ def _eval_compound(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if (args.file is None) == (args.answers is None):
+        print("error: give either FILE.jsonl (labelled routing rows) or --answers FILE.jsonl (answer rows)",
+              file=sys.stderr)
+        return 2
+    if args.answers is not None:
+        return _calibrate_answers(args)
     from qsef.calibration import calibrate
     from qsef.engine import QSEFEngine
     from qsef.eval.routing import load_rows
@@ -322,4 +358,50 @@ def _calibrate(args: argparse.Namespace) -> int:
     summary = {"file": str(out), "coefficients": fit.beta, "train_accuracy": fit.accuracy,
                "cv_accuracy": fit.cv.get("accuracy"), "cv_nll": fit.cv.get("nll")}
     print(json.dumps(summary) if args.json else "\n".join(f"{k}: {v}" for k, v in summary.items()))
+    return 0
+
+
+def _calibrate_answers(args: argparse.Namespace) -> int:
+    """``qsef calibrate --answers FILE``: the outcome fit on the experts' cached answers (no model is loaded)."""
+    from pathlib import Path
+
+    from router.answers import AnswerRowError, calibrate_from_answers, load_answer_rows
+
+    try:
+        rows = load_answer_rows(args.answers)
+    except AnswerRowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError:
+        print(f"error: {args.answers}: no such file", file=sys.stderr)
+        return 2
+    fleet = _answer_fleet(args, score_dev=False)
+    if isinstance(fleet, int):
+        return fleet
+    registry, formats = fleet
+    out = Path(args.out) if args.out else args.settings.path() / "calibration-answers.json"
+    try:
+        res = calibrate_from_answers(rows, formats, settings=args.settings, registry=registry, folds=args.folds,
+                                     out=out, source=str(args.answers))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    fit = res["fit"]
+    if res["n_uncached"]:
+        shown = ", ".join(res["uncached_ids"][:5]) + (", ..." if res["n_uncached"] > 5 else "")
+        print(f"note: {res['n_uncached']} of {res['n'] + res['n_uncached']} questions left out: not every expert's "
+              f"answer is cached ({shown})", file=sys.stderr)
+    cv = fit.cv
+    summary = {"file": str(out), "kind": fit.kind, "n": res["n"], "n_uncached": res["n_uncached"],
+               "uncached_ids": res["uncached_ids"], "experts": res["experts"], "expert_accuracy": res["accuracy"],
+               "coefficients": fit.beta, "identified": fit.identified, "counts": fit.counts,
+               "train_accuracy": fit.accuracy,
+               "cv": {k: cv.get(k) for k in ("k", "nll", "accuracy", "p_spearman")},
+               "cv_current_weights": {k: cv.get("baseline", {}).get(k) for k in ("nll", "accuracy", "p_spearman")}}
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    for k, v in summary.items():
+        if k != "uncached_ids":
+            print(f"{k}: {v}")
     return 0

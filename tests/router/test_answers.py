@@ -206,3 +206,112 @@ def test_cached_rows_keeps_questions_every_expert_has_scored(tmp_path):
     assert [r["id"] for r in cached_rows(rows, {"a": fmt, "b": fmt}, settings=settings)] == ["q1"]
     assert [r["id"] for r in cached_rows(rows, {"a": fmt}, settings=settings)] == ["q0", "q1"]
     assert cached_rows(rows, {}, settings=settings) == []
+
+
+# -- qsef calibrate --answers, and the refitted QSEF configuration -------------------------------------------
+
+def _cached_fleet(tmp_path, monkeypatch, rows, *, uncached=()):
+    """Two experts of one domain, every score from a prefilled cache (no model is loaded): ``big`` is always
+    right, ``small`` on every third question; questions in ``uncached`` have no score from ``small``."""
+    from fakes import DOMAIN_TEXTS, HashEncoder, _tiny_graphs
+
+    import qsef.encoder
+    from core.settings import Settings
+    from experts.answers import AnswerScorer, PromptFormat
+    from experts.registry import ExpertRegistry, ExpertSpec
+    from router.answers import to_questions
+
+    monkeypatch.setenv("QSEF_HOME", str(tmp_path))
+    enc = HashEncoder()
+    monkeypatch.setattr(qsef.encoder, "get_encoder", lambda settings, name=None: enc)
+    settings = Settings()
+    _tiny_graphs(settings)
+    reg = ExpertRegistry(tmp_path / "fleet.sqlite")
+    texts = [t for ts in DOMAIN_TEXTS.values() for t in ts]
+    for name, size, cost in (("big", 1_500_000_000, 10.0), ("small", 100_000_000, 1.0)):
+        reg.add(ExpertSpec(name=name, domain="general", backend="hf", backend_kwargs={"model": name},
+                           profile={"texts": texts}, size_params=size, cost=cost))
+    fmt = PromptFormat("letter", False)
+    for name in ("big", "small"):
+        with AnswerScorer(name, settings=settings).cache_file(fmt).open("w", encoding="utf-8") as fh:
+            for i, (r, q) in enumerate(zip(rows, to_questions(rows), strict=True)):
+                if name == "small" and r["id"] in uncached:
+                    continue
+                best = q.answer if name == "big" or i % 3 == 0 else (q.answer + 1) % len(q.choices)
+                fh.write(json.dumps({"q": q.key, "scores": [0.0 if k == best else -5.0
+                                                            for k in range(len(q.choices))]}) + "\n")
+    return settings, reg, {"big": fmt, "small": fmt}
+
+
+def _answer_rows(n=12):
+    doms = ["medicine", "law", "code", "general"]
+    return [{**GOOD, "question": f"Question {i} about {doms[i % 4]}: what is {i} + {i}?", "choices": ["1", "2", "3"],
+             "answer": i % 3, "domain": doms[i % 4], "id": f"q{i}"} for i in range(n)]
+
+
+def test_cli_calibrate_answers_bad_input_exits_2_naming_the_problem(tmp_path, capsys):
+    from api.cli import main
+
+    p = _write(tmp_path, [json.dumps(GOOD), json.dumps({**GOOD, "choices": ["only"]})])
+    assert main(["calibrate", "--answers", str(p)]) == 2
+    assert f"{p}:2: too-few-choices" in capsys.readouterr().err
+    assert main(["calibrate", "--answers", str(tmp_path / "missing.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["calibrate"]) == 2
+    assert "either FILE.jsonl" in capsys.readouterr().err
+    assert main(["calibrate", str(p), "--answers", str(p)]) == 2
+
+
+def test_cli_calibrate_answers_reports_uncached_questions_and_writes_an_answers_calibration(
+        tmp_path, monkeypatch, capsys):
+    from api.cli import main
+    from qsef.calibration import load_calibration
+    from qsef.engine import QSEFWeights
+
+    rows = _answer_rows(13)
+    _cached_fleet(tmp_path, monkeypatch, rows, uncached={"q5"})
+    p = _write(tmp_path, [json.dumps(r) for r in rows])
+    out = tmp_path / "cal.json"
+    argv = ["calibrate", "--answers", str(p), "--registry", str(tmp_path / "fleet.sqlite"), "--format", "letter-raw",
+            "--folds", "2", "--json"]
+    assert main([*argv, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    res = json.loads(captured.out)
+    assert res["n"] == 12 and res["n_uncached"] == 1 and res["uncached_ids"] == ["q5"]
+    assert "1 of 13 questions left out" in captured.err and "q5" in captured.err
+    assert res["kind"] == "answers" and res["identified"] == ["c_model"]  # one domain: only C_model differs
+    assert res["expert_accuracy"] == {"big": 1.0, "small": pytest.approx(5 / 12)}  # q0, q3, q6, q9, q12
+    assert set(res["cv_current_weights"]) == {"nll", "accuracy", "p_spearman"}
+    assert load_calibration(out, kind="answers")["data"]["n_uncached"] == 1
+    assert QSEFWeights.load(out).k2 > 0
+    # the default file is not the one the engine loads
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["file"] == str(tmp_path / "calibration-answers.json")
+    assert not (tmp_path / "calibration.json").exists()
+    # too few cached questions to cross-validate: exit 2, saying how many there are
+    assert main([*argv[:-3], "--folds", "7", "--json"]) == 2
+    assert "12 of 13 questions have cached answers" in capsys.readouterr().err
+    # --format auto with no cached dev-set choice: an error, not a reason to load the models
+    assert main([*argv[:5], "--folds", "2"]) == 2
+    assert "no cached prompt-format choice" in capsys.readouterr().err
+
+
+def test_evaluate_answers_reports_the_refit_next_to_the_current_weights(tmp_path, monkeypatch):
+    from router.answers import evaluate_answers
+
+    rows = _answer_rows(16)
+    settings, reg, formats = _cached_fleet(tmp_path, monkeypatch, rows)
+    out = evaluate_answers(rows, formats, settings=settings, registry=reg, cv=2, cached_only=True)
+    assert out["n"] == 16 and {"routed", "strategies", "apgr", "spearman", "sweeps"} <= set(out)
+    configs = out["qsef_configs"]
+    assert set(configs) == {"qsef", "qsef_refit"}
+    assert configs["qsef"]["strategies"]["argmax"] == out["strategies"]["qsef_argmax"]
+    for block in configs.values():
+        assert set(block["strategies"]) == set(block["spearman"]) == {"argmax", "cost_aware", "threshold"}
+        assert set(block["apgr"]) == set(block["apgr_fine_grid"]) == {"cost_aware", "threshold"}
+    assert {"qsef_refit_cost_aware", "qsef_refit_threshold"} <= set(out["sweeps"]) & set(out["apgr_by_router"])
+    refit = out["qsef_refit"]
+    assert refit["identified"] == ["c_model"] and len(refit["coefficients_folds"]) == 2
+    assert configs["qsef_refit"]["strategies"]["argmax"]["accuracy"] == 1.0  # big is always right: C_model finds it
+    assert "qsef_refit" not in evaluate_answers(rows, formats, settings=settings, registry=reg, cv=2,
+                                                cached_only=True, refit=False)
