@@ -83,7 +83,8 @@ def speed(pool, folder: Path, precision: str, repeats: int = 3) -> dict:
             "answers": [a[:160] for a in answers]}
 
 
-def decompose_runs(settings, precisions: list[str]) -> dict:
+def decompose_runs(settings, precisions: list[str], *, served: bool = True, labels: tuple[bool, ...] = (False, True),
+                   ) -> dict:
     from core.domains import DOMAIN_DESCRIPTIONS, DOMAINS
     from corpora.evalsets import data_file
     from experts.backends import ModelPool
@@ -103,23 +104,25 @@ def decompose_runs(settings, precisions: list[str]) -> dict:
     for precision in precisions:
         pool = ModelPool(settings.model_copy(update={"local_precision": precision}))
         llms[f"transformers-{precision}"] = TransformersRouterLLM(settings.router_model, pool=pool)
-    served = OpenAIRouterLLM(f"http://{settings.llm_host}:{settings.llm_port}/v1", settings.router_model,
+    server = OpenAIRouterLLM(f"http://{settings.llm_host}:{settings.llm_port}/v1", settings.router_model,
                              timeout=300, retries=0)
     try:
+        if not served:
+            raise RuntimeError("served configuration not asked for")
         import httpx
 
         if httpx.get(f"http://{settings.llm_host}:{settings.llm_port}/health", timeout=2).status_code == 200:
-            llms["vllm-fp32"] = served
-    except Exception:
-        print("no vLLM server on settings.llm_port: the served configuration is not measured", flush=True)
+            llms["vllm-fp32"] = server
+    except Exception as exc:
+        print(f"the served configuration is not measured: {exc}", flush=True)
     for name, llm in llms.items():
-        for labels in (False, True):
-            dec = Decomposer(llm, DOMAINS, descriptions=DOMAIN_DESCRIPTIONS, labels=labels)
+        for label in labels:
+            dec = Decomposer(llm, DOMAINS, descriptions=DOMAIN_DESCRIPTIONS, labels=label)
             dec.decompose("What is GDP? And how do I sort a list in Python?")  # load and warm
             res = evaluate_decomposition(rows, dec, scorer=scorer, domain_source="qsef", keep_rows=True)
             llm_rows = [r["latency_ms"] for r in res["rows"] if r["path"] != "fast_path"]
             res["llm_path_p50_ms"] = round(statistics.median(llm_rows), 1) if llm_rows else None
-            key = f"{name}{'-labelled' if labels else ''}"
+            key = f"{name}{'-labelled' if label else ''}"
             out[key] = res
             print(f"{key}: count {res['count_accuracy']:.3f} domain-set(QSEF) {res['domain_set_accuracy']:.3f} "
                   f"paths {res['paths']} LLM-path p50 {res['llm_path_p50_ms']} ms", flush=True)
@@ -132,6 +135,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--decompose", action="store_true")
     ap.add_argument("--no-models", action="store_true", help="decomposition only")
+    ap.add_argument("--quick", action="store_true", help="decomposition: only int8 in process without labels "
+                                                         "(merged into the last run's other configurations)")
     args = ap.parse_args()
 
     from core.settings import Settings
@@ -159,13 +164,19 @@ def main() -> int:
         results["models"][model] = row
         del pool
     if args.decompose:
-        results["decomposition"] = decompose_runs(settings, ["int8"])  # fp32 in process = the vLLM rows (fp32)
+        if args.quick:
+            results["decomposition"] = decompose_runs(settings, ["int8"], served=False, labels=(False,))
+        else:  # fp32 in process = the vLLM rows (fp32)
+            results["decomposition"] = decompose_runs(settings, ["int8"])
     previous = RESULTS / "local_precision.json"
     if previous.is_file():  # a run of one part keeps the other part's last numbers (with their own date)
         old = json.loads(previous.read_text())
         if not args.decompose and "decomposition" in old:
             results["decomposition"] = old["decomposition"]
             results["decomposition_measured"] = old.get("decomposition_measured", old["machine"]["date"])
+        elif args.quick and "decomposition" in old:  # the other configurations, from their own (dated) run
+            results["decomposition"] = {**{f"{k} (earlier run)": v for k, v in old["decomposition"].items()
+                                           if "earlier run" not in k}, **results["decomposition"]}
         if not results["models"] and old.get("models"):
             results["models"] = old["models"]
             results["models_measured"] = old.get("models_measured", old["machine"]["date"])
