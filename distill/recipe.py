@@ -26,6 +26,9 @@ Stages (all in :class:`DistillRecipe`):
 4. ``finish`` (on success): profile (MiniLM centroid of the domain texts, size, KG anchors when
    ``kg`` has the graph, corpus reference) into ``profile/`` and ``expert.json`` next to the
    checkpoint; registration in the expert registry (skipped with a warning if it is absent).
+
+Under ``torchrun`` / ``accelerate launch`` the same stages run data-parallel, each rank on a slice of
+every global batch and rank 0 alone writing (:mod:`distill.distributed`).
 """
 
 from __future__ import annotations
