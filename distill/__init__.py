@@ -13,6 +13,8 @@ The pieces, one module each, with one resolver per kind of component:
   encoders, the on-disk teacher cache (each teacher runs once).
 * :mod:`distill.recipe` — ``setup / train / save_checkpoint / cleanup``, YAML configs with
   ``key=value`` overrides, profile + registration of the trained expert.
+* :mod:`distill.distributed` — data-parallel runs under ``torchrun`` / ``accelerate launch`` (DDP,
+  each rank a slice of every global batch, rank 0 writes).
 
 Example (the command line does the same: ``qsef distill distill/configs/law.yaml optim.steps=50``):
 

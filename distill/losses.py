@@ -213,6 +213,9 @@ class TotalLoss(DistillLoss):
         resistance: (B,) or None (uniform weights); mask: (B, T) (default labels != ignore);
         kd_student_logits: what the KD term compares with the teacher when it is not ``student_logits``
             (a pretrained student's collapse to the teacher's top-k, ``distill.students.collapse_topk``).
+        scale: ``{term: factor}`` multiplying ``"kd"`` / ``"align"`` / ``"resist"`` inside ``"loss"`` only
+            (the returned terms stay the batch's own means). A data-parallel rank passes the factors that
+            turn its shard's means into its share of the global batch's (``distill.distributed.shard_scale``).
     """
 
     def __init__(self, kd: DistillLoss | None = None, alignments: dict[str, AlignmentLoss] | None = None,
@@ -230,24 +233,29 @@ class TotalLoss(DistillLoss):
 
     def forward(self, student_logits, labels, teacher_logits=None, *, teacher_probs=None, student_hidden=None,
                 teacher_embeddings=None, resistance=None, mask=None, temperature: float | None = None,
-                kd_student_logits=None):
+                kd_student_logits=None, scale: dict[str, float] | None = None):
         mask = (labels != self.ignore_index) if mask is None else mask
         out: dict[str, torch.Tensor] = {}
         total = student_logits.new_zeros((), dtype=torch.float32)
+
+        def scaled(term: str) -> torch.Tensor:
+            return out[term] if scale is None or term not in scale else out[term] * scale[term]
+
         if self.kd_weight and (teacher_logits is not None or teacher_probs is not None):
             kd_logits = student_logits if kd_student_logits is None else kd_student_logits
             if self.kd_ignore_classes:
-                kd_logits = student_logits.index_fill(-1, torch.tensor(self.kd_ignore_classes), float("-inf"))
+                ignored = torch.tensor(self.kd_ignore_classes, device=student_logits.device)
+                kd_logits = student_logits.index_fill(-1, ignored, float("-inf"))
             out["kd"] = self.kd(kd_logits, teacher_logits, teacher_probs=teacher_probs, mask=mask,
                                 temperature=temperature)
-            total = total + self.kd_weight * out["kd"]
+            total = total + self.kd_weight * scaled("kd")
         if self.lambda_align and teacher_embeddings and student_hidden is not None:
             terms = [self.alignments[name](student_hidden, emb, mask) for name, emb in teacher_embeddings.items()]
             out["align"] = torch.stack(terms).mean()
-            total = total + self.lambda_align * out["align"]
+            total = total + self.lambda_align * scaled("align")
         if self.lambda_resist:
             out["resist"] = self.resist(student_logits, labels, resistance)
-            total = total + self.lambda_resist * out["resist"]
+            total = total + self.lambda_resist * scaled("resist")
         out["loss"] = total
         return out
 

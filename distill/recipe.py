@@ -26,6 +26,9 @@ Stages (all in :class:`DistillRecipe`):
 4. ``finish`` (on success): profile (MiniLM centroid of the domain texts, size, KG anchors when
    ``kg`` has the graph, corpus reference) into ``profile/`` and ``expert.json`` next to the
    checkpoint; registration in the expert registry (skipped with a warning if it is absent).
+
+Under ``torchrun`` / ``accelerate launch`` the same stages run data-parallel, each rank on a slice of
+every global batch and rank 0 alone writing (:mod:`distill.distributed`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import yaml
 
 if TYPE_CHECKING:
     from core.settings import Settings
+    from distill.distributed import Distributed
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,9 @@ DEFAULTS: dict[str, Any] = {
     "register": True,
     "registry_path": None,  # default $QSEF_HOME/router/experts.sqlite (the router's registry)
     "progress": True,
+    # used only under a launcher (torchrun / accelerate launch, WORLD_SIZE > 1; distill.distributed)
+    "distributed": {"backend": None,  # gloo | nccl; null = nccl when CUDA is available, else gloo
+                    "timeout_minutes": 60},  # collectives' timeout; covers rank 0's cold teacher pass
 }
 
 
@@ -302,7 +309,7 @@ def sparse_to_dense(idx, logits, vocab_size: int):
     """Top-k teacher logits (B, T, k) at student ids -> dense (B, T, V) with ``-inf`` elsewhere."""
     import torch
 
-    dense = torch.full((*idx.shape[:-1], vocab_size), float("-inf"))
+    dense = torch.full((*idx.shape[:-1], vocab_size), float("-inf"), device=idx.device)
     return dense.scatter_(-1, idx.long(), logits.float())
 
 
@@ -312,12 +319,19 @@ def sparse_to_dense(idx, logits, vocab_size: int):
 class DistillRecipe:
     """One distillation run. Call :meth:`setup`, :meth:`train`, :meth:`save_checkpoint`, :meth:`cleanup`."""
 
-    def __init__(self, cfg: dict, *, settings: Settings, prepared: dict | None = None, tokenizer=None):
+    def __init__(self, cfg: dict, *, settings: Settings, prepared: dict | None = None, tokenizer=None,
+                 dist: Distributed | None = None):
+        from distill.distributed import Distributed
+
         self.cfg = cfg
         self.settings = settings
         self._prepared, self._tokenizer = prepared, tokenizer
+        dc = cfg.get("distributed") or {}
+        self.dist = dist or Distributed.from_env(backend=dc.get("backend"), timeout_minutes=dc.get("timeout_minutes", 60))
+        self.device = self.dist.device  # the CPU in one process
         self.step = 0
         self.tokens_seen = 0  # training target tokens, over every step (resumed runs included)
+        self.train_loss: list[float] = []  # the global batch's loss at every step
         self.history: list[dict] = []
 
     # ---- setup
@@ -332,26 +346,36 @@ class DistillRecipe:
         import torch
 
         from distill.budget import WallClockBudget
+        from distill.distributed import TrainStep
 
         cfg = self.cfg
         self.budget = WallClockBudget(**cfg["budget"])
         self.budget.start()  # the budget covers the whole run: texts, teacher pass, training
+        if self.dist.enabled and cfg["optim"]["batch_size"] % self.dist.world_size:
+            raise ConfigError(f"optim.batch_size={cfg['optim']['batch_size']} must be divisible by the "
+                              f"{self.dist.world_size} ranks (each trains on an equal slice of every batch)")
+        self.dist.start()
         torch.set_num_threads(cfg["threads"] or self.settings.torch_threads)
         set_seed(cfg["seed"])
-        self.data = self._prepared or prepare_data(cfg, settings=self.settings, tokenizer=self._tokenizer)
-        set_seed(cfg["seed"])
+        with self.dist.main_first():  # a cold teacher pass runs on rank 0; the other ranks then read its cache
+            self.data = self._prepared or prepare_data(cfg, settings=self.settings, tokenizer=self._tokenizer)
+        set_seed(cfg["seed"])  # every rank builds the same student (DDP broadcasts rank 0's weights anyway)
         self._handle_model()
         self._handle_loss()
         self._handle_training()
         ckpt = self.output_dir / "trainer_state.json"
         if cfg["checkpoint"]["resume"] and ckpt.is_file():
             self.load_checkpoint(self.output_dir)
+        target = self.teacher_target if cfg["loss"]["kd_weight"] else None
+        idle_heads = bool(self.loss.alignments) and not cfg["loss"]["lambda_align"]  # parameters without gradients
+        self.train_step = self.dist.wrap(TrainStep(self.student, self.loss, target),  # the modules themselves in one process
+                                         find_unused_parameters=idle_heads)
 
     def _handle_model(self) -> None:
         from distill.students import student_resolver
 
         self.student = student_resolver.make(self.cfg["student"]["kind"], cfg=self.cfg, settings=self.settings,
-                                             kept=self.data["kept"])
+                                             kept=self.data["kept"]).to(self.device)
         self.model = self.student.model  # the QRHModel, or the HF / peft model
 
     def _handle_loss(self) -> None:
@@ -366,7 +390,7 @@ class DistillRecipe:
         aligns = {name: AlignmentLoss(self.student.hidden_size, emb["train"].shape[1], lc["align_kind"])
                   for name, emb in self.data["embeddings"].items()}
         self.loss = TotalLoss(kd, aligns, lambda_align=lc["lambda_align"], lambda_resist=lc["lambda_resist"],
-                              kd_weight=lc["kd_weight"], kd_ignore_classes=self.student.kd_ignore_classes)
+                              kd_weight=lc["kd_weight"], kd_ignore_classes=self.student.kd_ignore_classes).to(self.device)
         ag = self.cfg["aggregation"]
         self.aggregator = teacher_aggregator_resolver.make(ag["name"], {k: v for k, v in ag.items() if k != "name"})
         self.temperature = TemperatureSchedule(**self.cfg["temperature"])
@@ -402,15 +426,17 @@ class DistillRecipe:
     # ---- batches
 
     def batch(self, split: str, idx):
-        """Tensors for windows ``idx``: student inputs/labels, mask, teacher top-k, embeddings, resistance."""
-        w = self.data[split]
-        ids = w.ids[idx]
+        """Tensors for windows ``idx`` on the training device: student inputs/labels, mask, teacher top-k,
+        embeddings, resistance (the teacher rows are those of the same ``idx``)."""
+        w, dev = self.data[split], self.device
+        ids = w.ids[idx].to(dev)
+        valid = w.valid[idx].to(dev)
         s_ids = self.student.to_student_ids(ids)
-        b = {"input": s_ids[:, :-1], "labels": s_ids[:, 1:].masked_fill(~w.valid[idx], -100),
-             "mask": w.valid[idx], "resistance": w.resistance[idx]}
-        b["teachers"] = {n: (t[split]["topk_idx"][idx], t[split]["topk_logits"][idx])
+        b = {"input": s_ids[:, :-1], "labels": s_ids[:, 1:].masked_fill(~valid, -100),
+             "mask": valid, "resistance": w.resistance[idx].to(dev)}
+        b["teachers"] = {n: (t[split]["topk_idx"][idx].to(dev), t[split]["topk_logits"][idx].to(dev))
                          for n, t in self.data["teacher"].items()}
-        b["embeddings"] = {n: e[split][idx] for n, e in self.data["embeddings"].items()}
+        b["embeddings"] = {n: e[split][idx].to(dev) for n, e in self.data["embeddings"].items()}
         return b
 
     def teacher_target(self, b, temperature: float, logits) -> dict:
@@ -435,7 +461,7 @@ class DistillRecipe:
             s_kd, t_kd = self.student.kd_view(logits, idx, val, temperature)
             t = temperature * v.get("temperature_scale", 1.0)
             probs.append(torch.softmax(t_kd.float() / t, -1))
-        weights = torch.tensor([float(v.get("weight", 1.0)) for v in views])
+        weights = torch.tensor([float(v.get("weight", 1.0)) for v in views], device=logits.device)
         return {"teacher_probs": self.aggregator(torch.stack(probs), weights), "kd_student_logits": s_kd}
 
     # ---- train / eval
@@ -448,46 +474,47 @@ class DistillRecipe:
         oc = self.cfg["optim"]
         total = oc["steps"]
         use_r = self.cfg["loss"]["resistance_weighting"]
-        bar = tqdm(total=total, initial=self.step, disable=not self.cfg["progress"], desc=self.cfg["name"],
-                   dynamic_ncols=True)
+        bar = tqdm(total=total, initial=self.step, disable=not (self.cfg["progress"] and self.dist.is_main),
+                   desc=self.cfg["name"], dynamic_ncols=True)
         t0, tokens, step_s = time.perf_counter(), 0, 0.0
         self.model.train()
         self.budget.begin_training()
         while self.step < (total if until is None else min(until, total)):
-            if self.budget.exhausted(step_s):
+            if self._agreed(self.budget.exhausted(step_s)):
                 self.budget.stopped = True
                 log.warning("%s: wall-clock budget of %s min spent after %.1f min; training stops at step %d of %d",
                             self.cfg["name"], self.budget.minutes, self.budget.elapsed_minutes, self.step, total)
                 break
             t_step = time.perf_counter()
-            at = self.schedule_step = self.budget.progress_step(self.step, total)  # = step unless schedule=budget
+            at = self.schedule_step = self._agreed(self.budget.progress_step(self.step, total))  # = step unless schedule=budget
             temp = self.temperature(at, total)
             eligible = self.curriculum.eligible(self.data["train"], at, total)
-            idx = self.sampler.sample(eligible, oc["batch_size"])
-            b = self.batch("train", idx)
+            idx = self.sampler.sample(eligible, oc["batch_size"])  # the global batch: the same on every rank
+            b = self.batch("train", self.dist.shard(idx))  # this rank's slice (all of it in one process)
             for g in self.optimizer.param_groups:
                 g["lr"] = self.lr_at(at)
-            logits, hidden = self.student(b["input"], return_hidden=True)
-            target = self.teacher_target(b, temp, logits) if self.cfg["loss"]["kd_weight"] else {}
-            out = self.loss(logits, b["labels"], **target, student_hidden=hidden,
-                            teacher_embeddings=b["embeddings"] or None,
-                            resistance=b["resistance"] if use_r else None, mask=b["mask"], temperature=temp)
+            out, logits = self.train_step(b, temp, resistance=b["resistance"] if use_r else None,
+                                          scale=self._shard_scale(idx, use_r))
             self.optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(self.student.trainable_parameters(), oc["grad_clip"])
             self.optimizer.step()
             with torch.no_grad():
-                self.sampler.update(idx, self.loss.resist.per_sample(logits.detach(), b["labels"]))
+                loss, per_sample = self._global_loss(out["loss"].detach(),
+                                                     self.loss.resist.per_sample(logits.detach(), b["labels"]))
+                self.sampler.update(idx, per_sample.cpu())
             self.step += 1
             step_s = time.perf_counter() - t_step
-            tokens += int(b["mask"].sum())
-            self.tokens_seen += int(b["mask"].sum())
+            n_tokens = int(self.data["train"].valid[idx].sum())  # the global batch's target tokens
+            tokens += n_tokens
+            self.tokens_seen += n_tokens
+            self.train_loss.append(loss)
             rate = tokens / (time.perf_counter() - t0)
             bar.update(1)
-            bar.set_postfix(loss=f"{out['loss'].item():.3f}", T=f"{temp:.2f}", tok_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{loss:.3f}", T=f"{temp:.2f}", tok_s=f"{rate:.0f}")
             if self.cfg["eval"]["every"] and (self.step % self.cfg["eval"]["every"] == 0 or self.step == total):
                 ev = self.evaluate()
-                ev.update(step=self.step, loss=round(out["loss"].item(), 4), tokens_per_s=round(rate, 1))
+                ev.update(step=self.step, loss=round(loss, 4), tokens_per_s=round(rate, 1))
                 self.history.append(ev)
                 log.info("eval step=%d ppl=%.2f kl=%.3f agree=%.3f", self.step, ev["ppl"], ev["kl_to_teacher"],
                          ev["top1_agreement"])
@@ -501,6 +528,34 @@ class DistillRecipe:
             ev.update(step=self.step, stopped_by_budget=True)
             self.history.append(ev)
         return self.history[-1] if self.history else self.evaluate()
+
+    def _agreed(self, value):
+        """Rank 0's answer to a clock-dependent question (budget stop, schedule step), so every rank
+        takes the same branch; without a budget the answers do not depend on the clock."""
+        return value if self.budget.minutes is None else self.dist.from_main(value)
+
+    def _shard_scale(self, idx, use_resistance: bool) -> dict[str, float] | None:
+        """Loss-term factors for this rank's slice of the global batch ``idx`` (None in one process)."""
+        import torch
+
+        from distill.distributed import shard_scale
+
+        if not self.dist.enabled:
+            return None
+        w = self.data["train"]
+        mine = torch.zeros(len(idx), dtype=torch.bool)
+        mine[self.dist.shard(torch.arange(len(idx)))] = True
+        weights = w.resistance[idx] if use_resistance else torch.ones(len(idx))
+        return shard_scale(w.valid[idx], weights, mine, self.dist.world_size)
+
+    def _global_loss(self, loss, per_sample):
+        """The global batch's loss (a float) and per-sample losses (B,) from this rank's shard values."""
+        import torch
+
+        if not self.dist.enabled:
+            return loss.item(), per_sample
+        rows = self.dist.all_gather(torch.cat([per_sample.float(), loss.float().reshape(1)])[None])  # (W, B/W + 1)
+        return float(rows[:, -1].sum()) / self.dist.world_size, rows[:, :-1].reshape(-1)
 
     def training_summary(self) -> dict:
         """Steps done / planned, and whether the wall-clock budget ended training."""
@@ -530,11 +585,12 @@ class DistillRecipe:
 
         self.model.eval()
         n = min(len(self.data[split]), self.cfg["eval"]["max_windows"])
+        lo, hi = self.dist.shard_range(n)  # (0, n) in one process; the sums are added over the ranks
         nll = kl = agree = count = 0.0
         teacher = self.cfg["teacher"]["name"]
         with torch.no_grad():
-            for s in range(0, n, 16):
-                idx = torch.arange(s, min(s + 16, n))
+            for s in range(lo, hi, 16):
+                idx = torch.arange(s, min(s + 16, hi))
                 b = self.batch(split, idx)
                 logits = self.student(b["input"])
                 m = b["mask"]
@@ -545,21 +601,31 @@ class DistillRecipe:
                 k = int(m.sum())
                 s_kd, t_kd = self.student.kd_view(logits, t_idx, t_val, 1.0)
                 if self.student.kd_ignore_classes:  # over the teacher's vocabulary
-                    s_kd = s_kd.index_fill(-1, torch.tensor(self.student.kd_ignore_classes), float("-inf"))
+                    ignored = torch.tensor(self.student.kd_ignore_classes, device=s_kd.device)
+                    s_kd = s_kd.index_fill(-1, ignored, float("-inf"))
                 kl += KDLoss(1.0)(s_kd, t_kd, mask=m).item() * k
                 agree += ((logits.argmax(-1) == t_idx[..., 0].long()) & m).sum().item()
                 count += k
+        nll, kl, agree, count = self.dist.all_reduce_sum(nll, kl, agree, count)
         return {"ppl": math.exp(nll / count), "kl_to_teacher": kl / count, "top1_agreement": agree / count,
                 "tokens": int(count)}
 
     # ---- checkpoints
 
     def save_checkpoint(self, directory: str | Path | None = None) -> Path:
-        """Student + optimizer + RNG + trainer state; everything safetensors or JSON (never pickle)."""
+        """Student + optimizer + RNG + trainer state; everything safetensors or JSON (never pickle).
+
+        Under a launcher only rank 0 writes (every rank holds the same state); the others wait for it."""
+        d = Path(directory) if directory else self.output_dir
+        if self.dist.is_main:
+            self._write_checkpoint(d)
+        self.dist.barrier()
+        return d
+
+    def _write_checkpoint(self, d: Path) -> None:
         import torch
         from safetensors.torch import save_file
 
-        d = Path(directory) if directory else self.output_dir
         d.mkdir(parents=True, exist_ok=True)
         self.student.save(d)
         state = self.optimizer.state_dict()
@@ -573,11 +639,11 @@ class DistillRecipe:
         tensors.update(extra)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(d / "training_state.safetensors"))
         meta = {"step": self.step, "tokens_seen": self.tokens_seen, "history": self.history, "config": self.cfg, "training": self.training_summary(),
-                "param_groups": state["param_groups"], "python_rng": repr(random.getstate()[1][:1])}
+                "param_groups": state["param_groups"], "python_rng": repr(random.getstate()[1][:1]),
+                "train_loss": self.train_loss}
         tmp = d / "trainer_state.json.tmp"
         tmp.write_text(json.dumps(meta, indent=2, default=str))
         tmp.replace(d / "trainer_state.json")
-        return d
 
     def load_checkpoint(self, directory: str | Path) -> None:
         import torch
@@ -600,12 +666,16 @@ class DistillRecipe:
             self.sampler.loss = tensors["sampler.loss"]
         self.step, self.history = meta["step"], meta["history"]
         self.tokens_seen = meta.get("tokens_seen", 0)
+        self.train_loss = meta.get("train_loss", [])[:self.step]
         log.info("resumed %s at step %d", d, self.step)
 
     # ---- on success
 
     def finish(self, result: dict) -> dict:
-        """Write the profile and ``expert.json`` next to the checkpoint; register the expert."""
+        """Write the profile and ``expert.json`` next to the checkpoint; register the expert.
+
+        Under a launcher every rank calls it (the LoRA base evaluation is split over the ranks), rank 0
+        alone writes and registers, and every rank returns rank 0's info."""
         cfg = self.cfg
         lora = cfg["student"]["kind"] == "hf" and bool(cfg["student"]["lora"])
         info: dict[str, Any] = {
@@ -624,19 +694,22 @@ class DistillRecipe:
             info["metrics"].update(base_heldout_ppl=round(base["ppl"], 4),
                                    ppl_ratio_to_base=round(result["ppl"] / base["ppl"], 4),
                                    base_kl_to_teacher=round(base["kl_to_teacher"], 4))
-        if cfg["profile"]["enabled"]:
-            info["profile"] = write_profile(cfg, self.student.num_parameters(), self.output_dir / "profile",
-                                            settings=self.settings)
-        (self.output_dir / "expert.json").write_text(json.dumps(info, indent=2, default=str))
-        if cfg["register"]:
-            info["registered"] = register_expert(
-                info, cfg.get("registry_path") or self.settings.database_url
-                or self.settings.path("router") / "experts.sqlite")
-        return info
+        if self.dist.is_main:
+            if cfg["profile"]["enabled"]:
+                info["profile"] = write_profile(cfg, self.student.num_parameters(), self.output_dir / "profile",
+                                                settings=self.settings)
+            (self.output_dir / "expert.json").write_text(json.dumps(info, indent=2, default=str))
+            if cfg["register"]:
+                info["registered"] = register_expert(
+                    info, cfg.get("registry_path") or self.settings.database_url
+                    or self.settings.path("router") / "experts.sqlite")
+        return self.dist.from_main(info)
 
     def cleanup(self) -> None:
+        """Drop the data; leave the process group this recipe joined (after success or an error)."""
         self.data = None
         self._prepared = None
+        self.dist.close()
 
 
 def write_profile(cfg: dict, params: int, folder: Path, *, settings: Settings) -> dict:
@@ -688,7 +761,11 @@ def register_expert(info: dict, registry_path: str | Path) -> bool:
 
 
 def run(cfg: dict, *, settings: Settings, prepared: dict | None = None) -> dict:
-    """setup -> train -> save_checkpoint -> finish -> cleanup; returns the expert info."""
+    """setup -> train -> save_checkpoint -> finish -> cleanup; returns the expert info.
+
+    Under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1) the run is data-parallel
+    (:mod:`distill.distributed`): every rank returns rank 0's info, with ``distributed`` {world_size, rank}.
+    """
     recipe = DistillRecipe(cfg, settings=settings, prepared=prepared)
     try:
         recipe.setup()
@@ -697,6 +774,9 @@ def run(cfg: dict, *, settings: Settings, prepared: dict | None = None) -> dict:
         info = recipe.finish(result)
         info["output_dir"] = str(recipe.output_dir)
         info["history"] = recipe.history
+        if recipe.dist.enabled:  # e.g. for the CLI, which prints on rank 0 only
+            info["distributed"] = {"world_size": recipe.dist.world_size, "rank": recipe.dist.rank,
+                                   "backend": recipe.dist.backend}
         return info
     finally:
         recipe.cleanup()

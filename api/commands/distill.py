@@ -1,4 +1,8 @@
-"""``qsef distill CONFIG [key=value ...]``: train a QRH expert from a teacher and register it."""
+"""``qsef distill CONFIG [key=value ...]``: train a QRH expert from a teacher and register it.
+
+Data-parallel on several processes: ``torchrun --nproc_per_node N -m api.cli distill CONFIG ...``
+(:mod:`distill.distributed`); rank 0 prints the result.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ def _handle(args: argparse.Namespace) -> int:
     from distill.recipe import load_config, run
 
     info = run(load_config(args.config, args.overrides), settings=args.settings)  # ConfigError is a ValueError: the CLI reports it
+    if (info.get("distributed") or {}).get("rank", 0):  # torchrun: rank 0 reports for the run
+        return 0
     summary = {k: info[k] for k in ("name", "domain", "output_dir", "params", "steps", "training", "eval", "registered")
                if k in info}
     if args.json:

@@ -34,12 +34,17 @@ def synthetic_prepared(n_train: int = 24, n_held: int = 8, seed: int = 0) -> dic
                                       "heldout": torch.randn(n_held, D_ENC, generator=g)}}}
 
 
-def tiny_config(tmp_path, *extra):
-    return load_config(None, [
+def tiny_overrides(tmp_path, *extra) -> list[str]:
+    """``key=value`` overrides of the tiny recipe (also what a subprocess passes to ``qsef distill``)."""
+    return [
         "domain=law", f"output_dir={tmp_path / 'expert'}", "threads=1",
         f"model.vocab_size={V}", "model.d_model=32", "model.n_layers=2", "model.n_heads=4", f"model.max_seq_len={SEQ}",
         f"data.seq_len={SEQ}", "optim.steps=6", "optim.batch_size=4", "optim.warmup=2",
         "eval.every=3", "eval.max_windows=8", "checkpoint.every=3", "register=false", "profile.enabled=false",
         "progress=false", *extra,
-    ])
+    ]
+
+
+def tiny_config(tmp_path, *extra):
+    return load_config(None, tiny_overrides(tmp_path, *extra))
 
