@@ -150,6 +150,13 @@ class Settings(BaseSettings):
                             "quantisation of the Linear layers but the MLP down-projections (1.7x faster decoding "
                             "here, measured; answers can differ from fp32 and from one batch to the next); "
                             "fp32 = exact. LoRA experts always run fp32")
+    local_engine: Literal["ctranslate2", "transformers"] = Field(
+        "ctranslate2", description="what runs the in-process causal LMs at local_precision=int8: ctranslate2 = a "
+                                   "CTranslate2 int8 copy converted once (perplexity and speed against transformers "
+                                   "in benchmarks/local_precision.py), transformers = torch dynamic int8. fp32 and "
+                                   "LoRA experts always run on transformers")
+    llm_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)), ge=1, le=256,
+                             description="intra-op threads of a CTranslate2 model (default: the cores, at most 4)")
     router_model: str = Field("qwen-0.5b", description="router LLM (model-store name)")
     expert_model: str = Field("qwen-0.5b", description="LLM behind the default domain experts")
     router_backend: Literal["vllm", "transformers", "none"] = Field(

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from core.resolver import Resolver, UnknownComponentError
+from experts.ct2 import Row
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -225,33 +226,27 @@ def local_model_folder(path: str | Path) -> Path:
     return p
 
 
-class _Request:
-    """One greedy generation waiting to join a batch on its model (see :meth:`ModelPool.generate`)."""
-
-    __slots__ = ("cancel", "done", "error", "generated", "max_tokens", "prompt", "text")
-
-    def __init__(self, prompt: str, max_tokens: int, cancel: threading.Event | None) -> None:
-        self.prompt, self.max_tokens, self.cancel = prompt, max_tokens, cancel
-        self.done = threading.Event()
-        self.text = ""
-        self.error: BaseException | None = None
-        self.generated = 0
-
-
 class ModelPool:
     """Loads each local causal LM once and hands the same instance to every expert that names it.
 
-    Generation on one model is serialised by a per-model lock: the CPU is the bottleneck anyway,
-    and HF models are not safe to call from several threads at once. Greedy calls without a stop
-    predicate or adapter are not queued one by one: each model has a decoding thread that takes what is
-    queued (waiting ``batch_window_s`` for the rest of a query's sub-tasks) and decodes it as one
-    left-padded batch (up to ``max_batch``) under the model's lock, handing each row back as soon as it
-    ends (its ``max_tokens``, end of sequence, or its cancel event). Decoding on a CPU is bound by
-    reading the weights, so two sub-tasks in one batch cost about 1.5x one, not 2x (int8, measured).
+    Two engines run them (``settings.local_engine``, at ``local_precision=int8``):
+
+    * ``ctranslate2`` (default): a CTranslate2 int8 copy of the folder (:mod:`experts.ct2`, converted once).
+      Every call without an adapter — greedy or sampled, with a stop predicate or streamed — is a row
+      for the model's decoding thread, which takes what is queued (waiting ``batch_window_s`` for the rest
+      of a query's sub-tasks), decodes up to ``max_batch`` rows of one temperature together and hands each
+      row back (or streams it) as it ends: its ``max_tokens``, end of sequence, its stop predicate or its
+      cancel event. Decoding on a CPU is bound by reading the weights, so a batch of two costs about what
+      one row does (measured in ``benchmarks/local_precision.py``);
+    * ``transformers``: torch models, fp32 or dynamic int8 (:func:`quantize_int8`). Greedy calls without a
+      stop predicate or adapter are batched by the same decoding thread (left padding); the others, and
+      every LoRA adapter (always on an fp32 copy, whatever the engine), run one at a time under the
+      model's lock: HF models are not safe to call from several threads at once.
 
     Args:
-        settings: where the model store is; ``settings.torch_threads`` sets torch's threads;
-            ``settings.local_precision`` (``int8`` or ``fp32``) how the weights are held.
+        settings: where the model store is; ``settings.torch_threads`` sets torch's threads and
+            ``settings.llm_threads`` CTranslate2's; ``settings.local_precision`` (``int8`` or ``fp32``) how the
+            weights are held and ``settings.local_engine`` what runs them at int8.
         batch_window_s: how long the first of several concurrent calls waits for the others.
         max_batch: most calls decoded together.
     """
@@ -260,9 +255,18 @@ class ModelPool:
         self.settings = settings
         self.threads = settings.torch_threads
         self.precision = settings.local_precision
+        self.engine = "transformers"
+        if settings.local_precision == "int8" and settings.local_engine == "ctranslate2":
+            from experts import ct2
+
+            if ct2.available():
+                self.engine = "ctranslate2"
+            else:
+                log.warning("ctranslate2 is not installed: the in-process LLMs run on transformers (slower)")
         self.batch_window_s, self.max_batch = batch_window_s, max_batch
         self._models: dict[tuple[str, str], tuple[Any, Any, threading.Lock]] = {}
-        self._pending: dict[tuple[str, str], list[_Request]] = {}  # per (folder, precision), under _cond
+        self._ct2: dict[str, Any] = {}  # folder -> experts.ct2.CT2Model
+        self._pending: dict[tuple[str, str], list[Row]] = {}  # per (folder, precision or "ct2"), under _cond
         self._workers: dict[tuple[str, str], threading.Thread] = {}
         self._cond = threading.Condition()
         self._peft: dict[str, Any] = {}  # base folder -> the PeftModel wrapping that base (adapters loaded)
@@ -298,6 +302,20 @@ class ModelPool:
                     model = quantize_int8(model)
                 self._models[key] = (tok, model, threading.Lock())
             return self._models[key]
+
+    def ct2_model(self, folder: Path) -> Any:
+        """The :class:`experts.ct2.CT2Model` of ``folder`` (converted on first use, then loaded once)."""
+        key = str(folder.resolve())
+        with self._lock:
+            if key not in self._ct2:
+                from experts.ct2 import CT2Model
+
+                log.info("loading causal LM", extra={"folder": key, "precision": "int8", "engine": "ctranslate2"})
+                self._ct2[key] = CT2Model.load(self.settings, folder.resolve())
+            return self._ct2[key]
+
+    def _uses_ct2(self, adapter: tuple[str, Path] | None) -> bool:
+        return self.engine == "ctranslate2" and adapter is None
 
     def _select(self, folder: Path, model: Any, adapter: tuple[str, Path] | None) -> tuple[Any, Any]:
         """(model to call, context to call it in) for ``adapter`` = (name, folder) or the bare base.
@@ -339,13 +357,21 @@ class ModelPool:
         Raises:
             GenerationCancelledError: ``cancel`` was set before the answer was complete.
         """
+        if self._uses_ct2(adapter):
+            tok = self.ct2_model(folder).tokenizer
+            prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefill
+            row = Row(prompt, max_tokens, temperature=temperature, cancel=cancel, stop_when=stop_when)
+            self._wait(self._submit(folder, "ct2", row), row, folder)
+            return row.text
         import torch
 
         precision = "fp32" if adapter is not None else self.precision
         tok, model, lock = self.get(folder, precision)
         prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefill
         if temperature <= 0 and stop_when is None and adapter is None:
-            return self._generate_batched(folder, precision, _Request(prompt, max_tokens, cancel))
+            row = Row(prompt, max_tokens, cancel=cancel)
+            self._wait(self._submit(folder, precision, row), row, folder)
+            return row.text
         inputs = tok(prompt, return_tensors="pt")
         kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "pad_token_id": tok.pad_token_id or tok.eos_token_id}
         if temperature > 0:
@@ -371,36 +397,50 @@ class ModelPool:
                                            f"{out.shape[1] - inputs['input_ids'].shape[1]} tokens")
         return tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
-    def _generate_batched(self, folder: Path, precision: str, request: _Request) -> str:
-        """Queue ``request`` for its model's decoding thread and wait for its row (or cancel while queued)."""
-        key = (str(folder.resolve()), precision)
+    def _submit(self, folder: Path, engine: str, row: Row) -> tuple[str, str]:
+        """Queue ``row`` for the decoding thread of (folder, ``engine``: a precision or ``ct2``), starting it if
+        needed; returns the queue's key."""
+        key = (str(folder.resolve()), engine)
         with self._cond:
-            self._pending.setdefault(key, []).append(request)
+            self._pending.setdefault(key, []).append(row)
             worker = self._workers.get(key)
             if worker is None or not worker.is_alive():
-                worker = threading.Thread(target=self._serve, args=(key, folder, precision), daemon=True,
-                                          name=f"decode:{folder.name}:{precision}")
+                worker = threading.Thread(target=self._serve, args=(key, folder, engine), daemon=True,
+                                          name=f"decode:{folder.name}:{engine}")
                 self._workers[key] = worker
                 worker.start()
             self._cond.notify_all()
-        while not request.done.wait(0.05):
-            if _cancelled(request.cancel):
-                with self._cond:
-                    queued = request in self._pending.get(key, [])
-                    if queued:
-                        self._pending[key].remove(request)
-                if queued:
-                    raise GenerationCancelledError(f"cancelled while waiting for model {folder.name} "
-                                                   "(busy with another request)")
-        if request.error is not None:
-            raise request.error
-        return request.text
+        return key
 
-    def _serve(self, key: tuple[str, str], folder: Path, precision: str) -> None:
+    def _unqueue(self, key: tuple[str, str], row: Row) -> bool:
+        """Take ``row`` off its queue if it is still waiting there; whether it was."""
+        with self._cond:
+            queued = row in self._pending.get(key, [])
+            if queued:
+                self._pending[key].remove(row)
+        return queued
+
+    def _wait(self, key: tuple[str, str], row: Row, folder: Path) -> None:
+        """Wait until ``row`` is done (a cancel while it is still queued takes it off the queue).
+
+        Raises:
+            GenerationCancelledError: the row's cancel event was set first.
+            BackendError: decoding failed.
+        """
+        while not row.done.wait(0.05):
+            if row.is_cancelled() and self._unqueue(key, row):
+                raise GenerationCancelledError(f"cancelled while waiting for model {folder.name} "
+                                               "(busy with another request)")
+        _raise_for(row, folder)
+
+    def _serve(self, key: tuple[str, str], folder: Path, engine: str) -> None:
         """The decoding thread of one model: take what is queued (after ``batch_window_s``), decode it as one
         batch under the model's lock, repeat; leave after a minute with nothing queued."""
         try:
-            tok, model, lock = self.get(folder, precision)
+            if engine == "ct2":
+                ct2, tok, model, lock = self.ct2_model(folder), None, None, threading.Lock()
+            else:
+                tok, model, lock = self.get(folder, engine)
         except BaseException as exc:  # (it was loaded by the caller; this is belt and braces)
             with self._cond:
                 waiting, self._pending[key] = self._pending.get(key, []), []
@@ -419,9 +459,13 @@ class ModelPool:
                 time.sleep(self.batch_window_s)  # let the other sub-tasks of this query join
                 with self._cond:
                     queue = self._pending.get(key, [])
-                    batch, self._pending[key] = queue[: self.max_batch], queue[self.max_batch :]
+                    same = [r for r in queue if r.temperature == queue[0].temperature][: self.max_batch]
+                    batch, self._pending[key] = same, [r for r in queue if r not in same]
+                if engine == "ct2":
+                    ct2.decode(batch)
+                    continue
                 # adapters wrap only the fp32 copy: there, switch them off for the plain experts' batch
-                runner, ctx = self._select(folder, model, None) if precision == "fp32" else (model, nullcontext())
+                runner, ctx = self._select(folder, model, None) if engine == "fp32" else (model, nullcontext())
                 with ctx:
                     _decode(tok, runner, batch)
 
@@ -438,6 +482,10 @@ class ModelPool:
             GenerationCancelledError: ``cancel`` was set.
             BackendError: generation failed, or no new text came for ``timeout_s`` seconds.
         """
+        if self._uses_ct2(adapter):
+            yield from self._stream_ct2(folder, messages, max_tokens=max_tokens, temperature=temperature,
+                                        cancel=cancel, timeout_s=timeout_s)
+            return
         import queue
 
         import torch
@@ -488,7 +536,58 @@ class ModelPool:
             raise GenerationCancelledError(f"generation on {folder.name} cancelled")
 
 
-def _decode(tok: Any, model: Any, batch: list[_Request]) -> None:
+    def _stream_ct2(self, folder: Path, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
+                    cancel: threading.Event | None, timeout_s: float | None) -> Iterator[str]:
+        """:meth:`stream` on the CTranslate2 engine: the row joins the model's batch like any other and its
+        pieces arrive through a queue as they are decoded."""
+        import queue
+
+        tok = self.ct2_model(folder).tokenizer
+        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        pieces: queue.SimpleQueue[str] = queue.SimpleQueue()
+        stop = threading.Event()  # ours: set when the consumer leaves, never the caller's event
+        row = Row(prompt, max_tokens, temperature=temperature, cancel=AnyEvent(stop, cancel), on_text=pieces.put)
+        key = self._submit(folder, "ct2", row)
+        last = time.monotonic()
+        try:
+            while True:
+                try:
+                    piece = pieces.get(timeout=0.05)
+                except queue.Empty:
+                    if row.done.is_set() and pieces.empty():
+                        break
+                    if _cancelled(cancel) and self._unqueue(key, row):
+                        raise GenerationCancelledError(f"cancelled while waiting for model {folder.name}") from None
+                    if timeout_s is not None and time.monotonic() - last > timeout_s:
+                        raise BackendError(f"no new text from {folder.name} for {timeout_s:g}s") from None
+                    continue
+                last = time.monotonic()
+                if _cancelled(cancel):
+                    raise GenerationCancelledError(f"generation on {folder.name} cancelled")
+                if piece:
+                    yield piece
+        finally:
+            stop.set()
+            self._unqueue(key, row)
+        _raise_for(row, folder)
+
+
+def _raise_for(row: Row, folder: Path) -> None:
+    """Raise what ended a finished ``row`` badly, if anything did.
+
+    Raises:
+        GenerationCancelledError: its cancel event ended it (its partial text is not returned).
+        BackendError: decoding failed (the cause is chained).
+    """
+    if row.cancelled:
+        raise GenerationCancelledError(f"generation on {folder.name} cancelled after {row.generated} tokens")
+    if isinstance(row.error, BackendError):
+        raise row.error
+    if row.error is not None:
+        raise BackendError(f"generation on {folder.name} failed: {type(row.error).__name__}: {row.error}") from row.error
+
+
+def _decode(tok: Any, model: Any, batch: list[Row]) -> None:
     """Greedy-decode ``batch`` together (left padding). A row is handed back the moment it ends (its own
     ``max_tokens``, end of sequence, or its cancel event), not when the whole batch does."""
     import torch
@@ -500,13 +599,13 @@ def _decode(tok: Any, model: Any, batch: list[_Request]) -> None:
     eos = model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [tok.eos_token_id])
 
-    def finish(r: _Request, new: Any) -> None:
+    def finish(r: Row, new: Any) -> None:
         ids = [int(t) for t in new[: r.max_tokens]]
         while ids and ids[-1] in eos_ids:
             ids.pop()
         r.generated = len(ids)
         if _cancelled(r.cancel):
-            r.error = GenerationCancelledError(f"generation cancelled after {r.generated} tokens")
+            r.cancelled = True
         else:
             r.text = tok.decode(ids, skip_special_tokens=True)
         r.done.set()

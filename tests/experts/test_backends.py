@@ -64,6 +64,10 @@ def test_qrh_backend_missing_checkpoint(tmp_path):
 
 
 # ---- cancellation: a timed-out in-process generation stops and frees the model (real models)
+# These exercise the transformers engine (torch hooks inject the faults); tests/experts/test_ct2.py has the
+# same behaviours on the CTranslate2 engine.
+
+TORCH = {"local_engine": "transformers"}
 
 COUNT = [{"role": "user", "content": "Count from 1 to 500, separated by commas."}]
 
@@ -75,7 +79,7 @@ def test_timed_out_hf_generation_stops_and_frees_the_model():
     from router.dispatch import Dispatcher
 
     spec = ExpertSpec(name="tiny", domain="general", backend="hf", backend_kwargs={"model": "smollm2-135m"})
-    backend = HFBackend(spec, pool=ModelPool(Settings()))
+    backend = HFBackend(spec, pool=ModelPool(Settings(**TORCH)))
     _, model, lock = backend.pool.get(backend.folder)
     steps: list[float] = []
 
@@ -105,7 +109,7 @@ def test_timed_out_hf_generation_stops_and_frees_the_model():
 @pytest.mark.slow
 def test_hf_generation_waiting_for_the_lock_gives_up_when_cancelled():
     spec = ExpertSpec(name="tiny", domain="general", backend="hf", backend_kwargs={"model": "smollm2-135m"})
-    backend = HFBackend(spec, pool=ModelPool(Settings()))
+    backend = HFBackend(spec, pool=ModelPool(Settings(**TORCH)))
     _, _, lock = backend.pool.get(backend.folder)
     cancel = threading.Event()
     with lock:  # another request is generating
@@ -127,7 +131,7 @@ def _qrh_expert(tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
     spec = ExpertSpec(name="q", domain="law", backend="qrh",
                       backend_kwargs={"checkpoint": str(tmp_path / "ckpt"), "tokenizer": "qwen-0.5b"})
-    return QRHBackend(spec, pool=ModelPool(Settings()))
+    return QRHBackend(spec, pool=ModelPool(Settings(**TORCH)))
 
 
 def test_qrh_step_by_step_decoding_equals_model_generate(tmp_path):
@@ -180,7 +184,7 @@ def test_hf_stream_equals_generate_and_stops_when_closed():
     """SmolLM2-135M, greedy: the streamed pieces join to ``generate``'s answer; closing the stream after a
     few pieces ends the generation at once and frees the model."""
     spec = ExpertSpec(name="tiny", domain="general", backend="hf", backend_kwargs={"model": "smollm2-135m"})
-    backend = HFBackend(spec, pool=ModelPool(Settings()))
+    backend = HFBackend(spec, pool=ModelPool(Settings(**TORCH)))
     hello = [{"role": "user", "content": "Name three colours."}]
     whole = backend.generate(hello, max_tokens=24)
     pieces = list(backend.stream(hello, max_tokens=24))
@@ -200,7 +204,7 @@ def test_hf_generation_stops_when_the_predicate_holds():
     from router.llm import json_closed
 
     spec = ExpertSpec(name="tiny", domain="general", backend="hf", backend_kwargs={"model": "smollm2-135m"})
-    pool = ModelPool(Settings())
+    pool = ModelPool(Settings(**TORCH))
     folder = HFBackend(spec, pool=pool).folder
     ask = [{"role": "user", "content": 'Reply with JSON like {"colours": ["red", "blue"]} and then explain it.'}]
     text = pool.generate(folder, ask, max_tokens=400, temperature=0.0, prefill='{"colours": ["',
@@ -269,7 +273,7 @@ def test_peft_backend_needs_an_adapter_folder(tmp_path):
 # ---- precision and micro-batching (real models)
 
 def _tiny_pool(precision: str = "int8") -> tuple[ModelPool, object]:
-    pool = ModelPool(Settings(local_precision=precision))
+    pool = ModelPool(Settings(local_precision=precision, **TORCH))
     spec = ExpertSpec(name="tiny", domain="general", backend="hf", backend_kwargs={"model": "smollm2-135m"})
     return pool, HFBackend(spec, pool=pool).folder
 

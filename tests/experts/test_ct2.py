@@ -1,0 +1,179 @@
+"""The CTranslate2 engine (experts/ct2.py) behind ModelPool: conversion once, batching, streaming, stopping.
+
+Real SmolLM2-135M from the model store, converted to CTranslate2 int8 in a temporary data home (about 10 s).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from core.settings import Settings
+from experts import ct2
+from experts.backends import GenerationCancelledError, HFBackend, ModelPool
+from experts.registry import ExpertSpec
+
+pytestmark = pytest.mark.skipif(not ct2.available(), reason="ctranslate2 is not installed")
+
+COUNT = [{"role": "user", "content": "Count from 1 to 500, separated by commas."}]
+HELLO = [{"role": "user", "content": "Name three colours."}]
+
+
+def test_source_digest_follows_the_manifest_or_the_files(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    plain = ct2.source_digest(tmp_path)
+    (tmp_path / "config.json").write_text('{"a": 1}')
+    assert ct2.source_digest(tmp_path) != plain  # a rewritten file changes it
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": {"model.safetensors": {"sha256": "ab"}}}))
+    pinned = ct2.source_digest(tmp_path)
+    os.utime(tmp_path / "config.json", (1, 1))
+    assert ct2.source_digest(tmp_path) == pinned  # with a manifest, only the recorded hashes count
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": {"model.safetensors": {"sha256": "cd"}}}))
+    assert ct2.source_digest(tmp_path) != pinned
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(pool, folder): SmolLM2-135M on the CTranslate2 engine, converted into a temporary home."""
+    source = Settings().home / "models" / "smollm2-135m"
+    if not (source / "config.json").is_file():
+        pytest.skip("smollm2-135m not in the model store")
+    home = tmp_path_factory.mktemp("home")
+    (home / "models").mkdir()
+    (home / "models" / "smollm2-135m").symlink_to(source)
+    pool = ModelPool(Settings(home=home, local_engine="ctranslate2", local_precision="int8", llm_threads=2))
+    assert pool.engine == "ctranslate2"
+    folder = HFBackend(ExpertSpec(name="tiny", domain="general", backend_kwargs={"model": "smollm2-135m"}),
+                       pool=pool).folder
+    return pool, folder
+
+
+@pytest.mark.slow
+def test_conversion_happens_once_and_a_broken_copy_is_redone(tiny):
+    pool, folder = tiny
+    first = ct2.converted_folder(pool.settings, folder)
+    assert (first / "model.bin").is_file() and json.loads((first / "SOURCE.json").read_text())["format"] == ct2.FORMAT
+    stamp = (first / "model.bin").stat().st_mtime_ns
+    assert ct2.converted_folder(pool.settings, folder) == first
+    assert (first / "model.bin").stat().st_mtime_ns == stamp  # reused, not converted again
+    (first / "model.bin").unlink()  # a copy without its weights (deleted, or an old crash)
+    again = ct2.converted_folder(pool.settings, folder)
+    assert again == first and (again / "model.bin").is_file()
+    assert not list(again.parent.glob(".tmp-*"))  # no temp folders left behind
+
+
+@pytest.mark.slow
+def test_concurrent_calls_are_decoded_together_and_equal_alone(tiny):
+    """Two greedy calls at once join one batch; each stops at its own budget and equals its answer alone."""
+    pool, folder = tiny
+    asks = [HELLO, [{"role": "user", "content": "What is 2 + 2?"}]]
+    alone = [pool.generate(folder, a, max_tokens=n, temperature=0.0) for a, n in zip(asks, (6, 12), strict=True)]
+    model = pool.ct2_model(folder)
+    sizes: list[int] = []
+    original = model.decode
+    model.decode = lambda rows: (sizes.append(len(rows)), original(rows))[1]
+    try:
+        with cf.ThreadPoolExecutor(2) as ex:
+            together = list(ex.map(lambda a, n: pool.generate(folder, a, max_tokens=n, temperature=0.0),
+                                   asks, (6, 12)))
+    finally:
+        model.decode = original
+    assert sizes == [2]
+    assert together == alone
+    assert len(model.tokenizer(together[0], add_special_tokens=False)["input_ids"]) <= 6
+
+
+@pytest.mark.slow
+def test_stream_equals_generate_and_closing_it_stops_the_row(tiny):
+    pool, folder = tiny
+    whole = pool.generate(folder, HELLO, max_tokens=24, temperature=0.0)
+    pieces = list(pool.stream(folder, HELLO, max_tokens=24, temperature=0.0))
+    assert len(pieces) > 3 and "".join(pieces) == whole
+
+    stream = pool.stream(folder, COUNT, max_tokens=400, temperature=0.0)
+    first = [next(stream) for _ in range(3)]
+    stream.close()  # the client went away: the row ends and the model is free for the next call at once
+    t0 = time.monotonic()
+    assert first and pool.generate(folder, HELLO, max_tokens=4, temperature=0.0)
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.slow
+def test_generation_stops_when_the_predicate_holds(tiny):
+    from router.llm import json_closed
+
+    pool, folder = tiny
+    ask = [{"role": "user", "content": 'Reply with JSON like {"colours": ["red", "blue"]} and then explain it.'}]
+    text = pool.generate(folder, ask, max_tokens=400, temperature=0.0, prefill='{"colours": ["',
+                         stop_when=lambda more: json_closed('{"colours": ["' + more))
+    assert json_closed('{"colours": ["' + text)
+    assert len(('{"colours": ["' + text).rsplit("}", 1)[1]) <= 12  # within a token or two of the brace
+
+
+@pytest.mark.slow
+def test_a_cancelled_row_leaves_the_batch_and_the_other_finishes(tiny):
+    pool, folder = tiny
+    cancel = threading.Event()
+    with cf.ThreadPoolExecutor(2) as ex:
+        long = ex.submit(pool.generate, folder, COUNT, max_tokens=400, temperature=0.0, cancel=cancel)
+        short = ex.submit(pool.generate, folder, [{"role": "user", "content": "Say hi."}], max_tokens=200,
+                          temperature=0.0)
+        time.sleep(0.5)
+        cancel.set()
+        t0 = time.monotonic()
+        with pytest.raises(GenerationCancelledError, match="cancelled"):
+            long.result(timeout=60)
+        assert time.monotonic() - t0 < 5
+        assert short.result(timeout=120)
+
+
+@pytest.mark.slow
+def test_timed_out_dispatch_stops_the_generation(tiny):
+    """The dispatcher gives up after 1 s on a 400-token request: the row ends and the next call runs at once."""
+    from router.dispatch import Dispatcher
+
+    pool, folder = tiny
+    spec = ExpertSpec(name="tiny", domain="general", backend="hf", backend_kwargs={"path": str(folder)})
+    backend = HFBackend(spec, pool=pool)
+    d = Dispatcher(lambda s: backend, timeout_s=1.0)
+    try:
+        answer, att = d.call(spec, COUNT, max_tokens=400)
+        assert answer is None and "timeout after 1s" in att.error
+        t0 = time.monotonic()
+        answer, att = d.call(spec, [{"role": "user", "content": "Say hello."}], max_tokens=4, timeout_s=60)
+        assert att.ok and answer and time.monotonic() - t0 < 5
+    finally:
+        d.close()
+
+
+@pytest.mark.slow
+def test_sampled_and_greedy_rows_are_not_mixed(tiny):
+    pool, folder = tiny
+    with cf.ThreadPoolExecutor(2) as ex:
+        sampled = ex.submit(pool.generate, folder, HELLO, max_tokens=8, temperature=0.9)
+        greedy = ex.submit(pool.generate, folder, HELLO, max_tokens=8, temperature=0.0)
+        assert sampled.result(timeout=60) and greedy.result(timeout=60)
+    assert greedy.result() == pool.generate(folder, HELLO, max_tokens=8, temperature=0.0)
+
+
+def test_without_ctranslate2_the_pool_falls_back_to_transformers(monkeypatch, tmp_path):
+    monkeypatch.setattr(ct2, "available", lambda: False)  # fault injection: the package is missing
+    assert ModelPool(Settings(home=tmp_path, local_engine="ctranslate2")).engine == "transformers"
+    assert ModelPool(Settings(home=tmp_path, local_precision="fp32")).engine == "transformers"
+
+
+def test_a_failed_conversion_keeps_nothing(tmp_path):
+    bad = tmp_path / "not-a-model"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    settings = Settings(home=tmp_path / "home")
+    with pytest.raises(RuntimeError, match="converting .*not-a-model to CTranslate2 failed"):
+        ct2.converted_folder(settings, bad)
+    root = Path(settings.home) / "engines" / "ct2"
+    assert not [p for p in root.iterdir() if not p.name.endswith(".lock")]
