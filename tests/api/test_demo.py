@@ -16,7 +16,7 @@ import pytest
 
 from core.settings import Settings
 
-SHARED = ("models", "corpora", "kg", "profiles", "cache", "nltk_data", "npm", "experts", "history")
+SHARED = ("models", "engines", "corpora", "kg", "profiles", "cache", "nltk_data", "npm", "experts", "history")
 
 
 @pytest.mark.slow

@@ -173,7 +173,7 @@ def test_a_failed_conversion_keeps_nothing(tmp_path):
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
     settings = Settings(home=tmp_path / "home")
-    with pytest.raises(RuntimeError, match="converting .*not-a-model to CTranslate2 failed"):
+    with pytest.raises(RuntimeError, match=r"converting .*not-a-model to CTranslate2 failed"):
         ct2.converted_folder(settings, bad)
     root = Path(settings.home) / "engines" / "ct2"
     assert not [p for p in root.iterdir() if not p.name.endswith(".lock")]
