@@ -308,7 +308,8 @@ def _cache_path(graph: KnowledgeGraph) -> Path | None:
         return None
     folder = graph.cache_dir
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"linker-{graph.domain}-{graph.origin[0][:16]}.json"
+    # the format is in the name, so processes of different versions sharing a data dir never overwrite each other's
+    return folder / f"linker-{graph.domain}-{graph.origin[0][:16]}-f{_CACHE_FORMAT}.json"
 
 
 def _build_linker(graph: KnowledgeGraph) -> Linker:

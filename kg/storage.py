@@ -19,7 +19,7 @@ Where graphs live: the shipped defaults in ``kg/data/`` (read-only), and user-cu
 ``$QSEF_HOME/kg/`` which, when present, win over the shipped ones.
 
 Loading: :func:`load_graph` keeps each graph file's parsed rows as a snapshot in
-``$QSEF_HOME/kg/cache/graph-<domain>-<digest>.npz`` (see :mod:`kg.snapshot`), so a new process reads
+``$QSEF_HOME/kg/cache/graph-<domain>-<digest>-f<format>.npz`` (see :mod:`kg.snapshot`), so a new process reads
 arrays instead of parsing text and builds the networkx graph only if it walks or edits it.
 """
 
@@ -41,7 +41,7 @@ from core.domains import DOMAINS
 from core.store.fetch import sha256_file
 from kg.errors import GraphError, GraphFormatError
 from kg.model import Edge, KnowledgeGraph, Node, check_domain
-from kg.snapshot import EdgeRow, GraphRows, GraphSnapshot, SnapshotError, gc_paused
+from kg.snapshot import SNAPSHOT_FORMAT, EdgeRow, GraphRows, GraphSnapshot, SnapshotError, gc_paused
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -437,7 +437,7 @@ def load_graph(settings: Settings, domain: str, *, cache: bool = True) -> Knowle
 
 def snapshot_path(cache_dir: Path, domain: str, digest: str) -> Path:
     """Where the snapshot of the graph file with SHA-256 ``digest`` lives (one per domain and file content)."""
-    return cache_dir / f"graph-{domain}-{digest[:16]}.npz"
+    return cache_dir / f"graph-{domain}-{digest[:16]}-f{SNAPSHOT_FORMAT}.npz"
 
 
 def _load_snapshot_or_parse(path: Path, domain: str, digest: str, cache_dir: Path) -> KnowledgeGraph:
