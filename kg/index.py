@@ -9,7 +9,7 @@ Everything here is read-only; the graph drops its index on any mutation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -27,20 +27,27 @@ class GraphIndex:
     def __init__(self, graph: KnowledgeGraph) -> None:
         self.version = graph.version
         self._graph = graph
-        g = graph.g
-        self.ids: list[str] = list(g.nodes)
-        self.pos: dict[str, int] = {n: i for i, n in enumerate(self.ids)}
-        adj: list[set[int]] = [set() for _ in self.ids]
-        parents: list[list[int]] = [[] for _ in self.ids]
-        pos = self.pos
-        for h, t, rel in g.edges(keys=True):
-            i, j = pos[h], pos[t]
-            adj[i].add(j)
-            adj[j].add(i)
-            if rel in HIERARCHICAL:
-                parents[i].append(j)
-        self.adj: list[tuple[int, ...]] = [tuple(s) for s in adj]
-        self.parents: list[tuple[int, ...]] = [tuple(p) for p in parents]
+        self.adj: Sequence[tuple[int, ...]]  # a list of tuples, or the snapshot's compressed rows
+        self.parents: Sequence[tuple[int, ...]]
+        if graph.snapshot is not None:  # a deferred graph: straight from the snapshot's edge arrays
+            self.ids: list[str] = graph.snapshot.ids
+            self.pos: dict[str, int] = graph.snapshot.pos
+            self.adj, self.parents = graph.snapshot.adjacency()
+        else:
+            g = graph.g
+            self.ids = list(g.nodes)
+            self.pos = {n: i for i, n in enumerate(self.ids)}
+            adj: list[set[int]] = [set() for _ in self.ids]
+            parents: list[list[int]] = [[] for _ in self.ids]
+            pos = self.pos
+            for h, t, rel in g.edges(keys=True):
+                i, j = pos[h], pos[t]
+                adj[i].add(j)
+                adj[j].add(i)
+                if rel in HIERARCHICAL:
+                    parents[i].append(j)
+            self.adj = [tuple(s) for s in adj]
+            self.parents = [tuple(p) for p in parents]
         self._depth: np.ndarray | None = None
         self._pagerank: np.ndarray | None = None
         self._ancestors = lru_cache(maxsize=65536)(self._ancestors_uncached)

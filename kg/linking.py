@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kg.snapshot import gc_paused
 from kg.text import STOPWORDS, is_acronym, label_key, norm_token, tokenize
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 BLOCKLIST: frozenset[str] = frozenset()
 
 _END = ""  # trie key marking the end of a name (no token is empty)
-_CACHE_FORMAT = 1  # of the on-disk linker patterns; bump when _collect, _Entry or kg.text's normalisation change
+_CACHE_FORMAT = 2  # of the on-disk linker patterns; bump when _collect, _Entry or kg.text's normalisation change
 log = logging.getLogger(__name__)
 
 
@@ -136,6 +137,7 @@ class Linker:
         self.version = graph.version
         self.domain = graph.domain
         self._graph = graph
+        self._source: Path | None = None  # the disk cache the trie's branches are still read from, if any
         if compiled is not None:  # a trie read back by load(): entries stay raw lists until first matched
             self._trie, self.n_patterns = compiled
             return
@@ -185,7 +187,10 @@ class Linker:
                 for tok, child in node.items()
             }
 
-        data = {"format": _CACHE_FORMAT, "n_patterns": self.n_patterns, "trie": plain(self._trie)}
+        # one JSON text per first token: load() reads only this flat map, and a branch is parsed the first
+        # time a text contains its token (a score touches a few dozen of the general graph's 100k branches)
+        branches = {tok: json.dumps(plain(child), separators=(",", ":")) for tok, child in self._trie.items()}
+        data = {"format": _CACHE_FORMAT, "n_patterns": self.n_patterns, "trie": branches}
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(data, separators=(",", ":")))
         tmp.replace(path)
@@ -194,13 +199,41 @@ class Linker:
     def load(cls, graph: KnowledgeGraph, path: Path) -> Linker:
         """The linker of ``graph`` from the trie :meth:`save` wrote for the very same graph file.
 
+        The trie's branches stay JSON text until :meth:`link` first walks into them.
+
         Raises:
             OSError, ValueError, KeyError, TypeError: unreadable or of another format.
         """
-        data = json.loads(path.read_text())
-        if data["format"] != _CACHE_FORMAT:
-            raise ValueError(f"linker cache {path} has format {data['format']!r}, expected {_CACHE_FORMAT}")
-        return cls(graph, compiled=(data["trie"], int(data["n_patterns"])))
+        with gc_paused():
+            data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"linker cache {path} has format {found!r}, expected {_CACHE_FORMAT}")
+        trie = data["trie"]
+        if not isinstance(trie, dict) or not all(isinstance(v, str) for v in trie.values()):
+            raise ValueError(f"linker cache {path}: the trie is not a map of JSON branches")
+        linker = cls(graph, compiled=(trie, int(data["n_patterns"])))
+        linker._source = path
+        return linker
+
+    def _branch(self, token: str) -> dict | None:
+        """The trie below a first token (parsed from the disk cache's JSON on first use)."""
+        node = self._trie.get(token)
+        if isinstance(node, str):
+            try:
+                node = json.loads(node)
+                if not isinstance(node, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:  # damaged on disk: compile the trie afresh, drop the file for the next process
+                log.warning("damaged linker cache; compiling the patterns again",
+                            extra={"path": str(self._source), "reason": str(exc)[:200]})
+                if self._source is not None:
+                    self._source.unlink(missing_ok=True)
+                fresh = Linker(self._graph)
+                self._trie, self.n_patterns, self._source = fresh._trie, fresh.n_patterns, None
+                return self._trie.get(token)
+            self._trie[token] = node
+        return node
 
     def link(self, text: str) -> list[Mention]:
         """Exact (normalised) matches, longest first, non-overlapping, in text order."""
@@ -214,7 +247,8 @@ class Linker:
         trie = self._trie
         found: list[tuple[int, int, tuple[_Entry, ...]]] = []
         for i in range(n):
-            node = trie.get(norm[i])
+            node = self._branch(norm[i]) if norm[i] in trie else None
+            trie = self._trie  # a damaged cache branch makes _branch compile a new trie
             j = i
             while node is not None:
                 entries = node.get(_END)
@@ -274,7 +308,8 @@ def _cache_path(graph: KnowledgeGraph) -> Path | None:
         return None
     folder = graph.cache_dir
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"linker-{graph.domain}-{graph.origin[0][:16]}.json"
+    # the format is in the name, so processes of different versions sharing a data dir never overwrite each other's
+    return folder / f"linker-{graph.domain}-{graph.origin[0][:16]}-f{_CACHE_FORMAT}.json"
 
 
 def _build_linker(graph: KnowledgeGraph) -> Linker:

@@ -7,6 +7,10 @@ exists at most once. Edges always point from the specific to the general (``chil
 
 Query-time structures (integer adjacency, is_a depths, PageRank, the linking automaton) live in
 :class:`kg.index.GraphIndex`, built lazily and rebuilt after any mutation.
+
+A graph loaded from the snapshot cache (:mod:`kg.snapshot`) starts *deferred*: lookups by id, sizes and
+the index come from the snapshot's arrays, and the networkx graph is built on first access to
+:attr:`KnowledgeGraph.g` (every walk and every edit goes through it).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from kg.errors import GraphError
 
 if TYPE_CHECKING:
     from kg.index import GraphIndex
-
+    from kg.snapshot import GraphSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,22 @@ class Edge:
         return (self.head, self.relation, self.tail)
 
 
+def add_edge_rows(g: nx.MultiDiGraph, rows: Iterable[tuple[str, str, str, str]]) -> None:
+    """Add keyed edges ``(head, tail, relation, source)`` between existing nodes of a ``MultiDiGraph``.
+
+    Equivalent to ``g.add_edge(u, v, key=rel, source=src)`` per row, writing networkx's adjacency
+    dicts directly: ``add_edges_from`` costs several seconds on the 177k-edge general graph.
+    """
+    succ, pred, factory = g._succ, g._pred, g.edge_key_dict_factory
+    for u, v, rel, source in rows:
+        keydict = succ[u].get(v)
+        if keydict is None:
+            keydict = factory()
+            succ[u][v] = keydict
+            pred[v][u] = keydict
+        keydict[rel] = {"source": source}
+
+
 class KnowledgeGraph:
     """One domain's concepts and typed relations.
 
@@ -150,7 +170,9 @@ class KnowledgeGraph:
     def __init__(self, domain: str, *, meta: dict[str, Any] | None = None) -> None:
         self.domain = domain
         self.meta: dict[str, Any] = dict(meta or {})
-        self.g = nx.MultiDiGraph()
+        self._g: nx.MultiDiGraph | None = nx.MultiDiGraph()
+        #: the snapshot a deferred graph is served from until :attr:`g` is first used, else ``None``
+        self.snapshot: GraphSnapshot | None = None
         self._version = 0
         self._index: GraphIndex | None = None
         #: ``(SHA-256 of the file it was loaded from, version right after loading)``, or ``None``: while the
@@ -159,11 +181,36 @@ class KnowledgeGraph:
         #: where such derived indexes go (the data directory's ``kg/cache`` of the graph's loader), or ``None``
         self.cache_dir: Path | None = None
 
+    @classmethod
+    def deferred(cls, snapshot: GraphSnapshot) -> KnowledgeGraph:
+        """The graph of a snapshot, its networkx graph built only when :attr:`g` is first used."""
+        graph = cls(snapshot.domain, meta=snapshot.meta)
+        graph._g = None
+        graph.snapshot = snapshot
+        return graph
+
+    @property
+    def g(self) -> nx.MultiDiGraph:
+        """The underlying ``networkx.MultiDiGraph`` (built from the snapshot on first use if deferred)."""
+        if self._g is None:
+            self._g = self.snapshot.networkx()
+            self.snapshot = None  # from now on the networkx graph is the truth (it may be edited)
+        return self._g
+
+    @g.setter
+    def g(self, value: nx.MultiDiGraph) -> None:
+        self._g = value
+        self.snapshot = None
+
     # ----------------------------------------------------------------- nodes
     def __len__(self) -> int:
+        if self._g is None:
+            return len(self.snapshot.ids)
         return self.g.number_of_nodes()
 
     def __contains__(self, node_id: object) -> bool:
+        if self._g is None:
+            return isinstance(node_id, str) and self.snapshot.get(node_id) is not None
         return node_id in self.g and "node" in self.g.nodes[node_id]
 
     def __repr__(self) -> str:
@@ -180,9 +227,13 @@ class KnowledgeGraph:
 
     def number_of_nodes(self) -> int:
         """Nodes with data (dangling edge endpoints are not counted)."""
+        if self._g is None:
+            return self.snapshot.n_nodes
         return sum(1 for _ in self.nodes())
 
     def number_of_edges(self) -> int:
+        if self._g is None:
+            return self.snapshot.n_edges
         return self.g.number_of_edges()
 
     def add_node(self, node: Node, *, replace_existing: bool = False) -> None:
@@ -208,12 +259,14 @@ class KnowledgeGraph:
         Raises:
             GraphError: when there is no such node.
         """
-        data = self.g.nodes.get(node_id)
-        if data is None or "node" not in data:
+        node = self.get(node_id)
+        if node is None:
             raise GraphError(f"no node {node_id!r} in the {self.domain} graph")
-        return data["node"]
+        return node
 
     def get(self, node_id: str) -> Node | None:
+        if self._g is None:
+            return self.snapshot.get(node_id)
         data = self.g.nodes.get(node_id)
         return None if data is None else data.get("node")
 

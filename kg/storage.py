@@ -17,6 +17,10 @@ and rename the new one into place, so a crash or a failed command never leaves a
 
 Where graphs live: the shipped defaults in ``kg/data/`` (read-only), and user-curated copies in
 ``$QSEF_HOME/kg/`` which, when present, win over the shipped ones.
+
+Loading: :func:`load_graph` keeps each graph file's parsed rows as a snapshot in
+``$QSEF_HOME/kg/cache/graph-<domain>-<digest>-f<format>.npz`` (see :mod:`kg.snapshot`), so a new process reads
+arrays instead of parsing text and builds the networkx graph only if it walks or edits it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -36,9 +41,12 @@ from core.domains import DOMAINS
 from core.store.fetch import sha256_file
 from kg.errors import GraphError, GraphFormatError
 from kg.model import Edge, KnowledgeGraph, Node, check_domain
+from kg.snapshot import SNAPSHOT_FORMAT, EdgeRow, GraphRows, GraphSnapshot, SnapshotError, gc_paused
 
 if TYPE_CHECKING:
     from core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 FORMAT_NAME = "#qsef-kg"
 FORMAT_VERSION = 1
@@ -101,6 +109,15 @@ def read_graph(path: str | Path, *, domain: str | None = None) -> KnowledgeGraph
         FileNotFoundError: when the file does not exist.
         GraphFormatError: naming the file and line of the first malformed row.
     """
+    return read_rows(path, domain=domain).build()
+
+
+def read_rows(path: str | Path, *, domain: str | None = None) -> GraphRows:
+    """The rows of a graph file in file order (what :func:`read_graph` builds its graph from).
+
+    Raises:
+        FileNotFoundError, GraphFormatError: as :func:`read_graph`.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"graph file {path} does not exist")
@@ -118,98 +135,75 @@ def read_graph(path: str | Path, *, domain: str | None = None) -> KnowledgeGraph
     meta: dict[str, Any] = {}
     started = False
     node_rows: dict[str, Node] = {}
-    edge_rows: list[tuple[str, str, str, str]] = []
+    edge_rows: list[EdgeRow] = []
     attrs_memo: dict[str, dict[str, Any]] = {"": {}}
     dom = domain
-    for n, line in lines:
-        if not line:
-            continue
-        kind, _, rest = line.partition("\t")
-        if kind == "#meta":
-            if started:
-                raise GraphFormatError(path, n, "#meta must come before the node and edge rows")
-            try:
-                meta = json.loads(rest)
-            except json.JSONDecodeError as exc:
-                raise GraphFormatError(path, n, f"#meta is not valid JSON: {exc.msg}") from exc
-            if not isinstance(meta, dict):
-                raise GraphFormatError(path, n, "#meta must be a JSON object")
-            continue
-        if kind.startswith("#"):
-            continue
-        if not started:
-            started = True
-            dom = domain or str(meta.get("domain", ""))
-        fields = rest.split("\t")
-        raw_syns = fields[2] if kind == "N" and len(fields) > 2 else ""
-        escaped = "\\" in rest
-        if escaped:
-            try:
-                fields = [_unescape(f) for f in fields]
-                # split before unescaping: an escaped separator belongs to the synonym
-                synonyms = tuple(_unescape(x) for x in raw_syns.split(SYN_SEP)) if raw_syns else ()
-            except ValueError as exc:
-                raise GraphFormatError(path, n, str(exc)) from exc
-        else:
-            synonyms = tuple(raw_syns.split(SYN_SEP)) if raw_syns else ()
-        if kind == "N":
-            if len(fields) != 6:
-                raise GraphFormatError(
-                    path, n, f"node row needs 7 tab-separated fields, got {len(fields) + 1}"
-                )
-            nid, label, _, definition, source, attrs = fields
-            if not nid:
-                raise GraphFormatError(path, n, "node row has an empty id")
-            if nid in node_rows:
-                raise GraphFormatError(path, n, f"duplicate node id {nid!r}")
-            parsed_attrs = attrs_memo.get(attrs)
-            if parsed_attrs is None:
+    with gc_paused():  # hundreds of thousands of rows and no cycles among them: no collector passes
+        for n, line in lines:
+            if not line:
+                continue
+            kind, _, rest = line.partition("\t")
+            if kind == "#meta":
+                if started:
+                    raise GraphFormatError(path, n, "#meta must come before the node and edge rows")
                 try:
-                    parsed_attrs = json.loads(attrs)
+                    meta = json.loads(rest)
                 except json.JSONDecodeError as exc:
-                    raise GraphFormatError(path, n, f"node attrs are not valid JSON: {exc.msg}") from exc
-                if not isinstance(parsed_attrs, dict):
-                    raise GraphFormatError(path, n, "node attrs must be a JSON object")
-                if len(attrs_memo) < 4096:  # identical attrs (e.g. {"pos": "n"}) share one read-only dict
-                    attrs_memo[attrs] = parsed_attrs
-            node_rows[nid] = Node(nid, label, synonyms, definition, dom, source, parsed_attrs)
-        elif kind == "E":
-            if len(fields) != 4:
-                raise GraphFormatError(
-                    path, n, f"edge row needs 5 tab-separated fields, got {len(fields) + 1}"
-                )
-            h, rel, t, source = fields
-            if not h or not t or not rel:
-                raise GraphFormatError(path, n, "edge row has an empty head, relation or tail")
-            # unknown relations and dangling endpoints are kept so `validate` can report them
-            edge_rows.append((h, t, rel, source))
-        else:
-            raise GraphFormatError(path, n, f"unknown row kind {kind!r}; expected N, E or #meta")
-    graph = KnowledgeGraph(dom or str(meta.get("domain", "")), meta=meta)
-    g = graph.g
-    g.add_nodes_from((nid, {"node": node}) for nid, node in node_rows.items())
-    g.add_nodes_from(
-        {e[0] for e in edge_rows if e[0] not in node_rows}
-        | {e[1] for e in edge_rows if e[1] not in node_rows}
-    )
-    _bulk_add_edges(g, edge_rows)
-    return graph
-
-
-def _bulk_add_edges(g: Any, rows: list[tuple[str, str, str, str]]) -> None:
-    """Add keyed edges between existing nodes of a ``MultiDiGraph``.
-
-    Equivalent to ``g.add_edge(u, v, key=rel, source=src)`` per row, writing networkx's adjacency
-    dicts directly: ``add_edges_from`` costs several seconds on the 177k-edge general graph.
-    """
-    succ, pred, factory = g._succ, g._pred, g.edge_key_dict_factory
-    for u, v, rel, source in rows:
-        keydict = succ[u].get(v)
-        if keydict is None:
-            keydict = factory()
-            succ[u][v] = keydict
-            pred[v][u] = keydict
-        keydict[rel] = {"source": source}
+                    raise GraphFormatError(path, n, f"#meta is not valid JSON: {exc.msg}") from exc
+                if not isinstance(meta, dict):
+                    raise GraphFormatError(path, n, "#meta must be a JSON object")
+                continue
+            if kind.startswith("#"):
+                continue
+            if not started:
+                started = True
+                dom = domain or str(meta.get("domain", ""))
+            fields = rest.split("\t")
+            raw_syns = fields[2] if kind == "N" and len(fields) > 2 else ""
+            escaped = "\\" in rest
+            if escaped:
+                try:
+                    fields = [_unescape(f) for f in fields]
+                    # split before unescaping: an escaped separator belongs to the synonym
+                    synonyms = tuple(_unescape(x) for x in raw_syns.split(SYN_SEP)) if raw_syns else ()
+                except ValueError as exc:
+                    raise GraphFormatError(path, n, str(exc)) from exc
+            else:
+                synonyms = tuple(raw_syns.split(SYN_SEP)) if raw_syns else ()
+            if kind == "N":
+                if len(fields) != 6:
+                    raise GraphFormatError(
+                        path, n, f"node row needs 7 tab-separated fields, got {len(fields) + 1}"
+                    )
+                nid, label, _, definition, source, attrs = fields
+                if not nid:
+                    raise GraphFormatError(path, n, "node row has an empty id")
+                if nid in node_rows:
+                    raise GraphFormatError(path, n, f"duplicate node id {nid!r}")
+                parsed_attrs = attrs_memo.get(attrs)
+                if parsed_attrs is None:
+                    try:
+                        parsed_attrs = json.loads(attrs)
+                    except json.JSONDecodeError as exc:
+                        raise GraphFormatError(path, n, f"node attrs are not valid JSON: {exc.msg}") from exc
+                    if not isinstance(parsed_attrs, dict):
+                        raise GraphFormatError(path, n, "node attrs must be a JSON object")
+                    if len(attrs_memo) < 4096:  # identical attrs (e.g. {"pos": "n"}) share one read-only dict
+                        attrs_memo[attrs] = parsed_attrs
+                node_rows[nid] = Node(nid, label, synonyms, definition, dom, source, parsed_attrs)
+            elif kind == "E":
+                if len(fields) != 4:
+                    raise GraphFormatError(
+                        path, n, f"edge row needs 5 tab-separated fields, got {len(fields) + 1}"
+                    )
+                h, rel, t, source = fields
+                if not h or not t or not rel:
+                    raise GraphFormatError(path, n, "edge row has an empty head, relation or tail")
+                # unknown relations and dangling endpoints are kept so `validate` can report them
+                edge_rows.append((h, t, rel, source))
+            else:
+                raise GraphFormatError(path, n, f"unknown row kind {kind!r}; expected N, E or #meta")
+    return GraphRows(dom or str(meta.get("domain", "")), meta, list(node_rows.values()), edge_rows)
 
 
 def read_triples(path: str | Path) -> list[Edge]:
@@ -413,7 +407,9 @@ def load_graph(settings: Settings, domain: str, *, cache: bool = True) -> Knowle
     """The graph of one domain: ``$QSEF_HOME/kg/<domain>.kg.tsv.gz`` if present, else the shipped one.
 
     Cached per file (path, size and mtime), so repeated calls are free and an edited file is re-read.
-    Treat a cached graph as read-only; mutate a ``.copy()`` (or pass ``cache=False``).
+    Treat a cached graph as read-only; mutate a ``.copy()`` (or pass ``cache=False``). Across processes
+    the parsed rows are kept as a snapshot keyed by the file's SHA-256 (:func:`snapshot_path`); a graph
+    read from one is deferred (see :meth:`KnowledgeGraph.deferred`) and equal to a freshly parsed one.
 
     Raises:
         GraphError: unknown domain.
@@ -428,12 +424,40 @@ def load_graph(settings: Settings, domain: str, *, cache: bool = True) -> Knowle
             hit = _CACHE.get(str(path))
         if hit is not None and hit[0] == key:
             return hit[1]
-    graph = read_graph(path, domain=domain)
-    graph.origin = (sha256_file(path), graph.version)  # lets derived indexes be cached on disk
-    graph.cache_dir = user_dir(settings) / "cache"
+    digest = sha256_file(path)
+    cache_dir = user_dir(settings) / "cache"
+    graph = _load_snapshot_or_parse(path, domain, digest, cache_dir)
+    graph.origin = (digest, graph.version)  # lets derived indexes be cached on disk
+    graph.cache_dir = cache_dir
     if cache:
         with _CACHE_LOCK:
             _CACHE[str(path)] = (key, graph)
+    return graph
+
+
+def snapshot_path(cache_dir: Path, domain: str, digest: str) -> Path:
+    """Where the snapshot of the graph file with SHA-256 ``digest`` lives (one per domain and file content)."""
+    return cache_dir / f"graph-{domain}-{digest[:16]}-f{SNAPSHOT_FORMAT}.npz"
+
+
+def _load_snapshot_or_parse(path: Path, domain: str, digest: str, cache_dir: Path) -> KnowledgeGraph:
+    """The graph of ``path`` from its snapshot when there is a sound one, else parsed (and the snapshot written).
+
+    A damaged or stale snapshot costs a warning and one parse, never an error; a data directory that
+    cannot be written only costs the next process the parse as well.
+    """
+    snap_file = snapshot_path(cache_dir, domain, digest)
+    if snap_file.is_file():
+        try:
+            return GraphSnapshot.load(snap_file, source_sha256=digest, domain=domain).graph()
+        except (OSError, SnapshotError) as exc:
+            log.warning("rebuilding graph snapshot", extra={"path": str(snap_file), "reason": str(exc)[:200]})
+    rows = read_rows(path, domain=domain)
+    graph = rows.build()
+    try:
+        GraphSnapshot.from_rows(rows, source_sha256=digest).save(snap_file)
+    except OSError as exc:
+        log.warning("cannot write graph snapshot", extra={"path": str(snap_file), "reason": str(exc)[:200]})
     return graph
 
 
