@@ -30,9 +30,11 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -273,6 +275,28 @@ class ModelPool:
         self._cond = threading.Condition()
         self._peft: dict[str, Any] = {}  # base folder -> the PeftModel wrapping that base (adapters loaded)
         self._lock = threading.Lock()
+        self._closed = False
+        atexit.register(_close_pool, weakref.ref(self))  # decoding threads end before the interpreter does
+
+    def close(self) -> None:
+        """End the decoding threads (rows still queued fail with a clear error) and drop the loaded models.
+        Idempotent; called at interpreter exit too, so no native thread outlives its model."""
+        with self._cond:
+            self._closed = True
+            stranded = [r for rows in self._pending.values() for r in rows]
+            self._pending.clear()
+            self._cond.notify_all()
+            workers = list(self._workers.values())
+        for r in stranded:
+            r.error = BackendError("the model pool was closed")
+            r.done.set()
+        for worker in workers:
+            if worker is not threading.current_thread():
+                worker.join(timeout=10)
+        with self._lock:
+            self._ct2.clear()
+            self._models.clear()
+            self._peft.clear()
 
     def resolve(self, model: str | None = None, path: str | None = None) -> Path:
         """The model folder: ``path`` (checked) or the store model ``model`` (pulled and verified once)."""
@@ -346,7 +370,7 @@ class ModelPool:
     def generate(
         self, folder: Path, messages: list[dict[str, str]], *, max_tokens: int, temperature: float, prefill: str = "",
         cancel: threading.Event | None = None, stop_when: Callable[[str], bool] | None = None,
-        adapter: tuple[str, Path] | None = None,
+        adapter: tuple[str, Path] | None = None, cache_prefix: bool = False,
     ) -> str:
         """Chat-template the messages, optionally prefill the assistant turn, decode the continuation.
 
@@ -354,7 +378,9 @@ class ModelPool:
         ``stop_when(continuation so far)`` ends the generation early once it holds (e.g. the JSON closed);
         ``adapter`` = (name, folder): a LoRA adapter on this base, loaded once and switched to for this call
         (always on the fp32 copy: adapters do not wrap quantised layers). A greedy call with neither joins
-        the model's batch (see the class docstring).
+        the model's batch (see the class docstring). ``cache_prefix``: every message but the last is a prefix
+        that other calls share (the router LLM's instructions and examples); on CTranslate2 the model state
+        after it is computed once and kept.
 
         Raises:
             GenerationCancelledError: ``cancel`` was set before the answer was complete.
@@ -362,7 +388,10 @@ class ModelPool:
         if self._uses_ct2(adapter):
             tok = self.ct2_model(folder).tokenizer
             prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefill
-            row = Row(prompt, max_tokens, temperature=temperature, cancel=cancel, stop_when=stop_when)
+            shared = (tok.apply_chat_template(messages[:-1], tokenize=False)
+                      if cache_prefix and len(messages) > 1 else "")
+            row = Row(prompt, max_tokens, temperature=temperature, cancel=cancel, stop_when=stop_when,
+                      static_prefix=shared)
             self._wait(self._submit(folder, "ct2", row), row, folder)
             return row.text
         import torch
@@ -404,6 +433,8 @@ class ModelPool:
         needed; returns the queue's key."""
         key = (str(folder.resolve()), engine)
         with self._cond:
+            if self._closed:
+                raise BackendUnavailableError("the model pool was closed")
             self._pending.setdefault(key, []).append(row)
             worker = self._workers.get(key)
             if worker is None or not worker.is_alive():
@@ -453,7 +484,8 @@ class ModelPool:
             return
         while True:
             with self._cond:
-                if not self._cond.wait_for(lambda: self._pending.get(key), timeout=60.0):
+                if not self._cond.wait_for(lambda: self._pending.get(key) or self._closed, timeout=60.0) \
+                        or self._closed:
                     if self._workers.get(key) is threading.current_thread():
                         del self._workers[key]
                     return
@@ -461,7 +493,7 @@ class ModelPool:
                 time.sleep(self.batch_window_s)  # let the other sub-tasks of this query join
                 with self._cond:
                     queue = self._pending.get(key, [])
-                    same = [r for r in queue if r.temperature == queue[0].temperature][: self.max_batch]
+                    same = [r for r in queue if r.batch_key == queue[0].batch_key][: self.max_batch]
                     batch, self._pending[key] = same, [r for r in queue if r not in same]
                 if engine == "ct2":
                     ct2.decode(batch)
@@ -572,6 +604,12 @@ class ModelPool:
             stop.set()
             self._unqueue(key, row)
         _raise_for(row, folder)
+
+
+def _close_pool(ref: weakref.ref[ModelPool]) -> None:
+    pool = ref()
+    if pool is not None:
+        pool.close()
 
 
 def _raise_for(row: Row, folder: Path) -> None:

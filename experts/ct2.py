@@ -137,6 +137,9 @@ class Row:
         stop_when: ends the row once it holds for the text generated so far (e.g. a JSON object closed).
         on_text: called with each new piece of text as it is decoded (streaming); never with a partial
             UTF-8 character.
+        static_prefix: the start of ``prompt`` that many calls share (a long system prompt and its examples):
+            the model state after it is computed once and reused (CTranslate2's ``cache_static_prompt``);
+            rows are batched with rows of the same prefix only.
 
     After :meth:`CT2Model.decode`: ``done`` is set and ``text`` holds the answer, ``generated`` the number
     of tokens, ``cancelled`` whether the cancel event ended it, ``error`` a failure.
@@ -148,6 +151,7 @@ class Row:
     cancel: Any = None
     stop_when: Callable[[str], bool] | None = None
     on_text: Callable[[str], None] | None = None
+    static_prefix: str = ""
     done: threading.Event = field(default_factory=threading.Event)
     text: str = ""
     generated: int = 0
@@ -158,6 +162,11 @@ class Row:
 
     def is_cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
+
+    @property
+    def batch_key(self) -> tuple[float, str]:
+        """Rows decode together only when these agree (one sampling setting, one cached prefix per batch)."""
+        return self.temperature, self.static_prefix
 
 
 class CT2Model:
@@ -190,9 +199,23 @@ class CT2Model:
                                           intra_threads=threads or settings.llm_threads)
         return cls(generator, tok, eos)
 
+    def _inputs(self, rows: list[Row]) -> tuple[list[list[str]], list[str] | None]:
+        """(prompt tokens per row, the shared static prompt's tokens or None). The prefix is used only where it
+        tokenises the same alone as inside every prompt (else the whole prompt goes in, uncached)."""
+        tok = self.tokenizer
+        full = [tok(r.prompt)["input_ids"] for r in rows]
+        prefix = rows[0].static_prefix
+        if prefix:
+            head = tok(prefix)["input_ids"]
+            if all(r.prompt.startswith(prefix) and ids[: len(head)] == head and len(ids) > len(head)
+                   for r, ids in zip(rows, full, strict=True)):
+                return ([tok.convert_ids_to_tokens(ids[len(head):]) for ids in full],
+                        tok.convert_ids_to_tokens(head))
+        return [tok.convert_ids_to_tokens(ids) for ids in full], None
+
     def decode(self, rows: list[Row]) -> None:
-        """Decode ``rows`` together (they must share one temperature); each row's ``done`` is set the moment it
-        ends. A failure is recorded on every row still running; this never raises."""
+        """Decode ``rows`` together (they must share one :attr:`Row.batch_key`); each row's ``done`` is set the
+        moment it ends. A failure is recorded on every row still running; this never raises."""
         if not rows:
             return
         tok = self.tokenizer
@@ -233,7 +256,9 @@ class CT2Model:
         sampling = {"sampling_topk": 1} if temperature <= 0 else {"sampling_topk": 0,
                                                                    "sampling_temperature": temperature}
         try:
-            prompts = [tok.convert_ids_to_tokens(tok(r.prompt)["input_ids"]) for r in rows]
+            prompts, static = self._inputs(rows)
+            if static is not None:
+                sampling.update(static_prompt=static, cache_static_prompt=True)
             self.generator.generate_batch(
                 prompts, max_length=max(r.max_tokens for r in rows), include_prompt_in_result=False,
                 end_token=self.end_tokens, callback=step, **sampling)

@@ -362,7 +362,10 @@ class Router:
                 log.info("could not update expert health", extra={"expert": att.expert, "error": str(exc)[:200]})
 
     def close(self) -> None:
+        """Stop the dispatcher and the in-process models' decoding threads."""
         self.dispatcher.close()
+        if self.dispatcher.pool is not None:
+            self.dispatcher.pool.close()
 
 
 def _live_load(cfg: Any) -> Any:

@@ -177,7 +177,7 @@ class TransformersRouterLLM(RouterLLM):
             # a prefilled JSON object ends where it closes: stop there instead of running to max_tokens
             stop = (lambda more: json_closed(prefill + more)) if prefill.lstrip().startswith(("{", "[")) else None
             text = self.pool.generate(self._folder, messages, max_tokens=max_tokens, temperature=temperature,
-                                      prefill=prefill, stop_when=stop)
+                                      prefill=prefill, stop_when=stop, cache_prefix=True)
         except BackendUnavailableError as exc:
             raise RouterLLMUnavailableError(str(exc)) from exc
         except Exception as exc:

@@ -177,3 +177,37 @@ def test_a_failed_conversion_keeps_nothing(tmp_path):
         ct2.converted_folder(settings, bad)
     root = Path(settings.home) / "engines" / "ct2"
     assert not [p for p in root.iterdir() if not p.name.endswith(".lock")]
+
+
+@pytest.mark.slow
+def test_a_cached_prefix_gives_the_same_answer(tiny):
+    """``cache_prefix`` (the router LLM's long instructions): the answer equals the uncached one, again and again;
+    rows with another prefix are decoded in their own batch."""
+    pool, folder = tiny
+    shared = [{"role": "system", "content": "Answer in one short sentence. " * 12}]
+    ask = [*shared, {"role": "user", "content": "What is 2 + 2?"}]
+    plain = pool.generate(folder, ask, max_tokens=10, temperature=0.0)
+    assert [pool.generate(folder, ask, max_tokens=10, temperature=0.0, cache_prefix=True)
+            for _ in range(2)] == [plain, plain]
+    model = pool.ct2_model(folder)
+    sizes: list[int] = []
+    original = model.decode
+    model.decode = lambda rows: (sizes.append(len(rows)), original(rows))[1]
+    try:
+        with cf.ThreadPoolExecutor(2) as ex:
+            cached = ex.submit(pool.generate, folder, ask, max_tokens=10, temperature=0.0, cache_prefix=True)
+            other = ex.submit(pool.generate, folder, HELLO, max_tokens=10, temperature=0.0)
+            assert cached.result(timeout=60) == plain and other.result(timeout=60)
+    finally:
+        model.decode = original
+    assert sorted(sizes) == [1, 1]
+
+
+def test_a_closed_pool_refuses_new_calls(tmp_path):
+    from experts.backends import BackendUnavailableError
+
+    pool = ModelPool(Settings(home=tmp_path))
+    pool.close()
+    pool.close()  # idempotent
+    with pytest.raises(BackendUnavailableError, match="closed"):
+        pool._submit(tmp_path, "ct2", ct2.Row("hi", 4))
