@@ -3,11 +3,13 @@
 Configurations (``--configs``; each a :class:`router.pipeline.Router` built from settings in this process,
 routing the same questions in rotating order so all see the same machine load):
 
-* ``int8`` — the demo's configuration: router LLM and experts in process at ``local_precision=int8``,
-  decomposition without domain labels, the sub-tasks of a question decoded in one batch;
-* ``vllm_router_int8`` — ``qsef serve``'s default: the router LLM on the vLLM server (fp32), the experts in
-  process at int8 (``experts_on_server=auto``);
-* ``fp32`` — the in-process dispatch before int8 (fp32, labelled decomposition);
+* ``ct2`` — the demo's configuration: router LLM and experts in process on the CTranslate2 int8 engine
+  (``local_engine=ctranslate2``), decomposition without domain labels and with the router LLM's
+  instructions cached, the sub-tasks of a question decoded in one batch;
+* ``int8_torch`` — the same on torch's dynamic int8 (``local_engine=transformers``): the demo before;
+* ``vllm_router_ct2`` — ``qsef serve``'s default: the router LLM on the vLLM server (fp32), the experts in
+  process on CTranslate2 (``experts_on_server=auto``);
+* ``fp32`` — the in-process dispatch before int8 (transformers fp32, labelled decomposition);
 * ``vllm`` — router LLM and experts on the vLLM server (fp32, labelled decomposition), concurrently.
 
 The ``vllm*`` configurations need the server running and healthy (``qsef llm serve``); the run refuses to
@@ -16,7 +18,7 @@ demo's), then ``--singles`` single questions on the fast path. Per-stage timings
 ``timings_ms``. Registry and feedback live in a temporary folder. Saves
 ``benchmarks/results/compound_latency.json``.
 
-    .venv/bin/python benchmarks/compound_latency.py [--configs int8 fp32] [--questions 14] [--singles 10]
+    .venv/bin/python benchmarks/compound_latency.py [--configs ct2 int8_torch] [--questions 14] [--singles 10]
 """
 
 from __future__ import annotations
@@ -70,11 +72,12 @@ SINGLES = (
     "What is an index fund?",
 )
 
-CONFIGS = {  # name: (router_backend, local_precision, experts_on_server, decompose_labels)
-    "int8": ("transformers", "int8", "auto", False),
-    "vllm_router_int8": ("vllm", "int8", "auto", False),
-    "fp32": ("transformers", "fp32", "auto", True),
-    "vllm": ("vllm", "fp32", "always", True),
+CONFIGS = {  # name: (router_backend, local_precision, local_engine, experts_on_server, decompose_labels)
+    "ct2": ("transformers", "int8", "ctranslate2", "auto", False),
+    "int8_torch": ("transformers", "int8", "transformers", "auto", False),
+    "vllm_router_ct2": ("vllm", "int8", "ctranslate2", "auto", False),
+    "fp32": ("transformers", "fp32", "transformers", "auto", True),
+    "vllm": ("vllm", "fp32", "transformers", "always", True),
 }
 
 
@@ -91,12 +94,13 @@ def _summary(rows: list[dict]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", nargs="+", default=["int8", "vllm_router_int8", "fp32"], choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=["ct2", "int8_torch"], choices=list(CONFIGS),
+                        help="the first is measured on every question, the others on --baseline-questions")
     parser.add_argument("--questions", type=int, default=len(QUESTIONS))
     parser.add_argument("--singles", type=int, default=len(SINGLES))
     parser.add_argument("--baseline-questions", type=int, default=None,
                         help="route only the first N compound and N single questions with every "
-                             "configuration but int8 (the baselines are slow)")
+                             "configuration but the first (the baselines are slow)")
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
 
@@ -108,9 +112,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="qsef-bench-compound-"))
     routers = {}
     for name in args.configs:
-        backend, precision, on_server, labels = CONFIGS[name]
+        backend, precision, engine, on_server, labels = CONFIGS[name]
         settings = base.model_copy(update={
-            "router_backend": backend, "llm_url": None, "local_precision": precision,
+            "router_backend": backend, "llm_url": None, "local_precision": precision, "local_engine": engine,
             "router": RouterSettings(**{**base.router.model_dump(), "experts_on_server": on_server,
                                         "decompose_labels": labels})})
         routers[name] = Router.from_settings(settings, registry_path=tmp / f"{name}.sqlite",
@@ -130,7 +134,7 @@ def main() -> int:
             names = list(routers)
             order = names[i % len(names):] + names[: i % len(names)]
             for name in order:
-                if name != "int8" and i >= baseline_n:
+                if name != args.configs[0] and i >= baseline_n:
                     continue
                 t0 = time.perf_counter()
                 res = routers[name].route(q, opts)
@@ -148,7 +152,8 @@ def main() -> int:
     for r in routers.values():
         r.close()
     save("compound_latency", {"max_tokens": args.max_tokens, "configs": {n: CONFIGS[n] for n in routers},
-                              "torch_threads": base.torch_threads, "summary": summary, "rows": rows})
+                              "torch_threads": base.torch_threads, "llm_threads": base.llm_threads,
+                              "summary": summary, "rows": rows})
     return 0
 
 

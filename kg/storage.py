@@ -112,6 +112,17 @@ def read_graph(path: str | Path, *, domain: str | None = None) -> KnowledgeGraph
     return read_rows(path, domain=domain).build()
 
 
+
+def _json_object(text: str, path: Path | str, n: int, what: str) -> dict:
+    """``text`` parsed as a JSON object, or a :class:`GraphFormatError` naming ``what``, the file and the line."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GraphFormatError(path, n, f"{what} {'are' if what.endswith('s') else 'is'} not valid JSON: {exc.msg}") from exc
+    if not isinstance(value, dict):
+        raise GraphFormatError(path, n, f"{what} must be a JSON object")
+    return value
+
 def read_rows(path: str | Path, *, domain: str | None = None) -> GraphRows:
     """The rows of a graph file in file order (what :func:`read_graph` builds its graph from).
 
@@ -146,12 +157,7 @@ def read_rows(path: str | Path, *, domain: str | None = None) -> GraphRows:
             if kind == "#meta":
                 if started:
                     raise GraphFormatError(path, n, "#meta must come before the node and edge rows")
-                try:
-                    meta = json.loads(rest)
-                except json.JSONDecodeError as exc:
-                    raise GraphFormatError(path, n, f"#meta is not valid JSON: {exc.msg}") from exc
-                if not isinstance(meta, dict):
-                    raise GraphFormatError(path, n, "#meta must be a JSON object")
+                meta = _json_object(rest, path, n, "#meta")
                 continue
             if kind.startswith("#"):
                 continue
@@ -182,12 +188,7 @@ def read_rows(path: str | Path, *, domain: str | None = None) -> GraphRows:
                     raise GraphFormatError(path, n, f"duplicate node id {nid!r}")
                 parsed_attrs = attrs_memo.get(attrs)
                 if parsed_attrs is None:
-                    try:
-                        parsed_attrs = json.loads(attrs)
-                    except json.JSONDecodeError as exc:
-                        raise GraphFormatError(path, n, f"node attrs are not valid JSON: {exc.msg}") from exc
-                    if not isinstance(parsed_attrs, dict):
-                        raise GraphFormatError(path, n, "node attrs must be a JSON object")
+                    parsed_attrs = _json_object(attrs, path, n, "node attrs")
                     if len(attrs_memo) < 4096:  # identical attrs (e.g. {"pos": "n"}) share one read-only dict
                         attrs_memo[attrs] = parsed_attrs
                 node_rows[nid] = Node(nid, label, synonyms, definition, dom, source, parsed_attrs)

@@ -1,8 +1,9 @@
 """``qsef demo`` — the main job on the embedded defaults, end to end, for a newcomer to watch.
 
 1. load the router LLM (``settings.router_model``, Qwen2.5-Coder-0.5B by default): in process at
-   ``settings.local_precision`` (int8 by default: on a CPU it decodes about 1.7x faster than fp32, see
-   ``benchmarks/local_precision.py``), or with ``--vllm`` under a vLLM server on loopback (what
+   ``settings.local_precision`` on ``settings.local_engine`` (int8 on CTranslate2 by default: on a CPU it decodes
+   faster than fp32, measured in ``benchmarks/local_precision.py``), or with ``--vllm`` under a vLLM server on
+   loopback (what
    ``qsef serve`` uses; started here, and stopped afterwards unless ``--keep-server``);
 2. route a handful of compound questions: the router LLM splits each into sub-tasks, QSEF scores every
    expert per sub-task, the best expert answers (the sub-tasks of one question decoded together) —

@@ -272,8 +272,8 @@ def test_peft_backend_needs_an_adapter_folder(tmp_path):
 
 # ---- precision and micro-batching (real models)
 
-def _tiny_pool(precision: str = "int8") -> tuple[ModelPool, object]:
-    pool = ModelPool(Settings(local_precision=precision, **TORCH))
+def _tiny_pool(precision: str = "int8", engine: str = "transformers") -> tuple[ModelPool, object]:
+    pool = ModelPool(Settings(local_precision=precision, local_engine=engine))
     spec = ExpertSpec(name="tiny", domain="general", backend="hf", backend_kwargs={"model": "smollm2-135m"})
     return pool, HFBackend(spec, pool=pool).folder
 
@@ -316,11 +316,12 @@ def test_concurrent_greedy_calls_are_decoded_in_one_batch():
 
 
 @pytest.mark.slow
-def test_a_cancelled_row_leaves_the_batch_and_the_other_finishes():
+@pytest.mark.parametrize("engine", ["transformers", "ctranslate2"])
+def test_a_cancelled_row_leaves_the_batch_and_the_other_finishes(engine):
     import concurrent.futures as cf
 
-    pool, folder = _tiny_pool("int8")
-    pool.get(folder)
+    pool, folder = _tiny_pool("int8", engine)
+    pool.ct2_model(folder) if pool.engine == "ctranslate2" else pool.get(folder)
     cancel = threading.Event()
     with cf.ThreadPoolExecutor(2) as ex:
         long = ex.submit(pool.generate, folder, COUNT, max_tokens=400, temperature=0.0, cancel=cancel)
