@@ -238,7 +238,8 @@ class ModelPool:
     * ``ctranslate2`` (default): a CTranslate2 int8 copy of the folder (:mod:`experts.ct2`, converted once).
       Every call without an adapter — greedy or sampled, with a stop predicate or streamed — is a row
       for the model's decoding thread, which takes what is queued (waiting ``batch_window_s`` for the rest
-      of a query's sub-tasks), decodes up to ``max_batch`` rows of one temperature together and hands each
+      of a query's sub-tasks), decodes up to ``max_batch`` rows of one temperature (and one cached prefix,
+      ``cache_prefix``) together and hands each
       row back (or streams it) as it ends: its ``max_tokens``, end of sequence, its stop predicate or its
       cancel event. Decoding on a CPU is bound by reading the weights, so a batch of two costs about what
       one row does (measured in ``benchmarks/local_precision.py``);
@@ -493,6 +494,8 @@ class ModelPool:
                 time.sleep(self.batch_window_s)  # let the other sub-tasks of this query join
                 with self._cond:
                     queue = self._pending.get(key, [])
+                    if not queue:  # its rows were cancelled while the window was open
+                        continue
                     same = [r for r in queue if r.batch_key == queue[0].batch_key][: self.max_batch]
                     batch, self._pending[key] = same, [r for r in queue if r not in same]
                 if engine == "ct2":
