@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 from fakes import FakeBackend, ScriptedLLM
@@ -201,3 +202,26 @@ def test_experts_stay_in_process(tmp_path, precision, on_server):
         assert type(router.dispatcher.backend(router.registry.get("law"))) is HFBackend
     finally:
         router.close()
+
+
+def test_streamed_subtasks_are_generated_together(make_router):
+    """Two slow sub-tasks (2 s each) stream in order, the second generated while the first streams."""
+    from router.pipeline import RouteResult
+
+    router = make_router(timeout_s=10)
+    FakeBackend.modes.update(medicine="slow", finance="slow")
+    t0 = time.monotonic()
+    *deltas, result = list(router.route_stream(Q))
+    assert time.monotonic() - t0 < 3.5  # 2 s + 2 s if one after the other
+    assert isinstance(result, RouteResult) and [s.expert for s in result.subtasks] == ["medicine", "finance"]
+    assert [d.index for d in deltas] == sorted(d.index for d in deltas)
+    assert "".join(d.text for d in deltas) == result.answer
+
+
+def test_a_failing_stream_run_ahead_still_falls_back(make_router):
+    """The second sub-task's expert is down: its stream, run ahead, falls back to the next-best as before."""
+    router = make_router()
+    FakeBackend.modes["finance"] = "down"
+    *deltas, result = list(router.route_stream(Q))
+    fin = result.subtasks[1]
+    assert fin.fell_back and fin.expert != "finance" and f"[{fin.expert}]" in "".join(d.text for d in deltas)
