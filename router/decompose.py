@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from core.domains import DOMAINS
-from router.clauses import domain_hint, is_single_question, split_clauses
+from router.clauses import REQUEST_WORDS, domain_hint, is_single_question, split_clauses
 from router.llm import RouterLLM, RouterLLMError, RouterLLMUnavailableError
 
 log = logging.getLogger(__name__)
@@ -278,13 +278,23 @@ class Decomposer:
         if len(subtasks) > self.max_subtasks:
             notes.append(f"truncated {len(subtasks)} sub-tasks to {self.max_subtasks}")
             subtasks = subtasks[: self.max_subtasks]
+        # A sub-task that is the start of another one (a cut-off copy: "Fix this error:" beside "Fix this
+        # error: TypeError …") asks nothing the other does not.
+        # A complete question ("What is GDP?" beside "What is GDP growth?") is never a cut-off copy.
+        heads = [_norm(s.text) for s in subtasks]
+        cut = {i for i, h in enumerate(heads) if not subtasks[i].text.rstrip().endswith(("?", "."))
+               and any(j != i and o.startswith(h + " ") for j, o in enumerate(heads))}
+        if cut:
+            notes.extend(f"dropped cut-off copy {subtasks[i].text[:60]!r}" for i in sorted(cut))
+            subtasks = [s for i, s in enumerate(subtasks) if i not in cut]
         clauses = split_clauses(query)
-        # A sub-task that holds two or more of the splitter's requests merged them: split it.
+        # A sub-task that holds two or more of the splitter's requests merged them: split it. Request words
+        # ("please explain", "show me") do not count: the LLM often drops them.
         if len(clauses) > len(subtasks):
             split: list[SubTask] = []
             for s in subtasks:
                 stok = content_tokens(s.text)
-                inside = [c for c in clauses if content_tokens(c) and len(content_tokens(c) & stok) / len(content_tokens(c)) >= 0.8]
+                inside = [c for c in clauses if _topic(c) and len(_topic(c) & stok) / len(_topic(c)) >= 0.8]
                 if len(inside) >= 2:
                     notes.append(f"split merged sub-task {s.text[:60]!r} into {len(inside)}")
                     split.extend(SubTask(text=c, domain_hint=domain_hint(c, self.domains)) for c in inside)
@@ -333,6 +343,16 @@ class Decomposer:
             notes.append("bare list instead of an object with 'subtasks'")
             return data
         raise DecompositionError(f"JSON of type {type(data).__name__}, expected an object with 'subtasks'")
+
+
+def _norm(text: str) -> str:
+    """Lower-cased words only: how cut-off copies are compared."""
+    return " ".join(_WORD_RE.findall(text.lower()))
+
+
+def _topic(text: str) -> set[str]:
+    """Content words without the words that frame a request."""
+    return content_tokens(text) - REQUEST_WORDS
 
 
 def _repair_json(text: str) -> Any:
