@@ -114,7 +114,9 @@ _LIST_MARK_RE = re.compile(r"^\s*(?:\(?\d+[.)]|[-*•])\s+")
 _WANT_RE = re.compile(r"^(?:i(?:'d| would)(?: also)? like|i(?: also)? (?:want|need) to know|i(?: also)? wonder)\b",
                       re.IGNORECASE)
 _CONNECTIVE_RE = re.compile(
-    r"^(?:(?:and|also|additionally|plus|then|finally|firstly|first|secondly|second|thirdly|third|lastly|next|"
+    r"^(?:(?:(?:my|the|a|and)\s+)?(?:first|second|third|fourth|fifth|next|last|final|another|other|one more|"
+    r"follow-up)\s+(?:question|one|thing|request|task)\s*:\s*"
+    r"|(?:and|also|additionally|plus|then|finally|firstly|first|secondly|second|thirdly|third|lastly|next|"
     r"after that|afterwards|on top of that|besides|separately|moreover|furthermore|in addition|unrelated(?:ly)?|"
     r"on (?:an|a) ?(?:other|different|unrelated|separate) note|by the way|btw|one more thing|also unrelated)"
     r"\b[,:]?\s*)+", re.IGNORECASE)
@@ -146,6 +148,7 @@ def _shared_verb(piece: str) -> list[str]:
 # Multiple-choice options written after their question: "(A) … (B) … (C) …".
 _OPTION_RE = re.compile(r"(?<![\w(])\(([A-J])\)\s")
 _OPTION_START_RE = re.compile("^\\([A-J]\\)[\\s\ue005]")  # a clause that is a (masked) run of options
+_HAS_OPTIONS_RE = re.compile("\\([A-J]\\)\ue005")  # a clause that holds a (masked) run of options
 _MASK = {".": "\ue000", "?": "\ue001", "!": "\ue002", ";": "\ue003", ",": "\ue004", " ": "\ue005", "\t": "\ue005",
          "\n": "\ue005"}
 _UNMASK = {v: k for k, v in _MASK.items() if k not in "\t\n"}
@@ -196,7 +199,7 @@ def _is_request(clause: str) -> bool:
     """A clause asks something: it ends with '?' or starts (after lead-ins like "please") with a
     question word or an imperative verb."""
     c = clause.strip()
-    if c.endswith("?") or _WANT_RE.match(c):
+    if c.endswith("?") or _WANT_RE.match(c) or _HAS_OPTIONS_RE.search(c):  # options: a question is asked
         return True
     if _SUBORDINATE_RE.match(c):  # "If it rains, what …" asks what its main clause asks; "When X, it Y." nothing
         return "," in c and _is_request(c.split(",", 1)[1])

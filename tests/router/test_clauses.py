@@ -108,3 +108,15 @@ def test_options_stay_with_their_question():
     assert split_clauses(numbered) == ["Which number is prime? (A) 4 (B) 9 (C) 7", "What is an easement?"]
     # a lone "(A)" is no run of options
     assert len(split_clauses("What does (A) mean in a bond rating? And what is a tort?")) == 2
+
+
+def test_questions_with_options_are_requests_and_lead_ins_with_a_colon_are_dropped():
+    # a statement followed by its options asks something, even without a question mark
+    q = "What is a lien?\nSecond question: The capital of Kenya is ___ (A) Nairobi (B) Mombasa"
+    assert split_clauses(q) == ["What is a lien?", "The capital of Kenya is ___ (A) Nairobi (B) Mombasa."]
+    q = "Water boils at sea level at (A) 90 C (B) 100 C. Another one: how do I sort a list?"
+    assert split_clauses(q) == ["Water boils at sea level at (A) 90 C (B) 100 C.", "How do I sort a list?"]
+    assert split_clauses("My second question: what is a lien?") == ["What is a lien?"]
+    # context sentences before a question with options stay with it
+    q = "Statement 1 | Every group is abelian. Statement 2 | Z is a ring. (A) True, True (B) False, False"
+    assert len(split_clauses(q)) == 1
