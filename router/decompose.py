@@ -278,15 +278,7 @@ class Decomposer:
         if len(subtasks) > self.max_subtasks:
             notes.append(f"truncated {len(subtasks)} sub-tasks to {self.max_subtasks}")
             subtasks = subtasks[: self.max_subtasks]
-        # A sub-task that is the start of another one (a cut-off copy: "Fix this error:" beside "Fix this
-        # error: TypeError …") asks nothing the other does not.
-        # A complete question ("What is GDP?" beside "What is GDP growth?") is never a cut-off copy.
-        heads = [_norm(s.text) for s in subtasks]
-        cut = {i for i, h in enumerate(heads) if not subtasks[i].text.rstrip().endswith(("?", "."))
-               and any(j != i and o.startswith(h + " ") for j, o in enumerate(heads))}
-        if cut:
-            notes.extend(f"dropped cut-off copy {subtasks[i].text[:60]!r}" for i in sorted(cut))
-            subtasks = [s for i, s in enumerate(subtasks) if i not in cut]
+        subtasks = _drop_cut_off(subtasks, notes)
         clauses = split_clauses(query)
         # A sub-task that holds two or more of the splitter's requests merged them: split it. Request words
         # ("please explain", "show me") do not count: the LLM often drops them.
@@ -309,7 +301,7 @@ class Decomposer:
                 subtasks.append(SubTask(text=clause, domain_hint=domain_hint(clause, self.domains)))
                 covered |= ctok
                 notes.append(f"added left-out clause {clause[:60]!r}")
-        return subtasks, bool(notes), notes
+        return _drop_cut_off(subtasks, notes), bool(notes), notes
 
     @staticmethod
     def _load_items(raw: str, notes: list[str]) -> list[Any]:
@@ -343,6 +335,27 @@ class Decomposer:
             notes.append("bare list instead of an object with 'subtasks'")
             return data
         raise DecompositionError(f"JSON of type {type(data).__name__}, expected an object with 'subtasks'")
+
+
+def _drop_cut_off(subtasks: list[SubTask], notes: list[str]) -> list[SubTask]:
+    """Without the sub-tasks that are the start of another one (a cut-off copy: "Fix this error:" beside
+    "Fix this error: TypeError …" asks nothing the other does not); the longer one takes the copy's place.
+    A complete question ("What is GDP?" beside "What is GDP growth?") is never a cut-off copy."""
+    heads = [_norm(s.text) for s in subtasks]
+    out: list[SubTask] = []
+    used: set[int] = set()
+    for i, s in enumerate(subtasks):
+        if i in used:
+            continue
+        longer = None if s.text.rstrip().endswith(("?", ".")) else next(
+            (j for j, o in enumerate(heads) if j != i and j not in used and o.startswith(heads[i] + " ")), None)
+        if longer is None:
+            out.append(s)
+            continue
+        notes.append(f"dropped cut-off copy {s.text[:60]!r}")
+        used.add(longer)
+        out.append(subtasks[longer])
+    return out
 
 
 def _norm(text: str) -> str:

@@ -154,9 +154,18 @@ def test_cut_off_copy_of_another_subtask_is_dropped():
     raw = json.dumps({"subtasks": ["Review this SQL:", "What is a deductible?",
                                    "Review this SQL: SELECT * FROM t WHERE id = 1."]})
     subs, repaired, notes = Decomposer(ScriptedLLM(), DOMAINS, labels=False).parse(raw, q)
-    assert [s.text for s in subs] == ["What is a deductible?", "Review this SQL: SELECT * FROM t WHERE id = 1."]
+    assert [s.text for s in subs] == ["Review this SQL: SELECT * FROM t WHERE id = 1.", "What is a deductible?"]
     assert repaired and any("cut-off copy" in n for n in notes)
     # two different questions that share a start are both kept
     raw = json.dumps({"subtasks": ["What is GDP?", "What is GDP growth?"]})
     subs, _, notes = Decomposer(ScriptedLLM(), DOMAINS, labels=False).parse(raw, "What is GDP? What is GDP growth?")
     assert [s.text for s in subs] == ["What is GDP?", "What is GDP growth?"] and not notes
+
+
+def test_cut_off_subtask_is_replaced_by_the_clause_added_back_for_it():
+    # the LLM gave only the cut-off start; coverage adds the splitter's clause, which takes the copy's place
+    q = "Review this SQL: SELECT * FROM t WHERE id = 1. Also, what is a deductible?"
+    raw = json.dumps({"subtasks": ["Review this SQL:", "What is a deductible?"]})
+    subs, _, notes = Decomposer(ScriptedLLM(), DOMAINS, labels=False).parse(raw, q)
+    assert [s.text for s in subs] == ["Review this SQL: SELECT * FROM t WHERE id = 1.", "What is a deductible?"]
+    assert any("cut-off copy" in n for n in notes)
