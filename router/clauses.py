@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["DOMAIN_KEYWORDS", "domain_hint", "is_single_question", "split_clauses"]
+__all__ = ["DOMAIN_KEYWORDS", "REQUEST_WORDS", "domain_hint", "is_single_question", "split_clauses"]
 
 DOMAIN_KEYWORDS: dict[str, tuple[str, ...]] = {
     "medicine": (
@@ -76,6 +76,8 @@ _IMPERATIVES = (
 _LEAD_INS = frozenset(("please", "roughly", "briefly", "quickly", "now", "so", "ok", "okay", "then", "and",
                        "also", "finally", "first", "next", "lastly", "kindly", "just"))
 _STARTERS = _QUESTION_WORDS + _IMPERATIVES
+REQUEST_WORDS = frozenset((*_IMPERATIVES, *_LEAD_INS, "me", "us"))
+"""Words that frame a request ("please explain …", "tell me …") rather than say what it is about."""
 # Words that start a new clause after "and"/","; fewer than _STARTERS because "list", "name", "show"…
 # are also nouns ("a tuple and list"), and "which"/"who" after a comma open relative clauses.
 _AND_STARTERS = "|".join((
@@ -86,27 +88,121 @@ _AND_STARTERS = "|".join((
 ))
 _COMMA_STARTERS = "|".join(w for w in _AND_STARTERS.split("|") if w not in ("which", "who", "when", "where"))
 
+# "list"/"name" are also nouns, so they start a clause only before a count or a determiner ("and list five
+# examples", "and name the largest …").
+_COUNTED = (r"(?:list|name)\s+(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|some|a\s+few|several|the|"
+            r"all|any|examples)\b")
+# A starter that is the sentence's last word ("…, and why?") asks about the clause before it: no split.
+_NOT_LAST = r"(?![\s?.!\"')]*$)"
 # A new clause begins at '; ', at 'also'/'additionally'/'plus', and at 'and'/',' before a clause starter.
 _SPLIT_RE = re.compile(
-    rf"\s*;\s*|\s*,?\s+(?:and\s+)?(?:also|additionally|plus)[, ]+(?=(?:{_AND_STARTERS})\b)"
-    rf"|\s*,?\s+and\s+(?=(?:{_AND_STARTERS})\b)|\s*,\s+(?=(?:{_COMMA_STARTERS})\b)",
+    rf"\s*;\s*|\s*,?\s+(?:and\s+)?(?:also|additionally|plus)[, ]+(?=(?:{_AND_STARTERS})\b{_NOT_LAST})"
+    rf"|\s*,?\s+and\s+(?=(?:(?:{_AND_STARTERS})\b{_NOT_LAST}|{_COUNTED}))"
+    rf"|\s*,\s+(?=(?:{_COMMA_STARTERS})\b{_NOT_LAST})",
     re.IGNORECASE,
 )
+# A clause led by a subordinating conjunction ("When I quit, does …", "If it rains, what …") is not a
+# request of its own: it conditions the clause after its comma. "When"/"where"/"while" followed by an
+# auxiliary ("When did …", "When is …") ask a question instead.
+_SUBORDINATE_RE = re.compile(
+    r"^(?:if|when|whenever|once|after|before|since|while|unless|although|though|because|assuming|"
+    r"as\s+soon\s+as|in\s+case|even\s+if)\b(?!\s+(?:is|are|was|were|do|does|did|will|would|can|could|should|"
+    r"has|have|had|shall|might|may|must)\b)", re.IGNORECASE)
 _SENTENCE_RE = re.compile(r"(?<=[.?!])\s+(?=[\"'(A-Z0-9])|\n+")
+_ITEM = "\x00"  # marks a piece that is a request because it is an item of a counted list
 _LIST_MARK_RE = re.compile(r"^\s*(?:\(?\d+[.)]|[-*•])\s+")
 _WANT_RE = re.compile(r"^(?:i(?:'d| would)(?: also)? like|i(?: also)? (?:want|need) to know|i(?: also)? wonder)\b",
                       re.IGNORECASE)
 _CONNECTIVE_RE = re.compile(
-    r"^(?:and|also|additionally|plus|then|finally|secondly|second|lastly|next|after that|afterwards|"
-    r"on top of that|besides)\b[,:]?\s*", re.IGNORECASE)
+    r"^(?:(?:(?:my|the|a|and)\s+)?(?:first|second|third|fourth|fifth|next|last|final|another|other|one more|"
+    r"follow-up)\s+(?:question|one|thing|request|task)\s*:\s*"
+    r"|(?:and|also|additionally|plus|then|finally|firstly|first|secondly|second|thirdly|third|lastly|next|"
+    r"after that|afterwards|on top of that|besides|separately|moreover|furthermore|in addition|unrelated(?:ly)?|"
+    r"on (?:an|a) ?(?:other|different|unrelated|separate) note|by the way|btw|one more thing|also unrelated)"
+    r"\b[,:]?\s*)+", re.IGNORECASE)
+
+
+_NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6}
+# "I need three things: X, Y, and Z." -- a counted list of requests after a colon.
+_ENUM_RE = re.compile(r"^(?P<lead>.*?\b(?P<k>two|three|four|five|six|[2-6])\s+(?:things|questions|requests|topics|"
+                      r"items|tasks)\b[^:]{0,40}):\s*(?P<rest>.+)$", re.IGNORECASE)
+_ENUM_SEP_RE = re.compile(r"\s*,\s*(?:and\s+|plus\s+)?|\s*;\s*|\s+and\s+(?=(?:the|a|an|some|how|what|why|which|"
+                          r"who|where|when)\b)", re.IGNORECASE)
+
+
+# "Give me X, plus Y": a second object of the same request verb.
+_PLUS_RE = re.compile(rf",\s+(?:and\s+)?plus\s+(?!(?:{_AND_STARTERS})\b)", re.IGNORECASE)
+_VERB_HEAD_RE = re.compile(r"^((?:please\s+)?[a-z]+(?:\s+(?:me|us))?)\s", re.IGNORECASE)
+
+
+def _shared_verb(piece: str) -> list[str]:
+    """``"Give me a history of X, plus some tips on Y"`` -> the request with each object: the verb and its
+    "me" are repeated for the second (only when the piece starts with an imperative)."""
+    halves = _PLUS_RE.split(piece, maxsplit=1)
+    head = _VERB_HEAD_RE.match(piece.strip())
+    if len(halves) != 2 or not head or head[1].lower().removeprefix("please ").split()[0] not in _IMPERATIVES:
+        return [piece]
+    return [halves[0], f"{head[1]} {halves[1]}"]
+
+
+# Multiple-choice options written after their question: "(A) … (B) … (C) …".
+_OPTION_RE = re.compile(r"(?<![\w(])\(([A-J])\)\s")
+_OPTION_START_RE = re.compile("^\\([A-J]\\)[\\s\ue005]")  # a clause that is a (masked) run of options
+_HAS_OPTIONS_RE = re.compile("\\([A-J]\\)\ue005")  # a clause that holds a (masked) run of options
+_MASK = {".": "\ue000", "?": "\ue001", "!": "\ue002", ";": "\ue003", ",": "\ue004", " ": "\ue005", "\t": "\ue005",
+         "\n": "\ue005"}
+_UNMASK = {v: k for k, v in _MASK.items() if k not in "\t\n"}
+_MASK_RE = re.compile("[" + "".join(_UNMASK) + "]")
+_RUN_END_RE = re.compile(r"[.?!](?=\s+[\"'A-Z0-9]|\s*$)|\n")
+
+
+def _mask_options(text: str) -> str:
+    """Hide the punctuation inside runs of options "(A) … (B) …" (from "(A)" to the end of the sentence that
+    holds the last letter in sequence), so the options are never split from each other."""
+    out, pos = [], 0
+    marks = list(_OPTION_RE.finditer(text))
+    i = 0
+    while i < len(marks):
+        if marks[i][1] != "A":
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(marks) and ord(marks[j + 1][1]) == ord(marks[j][1]) + 1:
+            j += 1
+        if j == i:  # a lone "(A)" is no run of options
+            i += 1
+            continue
+        start = marks[i].start()
+        end_m = _RUN_END_RE.search(text, marks[j].end())
+        end = end_m.start() if end_m else len(text)
+        out.append(text[pos:start])
+        out.append(text[start:end].translate(str.maketrans(_MASK)))
+        pos, i = end, j + 1
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _unmask(text: str) -> str:
+    return _MASK_RE.sub(lambda m: _UNMASK[m[0]], text)
+
+
+def _enumerated(sentence: str) -> list[str] | None:
+    """The items of a counted list ("Three things: X, Y and Z."), when their number matches the count."""
+    m = _ENUM_RE.match(sentence)
+    if not m:
+        return None
+    items = [i.strip(" .") for i in _ENUM_SEP_RE.split(m["rest"]) if i and i.strip(" .")]
+    return items if len(items) == _NUMBERS[m["k"].lower()] else None
 
 
 def _is_request(clause: str) -> bool:
     """A clause asks something: it ends with '?' or starts (after lead-ins like "please") with a
     question word or an imperative verb."""
     c = clause.strip()
-    if c.endswith("?") or _WANT_RE.match(c):
+    if c.endswith("?") or _WANT_RE.match(c) or _HAS_OPTIONS_RE.search(c):  # options: a question is asked
         return True
+    if _SUBORDINATE_RE.match(c):  # "If it rains, what …" asks what its main clause asks; "When X, it Y." nothing
+        return "," in c and _is_request(c.split(",", 1)[1])
     words = [w for w in re.split(r"[^\w']+", c.lower()) if w]
     while words and words[0] in _LEAD_INS:
         words.pop(0)
@@ -126,23 +222,37 @@ def split_clauses(query: str, *, max_parts: int = 8) -> list[str]:
     nothing ("I'm 45 and take statins.") are attached to the next request so it stays self-contained.
     Always returns at least one part (the whole query when nothing splits).
     """
-    lines = [_LIST_MARK_RE.sub("", line) for line in query.strip().splitlines()]
+    lines = [_LIST_MARK_RE.sub("", line) for line in _mask_options(query.strip()).splitlines()]
     parts: list[str] = []
     for sentence in (s.strip() for line in lines for s in _SENTENCE_RE.split(" ".join(line.split()))):
         if not sentence:
             continue
-        pieces = [p for p in _SPLIT_RE.split(sentence) if p and p.strip()]
-        parts.extend(pieces)
+        items = _enumerated(sentence)
+        if items:  # each item of a counted list is one request, whatever its form
+            parts.extend(f"{_ITEM}{i}" for i in items)
+            continue
+        pieces = [q for p in _SPLIT_RE.split(sentence) if p and p.strip() for q in _shared_verb(p)]
+        merged: list[str] = []
+        for p in pieces:  # a leading subordinate clause stays with the clause it conditions
+            if merged and _SUBORDINATE_RE.match(_tidy(merged[-1])) and not merged[-1].rstrip().endswith("?"):
+                merged[-1] = f"{merged[-1].rstrip(' ,')}, {p.strip()}"
+            else:
+                merged.append(p)
+        parts.extend(merged)
     out: list[str] = []
     context: list[str] = []
     for raw in parts:
-        clause = _tidy(raw)
+        item = raw.startswith(_ITEM)
+        clause = _tidy(raw.removeprefix(_ITEM))
         if not clause:
             continue
-        if len(clause.split()) < 2 and out:  # a dangling word belongs to the previous clause
+        if _OPTION_START_RE.match(clause) and out and not context:  # options belong to the question before them
+            out[-1] = f"{out[-1]} {clause}"
+            continue
+        if len(clause.split()) < 2 and out and not item:  # a dangling word belongs to the previous clause
             out[-1] = f"{out[-1].rstrip('?.!')} {clause}".strip()
             continue
-        if not _is_request(clause):
+        if not item and not _is_request(clause):
             context.append(clause if clause[-1] in ".!?" else clause + ".")
             continue
         if not clause.endswith(("?", ".", "!")):
@@ -156,7 +266,7 @@ def split_clauses(query: str, *, max_parts: int = 8) -> list[str]:
             out.append(" ".join(context))
     if len(out) > max_parts:
         out = [*out[: max_parts - 1], " ".join(out[max_parts - 1 :])]
-    return out or [query.strip()]
+    return [_unmask(c) for c in out] or [query.strip()]
 
 
 def is_single_question(query: str, *, max_words: int = 40) -> bool:

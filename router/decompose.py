@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from core.domains import DOMAINS
-from router.clauses import domain_hint, is_single_question, split_clauses
+from router.clauses import REQUEST_WORDS, domain_hint, is_single_question, split_clauses
 from router.llm import RouterLLM, RouterLLMError, RouterLLMUnavailableError
 
 log = logging.getLogger(__name__)
@@ -278,13 +278,15 @@ class Decomposer:
         if len(subtasks) > self.max_subtasks:
             notes.append(f"truncated {len(subtasks)} sub-tasks to {self.max_subtasks}")
             subtasks = subtasks[: self.max_subtasks]
+        subtasks = _drop_cut_off(subtasks, notes)
         clauses = split_clauses(query)
-        # A sub-task that holds two or more of the splitter's requests merged them: split it.
+        # A sub-task that holds two or more of the splitter's requests merged them: split it. Request words
+        # ("please explain", "show me") do not count: the LLM often drops them.
         if len(clauses) > len(subtasks):
             split: list[SubTask] = []
             for s in subtasks:
                 stok = content_tokens(s.text)
-                inside = [c for c in clauses if content_tokens(c) and len(content_tokens(c) & stok) / len(content_tokens(c)) >= 0.8]
+                inside = [c for c in clauses if _topic(c) and len(_topic(c) & stok) / len(_topic(c)) >= 0.8]
                 if len(inside) >= 2:
                     notes.append(f"split merged sub-task {s.text[:60]!r} into {len(inside)}")
                     split.extend(SubTask(text=c, domain_hint=domain_hint(c, self.domains)) for c in inside)
@@ -299,7 +301,7 @@ class Decomposer:
                 subtasks.append(SubTask(text=clause, domain_hint=domain_hint(clause, self.domains)))
                 covered |= ctok
                 notes.append(f"added left-out clause {clause[:60]!r}")
-        return subtasks, bool(notes), notes
+        return _drop_cut_off(subtasks, notes), bool(notes), notes
 
     @staticmethod
     def _load_items(raw: str, notes: list[str]) -> list[Any]:
@@ -333,6 +335,37 @@ class Decomposer:
             notes.append("bare list instead of an object with 'subtasks'")
             return data
         raise DecompositionError(f"JSON of type {type(data).__name__}, expected an object with 'subtasks'")
+
+
+def _drop_cut_off(subtasks: list[SubTask], notes: list[str]) -> list[SubTask]:
+    """Without the sub-tasks that are the start of another one (a cut-off copy: "Fix this error:" beside
+    "Fix this error: TypeError …" asks nothing the other does not); the longer one takes the copy's place.
+    A complete question ("What is GDP?" beside "What is GDP growth?") is never a cut-off copy."""
+    heads = [_norm(s.text) for s in subtasks]
+    out: list[SubTask] = []
+    used: set[int] = set()
+    for i, s in enumerate(subtasks):
+        if i in used:
+            continue
+        longer = None if s.text.rstrip().endswith(("?", ".")) else next(
+            (j for j, o in enumerate(heads) if j != i and j not in used and o.startswith(heads[i] + " ")), None)
+        if longer is None:
+            out.append(s)
+            continue
+        notes.append(f"dropped cut-off copy {s.text[:60]!r}")
+        used.add(longer)
+        out.append(subtasks[longer])
+    return out
+
+
+def _norm(text: str) -> str:
+    """Lower-cased words only: how cut-off copies are compared."""
+    return " ".join(_WORD_RE.findall(text.lower()))
+
+
+def _topic(text: str) -> set[str]:
+    """Content words without the words that frame a request."""
+    return content_tokens(text) - REQUEST_WORDS
 
 
 def _repair_json(text: str) -> Any:

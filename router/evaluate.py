@@ -27,7 +27,7 @@ from typing import Any, Literal
 from core.jsonl import JSONLError, iter_jsonl
 from router.decompose import Decomposer, Decomposition
 
-__all__ = ["evaluate_decomposition", "load_rows"]
+__all__ = ["error_kind", "evaluate_decomposition", "load_rows"]
 
 
 def load_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -50,6 +50,18 @@ def load_rows(path: str | Path) -> list[dict[str, Any]]:
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
+
+
+def error_kind(row: dict[str, Any]) -> str:
+    """What went wrong in one per-row prediction of :func:`evaluate_decomposition` (``keep_rows``):
+    ``"ok"``, ``"over_split"`` / ``"under_split"`` (more / fewer sub-tasks than gold domains), or
+    ``"wrong_domain"`` (the right count, but the predicted domain set is not the gold set)."""
+    n, gold = len(row["subtasks"]), len(row["gold"])
+    if n > gold:
+        return "over_split"
+    if n < gold:
+        return "under_split"
+    return "ok" if set(row["pred"]) == set(row["gold"]) else "wrong_domain"
 
 
 def evaluate_decomposition(rows: list[dict[str, Any]], decomposer: Decomposer, *, concurrency: int = 1,

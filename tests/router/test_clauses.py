@@ -54,3 +54,69 @@ def test_lead_ins_and_wants_are_requests(query):
 
 def test_keywords_match_word_starts_only():
     assert domain_hint("What is the capital of Australia?") == "general"  # not "api" inside "capital"
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    # a leading subordinate clause conditions the question after its comma: not a request of its own
+    ("If my flight is cancelled, can I get a refund? And how do I reverse a string in Go?",
+     ["If my flight is cancelled, can I get a refund?", "How do I reverse a string in Go?"]),
+    ("After I retire, do I still pay payroll tax?", ["After I retire, do I still pay payroll tax?"]),
+    # ... but "when" + auxiliary asks a question
+    ("When did the Berlin Wall fall, and how long was it?", ["When did the Berlin Wall fall?", "How long was it?"]),
+    # a statement led by "when" with no question mark is context, kept with its request
+    ("Build a to-do app in React. When a task is done, it moves to the bottom.",
+     ["Build a to-do app in React. When a task is done, it moves to the bottom."]),
+    # connectives such as "Separately," / "On another note," are dropped, not glued to the previous part
+    ("What causes hiccups? Separately, who wrote Dracula?", ["What causes hiccups?", "Who wrote Dracula?"]),
+    ("Is a verbal contract binding? On another note, what is a hash map?",
+     ["Is a verbal contract binding?", "What is a hash map?"]),
+    # a starter that ends the sentence asks about the clause before it
+    ("Which planet is the hottest, and why?", ["Which planet is the hottest, and why?"]),
+    # "list"/"name" start a clause before a count or determiner
+    ("Explain what a bond ladder is and list three risks of it.",
+     ["Explain what a bond ladder is.", "List three risks of it."]),
+])
+def test_split_boundaries(query, expected):
+    assert split_clauses(query) == expected
+
+
+def test_counted_list_after_colon_is_split_into_its_items():
+    parts = split_clauses("I need two things: a regex for US zip codes, and the tallest mountain in Africa.")
+    assert parts == ["A regex for US zip codes.", "The tallest mountain in Africa."]
+    assert not is_single_question("Three things: the boiling point of water, a haiku about rain, and a tort.")
+    # the count must match: otherwise the sentence is left as it is
+    assert split_clauses("Three things: bread, milk.") == ["Three things: bread, milk."]
+    # a noun list without the colon form is not split
+    assert len(split_clauses("What is the difference between a tuple and list in Python?")) == 1
+
+
+def test_plus_repeats_the_request_verb_for_its_second_object():
+    assert split_clauses("Tell me the rules of cricket, plus a good recipe for lentil soup.") == [
+        "Tell me the rules of cricket.", "Tell me a good recipe for lentil soup."]
+    assert split_clauses("What is 7 plus 5?") == ["What is 7 plus 5?"]
+    # not an imperative: no verb to repeat, the sentence is left whole
+    assert split_clauses("My rent is high, plus my car broke down.") == ["My rent is high, plus my car broke down."]
+
+
+def test_options_stay_with_their_question():
+    q = ("Which of these is a mammal? (A) a shark. It swims (B) a whale; it breathes air (C) a trout, and why? "
+         "Also, how do I sort a dict by value in Python?")
+    assert split_clauses(q) == [
+        "Which of these is a mammal? (A) a shark. It swims (B) a whale; it breathes air (C) a trout, and why?",
+        "How do I sort a dict by value in Python?"]
+    numbered = "1) Which number is prime? (A) 4 (B) 9 (C) 7\n2) What is an easement?"
+    assert split_clauses(numbered) == ["Which number is prime? (A) 4 (B) 9 (C) 7", "What is an easement?"]
+    # a lone "(A)" is no run of options
+    assert len(split_clauses("What does (A) mean in a bond rating? And what is a tort?")) == 2
+
+
+def test_questions_with_options_are_requests_and_lead_ins_with_a_colon_are_dropped():
+    # a statement followed by its options asks something, even without a question mark
+    q = "What is a lien?\nSecond question: The capital of Kenya is ___ (A) Nairobi (B) Mombasa"
+    assert split_clauses(q) == ["What is a lien?", "The capital of Kenya is ___ (A) Nairobi (B) Mombasa."]
+    q = "Water boils at sea level at (A) 90 C (B) 100 C. Another one: how do I sort a list?"
+    assert split_clauses(q) == ["Water boils at sea level at (A) 90 C (B) 100 C.", "How do I sort a list?"]
+    assert split_clauses("My second question: what is a lien?") == ["What is a lien?"]
+    # context sentences before a question with options stay with it
+    q = "Statement 1 | Every group is abelian. Statement 2 | Z is a ring. (A) True, True (B) False, False"
+    assert len(split_clauses(q)) == 1

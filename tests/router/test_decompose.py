@@ -138,3 +138,34 @@ def test_a_long_single_request_skips_the_llm():
              "background when\noffering recommendations")
     d = Decomposer(ScriptedLLM(), DOMAINS).decompose(brief)
     assert d.path == "fast_path" and [s.text for s in d.subtasks] == [brief] and not d.flagged
+
+
+def test_merged_subtask_is_split_even_when_the_llm_dropped_the_request_words():
+    # the LLM kept the topics but dropped "Please explain how" -- still two of the splitter's requests
+    q = "Please explain how a heat pump works. After that, show me how to undo a git commit."
+    raw = json.dumps({"subtasks": ["A heat pump works. After that, show me how to undo a git commit"]})
+    subs, repaired, notes = Decomposer(ScriptedLLM(), DOMAINS, labels=False).parse(raw, q)
+    assert [s.text for s in subs] == ["Please explain how a heat pump works.", "Show me how to undo a git commit."]
+    assert repaired and any("split merged" in n for n in notes)
+
+
+def test_cut_off_copy_of_another_subtask_is_dropped():
+    q = "Review this SQL: SELECT * FROM t WHERE id = 1. Also, what is a deductible?"
+    raw = json.dumps({"subtasks": ["Review this SQL:", "What is a deductible?",
+                                   "Review this SQL: SELECT * FROM t WHERE id = 1."]})
+    subs, repaired, notes = Decomposer(ScriptedLLM(), DOMAINS, labels=False).parse(raw, q)
+    assert [s.text for s in subs] == ["Review this SQL: SELECT * FROM t WHERE id = 1.", "What is a deductible?"]
+    assert repaired and any("cut-off copy" in n for n in notes)
+    # two different questions that share a start are both kept
+    raw = json.dumps({"subtasks": ["What is GDP?", "What is GDP growth?"]})
+    subs, _, notes = Decomposer(ScriptedLLM(), DOMAINS, labels=False).parse(raw, "What is GDP? What is GDP growth?")
+    assert [s.text for s in subs] == ["What is GDP?", "What is GDP growth?"] and not notes
+
+
+def test_cut_off_subtask_is_replaced_by_the_clause_added_back_for_it():
+    # the LLM gave only the cut-off start; coverage adds the splitter's clause, which takes the copy's place
+    q = "Review this SQL: SELECT * FROM t WHERE id = 1. Also, what is a deductible?"
+    raw = json.dumps({"subtasks": ["Review this SQL:", "What is a deductible?"]})
+    subs, _, notes = Decomposer(ScriptedLLM(), DOMAINS, labels=False).parse(raw, q)
+    assert [s.text for s in subs] == ["Review this SQL: SELECT * FROM t WHERE id = 1.", "What is a deductible?"]
+    assert any("cut-off copy" in n for n in notes)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from router.evaluate import evaluate_decomposition, load_rows
+from router.evaluate import error_kind, evaluate_decomposition, load_rows
 
 
 def test_evaluate_decomposition_counts_and_domains(tmp_path, make_router):
@@ -36,3 +36,13 @@ def test_load_rows_errors_name_file_and_line(tmp_path, text, message):
     p.write_text(text)
     with pytest.raises(ValueError, match=message):
         load_rows(p)
+
+
+@pytest.mark.parametrize(("subtasks", "pred", "gold", "kind"), [
+    (["a", "b"], ["law", "code"], ["code", "law"], "ok"),
+    (["a", "b", "c"], ["law", "code", "code"], ["code", "law"], "over_split"),
+    (["a"], ["law"], ["code", "law"], "under_split"),
+    (["a", "b"], ["law", "law"], ["code", "law"], "wrong_domain"),
+])
+def test_error_kind(subtasks, pred, gold, kind):
+    assert error_kind({"subtasks": subtasks, "pred": pred, "gold": gold}) == kind
