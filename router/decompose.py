@@ -182,6 +182,15 @@ class Decomposer:
             {"role": "user", "content": query},
         ]
 
+    def output_budget(self, query: str) -> int:
+        """Most tokens the LLM may write for ``query``: its sub-tasks restate the query, so a faithful
+        decomposition is about as long as the query (~4 characters a token) plus the JSON around it; this
+        allows twice that, plus each label's tokens, up to ``max_tokens``. A small LLM that answers the
+        question instead of splitting it is cut off there (then the clause splitter takes over, flagged)
+        rather than running to ``max_tokens``."""
+        labels = 8 * self.max_subtasks if self.labels else 0
+        return min(self.max_tokens, 24 + len(query) // 2 + labels)
+
     # -- entry point ---------------------------------------------------------------------------
     def decompose(self, query: str, *, use_llm: bool = True) -> Decomposition:
         """Decompose ``query``; never raises for LLM trouble (falls back, flagged)."""
@@ -201,11 +210,11 @@ class Decomposer:
                 raw = self.llm.complete(
                     self.messages(query),
                     json_schema=decomposition_schema(self.domains, self.max_subtasks, labels=self.labels),
-                    max_tokens=self.max_tokens,
+                    max_tokens=self.output_budget(query),
                 )
             else:
                 prefill = '{"subtasks": [{"subtask": "' if self.labels else '{"subtasks": ["'
-                raw = self.llm.complete(self.messages(query), prefill=prefill, max_tokens=self.max_tokens)
+                raw = self.llm.complete(self.messages(query), prefill=prefill, max_tokens=self.output_budget(query))
         except RouterLLMUnavailableError as exc:
             return self._fallback(query, f"router LLM unavailable: {exc}", raw, t0)
         except RouterLLMError as exc:

@@ -169,3 +169,28 @@ def test_cut_off_subtask_is_replaced_by_the_clause_added_back_for_it():
     subs, _, notes = Decomposer(ScriptedLLM(), DOMAINS, labels=False).parse(raw, q)
     assert [s.text for s in subs] == ["Review this SQL: SELECT * FROM t WHERE id = 1.", "What is a deductible?"]
     assert any("cut-off copy" in n for n in notes)
+
+
+def test_the_output_budget_fits_a_faithful_decomposition_and_cuts_an_answer():
+    """The LLM's budget holds every shipped compound query's clause-split JSON (counted with the router LLM's
+    own tokenizer), and is far below ``max_tokens`` for a short query, where an LLM answering the question
+    instead of splitting it would otherwise write on to ``max_tokens``."""
+    import json
+
+    from core.settings import Settings
+    from corpora.evalsets import data_file
+    from router.clauses import split_clauses
+    from router.evaluate import load_rows
+
+    folder = Settings().home / "models" / "qwen-0.5b"
+    if not (folder / "tokenizer.json").is_file():
+        pytest.skip("qwen-0.5b not in the model store")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    dec = Decomposer(ScriptedLLM(), DOMAINS, max_tokens=2048)
+    for row in load_rows(data_file("compound_queries.jsonl")):
+        faithful = json.dumps(split_clauses(row["query"]))[2:] + "}"  # after the prefill '{"subtasks": ["'
+        assert len(tok(faithful)["input_ids"]) <= dec.output_budget(row["query"]), row["query"][:80]
+    short = "Explain what a non-compete clause is. Also, what is the difference between a stock and a bond?"
+    assert Decomposer(ScriptedLLM(), DOMAINS).output_budget(short) <= 80 < 256
