@@ -98,6 +98,15 @@ def _whole(client, max_tokens: int, question: str = QUESTION) -> dict[str, float
             "answer_words": len(resp.choices[0].message.content.split())}
 
 
+def _summary(streamed: list[dict], whole: list[dict]) -> dict[str, float]:
+    return {
+        "first_content_s_median": statistics.median(r["first_content_s"] for r in streamed),
+        "streamed_total_s_median": statistics.median(r["total_s"] for r in streamed),
+        "ratio_median": statistics.median(r["ratio"] for r in streamed),
+        "non_streamed_total_s_median": statistics.median(r["total_s"] for r in whole),
+    }
+
+
 def main() -> int:
     import openai
 
@@ -134,20 +143,11 @@ def main() -> int:
         "server_ready_s": round(ready_s, 1),
         "streamed": streamed,
         "non_streamed": whole,
-        "summary": {
-            "first_content_s_median": statistics.median(r["first_content_s"] for r in streamed),
-            "streamed_total_s_median": statistics.median(r["total_s"] for r in streamed),
-            "ratio_median": statistics.median(r["ratio"] for r in streamed),
-            "non_streamed_total_s_median": statistics.median(r["total_s"] for r in whole),
-        },
+        "summary": _summary(streamed, whole),
         "compound_question": COMPOUND,
         "compound_streamed": compound,
         "compound_non_streamed": compound_whole,
-        "compound_summary": {
-            "first_content_s_median": statistics.median(r["first_content_s"] for r in compound),
-            "streamed_total_s_median": statistics.median(r["total_s"] for r in compound),
-            "non_streamed_total_s_median": statistics.median(r["total_s"] for r in compound_whole),
-        },
+        "compound_summary": _summary(compound, compound_whole),
     })
     return 0
 
