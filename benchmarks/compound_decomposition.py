@@ -7,9 +7,11 @@ each sub-task, not the router LLM's hint), on two sets in one run:
   graded answer sets (MMLU graded side, BIG-bench, bsdquiz; not the seed-history side), ``--n`` rows with
   a fixed ``--seed``. Their questions were not written by us and were not read while tuning.
 
-Each set is decomposed by the clause splitter (plus fast path) and by the router's default configuration
-(the in-process router LLM ``settings.router_model`` on ``ModelPool(settings)``, plus fast path), each
-row once; the sub-tasks are then routed by two scorers over the default fleet (a temporary registry):
+Each set is decomposed by the clause splitter (plus fast path), by the router's default configuration
+(``router_llm``: the in-process router LLM ``settings.router_model`` on ``ModelPool(settings)``, asked
+only where the fast path and the clear-split check do not answer) and by ``llm_every_split`` (the same
+LLM asked for every query the splitter finds several parts in: the default before the clear-split
+check), each row once; the sub-tasks are then routed by two scorers over the default fleet (a temporary registry):
 
 * ``router`` — as ``Router.from_settings`` builds it: seed history on (``settings.router.seed_history``),
   no feedback store, no answer history (the held-out questions are in the measured answer matrix);
@@ -91,10 +93,10 @@ def main() -> int:
     for s in scorers.values():
         s.warm()
 
-    def decomposer(llm: Any) -> OnceDecomposer:
+    def decomposer(llm: Any, clear_split: bool = cfg.clear_split) -> OnceDecomposer:
         return OnceDecomposer(Decomposer(llm, DOMAINS, descriptions=DOMAIN_DESCRIPTIONS, max_subtasks=cfg.max_subtasks,
                                          max_tokens=cfg.decompose_max_tokens, fast_path=cfg.fast_path,
-                                         labels=cfg.decompose_labels))
+                                         clear_split=clear_split, labels=cfg.decompose_labels))
 
     configs: dict[str, tuple[OnceDecomposer, bool]] = {"clause_splitter": (decomposer(make_router_llm("none")), False)}
     if not args.no_llm:
@@ -103,7 +105,9 @@ def main() -> int:
 
         llm = TransformersRouterLLM(settings.router_model, pool=ModelPool(settings))
         configs["router_llm"] = (decomposer(llm), True)
-        configs["router_llm"][0].inner.decompose("What is GDP? And how do I sort a list in Python?")  # load, warm
+        # before the clear-split shortcut: the LLM decided every split the splitter found several parts in
+        configs["llm_every_split"] = (decomposer(llm, clear_split=False), True)
+        configs["llm_every_split"][0].inner.decompose("What is GDP? And how do I sort a list in Python?")  # warm
 
     results: dict[str, Any] = {}
     summary: dict[str, Any] = {}

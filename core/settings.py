@@ -87,6 +87,9 @@ class RouterSettings(BaseSettings):
     max_subtasks: int = Field(6, ge=1, le=16)
     decompose_max_tokens: int = Field(256, ge=16, le=2048)
     fast_path: bool = Field(True, description="skip the router LLM for single simple questions")
+    clear_split: bool = Field(True, description="skip the router LLM when the clause splitter finds parts that are "
+                                                "each clearly a request of their own (router.decompose."
+                                                "is_clear_split); false: the LLM decides every multi-part split")
     decompose_labels: bool = Field(False, description="ask the router LLM for a domain label per sub-task (a hint "
                                                       "only: QSEF picks the domain; each label costs decoding time)")
     experts_on_server: Literal["auto", "always", "never"] = Field(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["DOMAIN_KEYWORDS", "REQUEST_WORDS", "domain_hint", "is_single_question", "split_clauses"]
+__all__ = ["DOMAIN_KEYWORDS", "REQUEST_WORDS", "domain_hint", "is_request", "is_single_question", "split_clauses"]
 
 DOMAIN_KEYWORDS: dict[str, tuple[str, ...]] = {
     "medicine": (
@@ -195,14 +195,14 @@ def _enumerated(sentence: str) -> list[str] | None:
     return items if len(items) == _NUMBERS[m["k"].lower()] else None
 
 
-def _is_request(clause: str) -> bool:
+def is_request(clause: str) -> bool:
     """A clause asks something: it ends with '?' or starts (after lead-ins like "please") with a
     question word or an imperative verb."""
     c = clause.strip()
     if c.endswith("?") or _WANT_RE.match(c) or _HAS_OPTIONS_RE.search(c):  # options: a question is asked
         return True
     if _SUBORDINATE_RE.match(c):  # "If it rains, what …" asks what its main clause asks; "When X, it Y." nothing
-        return "," in c and _is_request(c.split(",", 1)[1])
+        return "," in c and is_request(c.split(",", 1)[1])
     words = [w for w in re.split(r"[^\w']+", c.lower()) if w]
     while words and words[0] in _LEAD_INS:
         words.pop(0)
@@ -252,7 +252,7 @@ def split_clauses(query: str, *, max_parts: int = 8) -> list[str]:
         if len(clause.split()) < 2 and out and not item:  # a dangling word belongs to the previous clause
             out[-1] = f"{out[-1].rstrip('?.!')} {clause}".strip()
             continue
-        if not item and not _is_request(clause):
+        if not item and not is_request(clause):
             context.append(clause if clause[-1] in ".!?" else clause + ".")
             continue
         if not clause.endswith(("?", ".", "!")):

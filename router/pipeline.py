@@ -167,7 +167,7 @@ class Router:
             registry=registry,
             decomposer=Decomposer(llm, domains, descriptions=descriptions, max_subtasks=cfg.max_subtasks,
                                   max_tokens=cfg.decompose_max_tokens, fast_path=cfg.fast_path,
-                                  labels=cfg.decompose_labels),
+                                  clear_split=cfg.clear_split, labels=cfg.decompose_labels),
             scorer=RegistryScorer(registry, settings=settings, history=feedback, seed_history=cfg.seed_history,
                                   answer_history=cfg.answer_history, live_load=_live_load(cfg)),
             dispatcher=Dispatcher(factory, pool=pool, timeout_s=timeout_s or cfg.expert_timeout_s,

@@ -114,10 +114,11 @@ def _tiny_graphs(settings) -> None:
 
 
 def build_fake_router(folder, llm: RouterLLM | None = None, *, timeout_s: float = 5.0, encoder=None,
-                      database_url: str | None = None):
+                      database_url: str | None = None, clear_split: bool = False):
     """A full :class:`router.pipeline.Router` on fakes: five tiny-profile experts (registry under ``folder``,
     or in the PostgreSQL database ``database_url``), the hashing encoder, :class:`FakeBackend` experts, and
-    ``llm`` (default: an unreachable router LLM)."""
+    ``llm`` (default: an unreachable router LLM). The clear-split shortcut is off unless asked for, so a
+    compound query reaches ``llm`` and the tests see its paths."""
     from pathlib import Path
 
     from core.settings import Settings
@@ -141,7 +142,7 @@ def build_fake_router(folder, llm: RouterLLM | None = None, *, timeout_s: float 
     engine = QSEFEngine(experts=[], encoder=encoder or HashEncoder(), history=fb, settings=settings)
     return Router(
         registry=registry,
-        decomposer=Decomposer(llm or ScriptedLLM(down=True), list(DOMAIN_TEXTS)),
+        decomposer=Decomposer(llm or ScriptedLLM(down=True), list(DOMAIN_TEXTS), clear_split=clear_split),
         scorer=RegistryScorer(registry, settings=settings, engine=engine, history=fb),
         dispatcher=Dispatcher(lambda spec: FakeBackend(spec), timeout_s=timeout_s),
         feedback=fb,

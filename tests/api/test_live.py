@@ -30,6 +30,7 @@ from router.pipeline import Router
 
 cfg = json.loads(sys.argv[1])
 settings = Settings().model_copy(update=cfg["settings"])
+settings = settings.model_copy(update={"router": settings.router.model_copy(update=cfg.get("router", {}))})
 router = Router.from_settings(settings, registry_path=cfg["registry"], feedback_path=cfg["feedback"],
                               seed_defaults=False, timeout_s=cfg.get("timeout", 60))
 for e in cfg["experts"]:
@@ -45,9 +46,11 @@ uvicorn.run(app, host="127.0.0.1", port=cfg["port"], log_level="warning")
 def launch(tmp_path):
     procs: list[subprocess.Popen] = []
 
-    def app(settings: dict, experts: list[dict], *, timeout: float = 60) -> str:
+    def app(settings: dict, experts: list[dict], *, timeout: float = 60, router: dict | None = None) -> str:
         port = free_port()
-        cfg = {"settings": {"api_key": "k", **settings}, "experts": experts, "port": port, "timeout": timeout,
+        # router: RouterSettings fields; clear_split off makes a compound query reach the router LLM
+        cfg = {"settings": {"api_key": "k", **settings}, "router": router or {}, "experts": experts, "port": port,
+               "timeout": timeout,
                "registry": str(tmp_path / "experts.sqlite"), "feedback": str(tmp_path / "feedback.sqlite")}
         p = spawn(["-c", LAUNCHER, json.dumps(cfg)], tmp_path / f"app-{port}.log")
         procs.append(p)
@@ -81,7 +84,8 @@ def test_faults_with_real_processes_stopped(launch):
     experts = [remote_expert("law", e1_url, "law")] + [
         remote_expert(d, e2_url, "slow" if d == "finance" else d) for d in DOMAINS if d != "law"]
     # router LLM: the e1 process too (its replies are not decompositions -> flagged clause splitter)
-    base = app({"router_backend": "vllm", "llm_url": e1_url, "router_model": "x"}, experts, timeout=1.5)
+    base = app({"router_backend": "vllm", "llm_url": e1_url, "router_model": "x"}, experts, timeout=1.5,
+               router={"clear_split": False})
     with httpx.Client(base_url=base, timeout=120) as c:
         body = c.post("/v1/route", json={"query": Q}).json()
         assert body["decomposition_path"] == "clause_splitter" and body["decomposition_flagged"]
@@ -133,7 +137,7 @@ def test_openai_client_against_our_chat_completions(launch, vllm_server):
     app, _ = launch
     experts = [remote_expert(d, vllm_server.base_url, vllm_server.model) for d in DOMAINS]
     base = app({"router_backend": "vllm", "llm_url": vllm_server.base_url, "router_model": vllm_server.model},
-               experts, timeout=300)
+               experts, timeout=300, router={"clear_split": False})
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", timeout=600, max_retries=0)
     resp = client.chat.completions.create(model="qsef-router", max_tokens=24,
                                           messages=[{"role": "user", "content": "What is the capital of France?"}])

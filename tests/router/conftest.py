@@ -10,8 +10,8 @@ from fakes import FakeBackend, build_fake_router
 def make_router(tmp_path):
     FakeBackend.modes = {}
 
-    def build(llm=None, *, timeout_s=5.0):
-        return build_fake_router(tmp_path, llm, timeout_s=timeout_s)
+    def build(llm=None, *, timeout_s=5.0, clear_split=False):
+        return build_fake_router(tmp_path, llm, timeout_s=timeout_s, clear_split=clear_split)
 
     return build
 

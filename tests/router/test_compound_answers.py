@@ -392,8 +392,9 @@ def test_end_to_end_with_the_clause_splitter_and_the_real_engine(tmp_path):
         out = evaluate_compound(rows, decomposer=router.decomposer, scorer=router.scorer, keep_rows=True)
     finally:
         router.close()
-    assert out["paths"] == {"clause_splitter": 6} and out["llm"].startswith("none")
-    # two plain questions joined as people do: the splitter finds both, and QSEF routes each alone right
+    assert out["paths"] == {"clear_split": 6} and out["llm"].startswith("none")
+    # two plain questions joined as people do: the splitter finds both clearly (no LLM is needed), and
+    # QSEF routes each alone right
     assert out["count_accuracy"] == 1.0 and out["part_match_rate"] == 1.0
     assert out["domain_accuracy_alone"] == 1.0
     for r in out["rows"]:

@@ -43,7 +43,7 @@ def test_unreachable_http_llm_raises_unavailable():
     llm = OpenAIRouterLLM("http://127.0.0.1:9/v1", "m", timeout=2, retries=0)
     with pytest.raises(RouterLLMUnavailableError):
         llm.complete([{"role": "user", "content": "hi"}])
-    d = Decomposer(llm).decompose("What is a tort? And how do I sort a list in Python?")
+    d = Decomposer(llm, clear_split=False).decompose("What is a tort? And how do I sort a list in Python?")
     assert d.path == "clause_splitter" and d.flagged and len(d.subtasks) == 2
 
 
@@ -54,7 +54,7 @@ def test_in_process_transformers_decomposition_real_model():
     raw = llm.complete([{"role": "user", "content": "Say hello."}], prefill='{"subtasks": [{"subtask": "',
                        max_tokens=8)
     assert raw.startswith('{"subtasks": [{"subtask": "') and len(raw) > 27
-    d = Decomposer(llm, max_tokens=96).decompose("What is a tort? And how do I sort a list in Python?")
+    d = Decomposer(llm, max_tokens=96, clear_split=False).decompose("What is a tort? And how do I sort a list in Python?")
     assert d.path in ("llm", "repaired", "clause_splitter") and d.raw.startswith('{"subtasks"')
     assert d.path != "clause_splitter" or d.flagged
     assert len(d.subtasks) >= 1

@@ -29,6 +29,13 @@ def test_llm_path(make_router):
     assert res.decomposition_path == "llm" and not res.decomposition_flagged
 
 
+def test_a_clear_split_is_routed_without_the_llm(make_router):
+    llm = ScriptedLLM(down=True)
+    res = make_router(llm, clear_split=True).route(Q)
+    assert res.decomposition_path == "clear_split" and not res.decomposition_flagged and llm.calls == 0
+    assert [s.expert for s in res.subtasks] == ["medicine", "finance"]
+
+
 def test_expert_down_falls_back_to_next_best(make_router):
     router = make_router()
     FakeBackend.modes["law"] = "down"
