@@ -5,7 +5,10 @@ routing the same questions in rotating order so all see the same machine load):
 
 * ``ct2`` — the demo's configuration: router LLM and experts in process on the CTranslate2 int8 engine
   (``local_engine=ctranslate2``), decomposition without domain labels and with the router LLM's
-  instructions cached, the sub-tasks of a question decoded in one batch;
+  instructions cached, the sub-tasks of a question decoded in one batch; the router LLM is asked only
+  where the clause splitter's parts are not clearly separate requests (``router.clear_split``);
+* ``ct2_llm_split`` — the same, with the router LLM asked for every query the splitter finds several
+  parts in (``clear_split`` off: the demo before that check);
 * ``int8_torch`` — the same on torch's dynamic int8 (``local_engine=transformers``): the demo before;
 * ``vllm_router_ct2`` — ``qsef serve``'s default: the router LLM on the vLLM server (fp32), the experts in
   process on CTranslate2 (``experts_on_server=auto``);
@@ -72,12 +75,13 @@ SINGLES = (
     "What is an index fund?",
 )
 
-CONFIGS = {  # name: (router_backend, local_precision, local_engine, experts_on_server, decompose_labels)
-    "ct2": ("transformers", "int8", "ctranslate2", "auto", False),
-    "int8_torch": ("transformers", "int8", "transformers", "auto", False),
-    "vllm_router_ct2": ("vllm", "int8", "ctranslate2", "auto", False),
-    "fp32": ("transformers", "fp32", "transformers", "auto", True),
-    "vllm": ("vllm", "fp32", "transformers", "always", True),
+CONFIGS = {  # name: (router_backend, local_precision, local_engine, experts_on_server, decompose_labels, clear_split)
+    "ct2": ("transformers", "int8", "ctranslate2", "auto", False, True),
+    "ct2_llm_split": ("transformers", "int8", "ctranslate2", "auto", False, False),  # the LLM splits every time
+    "int8_torch": ("transformers", "int8", "transformers", "auto", False, True),
+    "vllm_router_ct2": ("vllm", "int8", "ctranslate2", "auto", False, True),
+    "fp32": ("transformers", "fp32", "transformers", "auto", True, True),
+    "vllm": ("vllm", "fp32", "transformers", "always", True, True),
 }
 
 
@@ -112,11 +116,11 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="qsef-bench-compound-"))
     routers = {}
     for name in args.configs:
-        backend, precision, engine, on_server, labels = CONFIGS[name]
+        backend, precision, engine, on_server, labels, clear_split = CONFIGS[name]
         settings = base.model_copy(update={
             "router_backend": backend, "llm_url": None, "local_precision": precision, "local_engine": engine,
             "router": RouterSettings(**{**base.router.model_dump(), "experts_on_server": on_server,
-                                        "decompose_labels": labels})})
+                                        "decompose_labels": labels, "clear_split": clear_split})})
         routers[name] = Router.from_settings(settings, registry_path=tmp / f"{name}.sqlite",
                                              feedback_path=tmp / f"{name}-fb.sqlite")
         llm = routers[name].decomposer.llm

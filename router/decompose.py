@@ -11,7 +11,9 @@ Paths, recorded in :attr:`Decomposition.path`:
 - ``llm``: the router LLM's output (JSON schema-constrained where the backend supports it, else a
   prefilled ``[{"subtask": "``) parsed and passed strict validation unchanged.
 - ``repaired``: the output needed repair (JSON extracted or closed, unknown domains mapped, invented
-  sub-tasks dropped, clauses the LLM left out added back) and then validated.
+  sub-tasks dropped, clauses the LLM left out added back) and then validated. An output with more
+  sub-tasks than the clause splitter's parts (when it finds several) is replaced by those parts: on every
+  compound set measured, the small router LLM was never right where it split further than the splitter.
 - ``clause_splitter``: the LLM was unreachable or its output could not be repaired; the
   deterministic splitter answered. ``flagged`` is true and ``reason`` says why.
 
@@ -207,7 +209,7 @@ class Decomposer:
         """Decompose ``query``; never raises for LLM trouble (falls back, flagged)."""
         t0 = time.perf_counter()
         query = query.strip()
-        parts = split_clauses(query) if self.fast_path else []
+        parts = split_clauses(query)
         if self.fast_path and (len(parts) == 1 or is_single_question(query)):
             # one request by the cheap checks: a short single question, or a longer message (a role-play
             # brief, code to review) the clause splitter keeps whole -- the small router LLM tends to
@@ -238,6 +240,11 @@ class Decomposer:
             subtasks, repaired, notes = self.parse(raw, query)
         except DecompositionError as exc:
             return self._fallback(query, f"invalid LLM output: {exc}", raw, t0)
+        if len(subtasks) > len(parts) > 1:
+            # more parts than the query has request boundaries: the small LLM cut a request (often a question
+            # and its options) in two; the clause splitter's parts are kept (see the module docstring)
+            notes.append(f"the LLM's {len(subtasks)} sub-tasks exceed the clause splitter's {len(parts)}: kept those")
+            subtasks, repaired = [SubTask(text=c, domain_hint=domain_hint(c, self.domains)) for c in parts], True
         return Decomposition(
             subtasks=subtasks,
             path="repaired" if repaired else "llm",

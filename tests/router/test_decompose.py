@@ -227,3 +227,16 @@ def test_an_unclear_split_asks_the_llm():
 ])
 def test_is_clear_split(parts, clear):
     assert is_clear_split(parts) is clear
+
+
+def test_more_llm_parts_than_the_splitter_finds_keeps_the_splitters():
+    q = ("Which of these rocks will float in water? (A) granite (B) pumice. "
+         "Second, which crop matters most to South American farmers?")
+    cut = {"subtasks": [{"subtask": "Which of these rocks will float in water?", "domain": "general"},
+                        {"subtask": "(A) granite (B) pumice", "domain": "general"},
+                        {"subtask": "Which crop matters most to South American farmers?", "domain": "general"}]}
+    d = llm_decomposer(ScriptedLLM([json.dumps(cut)]), DOMAINS).decompose(q)
+    assert d.path == "repaired" and "exceed the clause splitter's 2" in d.reason
+    assert [s.text for s in d.subtasks] == [
+        "Which of these rocks will float in water? (A) granite (B) pumice.",
+        "Which crop matters most to South American farmers?"]
