@@ -15,6 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def eval_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -225,24 +229,35 @@ def _answer_fleet(args: argparse.Namespace, *, score_dev: bool = True):
         return 2
 
 
-def _eval_answers(args: argparse.Namespace) -> int:
-    from router.answers import AnswerRowError, evaluate_answers, load_answer_rows
-    from router.compound_answers import is_compound_file
+def _read_answer_file(path: str, read: Callable[[], T]) -> T | int:
+    """``read()``, or exit code 2 after one line naming the file's problem (``file:line: rule: detail`` for a
+    bad row, or a missing file): how every command that takes an answer file reports it."""
+    from router.answers import AnswerRowError
 
     try:
-        if is_compound_file(args.file) and not args.compound:
-            print(f"error: {args.file} holds compound rows (with \"parts\"); score them with --compound",
-                  file=sys.stderr)
-            return 2
-        if args.compound:
-            return _eval_compound(args)
-        rows = load_answer_rows(args.file)
+        return read()
     except AnswerRowError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
     except FileNotFoundError:
-        print(f"error: {args.file}: no such file", file=sys.stderr)
+        print(f"error: {path}: no such file", file=sys.stderr)
+    return 2
+
+
+def _eval_answers(args: argparse.Namespace) -> int:
+    from router.answers import evaluate_answers, load_answer_rows
+    from router.compound_answers import is_compound_file
+
+    compound = _read_answer_file(args.file, lambda: is_compound_file(args.file))
+    if compound is not True and compound is not False:
+        return compound  # the file's problem was reported
+    if compound and not args.compound:
+        print(f"error: {args.file} holds compound rows (with \"parts\"); score them with --compound", file=sys.stderr)
         return 2
+    if args.compound:
+        return _read_answer_file(args.file, lambda: _eval_compound(args))
+    rows = _read_answer_file(args.file, lambda: load_answer_rows(args.file))
+    if isinstance(rows, int):
+        return rows
     fleet = _answer_fleet(args)
     if isinstance(fleet, int):
         return fleet
@@ -365,16 +380,11 @@ def _calibrate_answers(args: argparse.Namespace) -> int:
     """``qsef calibrate --answers FILE``: the outcome fit on the experts' cached answers (no model is loaded)."""
     from pathlib import Path
 
-    from router.answers import AnswerRowError, calibrate_from_answers, load_answer_rows
+    from router.answers import calibrate_from_answers, load_answer_rows
 
-    try:
-        rows = load_answer_rows(args.answers)
-    except AnswerRowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError:
-        print(f"error: {args.answers}: no such file", file=sys.stderr)
-        return 2
+    rows = _read_answer_file(args.answers, lambda: load_answer_rows(args.answers))
+    if isinstance(rows, int):
+        return rows
     fleet = _answer_fleet(args, score_dev=False)
     if isinstance(fleet, int):
         return fleet
