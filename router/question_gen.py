@@ -331,16 +331,23 @@ def filter_candidates(cands: Sequence[Candidate], *, encode: Callable[[list[str]
     return kept, FilterReport(counts)
 
 
-def generate_candidates(seeds: Sequence[Seed], *, settings: Settings, model: str = "qwen-0.5b", batch: int = 16,
-                        max_tokens: int = 96, seed: int = 0,
+def load_llm(settings: Settings, model: str = "qwen-0.5b") -> object:
+    """The generating LLM on the CTranslate2 engine (:class:`experts.ct2.CT2Model`). Keep the reference until
+    the process is done with it: a run lost its output when the generator was destroyed mid-process
+    (``std::system_error: Resource deadlock avoided``), so :func:`build` holds it to the end."""
+    from core.store import ModelStore
+    from experts.ct2 import CT2Model
+
+    return CT2Model.load(settings, Path(ModelStore(settings).ensure(model)))
+
+
+def generate_candidates(seeds: Sequence[Seed], *, llm: object, batch: int = 16, max_tokens: int = 96, seed: int = 0,
                         on_batch: Callable[[int, int], None] | None = None) -> list[Candidate]:
     """:data:`PER_SEED` greedy questions per seed, in styles rotated over a seeded shuffle, decoded in batches
     of ``batch`` seeds on the CTranslate2 engine (:class:`experts.ct2.CT2Model`; the system turn cached).
     One prompt asks for several questions because on a CPU the prompt, not the answer, costs most."""
-    from core.store import ModelStore
-    from experts.ct2 import CT2Model, Row
+    from experts.ct2 import Row
 
-    llm = CT2Model.load(settings, Path(ModelStore(settings).ensure(model)))
     tok = llm.tokenizer
     names = list(STYLES)
     order = list(range(len(seeds)))
@@ -405,7 +412,19 @@ def build(settings: Settings, *, per_domain: int = 200, keep: int = 500, corpus_
         if done % (batch * 10) == 0 or done == total:
             print(f"  generated {done}/{total} ({time.perf_counter() - t_sample:.0f} s)", flush=True)
 
-    cands = generate_candidates(seeds, settings=settings, model=model, batch=batch, seed=seed, on_batch=progress)
+    # the raw generations are kept before filtering: a rerun (other filters, a crash after decoding) reuses them
+    ckpt = settings.path("cache", "graphq") / f"candidates-{PROMPT_VERSION}-{model}-s{seed}-n{per_domain}-" \
+        f"c{corpus_share}-{hashlib.sha256(json.dumps([asdict(x) for x in seeds]).encode()).hexdigest()[:12]}.jsonl"
+    llm = None
+    if ckpt.is_file():
+        cands = [Candidate(**json.loads(line)) for line in ckpt.read_text(encoding="utf-8").splitlines() if line]
+        print(f"reusing {len(cands)} generations from {ckpt}", flush=True)
+    else:
+        llm = load_llm(settings, model)
+        cands = generate_candidates(seeds, llm=llm, batch=batch, seed=seed, on_batch=progress)
+        tmp = ckpt.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(asdict(c)) + "\n" for c in cands), encoding="utf-8")
+        tmp.replace(ckpt)
     t_gen = time.perf_counter()
     encoder = get_encoder(settings)
     ev = eval_texts(settings)
@@ -444,6 +463,7 @@ def build(settings: Settings, *, per_domain: int = 200, keep: int = 500, corpus_
         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    del llm  # held until the files are written (see load_llm)
     return manifest
 
 
