@@ -87,7 +87,8 @@ def ship_embeddings(settings: Settings) -> list[Path]:
     """Write the embeddings every installation encodes alike into the package (``qsef/data/embeddings``):
     each default profile's corpus sample, the seed history's MMLU questions and its generated questions. Run
     after a corpus, the MMLU split, the generated questions or the encoder changed
-    (``python -m api.setup_assets --ship-embeddings``); a stale shipped file is never used (its texts' digest no longer matches), so forgetting costs minutes, not correctness."""
+    (``python -m api.setup_assets --ship-embeddings``); a stale shipped file is never used (its texts' digest
+    no longer matches), so forgetting costs minutes, not correctness."""
     from core.domains import DOMAINS
     from corpora import load_mmlu
     from qsef.encoder import get_encoder, ship_cached
