@@ -85,9 +85,10 @@ def build_corpora_and_profiles(settings: Settings) -> None:
 
 def ship_embeddings(settings: Settings) -> list[Path]:
     """Write the embeddings every installation encodes alike into the package (``qsef/data/embeddings``):
-    each default profile's corpus sample and the seed history's MMLU questions. Run after a corpus, the
-    MMLU split or the encoder changed (``python -m api.setup_assets --ship-embeddings``); a stale shipped
-    file is never used (its texts' digest no longer matches), so forgetting costs minutes, not correctness."""
+    each default profile's corpus sample, the seed history's MMLU questions and its generated questions. Run
+    after a corpus, the MMLU split, the generated questions or the encoder changed
+    (``python -m api.setup_assets --ship-embeddings``); a stale shipped file is never used (its texts' digest
+    no longer matches), so forgetting costs minutes, not correctness."""
     from core.domains import DOMAINS
     from corpora import load_mmlu
     from qsef.encoder import get_encoder, ship_cached
@@ -98,6 +99,10 @@ def ship_embeddings(settings: Settings) -> list[Path]:
                        name=f"profile-{d}") for d in DOMAINS]
     out.append(ship_cached([r["text"] for r in load_mmlu(settings, split="history")], encoder=encoder,
                            cache_dir=cache, name="mmlu"))
+    from qsef.graph_questions import load_graph_questions
+
+    out.append(ship_cached([r["text"] for r in load_graph_questions()], encoder=encoder, cache_dir=cache,
+                           name="graphq"))  # the seed history's generated questions (router.graph_questions)
     return out
 
 

@@ -20,7 +20,10 @@ check), each row once; the sub-tasks are then routed by two scorers over the def
 Per row the error kind is recorded (:func:`router.evaluate.error_kind`): over-split, under-split, or the
 right count with a wrong domain set.
 
-    python benchmarks/compound_decomposition.py [--n 60] [--seed 1] [--no-llm]
+    python benchmarks/compound_decomposition.py [--n 60] [--seed 1] [--no-llm] [--graph-questions on|off]
+
+``--graph-questions`` sets ``settings.router.graph_questions`` (the ``router`` scorer's seed history with or
+without the generated questions of ``qsef/data/graph_questions.jsonl``); default: the setting.
 
 Writes ``benchmarks/results/compound_decomposition.json`` (``--out`` renames it).
 """
@@ -69,6 +72,8 @@ def main() -> int:
     ap.add_argument("--no-llm", action="store_true", help="clause splitter only")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="compound_decomposition")
+    ap.add_argument("--graph-questions", choices=("on", "off"), default=None,
+                    help="seed history with or without the generated questions (default: the setting)")
     args = ap.parse_args()
 
     from benchmarks.compound_answers import source_rows
@@ -83,6 +88,9 @@ def main() -> int:
     from router.scoring import RegistryScorer
 
     settings = Settings(torch_threads=args.threads, llm_threads=args.threads)
+    if args.graph_questions is not None:
+        settings = settings.model_copy(update={"router": settings.router.model_copy(
+            update={"graph_questions": args.graph_questions == "on"})})
     cfg = settings.router
     shipped = load_rows(data_file("compound_queries.jsonl"))
     heldout = build_compound_rows(source_rows(settings, {}, "all"), n=args.n, parts=args.parts, seed=args.seed)
@@ -143,7 +151,10 @@ def main() -> int:
                 "answer sets (not read while tuning)",
         "router_llm": None if args.no_llm else configs["router_llm"][0].llm.describe(),
         "heldout_build": {"n": args.n, "seed": args.seed, "parts": args.parts, "pool": "all"},
-        "scorers": {"router": "default fleet, seed history on, no feedback, no answer history",
+        "graph_questions": settings.router.graph_questions,
+        "scorers": {"router": "default fleet, seed history on" + (" (with the generated graph questions)"
+                                                                   if settings.router.graph_questions else "")
+                              + ", no feedback, no answer history",
                     "plain": "default fleet, no history (as local_precision.decompose_runs)"},
         "summary": summary,
         "runs": results,

