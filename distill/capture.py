@@ -4,26 +4,32 @@ A pretrained student (``student.kind: hf``) learns from the teacher's full-vocab
 kept as its top-k at each position. The teacher runs once per (teacher, tokenizer, data, k); its
 output lives in a capture folder that later runs memory-map instead of recomputing:
 
-    manifest.json                 teacher, tokenizer_sha256, data_sha256, k, seq_len, windows, shards
+    manifest.json                 teacher, engine, tokenizer_sha256, data_sha256, k, seq_len, windows, shards
     shard-00000.tokens.npy        (n, T) int32      the input token ids (what the shard was computed on)
     shard-00000.topk_ids.npy      (n, T, k) int32   tokenizer ids of the k most likely next tokens
     shard-00000.topk_logprobs.npy (n, T, k) float16 their log-probabilities (full-vocabulary softmax)
 
 Writes are atomic (temporary file + rename) and the manifest is rewritten after every shard, so
 an interrupted capture resumes at the first missing shard. Reading verifies everything: a
-manifest for another teacher, tokenizer, data set or k is discarded; a shard whose SHA-256 or
-token ids do not match is recomputed (logged), never used.
+manifest for another teacher, engine (backend, dtype or compute type, library version, converted
+copy), tokenizer, data set or k is discarded; a shard whose SHA-256 or token ids do not match is
+recomputed (logged), never used.
 
-Two capture backends (:data:`capture_resolver`):
+Three capture backends (:data:`capture_resolver`):
 
-* ``transformers``: batched fp32 forward under ``torch.inference_mode`` (a batch of windows per
-  call, log-softmax and top-k in one pass);
+* ``transformers``: batched forward (fp32 by default) under ``torch.inference_mode``; the output
+  head, log-normaliser and top-k run on chunks of positions, so no (b, T, V) logits tensor is held;
+* ``ct2``: the CTranslate2 int8 copy of the teacher (:func:`experts.ct2.converted_folder`),
+  ``Generator.forward_batch(..., return_log_probs=True)`` on a batch of windows, then top-k. The
+  fastest path on a CPU; int8 moves the numbers a little (:func:`compare_topk` measures how much,
+  ``benchmarks/distill_capture.py`` reports it on held-out windows);
 * ``vllm``: ``prompt_logprobs`` through a vLLM OpenAI-compatible server (``/v1/completions`` with
   token-id prompts, ``max_tokens=1``), as DistillKit captures logits.
 
-    >>> backend = capture_resolver.make("transformers", folder=teacher_folder, threads=2)
+    >>> backend = capture_resolver.make("ct2", folder=teacher_folder, settings=settings, threads=2)
     >>> cap = capture_topk(backend, ids, out_dir, k=32, teacher="qwen-1.5b", tokenizer_sha256=h)
     >>> cap.topk_ids.shape, cap.topk_logprobs.dtype        # (N, T, k), torch.float16 (memory-mapped)
+    >>> compare_topk(reference_cap.topk_ids, reference_cap.topk_logprobs, cap.topk_ids, cap.topk_logprobs)
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,10 +49,13 @@ import torch
 from core.resolver import Resolver
 from core.store.fetch import sha256_file
 
+if TYPE_CHECKING:
+    from core.settings import Settings
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-VERSION = 1
+VERSION = 2  # 2: the manifest records the engine
 ARRAYS = ("tokens", "topk_ids", "topk_logprobs")
 
 
@@ -68,13 +77,20 @@ def data_sha256(ids: torch.Tensor) -> str:
 class CaptureBackend:
     """Computes top-k next-token log-probabilities for a batch of windows.
 
-    ``topk(ids, k)``: (b, T) int64 token ids -> ``(ids (b, T, k) int32, logprobs (b, T, k) float32)``.
+    ``topk(ids, k)``: (b, T) int64 token ids -> ``(ids (b, T, k) int32, logprobs (b, T, k) float32)``,
+    sorted by log-probability, over the full vocabulary. ``engine()``: what besides the teacher's
+    name changes those numbers (recorded in the capture manifest and checked on read).
     """
 
+    name: str
     batch_size: int = 8
 
     def topk(self, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def engine(self) -> dict[str, Any]:
+        """The backend's identity in the manifest: its name plus what moves its numbers (dtype, versions)."""
+        return {"backend": self.name}
 
     def close(self) -> None:
         """Release the model or connection (optional)."""
@@ -83,17 +99,24 @@ class CaptureBackend:
 class TransformersCapture(CaptureBackend):
     """A local HF causal LM, fp32 by default, batched, under ``torch.inference_mode``.
 
+    The decoder runs on a batch of windows; the output head, ``logsumexp`` and top-k then run on
+    ``head_chunk`` positions at a time, so the (b, T, V) logits (0.6 GB for 4 x 256 positions of a
+    152 k vocabulary) and their log-softmax copy are never held: log p = top-k logit - logsumexp.
+
     Args:
-        folder: the model folder; ``dtype``: ``float32`` (fastest exact path on CPU) or ``bfloat16``;
-        batch_size: windows per forward; threads: torch threads while it runs (None: as is).
+        folder: the model folder; ``dtype``: ``float32`` (fastest exact path on a CPU without bf16
+            instructions) or ``bfloat16``;
+        batch_size: windows per forward; threads: torch threads while it runs (None: as is);
+        head_chunk: positions per output-head call (bounds memory at ``head_chunk`` x V floats).
     """
 
     name = "transformers"
     synonyms = ("hf", "torch")
 
     def __init__(self, folder: str | Path, *, dtype: str = "float32", batch_size: int = 8, threads: int | None = None,
-                 model: Any = None):
+                 head_chunk: int = 256, model: Any = None):
         self.folder, self.dtype, self.batch_size, self.threads = Path(folder), getattr(torch, dtype), batch_size, threads
+        self.head_chunk = head_chunk
         self._model = model
 
     @property
@@ -104,20 +127,104 @@ class TransformersCapture(CaptureBackend):
             self._model = AutoModelForCausalLM.from_pretrained(str(self.folder), dtype=self.dtype).eval()
         return self._model
 
+    def engine(self):
+        import transformers
+
+        return {"backend": self.name, "dtype": str(self.dtype).removeprefix("torch."),
+                "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__}
+
     @torch.inference_mode()
     def topk(self, ids, k):
         old = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
         try:
-            logits = self.model(input_ids=ids).logits.float()  # (b, T, V)
-            val, idx = torch.log_softmax(logits, -1).topk(k, dim=-1)
-            return idx.to(torch.int32), val
+            model = self.model
+            if getattr(model.config, "final_logit_softcapping", None):
+                raise ValueError(f"{self.folder.name}: soft-capped logits are not the output head's; "
+                                 "this backend applies the head itself")
+            h = model.get_decoder()(input_ids=ids).last_hidden_state  # (b, T, H)
+            flat = h.reshape(-1, h.shape[-1])  # (b*T, H)
+            head = model.get_output_embeddings()
+            vals, idxs = [], []
+            for s in range(0, flat.shape[0], self.head_chunk):
+                logits = head(flat[s:s + self.head_chunk]).float()  # (c, V)
+                val, idx = logits.topk(k, dim=-1)
+                vals.append(val - logits.logsumexp(-1, keepdim=True))
+                idxs.append(idx.to(torch.int32))
+            b, T = ids.shape
+            return torch.cat(idxs).view(b, T, k), torch.cat(vals).view(b, T, k)
         finally:
             torch.set_num_threads(old)
 
     def close(self):
         self._model = None
+
+
+class CT2Capture(CaptureBackend):
+    """The CTranslate2 copy of a local HF causal LM (int8 weights, converted once by
+    :func:`experts.ct2.converted_folder`): ``Generator.forward_batch`` with ``return_log_probs``
+    gives the full-vocabulary log-softmax of a batch of windows, then top-k.
+
+    ``forward_batch`` returns every position's (b, T, V) float32 log-probabilities at once (viewed
+    without a copy), so ``batch_size`` bounds memory: 4 windows x 256 positions x 152 k ids = 0.6 GB.
+
+    Args:
+        folder: the HF model folder (the converted copy follows its contents); settings: where the
+            converted copies live (``$QSEF_HOME/engines/ct2``) and the default ``llm_threads``;
+        compute_type: CTranslate2's (``int8``, the default, fastest; ``float32`` computes on the
+            dequantised int8 weights: closer to fp32, slower); batch_size: windows per call;
+        threads: CTranslate2 intra-op threads (None: ``settings.llm_threads``).
+    """
+
+    name = "ct2"
+    synonyms = ("ctranslate2",)
+
+    def __init__(self, folder: str | Path, *, settings: Settings, compute_type: str = "int8", batch_size: int = 4,
+                 threads: int | None = None):
+        self.folder, self.settings, self.compute_type = Path(folder), settings, compute_type
+        self.batch_size, self.threads = batch_size, threads or settings.llm_threads
+        self._generator = None
+        self._converted: Path | None = None
+
+    @property
+    def converted(self) -> Path:
+        """The int8 copy's folder (converted on first use)."""
+        if self._converted is None:
+            from experts.ct2 import converted_folder
+
+            self._converted = converted_folder(self.settings, self.folder)
+        return self._converted
+
+    @property
+    def generator(self):
+        if self._generator is None:
+            import ctranslate2
+
+            self._generator = ctranslate2.Generator(str(self.converted), device="cpu", compute_type=self.compute_type,
+                                                    intra_threads=self.threads)
+        return self._generator
+
+    def engine(self):
+        import ctranslate2
+
+        # the converted copy's name carries the source folder's digest and the conversion format
+        return {"backend": self.name, "compute_type": self.generator.compute_type, "ctranslate2": ctranslate2.__version__,
+                "converted": self.converted.name}
+
+    def topk(self, ids, k):
+        import ctranslate2
+
+        b, T = ids.shape
+        x = ctranslate2.StorageView.from_array(np.ascontiguousarray(ids.numpy().astype(np.int32)))
+        lengths = ctranslate2.StorageView.from_array(np.full(b, T, np.int32))
+        out = self.generator.forward_batch(x, lengths, return_log_probs=True)  # (b, T, V) float32
+        lp = torch.from_numpy(np.asarray(out))  # a view of CTranslate2's buffer; ``out`` keeps it alive
+        val, idx = lp.topk(k, dim=-1)
+        return idx.to(torch.int32), val
+
+    def close(self):
+        self._generator = None
 
 
 class VLLMCapture(CaptureBackend):
@@ -137,6 +244,9 @@ class VLLMCapture(CaptureBackend):
 
     def __init__(self, base_url: str, model: str, *, batch_size: int = 8, timeout: float = 600.0):
         self.base_url, self.model, self.batch_size, self.timeout = base_url.rstrip("/"), model, batch_size, timeout
+
+    def engine(self):
+        return {"backend": self.name, "model": self.model}  # the server's dtype is its own; name it in the model
 
     def _one(self, client, row: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
         body = {"model": self.model, "prompt": row, "max_tokens": 1, "temperature": 0.0, "prompt_logprobs": k,
@@ -187,8 +297,53 @@ def parse_prompt_logprobs(per_pos: list, k: int) -> tuple[np.ndarray, np.ndarray
     return ids, lps
 
 
+@dataclass(frozen=True)
+class CaptureFidelity:
+    """How closely a capture's top-k matches a reference capture's (e.g. ct2 int8 vs fp32 transformers).
+
+    ``top1_agreement``: share of positions where both rank the same token first;
+    ``top1_logprob_abs_diff``: mean |log p_ref - log p| of the reference's top-1 token;
+    ``kl_topk``: mean KL(p_ref || p) on the reference's top-k support, both renormalised there (a
+    token outside the other capture's top k gets that capture's k-th log-probability, an upper bound);
+    ``outside_topk``: share of the reference's top-1 tokens missing from the other capture's top k.
+    """
+
+    positions: int
+    top1_agreement: float
+    top1_logprob_abs_diff: float
+    kl_topk: float
+    outside_topk: float
+
+
+def compare_topk(ref_ids: torch.Tensor, ref_logprobs: torch.Tensor, ids: torch.Tensor,
+                 logprobs: torch.Tensor) -> CaptureFidelity:
+    """Fidelity of one top-k capture to a reference, from the captures alone.
+
+    Args:
+        ref_ids / ref_logprobs: (..., k) the reference's top-k ids and log-probabilities, sorted;
+        ids / logprobs: (..., k') the other capture's, sorted, same leading shape.
+    Returns:
+        a :class:`CaptureFidelity` averaged over every position.
+    """
+    ref_ids, ids = ref_ids.reshape(-1, ref_ids.shape[-1]).long(), ids.reshape(-1, ids.shape[-1]).long()
+    ref_lp, lp = ref_logprobs.reshape(ref_ids.shape).float(), logprobs.reshape(ids.shape).float()
+    match = ref_ids[:, :, None] == ids[:, None, :]  # (P, k, k')
+    found = match.any(-1)  # (P, k): reference token j is in the other top k'
+    floor = lp[:, -1:].expand_as(ref_lp)  # the other capture's k-th log p bounds any token it left out
+    other = torch.where(found, (match * lp[:, None, :]).sum(-1), floor)  # (P, k) its log p at the ref's ids
+    p = torch.log_softmax(ref_lp, -1)
+    q = torch.log_softmax(other, -1)
+    kl = (p.exp() * (p - q)).sum(-1)
+    return CaptureFidelity(
+        positions=int(ref_ids.shape[0]),
+        top1_agreement=float((ref_ids[:, 0] == ids[:, 0]).float().mean()),
+        top1_logprob_abs_diff=float((ref_lp[:, 0] - other[:, 0]).abs().mean()),
+        kl_topk=float(kl.mean()),
+        outside_topk=float((~found[:, 0]).float().mean()))
+
+
 capture_resolver: Resolver[CaptureBackend] = Resolver(
-    CaptureBackend, [TransformersCapture, VLLMCapture], suffix="capture", default="transformers",
+    CaptureBackend, [TransformersCapture, CT2Capture, VLLMCapture], suffix="capture", default="transformers",
     kind="teacher capture backend")
 
 
@@ -246,7 +401,8 @@ def capture_topk(backend: CaptureBackend, ids: torch.Tensor, folder: str | Path,
         backend: computes missing shards (:data:`capture_resolver`).
         ids: (N, T) input token ids; position t's distribution predicts token t + 1.
         folder: the capture folder (created).
-        k: log-probabilities kept per position; teacher / tokenizer_sha256: recorded and checked.
+        k: log-probabilities kept per position; teacher / tokenizer_sha256: recorded and checked, as is
+            ``backend.engine()`` (a capture by another engine, dtype or compute type is recomputed).
         shard_windows: windows per shard (the unit of resumption and verification).
     Returns:
         a :class:`Capture` whose tensors are memory-mapped from the shards.
@@ -254,7 +410,7 @@ def capture_topk(backend: CaptureBackend, ids: torch.Tensor, folder: str | Path,
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     N, T = ids.shape
-    want = {"version": VERSION, "teacher": teacher, "tokenizer_sha256": tokenizer_sha256,
+    want = {"version": VERSION, "teacher": teacher, "engine": backend.engine(), "tokenizer_sha256": tokenizer_sha256,
             "data_sha256": data_sha256(ids), "k": int(k), "seq_len": int(T), "windows": int(N),
             "shard_windows": int(shard_windows)}
     manifest = {**want, "shards": {}}

@@ -70,8 +70,8 @@ DEFAULTS: dict[str, Any] = {
              "max_windows": {"train": None, "heldout": None},  # caps on the windows per split
              "seed": 0},  # document sampling seed (fixed, so every training seed sees the same data)
     "teacher": {"name": "qwen-0.5b", "dtype": "bfloat16", "top_k": 32, "batch_size": 8,
-                "capture": "transformers",  # hf students: distill.capture backend (transformers | vllm)
-                "capture_kwargs": {},  # e.g. {base_url, model} for vllm
+                "capture": "transformers",  # hf students: distill.capture backend (transformers | ct2 | vllm)
+                "capture_kwargs": {},  # e.g. {compute_type: int8} for ct2, {base_url, model} for vllm
                 "views": [{"teacher": None, "temperature_scale": 1.0, "weight": 1.0}]},
     "encoders": ["minilm"],  # sentence-encoder teachers for L_align ([] = none)
     "loss": {"kd": "kd", "kd_weight": 1.0, "lambda_align": 0.1, "lambda_resist": 1.0, "align_kind": "cosine",
@@ -255,7 +255,20 @@ def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, t
 def capture_teacher(cfg: dict, name: str, prepared: dict, *, settings: Settings, tokenizer) -> dict:
     """Full-vocabulary top-k log-probabilities of teacher ``name`` on the train / held-out windows,
     through :func:`distill.capture.capture_topk` (memory-mapped shards under ``$QSEF_HOME/cache/distill``,
-    resumable, verified on read). Returns ``{split: {"topk_idx", "topk_logits"}}`` (log-probs as logits)."""
+    resumable, verified on read). Returns ``{split: {"topk_idx", "topk_logits"}}`` (log-probs as logits).
+
+    ``teacher.capture`` names the backend (:data:`distill.capture.capture_resolver`):
+
+    * ``transformers``: the teacher folder in ``teacher.dtype`` (``float32`` is the fast exact path on a
+      CPU without bf16 instructions), ``threads`` torch threads;
+    * ``ct2``: its CTranslate2 int8 copy (converted once into ``$QSEF_HOME/engines/ct2``), ``threads``
+      intra-op threads (default ``llm_threads``); ``capture_kwargs: {compute_type: float32}`` computes on the
+      dequantised weights instead (closer to fp32, slower);
+    * ``vllm``: ``capture_kwargs: {base_url, model}`` of a running server.
+
+    The capture folder's key holds the backend's engine (name, dtype or compute type, versions), so
+    captures by two engines live side by side; the manifest check refuses one engine's shards for another.
+    """
     from distill.capture import capture_resolver, capture_topk, tokenizer_sha256
     from distill.teachers import TeacherCache, resolve_model_folder
 
@@ -265,13 +278,18 @@ def capture_teacher(cfg: dict, name: str, prepared: dict, *, settings: Settings,
     if kind == "transformers":
         kwargs = {"folder": resolve_model_folder(settings, name), "dtype": tc["dtype"],
                   "threads": cfg.get("threads"), **kwargs}
+    elif kind == "ct2":
+        kwargs = {"folder": resolve_model_folder(settings, name), "settings": settings,
+                  "threads": cfg.get("threads"), **kwargs}
     backend = capture_resolver.make(kind, {"batch_size": tc["batch_size"], **kwargs})
     tok_hash = tokenizer_sha256(tokenizer)
     out = {}
     try:
+        engine = backend.engine()
         for split in ("train", "heldout"):
             ids = prepared[split].ids[:, :-1]
-            folder = settings.path("cache", "distill") / f"capture-{TeacherCache.key(name, tc['top_k'], tok_hash, ids)}"
+            key = TeacherCache.key(name, engine, tc["top_k"], tok_hash, ids)
+            folder = settings.path("cache", "distill") / f"capture-{key}"
             cap = capture_topk(backend, ids, folder, k=tc["top_k"], teacher=name, tokenizer_sha256=tok_hash)
             out[split] = {"topk_idx": cap.topk_ids, "topk_logits": cap.topk_logprobs}
     finally:

@@ -157,6 +157,9 @@ class FailingCapture:
         self.inner, self.fail_on_call, self.calls = inner, fail_on_call, 0
         self.batch_size = inner.batch_size
 
+    def engine(self):
+        return self.inner.engine()
+
     def topk(self, ids, k):
         self.calls += 1
         if self.calls == self.fail_on_call:
