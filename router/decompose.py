@@ -216,7 +216,7 @@ class Decomposer:
             # cut those into pieces, so it is not asked (benchmarks/local_precision.py measures both)
             sub = [SubTask(text=query, domain_hint=domain_hint(query, self.domains))]
             return Decomposition(subtasks=sub, path="fast_path", latency_ms=_ms(t0))
-        if self.clear_split and len(parts) <= self.max_subtasks and is_clear_split(parts):
+        if self.fast_path and self.clear_split and len(parts) <= self.max_subtasks and is_clear_split(parts):
             subs = [SubTask(text=p, domain_hint=domain_hint(p, self.domains)) for p in parts]
             return Decomposition(subtasks=subs, path="clear_split", latency_ms=_ms(t0))
         if not use_llm:

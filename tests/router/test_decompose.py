@@ -240,3 +240,9 @@ def test_more_llm_parts_than_the_splitter_finds_keeps_the_splitters():
     assert [s.text for s in d.subtasks] == [
         "Which of these rocks will float in water? (A) granite (B) pumice.",
         "Which crop matters most to South American farmers?"]
+
+
+def test_without_the_fast_path_even_a_clear_split_asks_the_llm():
+    llm = ScriptedLLM([json.dumps(GOOD)])
+    d = Decomposer(llm, DOMAINS, fast_path=False).decompose(Q)
+    assert llm.calls == 1 and d.path == "llm"
