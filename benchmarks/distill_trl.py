@@ -1,0 +1,232 @@
+"""Our distillation recipe against TRL's ``GKDTrainer`` on an equal budget: the same teacher, student, LoRA,
+training windows, steps, batch, learning rate and seed.
+
+* **ours**: ``distill/configs/lora/expert.yaml`` as shipped (LM loss, resistance-weighted, plus KD from the
+  teacher's top-k log-probabilities captured once into shards; temperature annealing, curriculum and the
+  difficulty sampler), with the teacher, windows and steps below;
+* **TRL**: ``trl.experimental.gkd.GKDTrainer`` with ``lmbda=0`` (the fixed windows, no student samples),
+  ``beta=0`` (forward KL on the teacher's full distribution) at temperature 1, the teacher run at every step
+  — in its own environment (``benchmarks/peer_env.py``, on our torch / transformers / peft).
+
+Each side trains in its own process (its peak resident memory is its own), from the same windows (ours
+writes them; TRL reads them). Then both adapters and the untouched base are scored here, in one process, on
+the same held-out windows (corpus documents disjoint from training): perplexity, token KL(teacher || student)
+and top-1 agreement with the teacher, against the teacher's full fp32 distribution. Saves
+``benchmarks/results/distill_trl.json`` and ``benchmarks/reports/distill_trl.md``.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/distill_trl.py [--domain law] [--steps 16] [--train-windows 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's packages, not an installed copy
+from _common import save
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "distill" / "configs" / "lora" / "expert.yaml"
+TRL_REQUIREMENTS = ["trl==1.16.0", "datasets==5.2.0", "pyarrow==24.0.0", "dill==0.4.1", "multiprocess==0.70.19",
+                    "xxhash==3.6.0"]
+
+
+def _config(args: argparse.Namespace) -> dict:
+    from distill.recipe import load_config
+
+    return load_config(CONFIG, [
+        f"domain={args.domain}", f"name={args.domain}-trlcmp", f"data.domains=[{args.domain}]",
+        f"data.max_windows={{train: {args.train_windows}, heldout: {args.heldout_windows}}}",
+        f"teacher.name={args.teacher}", "teacher.capture=transformers", "teacher.dtype=float32",
+        f"optim.steps={args.steps}", f"optim.batch_size={args.batch_size}", f"eval.max_windows={args.heldout_windows}",
+        f"seed={args.seed}", f"threads={args.threads}", "progress=false", "register=false", "checkpoint.resume=false"])
+
+
+def run_ours(args: argparse.Namespace) -> dict:
+    """Train our recipe (a child process of its own); write the windows for TRL and for scoring."""
+    import numpy as np
+
+    from core.settings import Settings
+    from distill.recipe import DistillRecipe
+
+    cfg = _config(args)
+    rec = DistillRecipe(cfg, settings=Settings())
+    t0 = time.perf_counter()
+    rec.setup()
+    t_setup = time.perf_counter() - t0
+    result = rec.train()
+    t_train = time.perf_counter() - t0 - t_setup
+    rec.save_checkpoint()
+    info = rec.finish(result)
+    train, held = rec.data["train"], rec.data["heldout"]
+    np.savez(Path(args.work) / "windows.npz", train_ids=train.ids.numpy(), train_valid=train.valid.numpy(),
+             heldout_ids=held.ids[: args.heldout_windows].numpy(), heldout_valid=held.valid[: args.heldout_windows].numpy())
+    out = {"adapter": str(rec.output_dir), "setup_and_capture_s": round(t_setup, 1), "train_wall_s": round(t_train, 1),
+           "target_tokens": int(info["metrics"]["tokens_seen"]), "tokens_per_s": round(rec.train_tokens_per_s, 1),
+           "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+           "recipe_metrics": info["metrics"], "train_windows": len(train),
+           "config": {k: cfg[k] for k in ("student", "teacher", "loss", "temperature", "sampler", "curriculum", "optim",
+                                          "seed")}}
+    rec.cleanup()
+    return out
+
+
+def run_trl(args: argparse.Namespace, ours: dict) -> dict:
+    """Train GKDTrainer in the TRL peer environment on the windows ours wrote, with ours' LoRA and optimiser."""
+    from peer_env import peer_python
+
+    from core.settings import Settings
+    from core.store import ModelStore
+
+    settings = Settings()
+    python = peer_python(settings, "trl", TRL_REQUIREMENTS, inherit=True)
+    store, oc = ModelStore(settings), ours["config"]["optim"]
+    spec = {"windows": str(Path(args.work) / "windows.npz"), "student": str(store.path("qwen-0.5b")),
+            "teacher": str(store.path(args.teacher)), "out": str(Path(args.work) / "trl-adapter"),
+            "lora": ours["config"]["student"]["lora"], "steps": args.steps, "batch_size": args.batch_size,
+            "lr": oc["lr"], "warmup": oc["warmup"], "weight_decay": oc["weight_decay"], "grad_clip": oc["grad_clip"],
+            "seed": args.seed, "threads": args.threads}
+    (Path(args.work) / "trl-spec.json").write_text(json.dumps(spec))
+    done = subprocess.run([str(python), str(ROOT / "benchmarks" / "peers" / "trl_gkd_run.py"),
+                           str(Path(args.work) / "trl-spec.json")], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the TRL run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def score(args: argparse.Namespace, adapters: dict[str, str]) -> dict:
+    """Held-out perplexity, KL(teacher || student) and top-1 agreement of the base and each adapter."""
+    import numpy as np
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from core.settings import Settings
+    from core.store import ModelStore
+
+    torch.set_num_threads(args.threads)
+    store = ModelStore(Settings())
+    w = np.load(Path(args.work) / "windows.npz")
+    ids, valid = torch.from_numpy(w["heldout_ids"]).long(), torch.from_numpy(w["heldout_valid"]).bool()
+    teacher = AutoModelForCausalLM.from_pretrained(str(store.path(args.teacher)), dtype=torch.float32).eval()
+    base = AutoModelForCausalLM.from_pretrained(str(store.path("qwen-0.5b")), dtype=torch.float32).eval()
+    names = list(adapters)
+    model = PeftModel.from_pretrained(base, adapters[names[0]], adapter_name=names[0])
+    for name in names[1:]:
+        model.load_adapter(adapters[name], adapter_name=name)
+    model.eval()
+    sums = {n: {"nll": 0.0, "kl": 0.0, "agree": 0, "n": 0} for n in ["base", *names]}
+    teacher_nll = 0.0
+    with torch.inference_mode():
+        for i in range(len(ids)):
+            x, ok = ids[i: i + 1, :-1], valid[i]
+            target = ids[i, 1:][ok]
+            t_logp = torch.log_softmax(teacher(input_ids=x).logits[0].float(), -1)[ok]
+            t_top = t_logp.argmax(-1)
+            teacher_nll += float(-t_logp.gather(1, target[:, None]).sum())
+            for name in sums:
+                if name == "base":
+                    with model.disable_adapter():
+                        logits = model(input_ids=x).logits[0]
+                else:
+                    model.set_adapter(name)
+                    logits = model(input_ids=x).logits[0]
+                s_logp = torch.log_softmax(logits.float(), -1)[ok]
+                s = sums[name]
+                s["nll"] += float(-s_logp.gather(1, target[:, None]).sum())
+                s["kl"] += float((t_logp.exp() * (t_logp - s_logp)).sum())
+                s["agree"] += int((s_logp.argmax(-1) == t_top).sum())
+                s["n"] += int(ok.sum())
+            print(f"scored held-out window {i + 1}/{len(ids)}", file=sys.stderr, flush=True)
+    out: dict = {n: {"heldout_ppl": round(math.exp(s["nll"] / s["n"]), 3), "kl_to_teacher": round(s["kl"] / s["n"], 4),
+                     "top1_agreement": round(s["agree"] / s["n"], 4), "heldout_tokens": s["n"]} for n, s in sums.items()}
+    out["teacher_ppl"] = round(math.exp(teacher_nll / sums["base"]["n"]), 3)
+    return out
+
+
+def write_report(result: dict, path: Path) -> None:
+    ours, trl, sc = result["ours"], result["trl"], result["scores"]
+    a = result["args"]
+    lines = [
+        "# Our distillation recipe vs TRL's GKDTrainer, equal budget", "",
+        f"`benchmarks/distill_trl.py` ({result['machine']['date'][:10]}, {result['machine']['cpu']}, "
+        f"{result['machine']['cores']} cores, load average {result['machine']['load_avg_1m']:.1f} at the start; other "
+        "jobs ran on the machine: compare the rows with each other, not with other days).", "",
+        f"Domain **{a['domain']}**; student Qwen2.5-Coder-0.5B-Instruct + LoRA (r {ours['config']['student']['lora']['r']}, "
+        f"alpha {ours['config']['student']['lora']['alpha']}, last {ours['config']['student']['lora']['layers']} layers, "
+        "all attention and MLP projections); teacher "
+        f"{a['teacher']} (fp32); {ours['train_windows']} training windows of 256 tokens, {a['steps']} steps of "
+        f"{a['batch_size']} windows, lr {ours['config']['optim']['lr']} (cosine, warm-up "
+        f"{ours['config']['optim']['warmup']}), seed {a['seed']}; {sc['base']['heldout_tokens']} held-out tokens from "
+        "documents disjoint from training. Ours: LM (resistance-weighted) + "
+        f"{ours['config']['loss']['kd_weight']} x KD on the teacher's captured top-{ours['config']['teacher']['top_k']}, "
+        "temperature annealed, curriculum and difficulty sampler (the shipped LoRA recipe). TRL "
+        f"{trl['trl']}: GKDTrainer, lmbda 0, beta 0 (forward KL on the full vocabulary), temperature 1, the teacher "
+        "forward at every step.", "",
+        "| | held-out ppl | KL(teacher ‖ student) | top-1 agreement | train tokens/s | train wall (s) | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|",
+        f"| base (no training) | {sc['base']['heldout_ppl']} | {sc['base']['kl_to_teacher']} | "
+        f"{sc['base']['top1_agreement']} | | | |",
+        f"| ours | {sc['ours']['heldout_ppl']} | {sc['ours']['kl_to_teacher']} | {sc['ours']['top1_agreement']} | "
+        f"{ours['tokens_per_s']} | {ours['train_wall_s']} (+ {ours['setup_and_capture_s']} set-up and teacher capture) | "
+        f"{ours['peak_rss_mib']} |",
+        f"| TRL GKD | {sc['trl']['heldout_ppl']} | {sc['trl']['kl_to_teacher']} | {sc['trl']['top1_agreement']} | "
+        f"{trl['tokens_per_s']} | {trl['train_wall_s']} | {trl['peak_rss_mib']} |",
+        f"| teacher | {sc.get('teacher_ppl', '')} | 0 | 1 | | | |", "",
+        "One run, one seed: a small budget on a CPU, so differences of a few percent are within noise.",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--domain", default="law")
+    parser.add_argument("--teacher", default="qwen-1.5b")
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--train-windows", type=int, default=32)
+    parser.add_argument("--heldout-windows", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", default=None, help="work folder (default: a fresh one under $QSEF_HOME/cache)")
+    parser.add_argument("--phase", choices=["all", "ours"], default="all", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase == "ours":  # the child process that trains our recipe
+        print(json.dumps(run_ours(args)))
+        return 0
+    from core.settings import Settings
+    from core.store import ModelStore
+
+    ModelStore(Settings()).ensure(args.teacher)
+    if args.work is None:
+        args.work = str(Settings().path("cache", "distill-trl", time.strftime("%Y%m%d-%H%M%S")))
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    print(f"training our recipe ({args.steps} steps) ...", file=sys.stderr, flush=True)
+    child = [sys.executable, __file__, "--phase", "ours", "--work", args.work] + [
+        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("phase", "work")]
+    done = subprocess.run(child, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"our recipe failed (exit {done.returncode})")
+    ours = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"ours: {ours['tokens_per_s']} tokens/s; training TRL's GKDTrainer ...", file=sys.stderr, flush=True)
+    trl = run_trl(args, ours)
+    print(f"TRL: {trl['tokens_per_s']} tokens/s; scoring on the held-out windows ...", file=sys.stderr, flush=True)
+    scores = score(args, {"ours": ours["adapter"], "trl": trl["adapter"]})
+    result = {"args": {k: v for k, v in vars(args).items() if k != "phase"}, "ours": ours, "trl": trl, "scores": scores}
+    saved = json.loads(save("distill_trl", result).read_text())
+    write_report(saved, ROOT / "benchmarks" / "reports" / "distill_trl.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
