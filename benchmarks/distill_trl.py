@@ -52,19 +52,12 @@ def _config(args: argparse.Namespace) -> dict:
 def run_ours(args: argparse.Namespace) -> dict:
     """Train our recipe (a child process of its own); write the windows for TRL and for scoring."""
     import numpy as np
+    from distill_common import run_recipe
 
     from core.settings import Settings
-    from distill.recipe import DistillRecipe
 
     cfg = _config(args)
-    rec = DistillRecipe(cfg, settings=Settings())
-    t0 = time.perf_counter()
-    rec.setup()
-    t_setup = time.perf_counter() - t0
-    result = rec.train()
-    t_train = time.perf_counter() - t0 - t_setup
-    rec.save_checkpoint()
-    info = rec.finish(result)
+    rec, info, t_setup, t_train = run_recipe(cfg, Settings())
     train, held = rec.data["train"], rec.data["heldout"]
     np.savez(Path(args.work) / "windows.npz", train_ids=train.ids.numpy(), train_valid=train.valid.numpy(),
              heldout_ids=held.ids[: args.heldout_windows].numpy(), heldout_valid=held.valid[: args.heldout_windows].numpy())
