@@ -12,7 +12,7 @@ Each side trains in its own process (its peak resident memory is its own), from 
 writes them; TRL reads them). Then both adapters and the untouched base are scored here, in one process, on
 the same held-out windows (corpus documents disjoint from training): perplexity, token KL(teacher || student)
 and top-1 agreement with the teacher, against the teacher's full fp32 distribution. Saves
-``benchmarks/results/distill_trl.json`` and ``benchmarks/reports/distill_trl.md``.
+``benchmarks/results/distill_trl.json`` and ``benchmarks/reports/distill_trl.md`` (``--out`` renames both).
 
     PYTHONPATH=. .venv/bin/python benchmarks/distill_trl.py [--domain law] [--steps 16] [--train-windows 32]
 """
@@ -192,6 +192,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default=None, help="work folder (default: a fresh one under $QSEF_HOME/cache)")
+    parser.add_argument("--out", default="distill_trl", help="results/<OUT>.json and reports/<OUT>.md")
     parser.add_argument("--phase", choices=["all", "ours"], default="all", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase == "ours":  # the child process that trains our recipe
@@ -206,7 +207,7 @@ def main() -> int:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     print(f"training our recipe ({args.steps} steps) ...", file=sys.stderr, flush=True)
     child = [sys.executable, __file__, "--phase", "ours", "--work", args.work] + [
-        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("phase", "work")]
+        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("phase", "work", "out")]
     done = subprocess.run(child, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"our recipe failed (exit {done.returncode})")
@@ -216,8 +217,8 @@ def main() -> int:
     print(f"TRL: {trl['tokens_per_s']} tokens/s; scoring on the held-out windows ...", file=sys.stderr, flush=True)
     scores = score(args, {"ours": ours["adapter"], "trl": trl["adapter"]})
     result = {"args": {k: v for k, v in vars(args).items() if k != "phase"}, "ours": ours, "trl": trl, "scores": scores}
-    saved = json.loads(save("distill_trl", result).read_text())
-    write_report(saved, ROOT / "benchmarks" / "reports" / "distill_trl.md")
+    saved = json.loads(save(args.out, result).read_text())
+    write_report(saved, ROOT / "benchmarks" / "reports" / f"{args.out}.md")
     return 0
 
 
