@@ -181,6 +181,39 @@ def write_report(result: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def aggregate(names: list[str], path: Path) -> dict:
+    """Mean, 95% interval (t) and Welch's test, ours against TRL, over the seeds' saved results ``names``."""
+    import numpy as np
+    from scipy import stats
+
+    runs = [json.loads((ROOT / "benchmarks" / "results" / f"{n}.json").read_text()) for n in names]
+    metrics = {"heldout_ppl": lambda r, side: r["scores"][side]["heldout_ppl"],
+               "kl_to_teacher": lambda r, side: r["scores"][side]["kl_to_teacher"],
+               "top1_agreement": lambda r, side: r["scores"][side]["top1_agreement"],
+               "train_tokens_per_s": lambda r, side: r[side]["tokens_per_s"]}
+    out: dict = {"runs": names, "seeds": [r["args"]["seed"] for r in runs], "base_heldout_ppl":
+                 sorted({r["scores"]["base"]["heldout_ppl"] for r in runs})}
+    lines = ["# Ours vs TRL's GKDTrainer over seeds", "",
+             f"`benchmarks/distill_trl.py --aggregate` over {', '.join(f'`{n}`' for n in names)} (seeds "
+             f"{', '.join(str(s) for s in out['seeds'])}; the same windows, teacher capture and held-out tokens; base "
+             f"held-out ppl {out['base_heldout_ppl']}). Mean and 95% interval (t, n-1 df); p: Welch's t-test.", "",
+             "| metric | ours | TRL | p (Welch) |", "|---|---|---|---|"]
+    for name, get in metrics.items():
+        row = {}
+        for side in ("ours", "trl"):
+            v = np.array([get(r, side) for r in runs], dtype=float)
+            half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+            row[side] = {"mean": round(float(v.mean()), 4), "ci95": round(half, 4), "values": v.tolist()}
+        ours_v, trl_v = row["ours"]["values"], row["trl"]["values"]
+        p = float(stats.ttest_ind(ours_v, trl_v, equal_var=False).pvalue) if len(runs) > 1 else float("nan")
+        row["welch_p"] = round(p, 4)
+        out[name] = row
+        lines.append(f"| {name} | {row['ours']['mean']} ± {row['ours']['ci95']} | {row['trl']['mean']} ± "
+                     f"{row['trl']['ci95']} | {row['welch_p']} |")
+    path.write_text("\n".join(lines) + "\n")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domain", default="law")
@@ -194,7 +227,13 @@ def main() -> int:
     parser.add_argument("--work", default=None, help="work folder (default: a fresh one under $QSEF_HOME/cache)")
     parser.add_argument("--out", default="distill_trl", help="results/<OUT>.json and reports/<OUT>.md")
     parser.add_argument("--phase", choices=["all", "ours"], default="all", help=argparse.SUPPRESS)
+    parser.add_argument("--aggregate", nargs="+", metavar="RUN",
+                        help="summarise saved runs (results/<RUN>.json, e.g. one per seed) instead of training")
     args = parser.parse_args()
+    if args.aggregate:
+        summary = aggregate(args.aggregate, ROOT / "benchmarks" / "reports" / f"{args.out}_seeds.md")
+        save(f"{args.out}_seeds", summary)
+        return 0
     if args.phase == "ours":  # the child process that trains our recipe
         print(json.dumps(run_ours(args)))
         return 0
