@@ -246,7 +246,7 @@ def main() -> int:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     print(f"training our recipe ({args.steps} steps) ...", file=sys.stderr, flush=True)
     child = [sys.executable, __file__, "--phase", "ours", "--work", args.work] + [
-        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("phase", "work", "out")]
+        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("phase", "work", "out", "aggregate")]
     done = subprocess.run(child, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"our recipe failed (exit {done.returncode})")
