@@ -19,7 +19,7 @@ Everything is seeded: concept and passage sampling (per domain), style assignmen
 shipped result is ``qsef/data/graph_questions.jsonl`` with its manifest (sha256, counts, model, prompt
 version); :mod:`qsef.graph_questions` loads and verifies it.
 
-    PYTHONPATH=. python -m router.question_gen [--per-domain 200] [--keep 500] [--model qwen-0.5b]
+    PYTHONPATH=. python -m router.question_gen [--per-domain 150] [--keep 500] [--model qwen-0.5b]
 
 The filter thresholds were set by reading generated questions, never by routing accuracy on any set.
 """
