@@ -94,16 +94,20 @@ def build_one(domain: str, overrides: list[str], settings) -> dict:
         logging.warning("%s adapter: held-out ppl %.2f >= base %.2f; not exported (kept in %s)", domain,
                         info["metrics"]["heldout_ppl"], info["metrics"]["base_heldout_ppl"], rec.output_dir)
         shutil.rmtree(tmp)
-    return {"shipped": shipped, "domain": domain,
+    return {"shipped": shipped, "domain": domain, "built": time.strftime("%Y-%m-%d", time.gmtime()),
             "config": {"lr": cfg["optim"]["lr"], "kd_weight": cfg["loss"]["kd_weight"], "steps": cfg["optim"]["steps"],
-                       "train_windows": len(train)}, "wall_s": round(wall, 1), "size_bytes": size, **info["metrics"],
+                       "train_windows": len(train), "batch_size": cfg["optim"]["batch_size"],
+                       "capture": cfg["teacher"]["capture"], "seed": cfg["seed"]}, "wall_s": round(wall, 1), "size_bytes": size, **info["metrics"],
             "steps": info["steps"], "train_tokens_per_s": round(getattr(rec, "train_tokens_per_s", 0.0), 1),
             "timing_s": meta["timing_s"], "train_heldout_doc_overlap": len(overlap), "adapter": str(out_dir.relative_to(ROOT))}
 
 
 def _config(r: dict) -> str:
     c = r.get("config")
-    return f"lr {c['lr']}, kd {c['kd_weight']}, {c['steps']} steps, {c['train_windows']} windows" if c else "see above"
+    if not c:
+        return "see above"
+    extra = "".join(f", {k} {c[k]}" for k in ("capture", "seed") if k in c)
+    return f"lr {c['lr']}, kd {c['kd_weight']}, {c['steps']} steps, {c['train_windows']} windows{extra}"
 
 
 def write_report(rows: list[dict], path: Path) -> None:
@@ -112,21 +116,22 @@ def write_report(rows: list[dict], path: Path) -> None:
              "+ rank-8 LoRA on its last 8 layers, LM (resistance-weighted) + self-KD (top-32 of the base 0.5B, "
              "captured once), 256-token packed windows; held-out windows come from corpus documents disjoint "
              "from training. Target: held-out ppl <= 0.85x the base's.", "",
-             "Build of 2026-12-01 on a shared 2-core box (load average 4-10: other jobs, among them a vLLM server): "
-             "code and medicine with 16 training windows, 10 steps of 2 windows, lr 0.002, kd_weight 0.5; law, "
-             "finance and general with 12 windows, 6 steps, lr 0.003, kd_weight 0.25 (the box was too loaded for "
-             "more); rows with a `config` column were rerun with the values shown. Only adapters that beat their "
-             "base on the held-out windows are exported (shipped). 4 held-out windows (1,024 tokens) per domain: "
-             "the ratios are noisy (single runs, one seed).", "",
-             "| domain | held-out ppl | base ppl | ratio | tokens seen | held-out tokens | train tok/s | wall (s) | config | shipped |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "Build of 2026-12-02 (all five domains; the `build` column dates each row): 24 training windows "
+             "(6,144 tokens) per domain, 12 steps of 2 windows (6,144 tokens seen; the sampler draws with "
+             "replacement across steps, so a window may be seen twice and another not at all), lr 0.002, "
+             "kd_weight 0.5, teacher capture CTranslate2 int8, seed 0; 16 held-out windows (4,096 tokens) per "
+             "domain. The earlier build (2026-12-01: 3-5 k training tokens, 4 held-out windows) is in "
+             "`benchmarks/results/distill_lora.partial.jsonl`. Only adapters that beat their base on the "
+             "held-out windows are exported (shipped). Single runs, one seed each: the ratios are noisy.", "",
+             "| domain | held-out ppl | base ppl | ratio | tokens seen | held-out tokens | train tok/s | wall (s) | build | config | shipped |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['domain']} | failed: {r['error'][:80]} | | | | | | {r.get('wall_s', '')} |")
+            lines.append(f"| {r['domain']} | failed: {r['error'][:80]} | | | | | | {r.get('wall_s', '')} | | | |")
             continue
         lines.append(f"| {r['domain']} | {r['heldout_ppl']:.2f} | {r['base_heldout_ppl']:.2f} | "
                      f"{r['ppl_ratio_to_base']:.3f} | {r['tokens_seen']} | {r['heldout_tokens']} | "
-                     f"{r['train_tokens_per_s']} | {r['wall_s']} | {_config(r)} | "
+                     f"{r['train_tokens_per_s']} | {r['wall_s']} | {r.get('built', '2026-12-01')} | {_config(r)} | "
                      f"{'yes' if r.get('shipped', True) else 'no (worse than base)'} |")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
