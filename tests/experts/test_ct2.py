@@ -80,9 +80,38 @@ def test_conversion_happens_once_and_a_broken_copy_is_redone(tiny):
     assert not list(again.parent.glob(".tmp-*"))  # no temp folders left behind
 
 
+@contextlib.contextmanager
+def slow_decoding(model, delay_s: float = 0.01):
+    """Fault injection: every decoded token costs at least ``delay_s`` and no row ends before its budget, so a
+    long request stays long on any CPU (the tiny model may otherwise end its answer after a few tokens)."""
+    generator = model.generator
+
+    class Slow:
+        def __getattr__(self, name):
+            return getattr(generator, name)
+
+        def generate_batch(self, prompts, *, callback, max_length, **kwargs):
+            def step(result):
+                time.sleep(delay_s)
+                return callback(result)
+
+            return generator.generate_batch(prompts, max_length=max_length, min_length=max_length, callback=step,
+                                            **kwargs)
+
+    model.generator = Slow()
+    try:
+        yield
+    finally:
+        model.generator = generator
+
+
 @pytest.mark.slow
 def test_concurrent_calls_are_decoded_together_and_equal_alone(tiny):
-    """Two greedy calls at once join one batch; each stops at its own budget and equals its answer alone."""
+    """Two greedy calls at once join one batch; each stops at its own budget and equals its answer alone.
+
+    Equal up to the final token: CTranslate2 does not promise bitwise-equal logits for a padded batch and a
+    single row, and on some CPUs (seen on an AVX-512 Xeon, not on an AMD EPYC) a near-tie at the last step of
+    the 2 + 2 answer flips between a newline and end of sequence."""
     pool, folder = tiny
     asks = [HELLO, [{"role": "user", "content": "What is 2 + 2?"}]]
     alone = [pool.generate(folder, a, max_tokens=n, temperature=0.0) for a, n in zip(asks, (6, 12), strict=True)]
@@ -90,8 +119,12 @@ def test_concurrent_calls_are_decoded_together_and_equal_alone(tiny):
     with batch_sizes(model) as sizes, cf.ThreadPoolExecutor(2) as ex:
         together = list(ex.map(lambda a, n: pool.generate(folder, a, max_tokens=n, temperature=0.0), asks, (6, 12)))
     assert sizes == [2]
-    assert together == alone
-    assert len(model.tokenizer(together[0], add_special_tokens=False)["input_ids"]) <= 6
+    ids = lambda text: model.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    for one, joint in zip(alone, together, strict=True):
+        a, j = ids(one), ids(joint)
+        assert abs(len(a) - len(j)) <= 1 and a[: len(a) - 1] == j[: len(a) - 1]
+        assert len(j) >= 4  # a real answer, not a row cut short by the other's end
+    assert len(ids(together[0])) <= 6
 
 
 @pytest.mark.slow
@@ -131,7 +164,8 @@ def test_timed_out_dispatch_stops_the_generation(tiny):
     backend = HFBackend(spec, pool=pool)
     d = Dispatcher(lambda s: backend, timeout_s=1.0)
     try:
-        answer, att = d.call(spec, COUNT, max_tokens=400)
+        with slow_decoding(pool.ct2_model(folder)):  # 400 tokens take >= 4 s however fast the CPU
+            answer, att = d.call(spec, COUNT, max_tokens=400)
         assert answer is None and "timeout after 1s" in att.error
         t0 = time.monotonic()
         answer, att = d.call(spec, [{"role": "user", "content": "Say hello."}], max_tokens=4, timeout_s=60)
