@@ -50,14 +50,19 @@ def save(name: str, payload: dict) -> Path:
 
 def run_recipe(cfg: dict, settings) -> tuple:
     """Set up and train one recipe, save its checkpoint and finish it (evaluation, export):
-    ``(recipe, finish() info, set-up seconds, training seconds)``. The caller cleans up (``recipe.cleanup()``)."""
+    ``(recipe, finish() info, set-up seconds, training seconds)``. On success the caller cleans up
+    (``recipe.cleanup()``) once it has read ``recipe.data``; on a failure this does, then re-raises."""
     from distill.recipe import DistillRecipe
 
-    rec = DistillRecipe(cfg, settings=settings)
     t0 = time.perf_counter()
-    rec.setup()
-    t_setup = time.perf_counter() - t0
-    result = rec.train()
-    t_train = time.perf_counter() - t0 - t_setup
-    rec.save_checkpoint()
-    return rec, rec.finish(result), t_setup, t_train
+    rec = DistillRecipe(cfg, settings=settings)
+    try:
+        rec.setup()
+        t_setup = time.perf_counter() - t0
+        result = rec.train()
+        t_train = time.perf_counter() - t0 - t_setup
+        rec.save_checkpoint()
+        return rec, rec.finish(result), t_setup, t_train
+    except BaseException:
+        rec.cleanup()
+        raise

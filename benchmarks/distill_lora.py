@@ -40,20 +40,16 @@ def licence_notes(domain: str) -> list[dict]:
 
 
 def build_one(domain: str, overrides: list[str], settings) -> dict:
+    from distill_common import run_recipe
+
     from distill.capture import data_sha256
-    from distill.recipe import DistillRecipe, load_config
+    from distill.recipe import load_config
 
     cfg = load_config(CONFIG, [f"domain={domain}", f"name={domain}-lora", f"data.domains=[{domain}]",
                                "progress=false", *overrides])
     t0 = time.perf_counter()
-    rec = DistillRecipe(cfg, settings=settings)
+    rec, info, t_setup, t_train = run_recipe(cfg, settings)
     try:
-        rec.setup()
-        t_setup = time.perf_counter() - t0
-        result = rec.train()
-        t_train = time.perf_counter() - t0 - t_setup
-        rec.save_checkpoint()
-        info = rec.finish(result)
         train, held = rec.data["train"], rec.data["heldout"]
         data = {"train_windows": len(train), "heldout_windows": min(len(held), cfg["eval"]["max_windows"]),
                 "seq_len": cfg["data"]["seq_len"], "train_tokens_available": int(train.valid.sum()),
