@@ -14,7 +14,8 @@ live load and registered experts.
       - name: small
         model: smollm2-135m          # model-store name (qsef models list)
         port: 8031
-        lora: {law-lora: adapters/law}   # optional: served name -> adapter folder (in the data directory)
+        lora: {law-lora: adapters/law}   # optional: served name -> adapter folder (in the data directory,
+                                         # or shipped:<domain> for an adapter that ships with the package)
         experts:
           - {name: law-small, domain: law, model: law-lora}
           - {name: general-small, domain: general}       # model defaults to the base model
@@ -23,6 +24,11 @@ live load and registered experts.
         model: qwen-1.5b             # the served model name there
         experts:
           - {name: finance-big, domain: finance, size_params: 1540000000}
+
+``experts/data/fleets/lora.yaml`` serves the five shipped LoRA domain experts from one vLLM engine on
+Qwen2.5-Coder-0.5B (the in-process alternative is the ``peft`` backend the registry's ``<domain>-lora``
+experts use; which one answers is the expert's backend configuration). Greedy answers of the two agree
+token for token (``tests/router/test_fleet.py``; ``benchmarks/lora_serving.py`` measures both).
 
 Validation happens before anything starts: an unknown model, a missing adapter folder, a port taken
 by another program, duplicate ports or expert names — one message naming the file, the entry and the fix.
@@ -38,7 +44,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.settings import Settings
 from experts.load import LiveLoad
-from experts.registry import ExpertNotFoundError, ExpertRegistry, ExpertSpec
+from experts.registry import (
+    DOMAIN_DESCRIPTIONS,
+    DOMAIN_PROMPTS,
+    ExpertNotFoundError,
+    ExpertRegistry,
+    ExpertSpec,
+)
 from router.llm.server import VLLMServer, _port_free
 
 log = logging.getLogger(__name__)
@@ -55,8 +67,9 @@ class FleetExpert(BaseModel):
     name: str
     domain: str
     model: str | None = Field(None, description="served model name: the base model (default) or a LoRA adapter")
-    description: str = ""
-    system_prompt: str = ""
+    description: str | None = Field(None, description="default: the domain's description (read by the router LLM)")
+    system_prompt: str | None = Field(None, description="default: the domain's system prompt, as the shipped experts "
+                                      "have; \"\" for none")
     cost: float = 1.0
     size_params: int = Field(0, ge=0, description="parameter count, read by C_model's size term")
     profile: dict[str, Any] = Field(default_factory=dict)
@@ -69,7 +82,8 @@ class FleetServer(BaseModel):
     port: int | None = Field(None, ge=1, le=65535, description="local server: loopback port")
     url: str | None = Field(None, description="remote server: its OpenAI-compatible base URL (…/v1)")
     max_model_len: int = Field(2048, ge=128)
-    lora: dict[str, str] = Field(default_factory=dict, description="served adapter name -> adapter folder")
+    lora: dict[str, str] = Field(default_factory=dict, description="served adapter name -> adapter folder in the "
+                                 "data directory, or shipped:<domain>")
     max_lora_rank: int = Field(16, ge=1, le=512)
     extra_args: list[str] = Field(default_factory=list, description="more vLLM api_server flags")
     experts: list[FleetExpert] = Field(..., min_length=1)
@@ -140,6 +154,16 @@ def load_fleet(path: str | Path) -> Fleet:
         raise FleetError(f"fleet file {p}: {problems}") from exc
 
 
+def _adapter_base(folder: Path) -> str | None:
+    """The base model an adapter folder names (``base_model_name_or_path``), or ``None`` if unreadable."""
+    import json
+
+    try:
+        return json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 class FleetManager:
     """Starts, stops and inspects one fleet on this host and keeps the registry in step.
 
@@ -155,14 +179,24 @@ class FleetManager:
     def _server(self, s: FleetServer) -> VLLMServer:
         args: list[str] = list(s.extra_args)
         if s.lora:
-            args += ["--enable-lora", "--max-lora-rank", str(s.max_lora_rank), "--lora-modules",
+            # --max-loras: every adapter may sit in one batch (vLLM's default of 1 serialises mixed requests)
+            args += ["--enable-lora", "--max-lora-rank", str(s.max_lora_rank), "--max-loras", str(len(s.lora)),
+                     "--lora-modules",
                      *(f"{name}={self._adapter(s, name)}" for name in sorted(s.lora))]
         return VLLMServer(s.model, settings=self.settings, port=s.port, max_model_len=s.max_model_len,
                           extra_args=tuple(args))
 
     def _adapter(self, s: FleetServer, name: str) -> Path:
+        from experts.backends import SHIPPED_ADAPTERS, SHIPPED_PREFIX
+
+        ref = s.lora[name]
         try:
-            return self.settings.confine(s.lora[name])
+            if ref.startswith(SHIPPED_PREFIX):
+                folder = SHIPPED_ADAPTERS.joinpath(ref[len(SHIPPED_PREFIX):]).resolve()
+                if SHIPPED_ADAPTERS.resolve() not in folder.parents:
+                    raise ValueError(f"{ref!r} names no shipped adapter (shipped:<domain>)")
+                return folder
+            return self.settings.confine(ref)
         except ValueError as exc:
             raise FleetError(f"{self.source}: server {s.name!r} adapter {name!r}: {exc}") from exc
 
@@ -192,6 +226,10 @@ class FleetManager:
                 if not (folder / "adapter_config.json").is_file():
                     raise FleetError(f"{self.source}: server {s.name!r} adapter {name!r}: {folder} holds no "
                                      "adapter_config.json (a PEFT LoRA folder)")
+                base = _adapter_base(folder)
+                if base in store.catalog and base != s.model:
+                    raise FleetError(f"{self.source}: server {s.name!r} adapter {name!r} was trained on {base!r}, "
+                                     f"not on the server's model {s.model!r}; serve it on a {base} server")
             server = self._server(s)
             running = server.info()
             if running is not None and running.model != s.model:
@@ -214,10 +252,12 @@ class FleetManager:
 
     def _spec(self, s: FleetServer, e: FleetExpert) -> ExpertSpec:
         host = self.settings.llm_host
+        description = e.description or DOMAIN_DESCRIPTIONS.get(e.domain) or f"{e.model or s.model} on fleet server {s.name}"
+        prompt = DOMAIN_PROMPTS.get(e.domain, "") if e.system_prompt is None else e.system_prompt
         return ExpertSpec(name=e.name, domain=e.domain, backend="openai",
                           backend_kwargs={"base_url": s.base_url(host), "model": e.model or s.model},
-                          description=e.description or f"{e.model or s.model} on fleet server {s.name}",
-                          system_prompt=e.system_prompt, cost=e.cost, size_params=e.size_params, profile=e.profile)
+                          description=description, system_prompt=prompt, cost=e.cost, size_params=e.size_params,
+                          profile=e.profile)
 
     def down(self) -> list[str]:
         """Unregister the fleet's experts and stop its local servers; returns the experts removed."""
