@@ -74,8 +74,14 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Configure the root logger once (to stderr, so stdout stays clean for ``--json`` output).
 
     Library logs (bm25s, faiss, httpx, transformers ...) below WARNING stay off the console unless
-    ``level`` is DEBUG.
+    ``level`` is DEBUG; so do the Hugging Face libraries' progress bars (``HF_HUB_DISABLE_PROGRESS_BARS``, unless
+    the environment sets it), while the project's own progress bars (:mod:`core.progress`) stay on.
     """
+    import os
+
+    lvl = logging.getLevelName(level) if isinstance(level, str) else level
+    if lvl > logging.DEBUG:  # transformers' "Loading weights" bars and the hub's download bars (read at their import)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     handler = _StderrHandler()
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
     handler.addFilter(_LevelFilter(logging.getLevelName(level) if isinstance(level, str) else level))

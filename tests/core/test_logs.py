@@ -56,3 +56,20 @@ def test_real_bm25s_and_faiss_stay_quiet() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
+
+
+def test_loading_a_real_model_draws_no_library_progress_bar() -> None:
+    """transformers 5 draws a "Loading weights" bar for every checkpoint; after ``setup_logging('INFO')`` a fresh
+    process loading the real encoder (the first thing ``qsef score`` does) prints nothing to stderr."""
+    code = (
+        "import os\n"
+        "os.environ.pop('HF_HUB_DISABLE_PROGRESS_BARS', None)\n"
+        "from core.logs import setup_logging\n"
+        "setup_logging('INFO')\n"
+        "from core.settings import Settings\n"
+        "from qsef.encoder import Encoder\n"
+        "print(Encoder(settings=Settings()).encode(['a tenant pays rent']).shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Loading weights" not in out.stderr and out.stderr == ""
