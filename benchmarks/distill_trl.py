@@ -76,6 +76,22 @@ def run_ours(args: argparse.Namespace) -> dict:
     return out
 
 
+def ours_from(args: argparse.Namespace) -> dict:
+    """Our side from ``distill_trl_tune.py``'s kept grid point ``args.ours_from`` (its adapter, ``ours.json`` and
+    windows) instead of training it again: only when its config is the one this run would train."""
+    import shutil
+
+    d = Path(args.ours_from)
+    ours = json.loads((d / "ours.json").read_text())
+    want = _config(args)
+    want = {k: want[k] for k in ours["config"]}
+    if json.loads(json.dumps(want, default=str)) != ours["config"]:
+        diff = [k for k in want if json.loads(json.dumps(want[k], default=str)) != ours["config"][k]]
+        raise SystemExit(f"--ours-from {d}: its config differs from this run's in {diff}")
+    shutil.copy(d / "windows.npz", Path(args.work) / "windows.npz")
+    return {**ours, "reused_from": str(d)}
+
+
 def run_trl(args: argparse.Namespace, ours: dict) -> dict:
     """Train GKDTrainer in the TRL peer environment on the windows ours wrote, with ours' LoRA and optimiser."""
     from peer_env import peer_python
@@ -210,13 +226,17 @@ def write_report(result: dict, path: Path) -> None:
         f"{sc['base']['top1_agreement']} | | | |",
         f"| ours | {sc['ours']['heldout_ppl']} | {sc['ours']['kl_to_teacher']} | {sc['ours']['top1_agreement']} | "
         f"{ours['tokens_per_s']} | {ours['train_wall_s']} (+ {ours['setup_and_capture_s']} set-up and teacher capture) | "
-        f"{ours['peak_rss_mib']} |",
+        f"{ours['peak_rss_mib'] or 'n/a (trained inside distill_trl_tune.py, with its teacher capture)'} |",
         f"| TRL GKD{' (row from `' + trl['reused_from'] + '`, trained and scored then)' if trl.get('reused_from') else ''}"
         f" | {sc['trl']['heldout_ppl']} | {sc['trl']['kl_to_teacher']} | {sc['trl']['top1_agreement']} | "
         f"{trl['tokens_per_s']} | {trl['train_wall_s']} | {trl['peak_rss_mib']} |",
         f"| teacher | {sc.get('teacher_ppl', '')} | 0 | 1 | | | |", "",
         "One run, one seed: a small budget on a CPU, so differences of a few percent are within noise.",
     ]
+    if ours.get("reused_from"):
+        lines += ["", f"Our adapter was not trained again: it is the `{ours['tune_name']}` grid point of "
+                  "`benchmarks/distill_trl_tune.py` (the same config and seed, chosen on its validation split), "
+                  f"kept in `{ours['reused_from']}`, scored here on the held-out windows for the first time."]
     if trl.get("reused_from"):
         chk = sc["trl_reuse_check"]
         lines += ["", f"TRL was not trained again: its row is `{trl['reused_from']}`'s ({trl['reused_machine']['cpu']}, "
@@ -304,6 +324,8 @@ def main() -> int:
     parser.add_argument("--reuse-trl", metavar="RUN", default=None,
                         help="take TRL's row from results/<RUN>.json (same data, steps, batch, seed, optimiser) "
                              "instead of training it again; checked against today's base and teacher scores")
+    parser.add_argument("--ours-from", metavar="DIR", default=None,
+                        help="our side from a grid point kept by distill_trl_tune.py (same config), not trained again")
     parser.add_argument("--phase", choices=["all", "ours"], default="all", help=argparse.SUPPRESS)
     parser.add_argument("--aggregate", nargs="+", metavar="RUN",
                         help="summarise saved runs (results/<RUN>.json, e.g. one per seed) instead of training")
@@ -325,11 +347,14 @@ def main() -> int:
     print(f"training our recipe ({args.steps} steps) ...", file=sys.stderr, flush=True)
     child = [sys.executable, __file__, "--phase", "ours", "--work", args.work] + [
         f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-        if k not in ("phase", "work", "out", "aggregate", "set", "reuse_trl")] + (["--set", *args.set] if args.set else [])
-    done = subprocess.run(child, stdout=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"our recipe failed (exit {done.returncode})")
-    ours = json.loads(done.stdout.strip().splitlines()[-1])
+        if k not in ("phase", "work", "out", "aggregate", "set", "reuse_trl", "ours_from")] + (["--set", *args.set] if args.set else [])
+    if args.ours_from:
+        ours = ours_from(args)
+    else:
+        done = subprocess.run(child, stdout=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"our recipe failed (exit {done.returncode})")
+        ours = json.loads(done.stdout.strip().splitlines()[-1])
     if args.reuse_trl:
         trl, trl_scores, prev = reused_trl(args, ours)
         print(f"ours: {ours['tokens_per_s']} tokens/s; TRL from {args.reuse_trl}; scoring ...", file=sys.stderr, flush=True)

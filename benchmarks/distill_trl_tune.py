@@ -6,7 +6,9 @@ captures of the train / held-out / validation windows are cached and reused by `
 
 Validation metrics are the recipe's own (``DistillRecipe.evaluate``): perplexity, KL(teacher || student) at T 1
 on the teacher's top-k + rest, top-1 agreement. Saves ``results/<OUT>.json`` (one row per grid point, the
-per-step training losses included; ``<OUT>.partial.jsonl`` as it goes).
+per-step training losses included; ``<OUT>.partial.jsonl`` as it goes). Each grid point's adapter is kept in
+``$QSEF_HOME/cache/distill-trl-tune/<name>-s<seed>/`` with ``ours.json`` and ``windows.npz``, in the form
+``distill_trl.py --ours-from`` scores on the held-out windows without training it again (the same training run).
 
     PYTHONPATH=. .venv/bin/python benchmarks/distill_trl_tune.py [--only NAME ...] [--seed 0]
 """
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def main() -> int:
     parser.add_argument("--out", default="distill_trl_tune")
     args = parser.parse_args()
 
+    import numpy as np
+
     from core.settings import Settings
     from distill.recipe import DistillRecipe, apply_override, prepare_data
 
@@ -77,21 +80,33 @@ def main() -> int:
         cfg = base_cfg
         for o in GRID[name]:
             cfg = apply_override(cfg, o)
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = apply_override(cfg, f"output_dir={tmp}")
-            rec = DistillRecipe(cfg, settings=settings, prepared=tuned)
-            rec.setup()
-            if base_val is None:
-                base_val = rec.evaluate(base=True)
-            t1 = time.perf_counter()
-            ev = rec.train()
-            wall = time.perf_counter() - t1
-            row = {"name": name, "overrides": GRID[name], "seed": args.seed, "validation_ppl": round(ev["ppl"], 3),
-                   "validation_kl": round(ev["kl_to_teacher"], 4), "validation_top1": round(ev["top1_agreement"], 4),
-                   "validation_tokens": ev["tokens"], "train_wall_s": round(wall, 1),
-                   "tokens_per_s": round(rec.train_tokens_per_s, 1),
-                   "train_loss": [round(x, 4) for x in rec.train_loss]}
-            rec.cleanup()
+        keep = settings.path("cache", "distill-trl-tune", f"{name}-s{args.seed}")
+        cfg = apply_override(cfg, f"output_dir={keep}")
+        rec = DistillRecipe(cfg, settings=settings, prepared=tuned)
+        rec.setup()
+        if base_val is None:
+            base_val = rec.evaluate(base=True)
+        t1 = time.perf_counter()
+        ev = rec.train()
+        wall = time.perf_counter() - t1
+        rec.save_checkpoint()
+        train, held = prepared["train"], prepared["heldout"]  # the real held-out windows, for distill_trl.py only
+        np.savez(keep / "windows.npz", train_ids=train.ids.numpy(), train_valid=train.valid.numpy(),
+                 heldout_ids=held.ids[: args.heldout_windows].numpy(),
+                 heldout_valid=held.valid[: args.heldout_windows].numpy())
+        (keep / "ours.json").write_text(json.dumps({
+            "adapter": str(keep), "setup_and_capture_s": None, "train_wall_s": round(wall, 1),
+            "target_tokens": int(rec.tokens_seen), "tokens_per_s": round(rec.train_tokens_per_s, 1),
+            "peak_rss_mib": None, "recipe_metrics": {}, "train_windows": len(train), "trained_by": "distill_trl_tune.py",
+            "tune_name": name, "overrides": GRID[name],
+            "config": {k: cfg[k] for k in ("student", "teacher", "loss", "temperature", "sampler", "curriculum",
+                                           "optim", "seed")}}, default=str))
+        row = {"name": name, "overrides": GRID[name], "seed": args.seed, "validation_ppl": round(ev["ppl"], 3),
+               "validation_kl": round(ev["kl_to_teacher"], 4), "validation_top1": round(ev["top1_agreement"], 4),
+               "validation_tokens": ev["tokens"], "train_wall_s": round(wall, 1),
+               "tokens_per_s": round(rec.train_tokens_per_s, 1),
+               "train_loss": [round(x, 4) for x in rec.train_loss]}
+        rec.cleanup()
         rows.append(row)
         with partial.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
