@@ -4,8 +4,11 @@ config overrides, each trained on the comparison's exact training windows (seed 
 the training documents; the held-out documents are the corpus' other split). The teacher runs once (its
 captures of the train / held-out / validation windows are cached and reused by ``distill_trl.py``).
 
-Validation metrics are the recipe's own (``DistillRecipe.evaluate``): perplexity, KL(teacher || student) at T 1
-on the teacher's top-k + rest, top-1 agreement. Saves ``results/<OUT>.json`` (one row per grid point, the
+Validation metric: perplexity (``DistillRecipe.evaluate``); with ``--validation-kl`` the teacher is also captured
+on the validation windows and KL(teacher || student) at T 1 on its top-k + rest and top-1 agreement are added
+(without it the teacher does not run on them: on a busy 2-core box that capture costs as much as a grid point).
+``--then-seeds 1 2``: afterwards, the grid point with the lowest validation perplexity (the selection rule, fixed
+in advance) is trained again at those seeds and kept the same way, for ``distill_trl.py --ours-from``. Saves ``results/<OUT>.json`` (one row per grid point, the
 per-step training losses included; ``<OUT>.partial.jsonl`` as it goes). Each grid point's adapter is kept in
 ``$QSEF_HOME/cache/distill-trl-tune/<name>-s<seed>/`` with ``ours.json`` and ``windows.npz``, in the form
 ``distill_trl.py --ours-from`` scores on the held-out windows without training it again (the same training run).
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -52,21 +56,46 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="+", choices=list(GRID), help="grid points to run (default all, in order)")
+    parser.add_argument("--validation-kl", action="store_true", help="capture the teacher on the validation windows too")
+    parser.add_argument("--then-seeds", type=int, nargs="*", default=[],
+                        help="train the lowest-validation-ppl grid point again at these seeds (kept adapters)")
     parser.add_argument("--out", default="distill_trl_tune")
     args = parser.parse_args()
 
     import numpy as np
+    import torch
 
     from core.settings import Settings
     from distill.recipe import DistillRecipe, apply_override, prepare_data
 
     settings = Settings()
-    base_cfg = _config(args)
-    for o in (f"data.validation_docs={args.validation_docs}", f"data.max_windows.validation={args.validation_windows}",
-              "checkpoint.every=0", "eval.every=0"):
-        base_cfg = apply_override(base_cfg, o)
+    def config(seed: int) -> dict:
+        cfg = _config(argparse.Namespace(**{**vars(args), "seed": seed}))
+        for o in (f"data.validation_docs={args.validation_docs}", f"data.max_windows.validation={args.validation_windows}",
+                  "checkpoint.every=0", "eval.every=0"):
+            cfg = apply_override(cfg, o)
+        return cfg
+
+    base_cfg = config(args.seed)
     t0 = time.perf_counter()
-    prepared = prepare_data(base_cfg, settings=settings)
+    if args.validation_kl:
+        prepared = prepare_data(base_cfg, settings=settings)
+    else:  # the teacher captures train + held-out only; the validation windows are built the same way, uncaptured
+        from distill import data as D
+        from distill.teachers import load_tokenizer
+
+        prepared = prepare_data(apply_override(base_cfg, "data.validation_docs=0"), settings=settings)
+        dc, tok = base_cfg["data"], load_tokenizer(settings, base_cfg["teacher"]["name"])
+        docs = D.load_texts(settings, base_cfg["domain"], "train", limit=dc["validation_docs"], seed=dc["seed"] + 1,
+                            exclude={t.id for t in prepared["train"].texts})
+        val = D.pack_windows(docs, D.tokenize(docs, tok), dc["seq_len"], max_windows=args.validation_windows)
+        val.resistance = torch.tensor([D.resistance(docs[int(j)].text) for j in val.doc_index])
+        prepared["validation"] = val
+        n, T = val.ids[:, :-1].shape
+        k = base_cfg["teacher"]["top_k"]  # a placeholder teacher (uniform over ids 0..k-1): its KL / top-1 are not used
+        for t in prepared["teacher"].values():
+            t["validation"] = {"topk_idx": torch.arange(k, dtype=torch.int32).expand(n, T, k).contiguous(),
+                               "topk_logits": torch.full((n, T, k), -math.log(k + 1), dtype=torch.float16)}
     t_prep = time.perf_counter() - t0
     train_ids = {t.id for t in prepared["train"].texts}
     val_ids = {t.id for t in prepared["validation"].texts}
@@ -76,11 +105,15 @@ def main() -> int:
              "teacher": {n: {"train": t["train"], "heldout": t["validation"]} for n, t in prepared["teacher"].items()}}
     partial = RESULTS / f"{args.out}.partial.jsonl"
     rows, base_val = [], None
-    for name in args.only or list(GRID):
-        cfg = base_cfg
+    plan = [(name, args.seed) for name in args.only or list(GRID)]
+    i = 0
+    while i < len(plan):
+        name, seed = plan[i]
+        i += 1
+        cfg = config(seed)
         for o in GRID[name]:
             cfg = apply_override(cfg, o)
-        keep = settings.path("cache", "distill-trl-tune", f"{name}-s{args.seed}")
+        keep = settings.path("cache", "distill-trl-tune", f"{name}-s{seed}")
         cfg = apply_override(cfg, f"output_dir={keep}")
         rec = DistillRecipe(cfg, settings=settings, prepared=tuned)
         rec.setup()
@@ -101,8 +134,9 @@ def main() -> int:
             "tune_name": name, "overrides": GRID[name],
             "config": {k: cfg[k] for k in ("student", "teacher", "loss", "temperature", "sampler", "curriculum",
                                            "optim", "seed")}}, default=str))
-        row = {"name": name, "overrides": GRID[name], "seed": args.seed, "validation_ppl": round(ev["ppl"], 3),
-               "validation_kl": round(ev["kl_to_teacher"], 4), "validation_top1": round(ev["top1_agreement"], 4),
+        row = {"name": name, "overrides": GRID[name], "seed": seed, "validation_ppl": round(ev["ppl"], 3),
+               "validation_kl": round(ev["kl_to_teacher"], 4) if args.validation_kl else None,
+               "validation_top1": round(ev["top1_agreement"], 4) if args.validation_kl else None,
                "validation_tokens": ev["tokens"], "train_wall_s": round(wall, 1),
                "tokens_per_s": round(rec.train_tokens_per_s, 1),
                "train_loss": [round(x, 4) for x in rec.train_loss]}
@@ -111,10 +145,16 @@ def main() -> int:
         with partial.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         print(json.dumps({k: v for k, v in row.items() if k != "train_loss"}), file=sys.stderr, flush=True)
+        if i == len(plan) and args.then_seeds and all(p[1] == args.seed for p in plan):
+            best = min((r for r in rows if r["seed"] == args.seed), key=lambda r: r["validation_ppl"])["name"]
+            print(f"selected {best} (lowest validation ppl); training it at seeds {args.then_seeds}", file=sys.stderr,
+                  flush=True)
+            plan += [(best, s) for s in args.then_seeds]
     save(args.out, {"args": vars(args), "prepare_s": round(t_prep, 1),
                     "validation": {"docs": len(prepared["validation"].texts), "windows": len(prepared["validation"]),
                                    "overlap_with_training_docs": 0},
-                    "base_validation": {k: round(v, 4) for k, v in base_val.items()}, "rows": rows})
+                    "base_validation": {"ppl": round(base_val["ppl"], 4), "tokens": base_val["tokens"]},
+                    "selection_rule": "lowest validation ppl at seed " + str(args.seed), "rows": rows})
     return 0
 
 
