@@ -225,7 +225,7 @@ def write_report(result: dict, path: Path) -> None:
         f"| base (no training) | {sc['base']['heldout_ppl']} | {sc['base']['kl_to_teacher']} | "
         f"{sc['base']['top1_agreement']} | | | |",
         f"| ours | {sc['ours']['heldout_ppl']} | {sc['ours']['kl_to_teacher']} | {sc['ours']['top1_agreement']} | "
-        f"{ours['tokens_per_s']} | {ours['train_wall_s']} (+ {ours['setup_and_capture_s']} set-up and teacher capture) | "
+        f"{ours['tokens_per_s']} | {ours['train_wall_s']}{_setup_note(ours)} | "
         f"{ours['peak_rss_mib'] or 'n/a (trained inside distill_trl_tune.py, with its teacher capture)'} |",
         f"| TRL GKD{' (row from `' + trl['reused_from'] + '`, trained and scored then)' if trl.get('reused_from') else ''}"
         f" | {sc['trl']['heldout_ppl']} | {sc['trl']['kl_to_teacher']} | {sc['trl']['top1_agreement']} | "
@@ -247,6 +247,11 @@ def write_report(result: dict, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(path)
+
+
+def _setup_note(ours: dict) -> str:
+    s = ours.get("setup_and_capture_s")
+    return "" if s is None else f" (+ {s} set-up and teacher capture)"
 
 
 def _describe_ours(c: dict, overrides: list[str] | None) -> str:
