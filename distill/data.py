@@ -44,8 +44,10 @@ class Text:
 
 
 def load_texts(settings: Settings, domain: str, split: str = "train", *, limit: int | None = None,
-               seed: int = 0) -> list[Text]:
+               seed: int = 0, exclude: set[str] | frozenset[str] = frozenset()) -> list[Text]:
     """Documents of a domain corpus (``corpora.load_corpus``), seeded subsample of ``limit``.
+
+    ``exclude``: document ids left out before subsampling (a validation sample disjoint from training).
 
     Raises:
         ValueError: unknown domain (names the valid ones).
@@ -54,7 +56,7 @@ def load_texts(settings: Settings, domain: str, split: str = "train", *, limit: 
 
     check_domain(domain)
     docs = [Text(d.id, d.domain, f"{d.title}. {d.text}" if d.title else d.text) for d in load_corpus(settings, domain, split=split)]
-    docs = [d for d in docs if len(d.text.split()) >= 8]
+    docs = [d for d in docs if len(d.text.split()) >= 8 and d.id not in exclude]
     if limit is not None and len(docs) > limit:
         g = torch.Generator().manual_seed(seed)
         docs = [docs[i] for i in sorted(torch.randperm(len(docs), generator=g)[:limit].tolist())]
@@ -274,8 +276,38 @@ class LossSampler(Sampler):
         self.loss[indices] = torch.where(old.isnan(), losses, self.ema * old + (1 - self.ema) * losses)
 
 
+class EpochSampler(Sampler):
+    """Every eligible window once per epoch, in a fresh random order each epoch (a shuffled data loader):
+    no window repeats before all have been drawn. A change of the eligible set (a curriculum stage) starts
+    a new epoch. The remaining order is part of the state (``queue``), so a resumed run draws the same."""
+
+    synonyms = ("shuffle",)
+
+    def __init__(self, n: int, *, seed: int = 0):
+        super().__init__(n, seed=seed)
+        self.queue = torch.empty(0, dtype=torch.long)
+        self._eligible = torch.empty(0, dtype=torch.long)
+
+    def sample(self, eligible: torch.Tensor, batch_size: int) -> torch.Tensor:
+        eligible = eligible.long()
+        if not torch.equal(eligible, self._eligible):
+            self._eligible, self.queue = eligible.clone(), torch.empty(0, dtype=torch.long)
+        while self.queue.numel() < batch_size:
+            self.queue = torch.cat([self.queue, eligible[torch.randperm(eligible.numel(), generator=self.generator)]])
+        out, self.queue = self.queue[:batch_size], self.queue[batch_size:]
+        return out
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "queue": self.queue.clone(), "eligible": self._eligible.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.queue = state.get("queue", torch.empty(0, dtype=torch.long)).long()
+        self._eligible = state.get("eligible", torch.empty(0, dtype=torch.long)).long()
+
+
 sampler_resolver: Resolver[Sampler] = Resolver(
-    Sampler, [UniformSampler, DifficultySampler, LossSampler], suffix="sampler", default="difficulty",
+    Sampler, [UniformSampler, DifficultySampler, LossSampler, EpochSampler], suffix="sampler", default="difficulty",
     kind="sampler")
 
 

@@ -67,7 +67,9 @@ DEFAULTS: dict[str, Any] = {
     "data": {"domains": None,  # training domains; default [general, domain] (curriculum general -> domain)
              "train_docs": 120, "heldout_docs": 24, "seq_len": 128, "max_windows_per_doc": 2,
              "pack": False,  # true: concatenate the documents and cut full windows (no padding)
-             "max_windows": {"train": None, "heldout": None},  # caps on the windows per split
+             "max_windows": {"train": None, "heldout": None, "validation": None},  # caps on the windows per split
+             "validation_docs": 0,  # >0: a "validation" split of that many documents of the expert's domain from
+             # the corpus' train split, none of them a training document (held-out documents are another split)
              "seed": 0},  # document sampling seed (fixed, so every training seed sees the same data)
     "teacher": {"name": "qwen-0.5b", "dtype": "bfloat16", "top_k": 32, "batch_size": 8,
                 "capture": "transformers",  # hf students: distill.capture backend (transformers | ct2 | vllm)
@@ -195,9 +197,13 @@ def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, t
         train = [t for d in dc["domains"]
                  for t in D.load_texts(settings, d, "train", limit=dc["train_docs"], seed=dc["seed"])]
         held = D.load_texts(settings, cfg["domain"], "heldout", limit=dc["heldout_docs"], seed=dc["seed"])
+        val = (D.load_texts(settings, cfg["domain"], "train", limit=dc["validation_docs"], seed=dc["seed"] + 1,
+                            exclude={t.id for t in train}) if dc.get("validation_docs") else None)
     else:
-        train, held = texts["train"], texts["heldout"]
-    tok_train, tok_held = D.tokenize(train, tokenizer), D.tokenize(held, tokenizer)
+        train, held, val = texts["train"], texts["heldout"], texts.get("validation")
+    splits = [("train", train), ("heldout", held)] + ([("validation", val)] if val else [])
+    tokens = {split: D.tokenize(docs, tokenizer) for split, docs in splits}
+    tok_train, tok_held = tokens["train"], tokens["heldout"]
     eos = tokenizer.eos_token_id
     pretrained = cfg["student"]["kind"] != "qrh"
     if pretrained:  # the student's vocabulary is the tokenizer's
@@ -209,7 +215,8 @@ def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, t
     pad = eos if eos is not None else 0
     kw = dict(pad_id=pad, max_windows_per_doc=dc["max_windows_per_doc"])
     out: dict[str, Any] = {"kept": kept, "coverage": 1.0 if kept is None else D.coverage(tok_held, kept)}
-    for split, docs, toks in (("train", train, tok_train), ("heldout", held, tok_held)):
+    for split, docs in splits:
+        toks = tokens[split]
         cap = (dc.get("max_windows") or {}).get(split)
         if dc.get("pack"):
             w = D.pack_windows(docs, toks, dc["seq_len"], max_windows=cap)
@@ -231,7 +238,7 @@ def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, t
             continue
         teacher = CausalLMTeacher(name, settings=settings, dtype=tc["dtype"], threads=cfg.get("threads"))
         out["teacher"][name] = {}
-        for split in ("train", "heldout"):
+        for split, _ in splits:
             ids = out[split].ids[:, :-1]
             key = TeacherCache.key(name, tc["dtype"], kept, ids, tc["top_k"])
             out["teacher"][name][split] = cache.get_or_compute(
@@ -242,7 +249,7 @@ def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, t
     for enc_name in cfg["encoders"]:
         enc = SentenceEncoderTeacher(enc_name, settings=settings)
         out["embeddings"][enc_name] = {}
-        for split in ("train", "heldout"):
+        for split, _ in splits:
             w = out[split]
             window_texts = [tokenizer.decode(w.ids[i, :-1][w.valid[i]].tolist()) for i in range(len(w))]
             key = TeacherCache.key(enc_name, window_texts)
@@ -286,7 +293,7 @@ def capture_teacher(cfg: dict, name: str, prepared: dict, *, settings: Settings,
     out = {}
     try:
         engine = backend.engine()
-        for split in ("train", "heldout"):
+        for split in [s for s in ("train", "heldout", "validation") if s in prepared]:
             ids = prepared[split].ids[:, :-1]
             key = TeacherCache.key(name, engine, tc["top_k"], tok_hash, ids)
             folder = settings.path("cache", "distill") / f"capture-{key}"
@@ -654,6 +661,8 @@ class DistillRecipe:
         extra = {f"loss.{k}": v for k, v in self.loss.state_dict().items()}
         if hasattr(self.sampler, "loss"):
             extra["sampler.loss"] = self.sampler.loss
+        if hasattr(self.sampler, "queue"):  # the epoch sampler's remaining order
+            extra["sampler.queue"], extra["sampler.eligible"] = self.sampler.queue.clone(), self.sampler._eligible.clone()
         tensors.update(extra)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(d / "training_state.safetensors"))
         meta = {"step": self.step, "tokens_seen": self.tokens_seen, "history": self.history, "config": self.cfg, "training": self.training_summary(),
@@ -682,6 +691,8 @@ class DistillRecipe:
         self.sampler.generator.set_state(tensors["rng.sampler"])
         if "sampler.loss" in tensors:
             self.sampler.loss = tensors["sampler.loss"]
+        if "sampler.queue" in tensors:
+            self.sampler.queue, self.sampler._eligible = tensors["sampler.queue"], tensors["sampler.eligible"]
         self.step, self.history = meta["step"], meta["history"]
         self.tokens_seen = meta.get("tokens_seen", 0)
         self.train_loss = meta.get("train_loss", [])[:self.step]

@@ -8,6 +8,7 @@ import torch
 from distill.data import (
     Curriculum,
     DifficultySampler,
+    EpochSampler,
     LossSampler,
     Stage,
     TemperatureSchedule,
@@ -58,7 +59,37 @@ def test_samplers():
     ls = LossSampler(4, mix=1.0, seed=0)
     ls.update(torch.tensor([0, 1, 2, 3]), torch.tensor([0.0, 0.0, 0.0, 5.0]))
     assert set(ls.sample(torch.arange(4), 50).tolist()) == {3}
-    assert sampler_resolver.options == ["difficulty", "loss", "uniform"]
+    assert sampler_resolver.options == ["difficulty", "epoch", "loss", "uniform"]
+
+
+def test_epoch_sampler_draws_every_window_once_per_epoch_and_resumes():
+    e = EpochSampler(6, seed=0)
+    eligible = torch.arange(6)
+    first = torch.cat([e.sample(eligible, 2) for _ in range(3)])
+    assert sorted(first.tolist()) == list(range(6))  # one epoch: no repeats
+    state = e.state_dict()
+    e.sample(eligible, 4)  # 4 more: epoch two, then ...
+    after = e.sample(eligible, 4)  # ... the rest of it plus the start of epoch three
+    e.load_state_dict(state)
+    e.sample(eligible, 4)
+    assert torch.equal(e.sample(eligible, 4), after)
+    assert set(e.sample(torch.tensor([1, 4]), 2).tolist()) == {1, 4}  # a new eligible set: a new epoch of it
+    assert sampler_resolver.lookup("shuffle") is EpochSampler
+
+
+def test_load_texts_excludes_ids_before_subsampling(monkeypatch):
+    import corpora
+    from distill.data import load_texts
+
+    class Doc:
+        def __init__(self, i):
+            self.id, self.domain, self.title, self.text = f"law-{i}", "law", "", f"clause {i} of the agreement binds both parties"
+
+    monkeypatch.setattr(corpora, "load_corpus", lambda settings, domain, split: [Doc(i) for i in range(20)])
+    train = load_texts(None, "law", "train", limit=8, seed=0)
+    val = load_texts(None, "law", "train", limit=8, seed=1, exclude={t.id for t in train})
+    assert len(train) == len(val) == 8 and not {t.id for t in train} & {t.id for t in val}
+    assert len(load_texts(None, "law", "train", exclude={t.id for t in train})) == 12
 
 
 def test_sampler_state_round_trip():

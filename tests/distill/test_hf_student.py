@@ -67,6 +67,32 @@ def test_student_with_another_tokenizer_is_refused(tmp_path):
 
 
 @needs_smol
+def test_validation_split_gets_windows_and_teacher_capture(tmp_path):
+    """``texts["validation"]`` (or ``data.validation_docs`` from the corpus) is a third split, captured like the
+    others and evaluated with ``evaluate("validation")``; train and held-out windows are unchanged by it."""
+    settings = Settings(home=tmp_path)
+    cfg = _cfg(tmp_path, "sampler.name=epoch")
+    texts = _texts()
+    val = [Text(f"v{i}", "law", TEXTS[i].replace("licensee", "lessee")) for i in range(2)]
+    plain = prepare_data(cfg, settings=settings, texts=texts)
+    prepared = prepare_data(cfg, settings=settings, texts={**texts, "validation": val})
+    assert "validation" not in plain and len(prepared["validation"]) > 0
+    for split in ("train", "heldout"):
+        assert torch.equal(prepared[split].ids, plain[split].ids)
+    cap = prepared["teacher"][str(SMOL)]["validation"]
+    assert cap["topk_idx"].shape[:2] == prepared["validation"].ids[:, :-1].shape
+    rec = DistillRecipe(cfg, settings=settings, prepared=prepared)
+    rec.setup()
+    rec.train(until=2)
+    rec.save_checkpoint()
+    ev = rec.evaluate("validation")
+    assert ev["tokens"] == int(prepared["validation"].valid.sum()) and ev["ppl"] > 1
+    resumed = DistillRecipe(cfg, settings=settings, prepared=prepared)
+    resumed.setup()  # the epoch sampler's remaining order comes back with the checkpoint
+    assert resumed.step == 2 and torch.equal(resumed.sampler.queue, rec.sampler.queue)
+
+
+@needs_smol
 @pytest.mark.slow
 def test_lora_student_trains_beats_nothing_and_resumes(tmp_path):
     settings = Settings(home=tmp_path)

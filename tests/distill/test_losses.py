@@ -153,4 +153,4 @@ def test_every_registered_component_is_tested_here_or_in_the_sibling_modules():
 
     assert loss_resolver.options == ["alignment", "alphamix", "jsd", "kd", "resistanceweighted", "reversekl", "total"]
     assert teacher_aggregator_resolver.options == ["arithmetic", "confidence", "geometric"]
-    assert sampler_resolver.options == ["difficulty", "loss", "uniform"]
+    assert sampler_resolver.options == ["difficulty", "epoch", "loss", "uniform"]
