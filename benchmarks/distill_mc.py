@@ -1,0 +1,239 @@
+"""Do the shipped LoRA domain experts answer in-domain multiple-choice questions better than their base?
+
+    python benchmarks/distill_mc.py --stage speed            # s/question, full vs last-position letter path
+    python benchmarks/distill_mc.py --stage score [--ood 16]  # score base + 5 adapters (cached, resumable)
+    python benchmarks/distill_mc.py --stage report [--ood 16] # the numbers, from the answer cache only
+
+The base (``qwen-0.5b``) and each adapter of ``experts/data/adapters/<domain>/`` (merged into the base,
+fp32) answer in the Qwen family's ``letter-raw`` format (the format ``benchmarks/answer_quality.py`` uses for
+Qwen) on the graded MMLU rows (:func:`benchmarks.answer_quality.graded_rows`: 80 per domain, never used as
+history or calibration). In-domain: each adapter on its own domain's 80; out-of-domain: each adapter on the
+first ``--ood`` graded rows of every other domain. ``--sets bigbench,bsdquiz`` adds the in-domain rows of
+those answer sets. Everything goes through :class:`experts.answers.AnswerScorer`, whose cache keeps each
+adapter's scores apart from the base's (and lets an interrupted run resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from benchmarks._common import save
+from core.settings import Settings
+
+BASE = "qwen-0.5b"
+FORMAT = "letter-raw"
+DOMAINS = ("code", "law", "medicine", "finance", "general")
+REPORT = Path(__file__).resolve().parent / "reports" / "distill_mc.md"
+
+
+def adapter_scorer(settings: Settings, domain: str):
+    from experts.answers import expert_scorer
+
+    return expert_scorer(f"{domain}-lora", settings=settings)
+
+
+def base_scorer(settings: Settings):
+    from experts.answers import AnswerScorer
+
+    return AnswerScorer(BASE, settings=settings)
+
+
+def mmlu_by_domain(settings: Settings) -> dict[str, list[dict]]:
+    from benchmarks.answer_quality import graded_rows
+
+    by: dict[str, list[dict]] = {d: [] for d in DOMAINS}
+    for r in graded_rows(settings):
+        by[r["domain"]].append(r)
+    return by
+
+
+def set_by_domain(settings: Settings, name: str) -> dict[str, list[dict]]:
+    from benchmarks.answer_quality import set_rows
+
+    by: dict[str, list[dict]] = {}
+    for r in set_rows(settings, name):
+        by.setdefault(r["domain"], []).append(r)
+    return by
+
+
+def plan(settings: Settings, ood: int, sets: list[str]) -> list[tuple[str, str, list[dict]]]:
+    """``(scorer, block, rows)`` in scoring order: each domain's base and adapter in-domain blocks first, then
+    the out-of-domain blocks, then the extra sets (a run cut short has complete early blocks)."""
+    by = mmlu_by_domain(settings)
+    out = []
+    for d in DOMAINS:
+        out += [("base", f"mmlu:{d}", by[d]), (d, f"mmlu:{d}", by[d])]
+    for d in DOMAINS:
+        out.append((d, "mmlu:ood", [r for e in DOMAINS if e != d for r in by[e][:ood]]))
+    for name in sets:
+        for d, rows in set_by_domain(settings, name).items():
+            if d in DOMAINS:
+                out += [("base", f"{name}:{d}", rows), (d, f"{name}:{d}", rows)]
+    return out
+
+
+def stage_speed(settings: Settings, n: int = 16) -> dict:
+    """Seconds per question of the letter form, the full ``(B, L, V)`` log-softmax path and the
+    last-position path, alternated batch by batch on the same questions; and their largest difference."""
+    from experts.answers import MCQuestion
+    from router.answers import to_questions
+
+    by = mmlu_by_domain(settings)
+    rows = [r for group in zip(*by.values(), strict=False) for r in group][:n]
+    qs: list[MCQuestion] = to_questions(rows)
+    sc = base_scorer(settings)
+    sc.load()
+    sc._score_letter(qs[:1], False)  # warm-up
+    t = {"full": 0.0, "last": 0.0}
+    res: dict[str, list] = {"full": [], "last": []}
+    for s in range(0, len(qs), sc.batch_size):
+        part = qs[s:s + sc.batch_size]
+        for name, fast in (("full", False), ("last", True)) if (s // sc.batch_size) % 2 == 0 else \
+                (("last", True), ("full", False)):
+            t0 = time.perf_counter()
+            res[name] += sc._score_letter(part, False, fast=fast)
+            t[name] += time.perf_counter() - t0
+    diff = max(abs(a - b) for ra, rb in zip(res["full"], res["last"], strict=True) for a, b in zip(ra, rb, strict=True))
+    same = sum(int(max(range(len(a)), key=a.__getitem__) == max(range(len(b)), key=b.__getitem__))
+               for a, b in zip(res["full"], res["last"], strict=True))
+    out = {"n_questions": len(qs), "batch_size": sc.batch_size, "model": BASE, "format": FORMAT,
+           "s_per_question": {k: round(v / len(qs), 3) for k, v in t.items()},
+           "speedup": round(t["full"] / t["last"], 3), "max_abs_score_diff": diff, "same_argmax": same,
+           "torch_threads": settings.torch_threads}
+    print(json.dumps(out))
+    return out
+
+
+def stage_score(settings: Settings, ood: int, sets: list[str]) -> None:
+    from experts.answers import ModelLoadError, PromptFormat
+    from router.answers import to_questions
+
+    fmt = PromptFormat.parse(FORMAT)
+    blocks = plan(settings, ood, sets)
+    order = ["base", *DOMAINS]
+    for who in order:  # one model in memory at a time
+        sc = base_scorer(settings) if who == "base" else adapter_scorer(settings, who)
+        todo = [b for b in blocks if b[0] == who]
+        try:
+            for _, block, rows in todo:
+                t0 = time.perf_counter()
+                qs = to_questions(rows)
+                n_new = len(qs) - len(set(sc.cached(fmt)) & {q.key for q in qs})
+                sc.score(qs, fmt, progress=True)
+                print(json.dumps({"scorer": who, "block": block, "n": len(qs), "newly_scored": n_new,
+                                  "seconds": round(time.perf_counter() - t0, 1),
+                                  "time": time.strftime("%H:%M:%S")}), flush=True)
+        except ModelLoadError as exc:
+            print(json.dumps({"scorer": who, "error": str(exc)}), flush=True)
+        finally:
+            sc.unload()
+
+
+# -- statistics -----------------------------------------------------------------------------------------
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, mid - half), min(1.0, mid + half))
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p: ``b`` pairs only the adapter got right, ``c`` only the base."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired_diff(b: int, c: int, n: int, z: float = 1.959964) -> tuple[float, float, float]:
+    """Adapter minus base accuracy on the same ``n`` questions, with a Wald 95% CI for a paired difference."""
+    d = (b - c) / n
+    se = math.sqrt(max((b + c) - (b - c) ** 2 / n, 0.0)) / n
+    return d, d - z * se, d + z * se
+
+
+def detectable(disc: float, n: int) -> float:
+    """The accuracy difference a two-sided 5% paired test detects with 80% power, for a discordant-pair
+    rate ``disc`` (normal approximation: (z_.975 + z_.8) * sqrt(disc / n))."""
+    return (1.959964 + 0.841621) * math.sqrt(disc / n)
+
+
+def compare(settings: Settings, who: str, rows: list[dict]) -> dict | None:
+    """Base vs adapter ``who`` on ``rows`` (from the cache only; ``None`` unless both scored all of them)."""
+    import numpy as np
+
+    from experts.answers import PromptFormat
+    from router.answers import to_questions
+
+    fmt = PromptFormat.parse(FORMAT)
+    qs = to_questions(rows)
+    res = []
+    for sc in (base_scorer(settings), adapter_scorer(settings, who)):
+        have = sc.cached(fmt)
+        if any(q.key not in have for q in qs):
+            return None
+        res.append(np.array([int(np.argmax(have[q.key][: len(q.choices)])) == q.answer for q in qs]))
+    base, ad = res
+    n = len(qs)
+    b, c = int((ad & ~base).sum()), int((base & ~ad).sum())
+    d, lo, hi = paired_diff(b, c, n)
+    return {"n": n, "base_correct": int(base.sum()), "adapter_correct": int(ad.sum()),
+            "base_acc": base.mean().item(), "adapter_acc": ad.mean().item(),
+            "base_ci": wilson(int(base.sum()), n), "adapter_ci": wilson(int(ad.sum()), n),
+            "only_adapter": b, "only_base": c, "mcnemar_p": mcnemar_exact(b, c),
+            "diff": d, "diff_ci": (lo, hi), "detectable_80pct_power": detectable((b + c) / n, n)}
+
+
+def stage_report(settings: Settings, ood: int, sets: list[str], speed: dict | None) -> None:
+    blocks = plan(settings, ood, sets)
+    results: dict[str, dict] = {}
+    for who, block, rows in blocks:
+        if who == "base":
+            continue
+        results.setdefault(who, {})[block] = compare(settings, who, rows)
+    adapter_ids = {d: adapter_scorer(settings, d).model_id for d in DOMAINS}
+    out = {"base": base_scorer(settings).model_id, "format": FORMAT, "ood_per_other_domain": ood, "sets": sets,
+           "adapters": adapter_ids, "results": results}
+    if speed:
+        out["speed"] = speed
+    save("distill_mc", out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stage", choices=("speed", "score", "report"), required=True)
+    ap.add_argument("--ood", type=int, default=16, help="out-of-domain questions per other domain")
+    ap.add_argument("--sets", default="", help="extra answer sets, comma-separated (bigbench,bsdquiz)")
+    ap.add_argument("--speed-json", help="--stage report: a --stage speed output line to include")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
+    sets = [s for s in args.sets.split(",") if s]
+    if args.stage == "speed":
+        stage_speed(settings)
+    elif args.stage == "score":
+        stage_score(settings, args.ood, sets)
+    else:
+        speed = json.loads(Path(args.speed_json).read_text().strip().splitlines()[-1]) if args.speed_json else None
+        stage_report(settings, args.ood, sets, speed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
