@@ -67,19 +67,36 @@ def set_by_domain(settings: Settings, name: str) -> dict[str, list[dict]]:
     return by
 
 
-def plan(settings: Settings, ood: int, sets: list[str]) -> list[tuple[str, str, list[dict]]]:
-    """``(scorer, block, rows)`` in scoring order: each domain's base and adapter in-domain blocks first, then
-    the out-of-domain blocks, then the extra sets (a run cut short has complete early blocks)."""
+def plan(settings: Settings, ood: int, sets: list[str], rounds: int = 2) -> list[tuple[str, str, list[dict]]]:
+    """``(scorer, block, rows)`` in scoring order: the in-domain questions in ``rounds`` slices, each slice
+    scored by the base and then the adapter of every domain (a run cut short holds paired answers of every
+    domain), then the out-of-domain blocks, then the extra sets."""
     by = mmlu_by_domain(settings)
     out = []
-    for d in DOMAINS:
-        out += [("base", f"mmlu:{d}", by[d]), (d, f"mmlu:{d}", by[d])]
+    for k in range(rounds):
+        for d in DOMAINS:
+            n = len(by[d])
+            part = by[d][k * n // rounds:(k + 1) * n // rounds]
+            out += [("base", f"mmlu:{d}", part), (d, f"mmlu:{d}", part)]
     for d in DOMAINS:
         out.append((d, "mmlu:ood", [r for e in DOMAINS if e != d for r in by[e][:ood]]))
     for name in sets:
         for d, rows in set_by_domain(settings, name).items():
             if d in DOMAINS:
                 out += [("base", f"{name}:{d}", rows), (d, f"{name}:{d}", rows)]
+    return out
+
+
+def blocks(settings: Settings, ood: int, sets: list[str]) -> dict[tuple[str, str], list[dict]]:
+    """``(adapter domain, block) -> rows`` of every comparison (in-domain blocks whole)."""
+    by = mmlu_by_domain(settings)
+    out = {(d, f"mmlu:{d}"): by[d] for d in DOMAINS}
+    for d in DOMAINS:
+        out[(d, "mmlu:ood")] = [r for e in DOMAINS if e != d for r in by[e][:ood]]
+    for name in sets:
+        for d, rows in set_by_domain(settings, name).items():
+            if d in DOMAINS:
+                out[(d, f"{name}:{d}")] = rows
     return out
 
 
@@ -120,24 +137,28 @@ def stage_score(settings: Settings, ood: int, sets: list[str]) -> None:
     from router.answers import to_questions
 
     fmt = PromptFormat.parse(FORMAT)
-    blocks = plan(settings, ood, sets)
-    order = ["base", *DOMAINS]
-    for who in order:  # one model in memory at a time
-        sc = base_scorer(settings) if who == "base" else adapter_scorer(settings, who)
-        todo = [b for b in blocks if b[0] == who]
+    scorers: dict[str, object] = {}
+    for who, block, rows in plan(settings, ood, sets):
+        if who not in scorers:
+            scorers[who] = base_scorer(settings) if who == "base" else adapter_scorer(settings, who)
+        sc = scorers[who]
+        qs = to_questions(rows)
+        n_new = len(qs) - len(set(sc.cached(fmt)) & {q.key for q in qs})
+        if not n_new:
+            continue
+        for other, o in scorers.items():  # the base and one adapter in memory at a time
+            if other not in (who, "base"):
+                o.unload()
+        t0 = time.perf_counter()
         try:
-            for _, block, rows in todo:
-                t0 = time.perf_counter()
-                qs = to_questions(rows)
-                n_new = len(qs) - len(set(sc.cached(fmt)) & {q.key for q in qs})
-                sc.score(qs, fmt, progress=True)
-                print(json.dumps({"scorer": who, "block": block, "n": len(qs), "newly_scored": n_new,
-                                  "seconds": round(time.perf_counter() - t0, 1),
-                                  "time": time.strftime("%H:%M:%S")}), flush=True)
+            sc.score(qs, fmt)
         except ModelLoadError as exc:
             print(json.dumps({"scorer": who, "error": str(exc)}), flush=True)
-        finally:
-            sc.unload()
+            continue
+        dt = time.perf_counter() - t0
+        print(json.dumps({"scorer": who, "block": block, "n": len(qs), "newly_scored": n_new,
+                          "seconds": round(dt, 1), "s_per_q": round(dt / n_new, 2), "time": time.strftime("%H:%M:%S")}),
+              flush=True)
 
 
 # -- statistics -----------------------------------------------------------------------------------------
@@ -175,7 +196,7 @@ def detectable(disc: float, n: int) -> float:
 
 
 def compare(settings: Settings, who: str, rows: list[dict]) -> dict | None:
-    """Base vs adapter ``who`` on ``rows`` (from the cache only; ``None`` unless both scored all of them)."""
+    """Base vs adapter ``who`` on the ``rows`` both have answered (from the cache only; ``None``: none)."""
     import numpy as np
 
     from experts.answers import PromptFormat
@@ -183,17 +204,16 @@ def compare(settings: Settings, who: str, rows: list[dict]) -> dict | None:
 
     fmt = PromptFormat.parse(FORMAT)
     qs = to_questions(rows)
-    res = []
-    for sc in (base_scorer(settings), adapter_scorer(settings, who)):
-        have = sc.cached(fmt)
-        if any(q.key not in have for q in qs):
-            return None
-        res.append(np.array([int(np.argmax(have[q.key][: len(q.choices)])) == q.answer for q in qs]))
+    caches = [sc.cached(fmt) for sc in (base_scorer(settings), adapter_scorer(settings, who))]
+    qs = [q for q in qs if all(q.key in c for c in caches)]  # a run cut short: the questions both answered
+    if not qs:
+        return None
+    res = [np.array([int(np.argmax(c[q.key][: len(q.choices)])) == q.answer for q in qs]) for c in caches]
     base, ad = res
     n = len(qs)
     b, c = int((ad & ~base).sum()), int((base & ~ad).sum())
     d, lo, hi = paired_diff(b, c, n)
-    return {"n": n, "base_correct": int(base.sum()), "adapter_correct": int(ad.sum()),
+    return {"n": n, "n_planned": len(rows), "base_correct": int(base.sum()), "adapter_correct": int(ad.sum()),
             "base_acc": base.mean().item(), "adapter_acc": ad.mean().item(),
             "base_ci": wilson(int(base.sum()), n), "adapter_ci": wilson(int(ad.sum()), n),
             "only_adapter": b, "only_base": c, "mcnemar_p": mcnemar_exact(b, c),
@@ -201,11 +221,8 @@ def compare(settings: Settings, who: str, rows: list[dict]) -> dict | None:
 
 
 def stage_report(settings: Settings, ood: int, sets: list[str], speed: dict | None) -> None:
-    blocks = plan(settings, ood, sets)
     results: dict[str, dict] = {}
-    for who, block, rows in blocks:
-        if who == "base":
-            continue
+    for (who, block), rows in blocks(settings, ood, sets).items():
         results.setdefault(who, {})[block] = compare(settings, who, rows)
     adapter_ids = {d: adapter_scorer(settings, d).model_id for d in DOMAINS}
     out = {"base": base_scorer(settings).model_id, "format": FORMAT, "ood_per_other_domain": ood, "sets": sets,
