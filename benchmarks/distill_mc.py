@@ -220,16 +220,59 @@ def compare(settings: Settings, who: str, rows: list[dict]) -> dict | None:
             "diff": d, "diff_ci": (lo, hi), "detectable_80pct_power": detectable((b + c) / n, n)}
 
 
+def pooled(parts: list[dict]) -> dict:
+    """The blocks' paired counts added up (each adapter against the base on its own questions)."""
+    n = sum(r["n"] for r in parts)
+    kb, ka = sum(r["base_correct"] for r in parts), sum(r["adapter_correct"] for r in parts)
+    b, c = sum(r["only_adapter"] for r in parts), sum(r["only_base"] for r in parts)
+    d, lo, hi = paired_diff(b, c, n)
+    return {"n": n, "n_planned": sum(r["n_planned"] for r in parts), "base_correct": kb, "adapter_correct": ka,
+            "base_acc": kb / n, "adapter_acc": ka / n, "base_ci": wilson(kb, n), "adapter_ci": wilson(ka, n),
+            "only_adapter": b, "only_base": c, "mcnemar_p": mcnemar_exact(b, c), "diff": d, "diff_ci": (lo, hi),
+            "detectable_80pct_power": detectable((b + c) / n, n)}
+
+
 def stage_report(settings: Settings, ood: int, sets: list[str], speed: dict | None) -> None:
     results: dict[str, dict] = {}
     for (who, block), rows in blocks(settings, ood, sets).items():
         results.setdefault(who, {})[block] = compare(settings, who, rows)
+    for kind, pick in (("in-domain", lambda b: b.startswith("mmlu:") and b != "mmlu:ood"),
+                       ("out-of-domain", lambda b: b == "mmlu:ood")):
+        parts = [r for by in results.values() for b, r in by.items() if pick(b) and r is not None]
+        if parts:
+            results.setdefault("all", {})[f"mmlu:{kind} (pooled)"] = pooled(parts)
     adapter_ids = {d: adapter_scorer(settings, d).model_id for d in DOMAINS}
     out = {"base": base_scorer(settings).model_id, "format": FORMAT, "ood_per_other_domain": ood, "sets": sets,
            "adapters": adapter_ids, "results": results}
     if speed:
         out["speed"] = speed
     save("distill_mc", out)
+    print(table(results))
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def table(results: dict[str, dict]) -> str:
+    """The report's markdown table: one row per (adapter, block) with paired answers."""
+    lines = ["| adapter | questions | n | base acc [95% CI] | adapter acc [95% CI] | adapter - base [95% CI] | "
+             "only adapter / only base right | exact McNemar p | detectable (80% power) |",
+             "|---|---|---:|---|---|---|---:|---:|---:|"]
+    for who, by in results.items():
+        for block, r in by.items():
+            if r is None:
+                lines.append(f"| {who}-lora | {block} | 0 | not scored | | | | | |")
+                continue
+            n = f"{r['n']}" + (f" of {r['n_planned']}" if r["n"] != r["n_planned"] else "")
+            name = "all five" if who == "all" else f"{who}-lora"
+            lines.append(
+                f"| {name} | {block} | {n} | {_pct(r['base_acc'])} [{_pct(r['base_ci'][0])}, {_pct(r['base_ci'][1])}]"
+                f" | {_pct(r['adapter_acc'])} [{_pct(r['adapter_ci'][0])}, {_pct(r['adapter_ci'][1])}]"
+                f" | {100 * r['diff']:+.1f} [{100 * r['diff_ci'][0]:+.1f}, {100 * r['diff_ci'][1]:+.1f}]"
+                f" | {r['only_adapter']} / {r['only_base']} | {r['mcnemar_p']:.3g}"
+                f" | {100 * r['detectable_80pct_power']:.1f} pts |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
