@@ -161,6 +161,126 @@ def stage_score(settings: Settings, ood: int, sets: list[str]) -> None:
               flush=True)
 
 
+def adapter_layers(settings: Settings, domain: str) -> tuple[int, list]:
+    """``(first, layers)``: the decoder layers the adapter of ``domain`` changes (its ``layers_to_transform``,
+    a contiguous top range), taken from the base with the adapter merged in; the rest is the base's."""
+    sc = adapter_scorer(settings, domain)
+    cfg = json.loads((sc.adapter / "adapter_config.json").read_text())
+    idx = sorted(cfg.get("layers_to_transform") or [])
+    sc.load()
+    n = len(sc._lm.model.layers)
+    if not idx or idx != list(range(idx[0], n)) or cfg.get("modules_to_save"):
+        raise SystemExit(f"{domain}: the shared-prefix path needs an adapter on a top range of layers only")
+    layers = list(sc._lm.model.layers[idx[0]:])
+    sc.unload()
+    return idx[0], layers
+
+
+def shared_scores(base, adapters: dict[str, tuple[int, list]], qs: list, who: dict[str, list[str]]) -> dict:
+    """Letter-raw scores of the base and of the adapters ``who[q.key]`` on ``qs``, sharing the base's lower
+    layers (which the adapters do not change): ``{scorer: {key: scores}}``. The base runs once per batch; an
+    adapter reruns only its own top layers from the captured hidden state, then the base's norm and head at
+    the last position (what :meth:`AnswerScorer._last_logprobs` computes on the merged model)."""
+    import torch
+
+    from experts.answers import LETTERS
+
+    lm = base._lm
+    first = {f for f, _ in adapters.values()}
+    assert len(first) == 1, first
+    first = first.pop()
+    letter_ids = [base._encode(" " + LETTERS[k])[0] for k in range(len(LETTERS))]
+    seen: dict = {}
+
+    def grab(module, args, kwargs):
+        seen["h"], seen["kw"] = args[0] if args else kwargs["hidden_states"], dict(kwargs)
+
+    handle = lm.model.layers[first].register_forward_pre_hook(grab, with_kwargs=True)
+    out: dict[str, dict] = {"base": {}}
+    order = sorted(range(len(qs)), key=lambda i: len(qs[i].question))
+    try:
+        for s in range(0, len(order), base.batch_size):
+            idx = order[s:s + base.batch_size]
+            seqs = [base._clip(base._encode(base._letter_context(qs[i], False)), qs[i]) for i in idx]
+            lp = base._last_logprobs(seqs)
+            last = torch.tensor([len(x) - 1 for x in seqs])
+            for b, i in enumerate(idx):
+                out["base"][qs[i].key] = [float(lp[b, letter_ids[k]]) for k in range(len(qs[i].choices))]
+            names = sorted({a for i in idx for a in who.get(qs[i].key, [])})
+            kw = {k: v for k, v in seen["kw"].items() if k != "hidden_states"}
+            for a in names:
+                h = seen["h"]
+                with torch.no_grad():
+                    for layer in adapters[a][1]:
+                        h = layer(h, **kw)
+                    h = lm.model.norm(h)[torch.arange(len(seqs)), last]
+                    alp = torch.log_softmax(lm.get_output_embeddings()(h).float(), -1)
+                for b, i in enumerate(idx):
+                    if a in who.get(qs[i].key, []):
+                        out.setdefault(a, {})[qs[i].key] = [float(alp[b, letter_ids[k]])
+                                                            for k in range(len(qs[i].choices))]
+    finally:
+        handle.remove()
+    return out
+
+
+def stage_shared(settings: Settings, ood: int, chunk: int = 8) -> None:
+    """The in-domain and out-of-domain MMLU blocks of :func:`plan`, scored with :func:`shared_scores` (the
+    same cache files as ``--stage score``); first checked against the merged-adapter scores already cached."""
+    from experts.answers import PromptFormat
+    from router.answers import to_questions
+
+    fmt = PromptFormat.parse(FORMAT)
+    base = base_scorer(settings)
+    scorers = {d: adapter_scorer(settings, d) for d in DOMAINS}
+    adapters = {d: adapter_layers(settings, d) for d in DOMAINS}
+    base.load()
+    have = {"base": base.cached(fmt), **{d: sc.cached(fmt) for d, sc in scorers.items()}}
+    by = mmlu_by_domain(settings)
+    # a check first: questions some adapter has scored through the merged model, rescored here
+    check = [(d, q) for d in DOMAINS for q in to_questions(by[d]) if q.key in have[d]][:4]
+    if check:
+        got = shared_scores(base, adapters, [q for _, q in check], {q.key: [d] for d, q in check})
+        diff = max(abs(a - b) for d, q in check for a, b in zip(got[d][q.key], have[d][q.key], strict=True))
+        print(json.dumps({"check_vs_merged": len(check), "max_abs_diff": diff}), flush=True)
+        if diff > 1e-3:
+            raise SystemExit(f"shared-prefix scores differ from the merged adapter's by {diff}")
+    todo: list[tuple] = []  # (question, adapters to score); the base too unless cached
+    for k in range(2):
+        for d in DOMAINS:
+            n = len(by[d])
+            for q in to_questions(by[d][k * n // 2:(k + 1) * n // 2]):
+                todo.append((q, [d]))
+    for d in DOMAINS:
+        for e in DOMAINS:
+            if e != d:
+                for q in to_questions(by[e][:ood]):
+                    todo.append((q, [d]))
+    need: dict[str, list[str]] = {}
+    qs_by_key: dict = {}
+    for q, names in todo:
+        for a in names:
+            if q.key not in have[a] and a not in need.setdefault(q.key, []):
+                need[q.key].append(a)
+        if q.key not in have["base"] or need.get(q.key):
+            qs_by_key.setdefault(q.key, q)
+    keys = [k for k in qs_by_key if need.get(k) or k not in have["base"]]
+    t0, done = time.perf_counter(), 0
+    for s in range(0, len(keys), chunk):
+        part = [qs_by_key[k] for k in keys[s:s + chunk]]
+        got = shared_scores(base, adapters, part, {q.key: need.get(q.key, []) for q in part})
+        for name, res in got.items():
+            sc = base if name == "base" else scorers[name]
+            with sc.cache_file(fmt).open("a", encoding="utf-8") as fh:
+                for key, r in res.items():
+                    if key not in have[name]:
+                        fh.write(json.dumps({"q": key, "scores": [round(x, 5) for x in r]}) + "\n")
+                        have[name][key] = r
+        done += len(part)
+        print(json.dumps({"done": done, "of": len(keys), "s_per_q": round((time.perf_counter() - t0) / done, 2),
+                          "time": time.strftime("%H:%M:%S")}), flush=True)
+
+
 # -- statistics -----------------------------------------------------------------------------------------
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     if n == 0:
@@ -277,7 +397,7 @@ def table(results: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", choices=("speed", "score", "report"), required=True)
+    ap.add_argument("--stage", choices=("speed", "score", "shared", "report"), required=True)
     ap.add_argument("--ood", type=int, default=16, help="out-of-domain questions per other domain")
     ap.add_argument("--sets", default="", help="extra answer sets, comma-separated (bigbench,bsdquiz)")
     ap.add_argument("--speed-json", help="--stage report: a --stage speed output line to include")
@@ -289,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         stage_speed(settings)
     elif args.stage == "score":
         stage_score(settings, args.ood, sets)
+    elif args.stage == "shared":
+        stage_shared(settings, args.ood)
     else:
         speed = json.loads(Path(args.speed_json).read_text().strip().splitlines()[-1]) if args.speed_json else None
         stage_report(settings, args.ood, sets, speed)
