@@ -2,6 +2,7 @@
 
     python benchmarks/distill_mc.py --stage speed            # s/question, full vs last-position letter path
     python benchmarks/distill_mc.py --stage score [--ood 16]  # score base + 5 adapters (cached, resumable)
+    python benchmarks/distill_mc.py --stage shared [--ood 8]  # the same MMLU scores, ~1.5-2x faster (below)
     python benchmarks/distill_mc.py --stage report [--ood 16] # the numbers, from the answer cache only
 
 The base (``qwen-0.5b``) and each adapter of ``experts/data/adapters/<domain>/`` (merged into the base,
@@ -11,6 +12,11 @@ history or calibration). In-domain: each adapter on its own domain's 80; out-of-
 first ``--ood`` graded rows of every other domain. ``--sets bigbench,bsdquiz`` adds the in-domain rows of
 those answer sets. Everything goes through :class:`experts.answers.AnswerScorer`, whose cache keeps each
 adapter's scores apart from the base's (and lets an interrupted run resume).
+
+``--stage shared`` writes the same cache entries faster: the shipped adapters change decoder layers 16-23
+only, so the base's layers 0-15 run once per question and each adapter reruns just its merged top layers
+from that hidden state. It first rescores questions already scored through the merged adapter model and
+stops if any score differs by more than 1e-3.
 """
 
 from __future__ import annotations
@@ -207,7 +213,8 @@ def shared_scores(base, adapters: dict[str, tuple[int, list]], qs: list, who: di
             for b, i in enumerate(idx):
                 out["base"][qs[i].key] = [float(lp[b, letter_ids[k]]) for k in range(len(qs[i].choices))]
             names = sorted({a for i in idx for a in who.get(qs[i].key, [])})
-            kw = {k: v for k, v in seen["kw"].items() if k != "hidden_states"}
+            kw = {k: v for k, v in seen["kw"].items() if k not in ("hidden_states", "cache", "past_key_values")}
+            kw["use_cache"] = False
             for a in names:
                 h = seen["h"]
                 with torch.no_grad():

@@ -326,7 +326,7 @@ class AnswerScorer:
         ids, mask = self._batch(seqs)
         last = torch.tensor([len(s) - 1 for s in seqs])
         with torch.no_grad():
-            hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, H)
+            hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # (B, L, H)
             picked = hidden[torch.arange(len(seqs)), last]  # (B, H)
             return torch.log_softmax(head(picked).float(), -1)
 
