@@ -309,11 +309,23 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def paired_diff(b: int, c: int, n: int, z: float = 1.959964) -> tuple[float, float, float]:
-    """Adapter minus base accuracy on the same ``n`` questions, with a Wald 95% CI for a paired difference."""
+def paired_diff(b: int, c: int, n: int, k1: int | None = None, k2: int | None = None) -> tuple[float, float, float]:
+    """Adapter minus base accuracy on the same ``n`` questions with a 95% CI: Newcombe's (1998) method 10 for
+    paired proportions (Wilson intervals of both, joined through the phi correlation) when the correct counts
+    ``k1`` (adapter) and ``k2`` (base) are given, else a Wald interval. ``b``/``c``: only the adapter/base right."""
     d = (b - c) / n
-    se = math.sqrt(max((b + c) - (b - c) ** 2 / n, 0.0)) / n
-    return d, d - z * se, d + z * se
+    if k1 is None or k2 is None:
+        se = math.sqrt(max((b + c) - (b - c) ** 2 / n, 0.0)) / n
+        return d, d - 1.959964 * se, d + 1.959964 * se
+    both = k1 - b
+    neither = n - both - b - c
+    p1, p2 = k1 / n, k2 / n
+    (l1, u1), (l2, u2) = wilson(k1, n), wilson(k2, n)
+    den = math.sqrt((both + b) * (c + neither) * (both + c) * (b + neither))
+    phi = (both * neither - b * c) / den if den else 0.0
+    lo = d - math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
+    hi = d + math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
+    return d, max(lo, -1.0), min(hi, 1.0)
 
 
 def detectable(disc: float, n: int) -> float:
@@ -339,12 +351,13 @@ def compare(settings: Settings, who: str, rows: list[dict]) -> dict | None:
     base, ad = res
     n = len(qs)
     b, c = int((ad & ~base).sum()), int((base & ~ad).sum())
-    d, lo, hi = paired_diff(b, c, n)
+    d, lo, hi = paired_diff(b, c, n, int(ad.sum()), int(base.sum()))
     return {"n": n, "n_planned": len(rows), "base_correct": int(base.sum()), "adapter_correct": int(ad.sum()),
             "base_acc": base.mean().item(), "adapter_acc": ad.mean().item(),
             "base_ci": wilson(int(base.sum()), n), "adapter_ci": wilson(int(ad.sum()), n),
             "only_adapter": b, "only_base": c, "mcnemar_p": mcnemar_exact(b, c),
-            "diff": d, "diff_ci": (lo, hi), "detectable_80pct_power": detectable((b + c) / n, n)}
+            "diff": d, "diff_ci": (lo, hi), "detectable_80pct_power": detectable((b + c) / n, n),
+            "discordant_upper95": wilson(b + c, n)[1]}
 
 
 def pooled(parts: list[dict]) -> dict:
@@ -352,11 +365,11 @@ def pooled(parts: list[dict]) -> dict:
     n = sum(r["n"] for r in parts)
     kb, ka = sum(r["base_correct"] for r in parts), sum(r["adapter_correct"] for r in parts)
     b, c = sum(r["only_adapter"] for r in parts), sum(r["only_base"] for r in parts)
-    d, lo, hi = paired_diff(b, c, n)
+    d, lo, hi = paired_diff(b, c, n, ka, kb)
     return {"n": n, "n_planned": sum(r["n_planned"] for r in parts), "base_correct": kb, "adapter_correct": ka,
             "base_acc": kb / n, "adapter_acc": ka / n, "base_ci": wilson(kb, n), "adapter_ci": wilson(ka, n),
             "only_adapter": b, "only_base": c, "mcnemar_p": mcnemar_exact(b, c), "diff": d, "diff_ci": (lo, hi),
-            "detectable_80pct_power": detectable((b + c) / n, n)}
+            "detectable_80pct_power": detectable((b + c) / n, n), "discordant_upper95": wilson(b + c, n)[1]}
 
 
 def stage_report(settings: Settings, ood: int, sets: list[str], speed: dict | None) -> None:
@@ -384,12 +397,12 @@ def _pct(x: float) -> str:
 def table(results: dict[str, dict]) -> str:
     """The report's markdown table: one row per (adapter, block) with paired answers."""
     lines = ["| adapter | questions | n | base acc [95% CI] | adapter acc [95% CI] | adapter - base [95% CI] | "
-             "only adapter / only base right | exact McNemar p | detectable (80% power) |",
-             "|---|---|---:|---|---|---|---:|---:|---:|"]
+             "only adapter / only base right | answers changed, upper 95% | exact McNemar p | detectable (80% power) |",
+             "|---|---|---:|---|---|---|---:|---:|---:|---:|"]
     for who, by in results.items():
         for block, r in by.items():
             if r is None:
-                lines.append(f"| {who}-lora | {block} | 0 | not scored | | | | | |")
+                lines.append(f"| {who}-lora | {block} | 0 | not scored | | | | | | |")
                 continue
             n = f"{r['n']}" + (f" of {r['n_planned']}" if r["n"] != r["n_planned"] else "")
             name = "all five" if who == "all" else f"{who}-lora"
@@ -397,7 +410,7 @@ def table(results: dict[str, dict]) -> str:
                 f"| {name} | {block} | {n} | {_pct(r['base_acc'])} [{_pct(r['base_ci'][0])}, {_pct(r['base_ci'][1])}]"
                 f" | {_pct(r['adapter_acc'])} [{_pct(r['adapter_ci'][0])}, {_pct(r['adapter_ci'][1])}]"
                 f" | {100 * r['diff']:+.1f} [{100 * r['diff_ci'][0]:+.1f}, {100 * r['diff_ci'][1]:+.1f}]"
-                f" | {r['only_adapter']} / {r['only_base']} | {r['mcnemar_p']:.3g}"
+                f" | {r['only_adapter']} / {r['only_base']} | {_pct(r['discordant_upper95'])}% | {r['mcnemar_p']:.3g}"
                 f" | {100 * r['detectable_80pct_power']:.1f} pts |")
     return "\n".join(lines)
 
