@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["FORMS", "LETTERS", "AnswerScorer", "MCQuestion", "ModelLoadError", "PromptFormat", "all_formats",
-           "model_family"]
+           "expert_family", "expert_scorer", "model_family"]
 
 FORMS = ("letter", "cloze")
 LETTERS = "ABCDEFGHIJ"
@@ -115,6 +115,47 @@ def model_family(model: str) -> str:
     return model.split("-", 1)[0]
 
 
+def _peft_spec(name: str, registry: Any = None) -> Any:
+    """The ``peft`` expert spec called ``name``: from ``registry`` (enabled or not), else a shipped adapter
+    (``<domain>-lora``); ``None`` for any other name."""
+    if registry is not None:
+        try:
+            spec = registry.get(name)
+        except Exception:  # an unknown name is simply not a registered adapter
+            spec = None
+        if spec is not None:
+            return spec if spec.backend == "peft" else None
+    if not name.endswith("-lora"):
+        return None
+    from experts.registry import shipped_adapters
+
+    return next((s for s in shipped_adapters() if s.name == name), None)
+
+
+def _adapter_path(ref: str) -> Path:
+    """``shipped:<domain>`` or a folder (not checked: :meth:`AnswerScorer.load` reports a bad one)."""
+    from experts.backends import SHIPPED_ADAPTERS, SHIPPED_PREFIX
+
+    return SHIPPED_ADAPTERS / ref[len(SHIPPED_PREFIX):] if ref.startswith(SHIPPED_PREFIX) else Path(ref).expanduser()
+
+
+def expert_scorer(name: str, *, settings: Settings, registry: Any = None, **kwargs: Any) -> AnswerScorer:
+    """The :class:`AnswerScorer` of an answer expert: a model-store name, or a ``peft`` expert (a registered
+    one, enabled or not, or a shipped ``<domain>-lora``) — its base with its adapter merged in."""
+    spec = _peft_spec(name, registry)
+    if spec is None:
+        return AnswerScorer(name, settings=settings, **kwargs)
+    kw = spec.backend_kwargs
+    return AnswerScorer(kw.get("base") or "qwen-0.5b", settings=settings,
+                        adapter=_adapter_path(str(kw.get("adapter", ""))), adapter_name=name, **kwargs)
+
+
+def expert_family(name: str, registry: Any = None) -> str:
+    """The prompt-format family of an answer expert: its base model's for a ``peft`` expert."""
+    spec = _peft_spec(name, registry)
+    return model_family(spec.backend_kwargs.get("base") or "qwen-0.5b" if spec is not None else name)
+
+
 def letter_prompt(q: MCQuestion) -> str:
     options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(q.choices))
     return _LETTER_BODY.format(question=q.question.strip(), options=options)
@@ -130,11 +171,19 @@ class AnswerScorer:
         max_tokens: prompts longer than this are cut from the left (the question's start), flagged in
             the log; MMLU's longest mapped question is ~900 tokens.
         cache_dir: override of ``$QSEF_HOME/cache/answers``.
+        adapter: a PEFT LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``) for
+            ``model``: it is merged into the base (fp32) on load, and its scores are cached apart from the
+            base's (:attr:`model_id` names the adapter and a hash of its weights).
+        adapter_name: the adapter's name in :attr:`model_id` and in errors (default: the folder's name).
     """
 
     def __init__(self, model: str, *, settings: Settings, batch_size: int = 4, max_tokens: int = 1536,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, adapter: Path | str | None = None,
+                 adapter_name: str | None = None) -> None:
         self.model = model
+        self.adapter = Path(adapter).expanduser() if adapter is not None else None
+        self.adapter_name = adapter_name or (self.adapter.name if self.adapter is not None else None)
+        self._adapter_hash: str | None = None
         self.settings = settings
         self.batch_size = batch_size
         self.max_tokens = max_tokens
@@ -167,17 +216,56 @@ class AnswerScorer:
             self._lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         except Exception as exc:
             raise ModelLoadError(f"model {self.model!r} could not be loaded: {type(exc).__name__}: {exc}") from exc
+        if self.adapter is not None:
+            try:
+                self._lm = self._merge_adapter(self._lm)
+            except Exception as exc:
+                self._lm = self._tok = None
+                raise ModelLoadError(f"adapter {self.adapter_name!r} ({self.adapter}) could not be loaded on "
+                                     f"{self.model!r}: {type(exc).__name__}: {exc}") from exc
         if self._tok.pad_token is None:
             self._tok.pad_token = self._tok.eos_token
         self.load_seconds = time.perf_counter() - t0
 
+    def _merge_adapter(self, base: Any) -> Any:
+        """``base`` with the LoRA adapter merged into its weights (one plain model: no per-call LoRA cost)."""
+        from peft import PeftModel
+
+        self._check_adapter()
+        return PeftModel.from_pretrained(base, str(self.adapter)).merge_and_unload().eval()
+
+    def _check_adapter(self) -> None:
+        assert self.adapter is not None
+        for f in ("adapter_config.json", "adapter_model.safetensors"):
+            if not (self.adapter / f).is_file():
+                raise ModelLoadError(f"adapter {self.adapter_name!r}: {self.adapter / f} is missing (a LoRA adapter "
+                                     "folder holds adapter_config.json + adapter_model.safetensors)")
+
     @property
     def model_id(self) -> str:
-        """Model name plus its pinned checkpoint hash (a re-pinned model gets a new cache)."""
+        """Model name plus its pinned checkpoint hash (a re-pinned model gets a new cache); with an adapter,
+        plus ``+<adapter name>@<hash of its weights>`` (a retrained adapter gets a new cache).
+
+        Raises:
+            ModelLoadError: the adapter's weights file cannot be read.
+        """
         from core.store import CATALOG
 
         spec = CATALOG.get(self.model)
-        return f"{self.model}@{spec.sha256[:12]}" if spec is not None else self.model
+        base = f"{self.model}@{spec.sha256[:12]}" if spec is not None else self.model
+        if self.adapter is None:
+            return base
+        if self._adapter_hash is None:
+            self._check_adapter()
+            h = hashlib.sha256()
+            try:
+                with (self.adapter / "adapter_model.safetensors").open("rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+            except OSError as exc:
+                raise ModelLoadError(f"adapter {self.adapter_name!r} ({self.adapter}) unreadable: {exc}") from exc
+            self._adapter_hash = h.hexdigest()[:12]
+        return f"{base}+{self.adapter_name}@{self._adapter_hash}"
 
     # -- prompts ----------------------------------------------------------------------------------
     def _chat(self, user: str) -> str:
@@ -197,8 +285,8 @@ class AnswerScorer:
         return self._tok(text, add_special_tokens=False)["input_ids"]
 
     # -- scoring ----------------------------------------------------------------------------------
-    def _forward(self, seqs: list[list[int]]) -> Any:
-        """Log-softmax over a right-padded batch: ``(B, L, V)``."""
+    def _batch(self, seqs: list[list[int]]) -> tuple[Any, Any]:
+        """``(input_ids, attention_mask)`` of a right-padded batch."""
         import torch
 
         width = max(len(s) for s in seqs)
@@ -207,8 +295,40 @@ class AnswerScorer:
         for i, s in enumerate(seqs):
             ids[i, : len(s)] = torch.tensor(s)
             mask[i, : len(s)] = 1
+        return ids, mask
+
+    def _forward(self, seqs: list[list[int]]) -> Any:
+        """Log-softmax over a right-padded batch: ``(B, L, V)``."""
+        import torch
+
+        ids, mask = self._batch(seqs)
         with torch.no_grad():
             return torch.log_softmax(self._lm(input_ids=ids, attention_mask=mask).logits.float(), -1)
+
+    def _last_logprobs(self, seqs: list[list[int]]) -> Any:
+        """Log-softmax at each sequence's last position only: ``(B, V)``.
+
+        The model's body runs on the batch and its LM head only on the ``B`` hidden states that are
+        needed (the full ``(B, L, V)`` logits of a 151k vocabulary cost more than a layer). Equal to
+        ``_forward(seqs)[b, len(seqs[b]) - 1]`` up to float rounding (right padding: a row's last real
+        position never sees the pads). Models whose head does more than a projection (logit scaling or
+        soft-capping in the config) take the full path.
+        """
+        import torch
+
+        cfg = getattr(self._lm, "config", None)
+        body = getattr(self._lm, "get_decoder", lambda: None)()
+        head = getattr(self._lm, "get_output_embeddings", lambda: None)()
+        if body is None or head is None or any(getattr(cfg, k, None) not in (None, 1.0) for k in
+                                               ("final_logit_softcapping", "logit_scale", "logits_scaling")):
+            lp = self._forward(seqs)
+            return torch.stack([lp[b, len(s) - 1] for b, s in enumerate(seqs)])
+        ids, mask = self._batch(seqs)
+        last = torch.tensor([len(s) - 1 for s in seqs])
+        with torch.no_grad():
+            hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # (B, L, H)
+            picked = hidden[torch.arange(len(seqs)), last]  # (B, H)
+            return torch.log_softmax(head(picked).float(), -1)
 
     def _clip(self, ids: list[int], q: MCQuestion) -> list[int]:
         if len(ids) > self.max_tokens:
@@ -217,7 +337,8 @@ class AnswerScorer:
             return ids[-self.max_tokens:]
         return ids
 
-    def _score_letter(self, qs: Sequence[MCQuestion], chat: bool) -> list[list[float]]:
+    def _score_letter(self, qs: Sequence[MCQuestion], chat: bool, *, fast: bool = True) -> list[list[float]]:
+        """``fast=False``: the full ``(B, L, V)`` log-softmax (the reference the fast path is tested against)."""
         letter_ids = []
         for k in range(len(LETTERS)):
             # raw text continues "Answer:" with " A"; the chat template's assistant turn starts with "A"
@@ -229,9 +350,13 @@ class AnswerScorer:
         for s in range(0, len(order), self.batch_size):
             idx = order[s:s + self.batch_size]
             seqs = [self._clip(self._encode(self._letter_context(qs[i], chat)), qs[i]) for i in idx]
-            lp = self._forward(seqs)
+            if fast:
+                lp = self._last_logprobs(seqs)
+            else:
+                full = self._forward(seqs)
+                lp = [full[b, len(seqs[b]) - 1] for b in range(len(seqs))]
             for b, i in enumerate(idx):
-                last = lp[b, len(seqs[b]) - 1]
+                last = lp[b]
                 res[i] = [float(last[letter_ids[k]]) for k in range(len(qs[i].choices))]
         out = [res[i] for i in range(len(qs))]
         return out
@@ -266,7 +391,7 @@ class AnswerScorer:
 
     # -- cache ------------------------------------------------------------------------------------
     def cache_file(self, fmt: PromptFormat) -> Path:
-        d = self.cache_root / self.model_id.replace("@", "_")
+        d = self.cache_root / self.model_id.replace("@", "_").replace("/", "_")
         d.mkdir(parents=True, exist_ok=True)
         return d / f"{fmt.name}-{fmt.hash}.jsonl"
 

@@ -37,7 +37,14 @@ import numpy as np
 
 from core.domains import DOMAINS
 from core.jsonl import JSONLError, iter_jsonl
-from experts.answers import AnswerScorer, MCQuestion, ModelLoadError, PromptFormat, all_formats, model_family
+from experts.answers import (
+    MCQuestion,
+    ModelLoadError,
+    PromptFormat,
+    all_formats,
+    expert_family,
+    expert_scorer,
+)
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -129,24 +136,26 @@ def to_questions(rows: Sequence[dict[str, Any]]) -> list[MCQuestion]:
 
 
 def cached_rows(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFormat], *,
-                settings: Settings) -> list[dict[str, Any]]:
+                settings: Settings, registry: Any = None) -> list[dict[str, Any]]:
     """The rows whose question every expert has already scored in its prompt format (read from the score
     caches; no model is loaded).
 
     Args:
         rows: validated answer rows.
-        formats: model-store name -> prompt format; with no model, no row is kept.
+        formats: expert name (a model-store name, or a ``peft`` expert of ``registry`` or a shipped
+            ``<domain>-lora``: see :func:`experts.answers.expert_scorer`) -> prompt format; with no
+            model, no row is kept.
     """
     keep: set[str] | None = None
     for m, f in formats.items():
-        have = set(AnswerScorer(m, settings=settings).cached(f))
+        have = set(expert_scorer(m, settings=settings, registry=registry).cached(f))
         keep = have if keep is None else keep & have
     return [r for r, q in zip(rows, to_questions(rows), strict=True) if q.key in (keep or set())]
 
 
 def choose_formats(dev_rows: Sequence[dict[str, Any]], models: Sequence[str], *, settings: Settings,
                    formats: Sequence[PromptFormat] | None = None, deciders: dict[str, Sequence[str]] | None = None,
-                   cache_dir: Path | None = None) -> dict[str, Any]:
+                   cache_dir: Path | None = None, registry: Any = None) -> dict[str, Any]:
     """Pick one prompt format per model family by dev-set accuracy (ties: the earlier format).
 
     Args:
@@ -164,14 +173,14 @@ def choose_formats(dev_rows: Sequence[dict[str, Any]], models: Sequence[str], *,
     gold = np.array([q.answer for q in qs])
     fams: dict[str, list[str]] = {}
     for m in models:
-        fams.setdefault(model_family(m), []).append(m)
+        fams.setdefault(expert_family(m, registry), []).append(m)
     dev: dict[str, dict[str, float]] = {}
     family: dict[str, str] = {}
     for fam, members in fams.items():
         voters = list((deciders or {}).get(fam, members))
         acc = {f.name: [] for f in formats}
         for m in voters:
-            sc = AnswerScorer(m, settings=settings, cache_dir=cache_dir)
+            sc = expert_scorer(m, settings=settings, registry=registry, cache_dir=cache_dir)
             dev[m] = {}
             for f in formats:
                 a = float((sc.predict(qs, f) == gold).mean())
@@ -179,7 +188,7 @@ def choose_formats(dev_rows: Sequence[dict[str, Any]], models: Sequence[str], *,
                 acc[f.name].append(a)
             sc.unload()
         family[fam] = max(formats, key=lambda f: np.mean(acc[f.name])).name
-    return {"formats": {m: PromptFormat.parse(family[model_family(m)]) for m in models}, "dev": dev,
+    return {"formats": {m: PromptFormat.parse(family[expert_family(m, registry)]) for m in models}, "dev": dev,
             "family": family, "n_dev": len(qs)}
 
 
@@ -207,8 +216,9 @@ class AnswerMatrix:
 
 
 def answer_matrix(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFormat], *, settings: Settings,
-                  cache_dir: Path | None = None, progress: bool = False) -> AnswerMatrix:
-    """Score every expert (model-store name -> prompt format) on every row.
+                  cache_dir: Path | None = None, progress: bool = False, registry: Any = None) -> AnswerMatrix:
+    """Score every expert (model-store name, or a ``peft`` expert's name: see
+    :func:`experts.answers.expert_scorer`; -> prompt format) on every row.
 
     A model that fails to load is logged, recorded in :attr:`AnswerMatrix.errors` and left out; the
     others are still scored.
@@ -217,7 +227,7 @@ def answer_matrix(rows: Sequence[dict[str, Any]], formats: dict[str, PromptForma
     gold = np.array([q.answer for q in qs])
     names, preds, errors = [], [], {}
     for m, fmt in formats.items():
-        sc = AnswerScorer(m, settings=settings, cache_dir=cache_dir)
+        sc = expert_scorer(m, settings=settings, registry=registry, cache_dir=cache_dir)
         try:
             preds.append(sc.predict(qs, fmt, progress=progress))
             names.append(m)
@@ -240,20 +250,21 @@ def cached_formats(settings: Settings) -> dict[str, str]:
 
 
 def resolve_formats(models: Sequence[str], *, settings: Settings, fmt: str = "auto",
-                    dev_rows: Sequence[dict[str, Any]] | None = None) -> dict[str, PromptFormat]:
+                    dev_rows: Sequence[dict[str, Any]] | None = None,
+                    registry: Any = None) -> dict[str, PromptFormat]:
     """The prompt format per model: ``fmt`` if it names one, else the family's dev-set choice — cached
     from an earlier run, or chosen now on ``dev_rows`` (default: 4 MMLU history-side questions per domain)."""
     if fmt != "auto":
         return {m: PromptFormat.parse(fmt) for m in models}
     fam = cached_formats(settings)
-    missing = [m for m in models if model_family(m) not in fam]
+    missing = [m for m in models if expert_family(m, registry) not in fam]
     if missing:
         if dev_rows is None:
             from corpora import mmlu_answer_rows
 
             dev_rows = mmlu_answer_rows(settings, split="history", per_domain=4)
-        fam.update(choose_formats(dev_rows, missing, settings=settings)["family"])
-    return {m: PromptFormat.parse(fam[model_family(m)]) for m in models}
+        fam.update(choose_formats(dev_rows, missing, settings=settings, registry=registry)["family"])
+    return {m: PromptFormat.parse(fam[expert_family(m, registry)]) for m in models}
 
 
 def qsef_fold_scorer(scorer: Any, texts: Sequence[str], emb: np.ndarray, correct: np.ndarray,
@@ -329,10 +340,11 @@ def _answer_setup(rows: Sequence[dict[str, Any]], formats: dict[str, PromptForma
     """``(matrix, costs)``: the experts of ``formats`` answer ``rows``, and their registered costs.
 
     Raises:
-        ValueError: an expert of ``formats`` is not enabled in ``registry``.
+        ValueError: an expert of ``formats`` is not enabled in ``registry`` (a ``peft`` expert is scored
+            whether enabled or not: the shipped adapters are registered disabled until graded).
     """
-    matrix = answer_matrix(rows, formats, settings=settings, progress=progress)
-    specs = {s.name: s for s in registry.list(enabled_only=True)}
+    matrix = answer_matrix(rows, formats, settings=settings, progress=progress, registry=registry)
+    specs = {s.name: s for s in registry.list() if s.enabled or s.backend == "peft"}
     unknown = [m for m in matrix.experts if m not in specs]
     if unknown:
         raise ValueError(f"experts {unknown} are not in the registry; registered: {sorted(specs)}")
@@ -367,7 +379,7 @@ def evaluate_answers(rows: Sequence[dict[str, Any]], formats: dict[str, PromptFo
     from router.scoring import RegistryScorer
 
     if cached_only:
-        rows = cached_rows(rows, formats, settings=settings)
+        rows = cached_rows(rows, formats, settings=settings, registry=registry)
         if not rows:
             return {"n": 0, "formats": {m: f.name for m, f in formats.items()}, "errors": {},
                     "note": "no question has been scored by every expert yet"}
@@ -429,7 +441,7 @@ def calibrate_from_answers(rows: Sequence[dict[str, Any]], formats: dict[str, Pr
 
     if len(formats) < 2:
         raise ValueError(f"an outcome fit needs at least 2 experts, got {sorted(formats)}")
-    kept = cached_rows(rows, formats, settings=settings)
+    kept = cached_rows(rows, formats, settings=settings, registry=registry)
     have = {id(r) for r in kept}
     uncached = [r["id"] for r in rows if id(r) not in have]
     if len(kept) < 2 * folds:

@@ -60,7 +60,7 @@ import numpy as np
 
 from core.domains import DOMAINS
 from core.jsonl import JSONLError, iter_jsonl
-from experts.answers import LETTERS, AnswerScorer, MCQuestion, ModelLoadError, PromptFormat
+from experts.answers import LETTERS, MCQuestion, ModelLoadError, PromptFormat, expert_scorer
 from router.answers import AnswerRowError, check_answer_row, read_answer_file
 from router.decompose import Decomposer, Decomposition, content_tokens
 
@@ -690,7 +690,7 @@ def answer_parts(scores: Sequence[RowScore], rows: Sequence[CompoundRow], setup:
         else:
             todo.setdefault(ps.expert, []).append((ps, MCQuestion(text, cp.choices, cp.answer, cp.domain, cp.id)))
     for expert, items in todo.items():
-        sc = AnswerScorer(expert, settings=setup.settings, cache_dir=setup.cache_dir)
+        sc = expert_scorer(expert, settings=setup.settings, registry=setup.registry, cache_dir=setup.cache_dir)
         try:
             pred = sc.predict([q for _, q in items], setup.formats[expert], progress=setup.progress)
             for (ps, q), a in zip(items, pred, strict=True):

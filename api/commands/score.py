@@ -77,7 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     answers.add_argument("--lam", type=float, default=0.0, help="cost_aware: lambda (cost normalised by the largest)")
     answers.add_argument("--tau", type=float, default=0.34, help="threshold: the cheapest expert with P >= tau")
     answers.add_argument("--experts", default="", metavar="A,B,...",
-                         help="expert (model-store) names, comma-separated (default: every registered one)")
+                         help="expert names, comma-separated: model-store names, or peft experts (a shipped "
+                              "<domain>-lora, enabled or not) (default: every registered one)")
     answers.add_argument("--format", default="auto", metavar="FORM",
                          help="prompt format letter-raw|letter-chat|cloze-raw|cloze-chat, or auto = the "
                               "family's dev-set choice")
@@ -196,8 +197,8 @@ def _answer_fleet(args: argparse.Namespace, *, score_dev: bool = True):
     an error instead of a reason to score the dev set (which loads the models)."""
     from pathlib import Path
 
-    from experts.answers import model_family
-    from experts.registry import ExpertRegistry, capability_fleet
+    from experts.answers import expert_family
+    from experts.registry import ExpertRegistry, capability_fleet, shipped_adapters
     from router.answers import cached_formats, resolve_formats
 
     path = Path(args.registry) if args.registry else args.settings.path("answers") / "fleet.sqlite"
@@ -206,24 +207,28 @@ def _answer_fleet(args: argparse.Namespace, *, score_dev: bool = True):
         for spec in capability_fleet():
             registry.add(spec)
     names = [n for n in args.experts.split(",") if n] or registry.names()
+    for spec in shipped_adapters():  # a shipped LoRA expert named in --experts joins the answer fleet (disabled)
+        if spec.name in names and spec.name not in registry.names():
+            registry.add(spec)
     unknown = [n for n in names if n not in registry.names()]
     if unknown:
         print(f"error: unknown expert(s) {', '.join(unknown)}; registered in {path}: {', '.join(registry.names())}",
               file=sys.stderr)
         return 2
-    models = {n: registry.get(n).backend_kwargs.get("model", n) for n in names}
+    specs = {n: registry.get(n) for n in names}
+    models = {n: s.backend_kwargs.get("model", n) for n, s in specs.items() if s.backend != "peft"}
     if any(m != n for n, m in models.items()):
-        print("error: an answer expert's name must be its model-store name", file=sys.stderr)
+        print("error: an answer expert's name must be its model-store name (or a peft expert's)", file=sys.stderr)
         return 2
     if not score_dev and args.format == "auto":
         known = cached_formats(args.settings)
-        missing = sorted({model_family(n) for n in names} - set(known))
+        missing = sorted({expert_family(n, registry) for n in names} - set(known))
         if missing:
             print(f"error: no cached prompt-format choice for {', '.join(missing)}; pass --format "
                   "(letter-raw|letter-chat|cloze-raw|cloze-chat)", file=sys.stderr)
             return 2
     try:
-        return registry, resolve_formats(names, settings=args.settings, fmt=args.format)
+        return registry, resolve_formats(names, settings=args.settings, fmt=args.format, registry=registry)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -132,6 +132,50 @@ def test_cli_reports_a_model_that_fails_to_load_and_scores_the_others(tmp_path, 
     assert set(out["experts"]) == {"smollm2-135m"} and out["n"] == 3
 
 
+@pytest.mark.slow
+def test_cli_scores_registered_peft_experts_enabled_or_not_and_reports_a_broken_one(tmp_path, capsys, monkeypatch):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from api.cli import main
+    from core.settings import Settings
+    from core.store import ModelStore
+    from experts.registry import ExpertRegistry, ExpertSpec, capability_fleet
+
+    base = AutoModelForCausalLM.from_pretrained(ModelStore(Settings()).ensure("smollm2-135m"), dtype=torch.float32)
+    get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)).save_pretrained(
+        tmp_path / "good")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "adapter_config.json").write_bytes((tmp_path / "good" / "adapter_config.json").read_bytes())
+    (tmp_path / "bad" / "adapter_model.safetensors").write_bytes(b"garbage")
+    reg = ExpertRegistry(tmp_path / "fleet.sqlite")
+    reg.add(next(s for s in capability_fleet() if s.name == "smollm2-135m"))
+    for name in ("good", "bad"):
+        reg.add(ExpertSpec(name=f"{name}-lora", domain="general", backend="peft", enabled=False,
+                           backend_kwargs={"adapter": str(tmp_path / name), "base": "smollm2-135m"}))
+    rows = [
+        {"question": "What is the capital of France?", "choices": ["Berlin", "Paris", "Rome"], "answer": 1,
+         "domain": "general"},
+        {"question": "Which organ pumps blood?", "choices": ["The heart", "The liver"], "answer": 0,
+         "domain": "medicine"},
+        {"question": "Which keyword defines a function in Python?", "choices": ["func", "def", "fn", "lambda"],
+         "answer": 1, "domain": "code"},
+    ]
+    p = _write(tmp_path, [json.dumps(r) for r in rows])
+    home = tmp_path / "home"  # the answer caches of these throwaway adapters stay in tmp_path
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "smollm2-135m").symlink_to(Settings().path("models", "smollm2-135m"))
+    monkeypatch.setenv("QSEF_HOME", str(home))
+    rc = main(["eval", "answers", str(p), "--json", "--registry", str(tmp_path / "fleet.sqlite"),
+               "--experts", "smollm2-135m,good-lora,bad-lora", "--format", "letter-raw", "--cv", "2"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert rc == 0
+    assert "bad-lora" in out["errors"] and str(tmp_path / "bad") in out["errors"]["bad-lora"]
+    assert set(out["experts"]) == {"smollm2-135m", "good-lora"} and out["n"] == 3
+
+
 # -- qsef eval answers --compound --------------------------------------------------------------------------
 
 COMPOUND_ROWS = [
