@@ -271,6 +271,7 @@ def profile_qrh(data: dict, d: int = 128, top: int = 15) -> dict:
 
 def plot(runs: list[dict], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -288,6 +289,12 @@ def plot(runs: list[dict], path: Path) -> None:
                     label=f"{arch}, {b / 1e6:g} M tokens")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    lo, hi = min(r["heldout_ppl"] for r in runs) / 1.05, max(r["heldout_ppl"] for r in runs) * 1.05
+    ax.set_yticks([t for t in (30, 40, 50, 60, 80, 100, 125, 150, 200, 250, 300, 400, 500) if lo <= t <= hi])
+    ax.set_ylim(lo, hi)
     ax.set_xlabel("parameters")
     ax.set_ylabel("held-out perplexity (code, 4096-id vocabulary)")
     ax.set_title("QRH vs nanoGPT-style transformer, CE from scratch")
