@@ -312,8 +312,9 @@ def aggregate(names: list[str], path: Path) -> dict:
     return out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """The equal-budget flags (domain, teacher, steps, batch, windows, seed, threads) this script and
+    ``distill_trl_tune.py`` share, so a tuned grid point and its comparison run on the same budget."""
     parser.add_argument("--domain", default="law")
     parser.add_argument("--teacher", default="qwen-1.5b")
     parser.add_argument("--steps", type=int, default=16)
@@ -322,6 +323,11 @@ def main() -> int:
     parser.add_argument("--heldout-windows", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_budget_arguments(parser)
     parser.add_argument("--work", default=None, help="work folder (default: a fresh one under $QSEF_HOME/cache)")
     parser.add_argument("--out", default="distill_trl", help="results/<OUT>.json and reports/<OUT>.md")
     parser.add_argument("--set", nargs="+", metavar="KEY=VALUE", default=None,

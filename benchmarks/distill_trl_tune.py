@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 from _common import save
-from distill_trl import _config
+from distill_trl import _config, add_budget_arguments
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PURE_KD = ["loss.kd_weight=1.0", "loss.lambda_resist=0.0", "temperature={start: 1.0, end: 1.0, kind: constant}"]
@@ -45,16 +45,9 @@ GRID: dict[str, list[str]] = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--domain", default="law")
-    parser.add_argument("--teacher", default="qwen-1.5b")
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--train-windows", type=int, default=32)
-    parser.add_argument("--heldout-windows", type=int, default=16)
+    add_budget_arguments(parser)
     parser.add_argument("--validation-docs", type=int, default=200)
     parser.add_argument("--validation-windows", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="+", choices=list(GRID), help="grid points to run (default all, in order)")
     parser.add_argument("--validation-kl", action="store_true", help="capture the teacher on the validation windows too")
     parser.add_argument("--then-seeds", type=int, nargs="*", default=[],
