@@ -132,22 +132,17 @@ def _peft_spec(name: str, registry: Any = None) -> Any:
     return next((s for s in shipped_adapters() if s.name == name), None)
 
 
-def _adapter_path(ref: str) -> Path:
-    """``shipped:<domain>`` or a folder (not checked: :meth:`AnswerScorer.load` reports a bad one)."""
-    from experts.backends import SHIPPED_ADAPTERS, SHIPPED_PREFIX
-
-    return SHIPPED_ADAPTERS / ref[len(SHIPPED_PREFIX):] if ref.startswith(SHIPPED_PREFIX) else Path(ref).expanduser()
-
-
 def expert_scorer(name: str, *, settings: Settings, registry: Any = None, **kwargs: Any) -> AnswerScorer:
     """The :class:`AnswerScorer` of an answer expert: a model-store name, or a ``peft`` expert (a registered
     one, enabled or not, or a shipped ``<domain>-lora``) — its base with its adapter merged in."""
     spec = _peft_spec(name, registry)
     if spec is None:
         return AnswerScorer(name, settings=settings, **kwargs)
+    from experts.backends import adapter_path  # not checked here: AnswerScorer.load reports a bad folder
+
     kw = spec.backend_kwargs
     return AnswerScorer(kw.get("base") or "qwen-0.5b", settings=settings,
-                        adapter=_adapter_path(str(kw.get("adapter", ""))), adapter_name=name, **kwargs)
+                        adapter=adapter_path(str(kw.get("adapter", ""))), adapter_name=name, **kwargs)
 
 
 def expert_family(name: str, registry: Any = None) -> str:

@@ -766,13 +766,19 @@ SHIPPED_PREFIX = "shipped:"
 SHIPPED_ADAPTERS = Path(__file__).resolve().parent / "data" / "adapters"
 
 
+def adapter_path(ref: str) -> Path:
+    """Where an adapter reference points: ``shipped:<domain>`` (one of the adapters installed with the
+    package) or a path; not checked (:func:`adapter_folder` checks)."""
+    return SHIPPED_ADAPTERS / ref[len(SHIPPED_PREFIX):] if ref.startswith(SHIPPED_PREFIX) else Path(ref).expanduser()
+
+
 def adapter_folder(ref: str) -> Path:
     """An adapter folder: ``shipped:<domain>`` (one of the adapters installed with the package) or a path.
 
     Raises:
         BackendUnavailableError: naming the folder when it holds no adapter.
     """
-    p = SHIPPED_ADAPTERS / ref[len(SHIPPED_PREFIX):] if ref.startswith(SHIPPED_PREFIX) else Path(ref).expanduser()
+    p = adapter_path(ref)
     if not (p / "adapter_config.json").is_file() or not (p / "adapter_model.safetensors").is_file():
         raise BackendUnavailableError(f"{p} is not a LoRA adapter folder (adapter_config.json + "
                                       "adapter_model.safetensors)")

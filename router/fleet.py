@@ -187,12 +187,12 @@ class FleetManager:
                           extra_args=tuple(args))
 
     def _adapter(self, s: FleetServer, name: str) -> Path:
-        from experts.backends import SHIPPED_ADAPTERS, SHIPPED_PREFIX
+        from experts.backends import SHIPPED_ADAPTERS, SHIPPED_PREFIX, adapter_path
 
         ref = s.lora[name]
         try:
             if ref.startswith(SHIPPED_PREFIX):
-                folder = SHIPPED_ADAPTERS.joinpath(ref[len(SHIPPED_PREFIX):]).resolve()
+                folder = adapter_path(ref).resolve()
                 if SHIPPED_ADAPTERS.resolve() not in folder.parents:
                     raise ValueError(f"{ref!r} names no shipped adapter (shipped:<domain>)")
                 return folder
