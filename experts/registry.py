@@ -224,8 +224,9 @@ def shipped_adapters() -> list[ExpertSpec]:
 
     They are registered **disabled**: their held-out gain over the base is small (0.83-0.94x on 4 k tokens, one
     seed; only code reaches 0.85x), their multiple-choice answers are no better than the base's (graded MMLU,
-    ``benchmarks/reports/distill_mc.md``: +0.0 to +2.5 pts, law -2.5, none significant), and they run in process (not on the vLLM
-    server), so they do not change default routing until a user turns one on (``qsef experts enable code-lora``)."""
+    ``benchmarks/reports/distill_mc.md``: +0.0 to +2.5 pts, law -2.5, none significant), so they do not change
+    default routing until a user turns one on (``qsef experts enable code-lora``). These run in process (backend
+    ``peft``); ``experts/data/fleets/lora.yaml`` serves the same adapters from one vLLM engine (multi-LoRA)."""
     from experts.backends import SHIPPED_ADAPTERS, SHIPPED_PREFIX
 
     specs = []
