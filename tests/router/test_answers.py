@@ -106,6 +106,16 @@ def test_folds_are_a_stratified_partition():
     assert all(sum(labels[i] == "a" for i in f) >= 2 for f in fs)
 
 
+# three easy questions in three domains, for the CLI tests that load real models
+THREE_ROWS = [
+    {"question": "What is the capital of France?", "choices": ["Berlin", "Paris", "Rome"], "answer": 1,
+     "domain": "general"},
+    {"question": "Which organ pumps blood?", "choices": ["The heart", "The liver"], "answer": 0, "domain": "medicine"},
+    {"question": "Which keyword defines a function in Python?", "choices": ["func", "def", "fn", "lambda"],
+     "answer": 1, "domain": "code"},
+]
+
+
 @pytest.mark.slow
 def test_cli_reports_a_model_that_fails_to_load_and_scores_the_others(tmp_path, capsys):
     from api.cli import main
@@ -114,15 +124,7 @@ def test_cli_reports_a_model_that_fails_to_load_and_scores_the_others(tmp_path, 
     reg = ExpertRegistry(tmp_path / "fleet.sqlite")
     reg.add(next(s for s in capability_fleet() if s.name == "smollm2-135m"))
     reg.add(ExpertSpec(name="no-such-model", domain="general", backend_kwargs={"model": "no-such-model"}))
-    rows = [
-        {"question": "What is the capital of France?", "choices": ["Berlin", "Paris", "Rome"], "answer": 1,
-         "domain": "general"},
-        {"question": "Which organ pumps blood?", "choices": ["The heart", "The liver"], "answer": 0,
-         "domain": "medicine"},
-        {"question": "Which keyword defines a function in Python?", "choices": ["func", "def", "fn", "lambda"],
-         "answer": 1, "domain": "code"},
-    ]
-    p = _write(tmp_path, [json.dumps(r) for r in rows])
+    p = _write(tmp_path, [json.dumps(r) for r in THREE_ROWS])
     rc = main(["eval", "answers", str(p), "--json", "--registry", str(tmp_path / "fleet.sqlite"),
                "--experts", "smollm2-135m,no-such-model", "--format", "letter-chat", "--cv", "2"])
     captured = capsys.readouterr()
@@ -154,15 +156,7 @@ def test_cli_scores_registered_peft_experts_enabled_or_not_and_reports_a_broken_
     for name in ("good", "bad"):
         reg.add(ExpertSpec(name=f"{name}-lora", domain="general", backend="peft", enabled=False,
                            backend_kwargs={"adapter": str(tmp_path / name), "base": "smollm2-135m"}))
-    rows = [
-        {"question": "What is the capital of France?", "choices": ["Berlin", "Paris", "Rome"], "answer": 1,
-         "domain": "general"},
-        {"question": "Which organ pumps blood?", "choices": ["The heart", "The liver"], "answer": 0,
-         "domain": "medicine"},
-        {"question": "Which keyword defines a function in Python?", "choices": ["func", "def", "fn", "lambda"],
-         "answer": 1, "domain": "code"},
-    ]
-    p = _write(tmp_path, [json.dumps(r) for r in rows])
+    p = _write(tmp_path, [json.dumps(r) for r in THREE_ROWS])
     home = tmp_path / "home"  # the answer caches of these throwaway adapters stay in tmp_path
     (home / "models").mkdir(parents=True)
     (home / "models" / "smollm2-135m").symlink_to(Settings().path("models", "smollm2-135m"))
