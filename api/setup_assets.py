@@ -107,7 +107,8 @@ def ship_embeddings(settings: Settings) -> list[Path]:
 
 
 def convert_local_llms(settings: Settings, store, names: list[str]) -> None:
-    """Convert the in-process LLMs to CTranslate2 now (once, about 30 s each), not on the first query."""
+    """Convert the in-process LLMs to CTranslate2 now (once, about 30 s each) and measure the thread count they
+    answer fastest with (:func:`experts.ct2.decode_threads`, once, a few seconds), not on the first query."""
     from experts import ct2
 
     if settings.local_precision != "int8" or settings.local_engine != "ctranslate2" or not ct2.available():
@@ -116,7 +117,9 @@ def convert_local_llms(settings: Settings, store, names: list[str]) -> None:
     with progress(total=len(names), desc="CTranslate2 int8 copies", unit="model") as bar:
         for name in names:
             bar.set_postfix_str(name)
-            ct2.converted_folder(settings, store.path(name))
+            converted = ct2.converted_folder(settings, store.path(name))
+            bar.set_postfix_str(f"{name}: decode threads")
+            ct2.decode_threads(settings, converted)
             bar.update(1)
 
 

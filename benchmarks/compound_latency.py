@@ -7,7 +7,10 @@ routing the same questions in rotating order so all see the same machine load):
   (``local_engine=ctranslate2``), decomposition without domain labels and with the router LLM's
   instructions cached, the sub-tasks of a question decoded in one batch; the router LLM is asked only
   where the clause splitter's parts are not clearly separate requests (``router.clear_split``);
-* ``ct2_llm_split`` — the same, with the router LLM asked for every query the splitter finds several
+* ``ct2_all_cores`` — the demo's configuration with CTranslate2 decoding on ``llm_threads`` threads (every
+  core, at most 4) instead of the count :func:`experts.ct2.decode_threads` measured fastest here: the demo
+  before that measurement;
+* ``ct2_llm_split`` — the same as ``ct2``, with the router LLM asked for every query the splitter finds several
   parts in (``clear_split`` off: the demo before that check);
 * ``int8_torch`` — the same on torch's dynamic int8 (``local_engine=transformers``): the demo before;
 * ``vllm_router_ct2`` — ``qsef serve``'s default: the router LLM on the vLLM server (fp32), the experts in
@@ -77,6 +80,7 @@ SINGLES = (
 
 CONFIGS = {  # name: (router_backend, local_precision, local_engine, experts_on_server, decompose_labels, clear_split)
     "ct2": ("transformers", "int8", "ctranslate2", "auto", False, True),
+    "ct2_all_cores": ("transformers", "int8", "ctranslate2", "auto", False, True),  # + decode_threads=llm_threads
     "ct2_llm_split": ("transformers", "int8", "ctranslate2", "auto", False, False),  # the LLM splits every time
     "int8_torch": ("transformers", "int8", "transformers", "auto", False, True),
     "vllm_router_ct2": ("vllm", "int8", "ctranslate2", "auto", False, True),
@@ -114,15 +118,22 @@ def main() -> int:
 
     base = Settings()  # a benchmark is an entry point: settings are built here
     tmp = Path(tempfile.mkdtemp(prefix="qsef-bench-compound-"))
-    routers = {}
+    routers, threads_of = {}, {}  # threads_of: the decode threads each configuration ran with
     for name in args.configs:
         backend, precision, engine, on_server, labels, clear_split = CONFIGS[name]
+        threads = base.llm_threads if name == "ct2_all_cores" else base.decode_threads
         settings = base.model_copy(update={
-            "router_backend": backend, "llm_url": None, "local_precision": precision, "local_engine": engine,
+            "decode_threads": threads, "router_backend": backend, "llm_url": None, "local_precision": precision, "local_engine": engine,
             "router": RouterSettings(**{**base.router.model_dump(), "experts_on_server": on_server,
                                         "decompose_labels": labels, "clear_split": clear_split})})
         routers[name] = Router.from_settings(settings, registry_path=tmp / f"{name}.sqlite",
                                              feedback_path=tmp / f"{name}-fb.sqlite")
+        if engine == "ctranslate2":
+            from core.store import ModelStore
+            from experts.ct2 import converted_folder, decode_threads
+
+            threads_of[name] = decode_threads(settings, converted_folder(
+                settings, Path(ModelStore(settings).ensure(settings.expert_model))))
         llm = routers[name].decomposer.llm
         if backend == "vllm" and (not isinstance(llm, ServedWithFallback) or llm.on_fallback):
             raise SystemExit(f"the vLLM server is not reachable ({llm.describe()}): start it with `qsef llm serve`")
@@ -157,6 +168,7 @@ def main() -> int:
         r.close()
     save("compound_latency", {"max_tokens": args.max_tokens, "configs": {n: CONFIGS[n] for n in routers},
                               "torch_threads": base.torch_threads, "llm_threads": base.llm_threads,
+                              "decode_threads": threads_of,
                               "summary": summary, "rows": rows})
     return 0
 

@@ -164,7 +164,11 @@ class Settings(BaseSettings):
                                    "in benchmarks/local_precision.py), transformers = torch dynamic int8. fp32 and "
                                    "LoRA experts always run on transformers")
     llm_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)), ge=1, le=256,
-                             description="intra-op threads of a CTranslate2 model (default: the cores, at most 4)")
+                             description="intra-op threads of CTranslate2 where prompts are long: teacher capture, "
+                                         "answer scoring (default: the cores, at most 4)")
+    decode_threads: int | None = Field(
+        None, ge=1, le=256, description="intra-op threads of a CTranslate2 model while it answers; unset: the faster "
+                                        "of 1 and llm_threads, measured once per model and CPU (experts.ct2)")
     router_model: str = Field("qwen-0.5b", description="router LLM (model-store name)")
     expert_model: str = Field("qwen-0.5b", description="LLM behind the default domain experts")
     router_backend: Literal["vllm", "transformers", "none"] = Field(

@@ -13,6 +13,11 @@ What this module holds:
   that carries a digest of the source folder's files, so a re-pulled model is converted again.
   Conversion writes into a temp folder and renames it into place (a crash leaves no half model), under
   a file lock (two processes wait for one conversion);
+* :func:`decode_threads` — how many intra-op threads answer fastest on this machine, measured once (one
+  thread against ``llm_threads``, a short greedy decode each) and remembered beside the converted copies:
+  decoding one token at a time is a chain of small matrix-vector products, and on some 2-core VMs two
+  threads decode a third *slower* than one (``benchmarks/decode_threads.py``) while they still help the
+  long prompts of teacher capture and answer scoring;
 * :class:`CT2Model` — one loaded ``ctranslate2.Generator`` and its tokenizer, and :meth:`CT2Model.decode`,
   which decodes a batch of :class:`Row` requests together. Every generated token reaches a per-row
   callback, so each row ends on its own (its ``max_tokens``, end of sequence, its ``stop_when``
@@ -49,7 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CT2Model", "Row", "available", "converted_folder"]
+__all__ = ["CT2Model", "Row", "available", "converted_folder", "decode_threads"]
 
 FORMAT = "ct2-int8-v1"  # bump when the conversion changes: old copies are then converted again
 _QUANTIZATION = "int8"
@@ -124,6 +129,92 @@ def converted_folder(settings: Settings, folder: Path) -> Path:
     return final
 
 
+_PROBE_MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
+                   {"role": "user", "content": "Explain how photosynthesis works in plants."}]
+PROBE_TOKENS = 24  # greedy tokens per timed decode of the thread probe (about 1 s for a 0.5B model here)
+
+
+def _probe_tokens_per_s(path: Path, prompt: list[str], threads: int) -> float:
+    """Tokens/s of ``threads`` intra-op threads on the converted model ``path``: the best of two timed greedy
+    decodes of :data:`PROBE_TOKENS` tokens after one warm-up."""
+    import ctranslate2
+
+    generator = ctranslate2.Generator(str(path), device="cpu", compute_type=_QUANTIZATION, intra_threads=threads)
+    kwargs = {"max_length": PROBE_TOKENS, "min_length": PROBE_TOKENS, "sampling_topk": 1,
+              "include_prompt_in_result": False}
+    generator.generate_batch([prompt], **{**kwargs, "max_length": 4, "min_length": 4})
+    best = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        generator.generate_batch([prompt], **kwargs)
+        best = min(best, time.perf_counter() - started)
+    del generator
+    return PROBE_TOKENS / best
+
+
+def _machine_key(path: Path) -> str:
+    """What a measured thread count holds for: the converted model, the CPU model and the usable cores."""
+    cpu = "unknown cpu"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{path.name}|{cpu}|{cores} cores"
+
+
+def decode_threads(settings: Settings, path: Path, tokenizer: Any = None) -> int:
+    """The intra-op thread count a CTranslate2 model answers with: ``settings.decode_threads`` when set; else
+    the faster of 1 and ``settings.llm_threads`` at greedy decoding, measured once for this converted model on
+    this CPU (about 5 s for a 0.5B model, logged) and kept in ``<home>/engines/ct2/decode_threads.json``.
+
+    Args:
+        path: the converted model folder (:func:`converted_folder`).
+        tokenizer: the source model's tokenizer, for the probe prompt (loaded from the source when None).
+
+    An unreadable record is measured again (with a warning), never trusted or fatal. Delete the file, or set
+    ``QSEF_DECODE_THREADS``, after moving to other hardware under the same CPU name.
+    """
+    if settings.decode_threads is not None:
+        return settings.decode_threads
+    candidates = sorted({1, settings.llm_threads})
+    if len(candidates) == 1:
+        return candidates[0]
+    record_path = settings.path("engines", "ct2") / "decode_threads.json"
+    key = _machine_key(path)
+    with _locked(record_path.with_name(".decode_threads.lock")):
+        records: dict[str, Any] = {}
+        if record_path.is_file():
+            try:
+                records = json.loads(record_path.read_text())
+                if not isinstance(records, dict):
+                    raise ValueError("not a JSON object")
+                known = records.get(key)
+                if known is not None and int(known["threads"]) in candidates:
+                    return int(known["threads"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring %s (%s): measuring the decode threads again", record_path, exc)
+                records = {}
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            source = json.loads((path / "SOURCE.json").read_text())["source"]
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        prompt = tokenizer.convert_ids_to_tokens(tokenizer(tokenizer.apply_chat_template(
+            _PROBE_MESSAGES, tokenize=False, add_generation_prompt=True))["input_ids"])
+        speed = {t: _probe_tokens_per_s(path, prompt, t) for t in candidates}
+        best = max(candidates, key=lambda t: speed[t])
+        records[key] = {"threads": best, "tokens_per_s": {str(t): round(v, 1) for t, v in speed.items()},
+                        "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        tmp = record_path.with_name(f".{record_path.name}.tmp")
+        tmp.write_text(json.dumps(records, indent=2, sort_keys=True))
+        os.replace(tmp, record_path)
+    log.info("decode threads measured", extra={"model": path.name, "threads": best,
+                                               "tokens_per_s": records[key]["tokens_per_s"]})
+    return best
+
+
 @dataclass(eq=False)
 class Row:
     """One generation request in a batch.
@@ -185,7 +276,8 @@ class CT2Model:
     @classmethod
     def load(cls, settings: Settings, folder: Path, *, threads: int | None = None) -> CT2Model:
         """Convert ``folder`` if needed (:func:`converted_folder`) and load it on the CPU with ``threads``
-        intra-op threads (default ``settings.llm_threads``)."""
+        intra-op threads (default :func:`decode_threads`: what answers fastest here; pass
+        ``settings.llm_threads`` for work that is mostly long prompts, such as scoring)."""
         import ctranslate2
         from transformers import AutoTokenizer, GenerationConfig
 
@@ -196,7 +288,7 @@ class CT2Model:
             configured = GenerationConfig.from_pretrained(str(folder)).eos_token_id
             eos |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
         generator = ctranslate2.Generator(str(path), device="cpu", compute_type=_QUANTIZATION,
-                                          intra_threads=threads or settings.llm_threads)
+                                          intra_threads=threads or decode_threads(settings, path, tok))
         return cls(generator, tok, eos)
 
     def _inputs(self, rows: list[Row]) -> tuple[list[list[str]], list[str] | None]:

@@ -226,3 +226,43 @@ def test_a_closed_pool_refuses_new_calls(tmp_path):
     pool.close()  # idempotent
     with pytest.raises(BackendUnavailableError, match="closed"):
         pool._submit(tmp_path, "ct2", ct2.Row("hi", 4))
+
+
+def _no_probe(*args, **kwargs):
+    raise AssertionError("the decode threads were measured again")
+
+
+def test_a_setting_or_a_single_core_needs_no_measurement(tmp_path, monkeypatch):
+    monkeypatch.setattr(ct2, "_probe_tokens_per_s", _no_probe)
+    assert ct2.decode_threads(Settings(home=tmp_path, decode_threads=3, llm_threads=2), tmp_path) == 3
+    assert ct2.decode_threads(Settings(home=tmp_path, llm_threads=1), tmp_path) == 1
+    assert not (tmp_path / "engines" / "ct2" / "decode_threads.json").exists()
+
+
+@pytest.mark.slow
+def test_decode_threads_are_measured_once_and_remembered(tiny, monkeypatch):
+    pool, folder = tiny
+    settings = pool.settings.model_copy(update={"decode_threads": None})
+    converted = ct2.converted_folder(settings, folder)
+    record = settings.home / "engines" / "ct2" / "decode_threads.json"
+    record.unlink(missing_ok=True)
+    chosen = ct2.decode_threads(settings, converted)  # the real probe: both thread counts decode
+    entry = next(iter(json.loads(record.read_text()).values()))
+    assert chosen in (1, 2) and entry["threads"] == chosen
+    speeds = {int(t): v for t, v in entry["tokens_per_s"].items()}
+    assert set(speeds) == {1, 2} and chosen == max(speeds, key=speeds.get) and min(speeds.values()) > 0
+    monkeypatch.setattr(ct2, "_probe_tokens_per_s", _no_probe)
+    assert ct2.decode_threads(settings, converted) == chosen  # read back, not measured again
+
+
+@pytest.mark.slow
+def test_a_corrupt_record_is_measured_again(tiny, monkeypatch, caplog):
+    pool, folder = tiny
+    settings = pool.settings.model_copy(update={"decode_threads": None})
+    converted = ct2.converted_folder(settings, folder)
+    record = settings.home / "engines" / "ct2" / "decode_threads.json"
+    record.write_text('{"half a record')
+    monkeypatch.setattr(ct2, "_probe_tokens_per_s", lambda path, prompt, threads: {1: 10.0, 2: 30.0}[threads])
+    assert ct2.decode_threads(settings, converted) == 2
+    assert "measuring the decode threads again" in caplog.text
+    assert next(iter(json.loads(record.read_text()).values()))["tokens_per_s"] == {"1": 10.0, "2": 30.0}
