@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Outcome", "apgr", "choose", "folds", "knn_accuracy", "learned_accuracy", "oracle", "outcome",
-           "pgr", "qsef_choice", "random_outcome", "spearman"]
+__all__ = ["Outcome", "apgr", "bootstrap_apgr", "choose", "folds", "knn_accuracy", "learned_accuracy",
+           "mcnemar_exact", "oracle", "outcome", "pgr", "qsef_choice", "random_outcome", "spearman"]
 
 
 @dataclass
@@ -141,8 +141,10 @@ def apgr(points: Sequence[tuple[float, float]], *, weak: tuple[float, float], st
     if abs(span) < 1e-12 or abs(as_ - aw) < 1e-12:
         return float("nan")
     xs = np.linspace(0.0, 1.0, grid)
-    pts = [(0.0, 0.0)] + [((c - cw) / span, pgr(a, aw, as_)) for c, a in points]
-    best = np.array([max([g for x0, g in pts if x0 <= x + 1e-12]) for x in xs])
+    pts = sorted([(0.0, 0.0)] + [((c - cw) / span, pgr(a, aw, as_)) for c, a in points])
+    x0 = np.array([x for x, _ in pts])
+    best_so_far = np.maximum.accumulate(np.array([g for _, g in pts]))  # best PGR among points with cost <= x0
+    best = best_so_far[np.searchsorted(x0, xs + 1e-12, side="right") - 1]  # x >= 0 always reaches (0, 0)
     return float(np.trapezoid(best, xs) if hasattr(np, "trapezoid") else np.trapz(best, xs))
 
 
@@ -154,6 +156,50 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     if x.std() == 0 or y.std() == 0:
         return float("nan")
     return float(spearmanr(x, y).statistic)
+
+
+def mcnemar_exact(a_hit: np.ndarray, b_hit: np.ndarray) -> dict[str, float]:
+    """Exact two-sided McNemar test of two routers' correctness ``(N,)`` bool on the same questions.
+
+    Only the discordant questions carry information: under "equally accurate", the ones only ``a`` got
+    right are Binomial(discordant, ½). Returns the two counts, the accuracy difference ``a − b`` and the p-value.
+    """
+    from scipy.stats import binomtest
+
+    a_only = int((a_hit & ~b_hit).sum())
+    b_only = int((~a_hit & b_hit).sum())
+    d = a_only + b_only
+    return {"a_only_right": a_only, "b_only_right": b_only,
+            "accuracy_difference": float(a_hit.mean() - b_hit.mean()),
+            "p_value": float(binomtest(a_only, d, 0.5).pvalue) if d else 1.0}
+
+
+def bootstrap_apgr(correct: np.ndarray, costs: np.ndarray, sweep: Sequence[np.ndarray], *, weak_j: int,
+                   strong_j: int, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """APGR of one sweep with a 95% percentile interval over questions resampled with replacement.
+
+    The routers' out-of-fold choices are held fixed (the interval is the question sample's uncertainty, not
+    that of the routers' training); the weakest and strongest experts keep their identities, their accuracies
+    (and so PGR) are re-taken on every resample.
+
+    Args:
+        sweep: the choices ``(N,)`` of each operating point of the sweep (e.g. one per λ).
+        weak_j, strong_j: expert indices of the weakest and strongest single expert.
+    """
+    n = correct.shape[0]
+    rows = np.arange(n)
+    hit = np.array([correct[rows, c] for c in sweep], dtype=float)  # (points, N)
+    cost = np.array([costs[c] for c in sweep], dtype=float)
+
+    def area(idx: np.ndarray) -> float:
+        acc = correct[idx].mean(0)
+        pts = list(zip(cost[:, idx].mean(1), hit[:, idx].mean(1), strict=True))
+        return apgr(pts, weak=(costs[weak_j], acc[weak_j]), strong=(costs[strong_j], acc[strong_j]))
+
+    rng = np.random.default_rng(seed)
+    boots = np.array([area(rng.integers(0, n, n)) for _ in range(n_boot)])
+    low, high = np.nanpercentile(boots, [2.5, 97.5])
+    return {"apgr": area(rows), "ci95_low": float(low), "ci95_high": float(high), "n_boot": n_boot}
 
 
 def folds(labels: Sequence[str], k: int = 5, *, seed: int = 0) -> list[np.ndarray]:
@@ -228,6 +274,31 @@ def _qsef_config(correct: np.ndarray, costs: np.ndarray, te: np.ndarray, p: np.n
     return choices, _qsef_sweeps(correct, costs, te, p)
 
 
+def _significance(correct: np.ndarray, costs: np.ndarray, experts: Sequence[str], scores: dict[str, np.ndarray],
+                  chosen: np.ndarray, compare_to: Mapping[str, str | None], *, weak_j: int, strong_j: int,
+                  n_boot: int = 1000) -> dict[str, object]:
+    """Is the routed fleet really better, and how sure is its APGR?
+
+    ``compare_to`` names the single experts to test the routed choices ``chosen`` against (McNemar exact on
+    per-question correctness, paired); ``apgr_bootstrap`` holds each sweep's APGR with a 95% bootstrap
+    interval (:func:`bootstrap_apgr`), the sweeps rebuilt from ``scores`` on the standard grids.
+    """
+    rows = np.arange(correct.shape[0])
+    te, p = scores["te"], scores["p"]
+    sweeps = {
+        "qsef_cost_aware": [qsef_choice(te, p, costs, "cost_aware", lam=lm) for lm in LAMBDAS],
+        "qsef_threshold": [qsef_choice(te, p, costs, "threshold", tau=t) for t in TAUS],
+        "knn": [choose(scores["knn"], costs, lm) for lm in LAMBDAS],
+        "learned": [choose(scores["learned"], costs, lm) for lm in LAMBDAS],
+    }
+    hit = correct[rows, chosen]
+    tests = {k: {"expert": x, "test": "McNemar exact, two-sided; a = routed, b = the expert",
+                 **mcnemar_exact(hit, correct[:, list(experts).index(x)])} if x else None
+             for k, x in compare_to.items()}
+    return {**tests, "apgr_bootstrap": {k: bootstrap_apgr(correct, costs, v, weak_j=weak_j, strong_j=strong_j,
+                                                          n_boot=n_boot) for k, v in sweeps.items()}}
+
+
 def evaluate_fleet(correct: np.ndarray, costs: np.ndarray, experts: Sequence[str], domains: Sequence[str],
                    scores: dict[str, np.ndarray], *, default: str = "argmax", lam: float = 0.0,
                    tau: float = 0.34, extra_qsef: Sequence[str] = ()) -> dict[str, object]:
@@ -239,13 +310,16 @@ def evaluate_fleet(correct: np.ndarray, costs: np.ndarray, experts: Sequence[str
 
     Returns:
         ``{"n", "routed", "experts", "oracle", "random", "apgr", "pgr", "strategies", "baselines",
-        "sweeps", "per_domain", "spearman", "targets", "qsef_configs"}`` — ``routed`` is QSEF with the
+        "sweeps", "per_domain", "spearman", "targets", "qsef_configs", "significance"}`` — ``routed`` is QSEF with the
         ``default`` strategy (the router's default configuration). ``qsef_configs`` holds, per QSEF
         configuration (``qsef`` and the extra ones), each strategy's outcome, APGR of both sweeps (and
         on the dense grids ``FINE_LAMBDAS`` / ``FINE_TAUS``, ``apgr_fine_grid``: how the configurations
         compare once the fixed grid steps no longer matter), Spearman(P / TE of the chosen expert, it was
         right) per strategy and the cheapest sweep point reaching 90% of the strongest expert; the extra configurations' sweeps also appear in ``sweeps``
         and ``apgr_by_router`` (``<name>_cost_aware``, ``<name>_threshold``).
+        ``significance`` (:func:`_significance`): ``routed`` against the best single expert of equal or
+        lower mean cost and against the strongest (McNemar exact), and the standard sweeps' APGR with 95%
+        bootstrap intervals.
     """
     if default not in STRATEGIES:
         raise ValueError(f"unknown strategy {default!r}; choose from {', '.join(STRATEGIES)}")
@@ -327,6 +401,9 @@ def evaluate_fleet(correct: np.ndarray, costs: np.ndarray, experts: Sequence[str
             "reach_90pct_of_strongest": {s: reach90(v) for s, v in sw.items()},
         }
     reach = {k: reach90(v) for k, v in sweeps.items()}
+    significance = _significance(correct, costs, experts, scores, chosen,
+                                 {"routed_vs_best_single_at_cost": best_single_at(routed.mean_cost)[0],
+                                  "routed_vs_strongest": experts[strong_j]}, weak_j=weak_j, strong_j=strong_j)
     return {
         "n": n,
         "routed": {**routed.to_dict(), "strategy": default, "pgr": pgr(routed.accuracy, weak[1], strong[1])},
@@ -349,4 +426,5 @@ def evaluate_fleet(correct: np.ndarray, costs: np.ndarray, experts: Sequence[str
         "spearman": validity(scores["te"], scores["p"], chosen),
         "targets": {"per_router": targets, "reach_90pct_of_strongest": reach},
         "qsef_configs": qsef_configs,
+        "significance": significance,
     }

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from router.answer_routing import apgr, choose, folds, oracle, outcome, pgr, qsef_choice, random_outcome
+from router.answer_routing import (apgr, bootstrap_apgr, choose, folds, mcnemar_exact, oracle, outcome, pgr, qsef_choice,
+                                   random_outcome)
 from router.answers import AnswerRowError, load_answer_rows
 
 GOOD = {"question": "What is 2 + 2?", "choices": ["3", "4"], "answer": 1, "domain": "general"}
@@ -81,6 +82,31 @@ def test_pgr_and_apgr():
     assert apgr([(6.0, 0.7)], weak=weak, strong=strong) == pytest.approx(0.5, abs=2e-3)
     # PGR 0.5 from cost 0 on, then 1.0 from x = 0.5: 0.5 * 0.5 + 1.0 * 0.5
     assert apgr([(1.0, 0.5), (6.0, 0.7)], weak=weak, strong=strong) == pytest.approx(0.75, abs=2e-3)
+
+
+def test_mcnemar_exact_counts_only_the_discordant_questions():
+    a = np.array([1, 1, 1, 1, 1, 1, 0, 0], dtype=bool)
+    b = np.array([1, 1, 0, 0, 0, 0, 0, 1], dtype=bool)
+    out = mcnemar_exact(a, b)
+    assert (out["a_only_right"], out["b_only_right"]) == (4, 1)
+    assert out["accuracy_difference"] == pytest.approx(0.375)
+    assert out["p_value"] == pytest.approx(12 / 32)  # two-sided binomial: P(<=1 or >=4 of 5)
+    assert mcnemar_exact(a, a)["p_value"] == 1.0
+
+
+def test_bootstrap_apgr_brackets_the_point_estimate():
+    rng = np.random.default_rng(3)
+    n = 200
+    strong = rng.random(n) < 0.7
+    weak = rng.random(n) < 0.3
+    correct = np.stack([strong, weak], axis=1)
+    costs = np.array([10.0, 1.0])
+    sweep = [np.zeros(n, dtype=int), np.where(np.arange(n) % 2 == 0, 0, 1), np.ones(n, dtype=int)]
+    out = bootstrap_apgr(correct, costs, sweep, weak_j=1, strong_j=0, n_boot=200)
+    pts = [(float(costs[c].mean()), float(correct[np.arange(n), c].mean())) for c in sweep]
+    acc = correct.mean(0)
+    assert out["apgr"] == pytest.approx(apgr(pts, weak=(1.0, acc[1]), strong=(10.0, acc[0])))
+    assert out["ci95_low"] <= out["apgr"] <= out["ci95_high"] and out["n_boot"] == 200
 
 
 def test_strategies():
@@ -349,6 +375,11 @@ def test_evaluate_answers_reports_the_refit_next_to_the_current_weights(tmp_path
         assert set(block["strategies"]) == set(block["spearman"]) == {"argmax", "cost_aware", "threshold"}
         assert set(block["apgr"]) == set(block["apgr_fine_grid"]) == {"cost_aware", "threshold"}
     assert {"qsef_refit_cost_aware", "qsef_refit_threshold"} <= set(out["sweeps"]) & set(out["apgr_by_router"])
+    sig = out["significance"]
+    assert sig["routed_vs_strongest"]["expert"] == out["strongest"]
+    assert {"a_only_right", "b_only_right", "p_value"} <= set(sig["routed_vs_strongest"])
+    boot = sig["apgr_bootstrap"]["qsef_cost_aware"]
+    assert boot["apgr"] == pytest.approx(out["apgr"], nan_ok=True)
     refit = out["qsef_refit"]
     assert refit["identified"] == ["c_model"] and len(refit["coefficients_folds"]) == 2
     assert configs["qsef_refit"]["strategies"]["argmax"]["accuracy"] == 1.0  # big is always right: C_model finds it
