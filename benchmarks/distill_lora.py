@@ -39,7 +39,9 @@ def licence_notes(domain: str) -> list[dict]:
     return [{"source": s.name, "origin": s.origin, "licence": s.licence} for s in SOURCES.values() if s.domain == domain]
 
 
-def build_one(domain: str, overrides: list[str], settings) -> dict:
+def build_one(domain: str, overrides: list[str], settings, *, export: bool = True) -> dict:
+    """Train and evaluate one domain's adapter; ``export=False`` (extra seeds) trains into its own
+    ``<domain>-lora-s<seed>`` folder under ``$QSEF_HOME/experts`` and leaves ``experts/data/adapters`` alone."""
     from distill_common import run_recipe
 
     from distill.capture import data_sha256
@@ -47,6 +49,9 @@ def build_one(domain: str, overrides: list[str], settings) -> dict:
 
     cfg = load_config(CONFIG, [f"domain={domain}", f"name={domain}-lora", f"data.domains=[{domain}]",
                                "progress=false", *overrides])
+    if not export:  # its own checkpoint folder: resuming the seed-0 expert's finished run would copy it
+        cfg = load_config(CONFIG, [f"domain={domain}", f"name={domain}-lora-s{cfg['seed']}", f"data.domains=[{domain}]",
+                                   "progress=false", *overrides])
     t0 = time.perf_counter()
     rec, info, t_setup, t_train = run_recipe(cfg, settings)
     try:
@@ -61,6 +66,12 @@ def build_one(domain: str, overrides: list[str], settings) -> dict:
         wall = time.perf_counter() - t0
     finally:
         rec.cleanup()
+    if not export:
+        return {"domain": domain, "seed": cfg["seed"], "built": time.strftime("%Y-%m-%d", time.gmtime()),
+                "exported": False, "scratch": str(rec.output_dir), "wall_s": round(wall, 1), **info["metrics"],
+                "steps": info["steps"], "train_tokens_per_s": round(getattr(rec, "train_tokens_per_s", 0.0), 1),
+                "train_sha256": data["train_sha256"], "heldout_sha256": data["heldout_sha256"],
+                "train_heldout_doc_overlap": len(overlap)}
     out_dir = ADAPTERS / domain
     tmp = out_dir.with_name(domain + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -93,7 +104,8 @@ def build_one(domain: str, overrides: list[str], settings) -> dict:
     return {"shipped": shipped, "domain": domain, "built": time.strftime("%Y-%m-%d", time.gmtime()),
             "config": {"lr": cfg["optim"]["lr"], "kd_weight": cfg["loss"]["kd_weight"], "steps": cfg["optim"]["steps"],
                        "train_windows": len(train), "batch_size": cfg["optim"]["batch_size"],
-                       "capture": cfg["teacher"]["capture"], "seed": cfg["seed"]}, "wall_s": round(wall, 1), "size_bytes": size, **info["metrics"],
+                       "lambda_resist": cfg["loss"]["lambda_resist"], "sampler": cfg["sampler"]["name"],
+                       "teacher": cfg["teacher"]["name"], "capture": cfg["teacher"]["capture"], "seed": cfg["seed"]}, "wall_s": round(wall, 1), "size_bytes": size, **info["metrics"],
             "steps": info["steps"], "train_tokens_per_s": round(getattr(rec, "train_tokens_per_s", 0.0), 1),
             "timing_s": meta["timing_s"], "train_heldout_doc_overlap": len(overlap), "adapter": str(out_dir.relative_to(ROOT))}
 
@@ -102,36 +114,64 @@ def _config(r: dict) -> str:
     c = r.get("config")
     if not c:
         return "see above"
-    extra = "".join(f", {k} {c[k]}" for k in ("capture", "seed") if k in c)
+    extra = "".join(f", {k} {c[k]}" for k in ("lambda_resist", "sampler", "teacher", "capture", "seed") if k in c)
     return f"lr {c['lr']}, kd {c['kd_weight']}, {c['steps']} steps, {c['train_windows']} windows{extra}"
 
 
-def write_report(rows: list[dict], path: Path) -> None:
+def _same_recipe(a: dict, b: dict) -> bool:
+    ca, cb = a.get("config") or {}, b.get("config") or {}
+    keys = ("lr", "kd_weight", "steps", "train_windows", "lambda_resist", "sampler", "teacher")
+    return all(ca[k] == cb[k] for k in keys if k in ca and k in cb)  # rows before 2026-12-02 lack some keys
+
+
+def previous_rows(history: list[dict], latest: dict[str, dict]) -> dict[str, dict]:
+    """Per domain, the last successful row of ``history`` (partial.jsonl order) built with another recipe than
+    the latest row's: the "old" side of the report's old -> new ratios."""
+    prev: dict[str, dict] = {}
+    for r in history:
+        cur = latest.get(r["domain"])
+        if cur is not None and r is not cur and "error" not in r and not _same_recipe(r, cur):
+            prev[r["domain"]] = r
+    return prev
+
+
+KEEP_MARKER = "<!-- kept: everything below is hand-written and kept verbatim by write_report -->"
+BUILD_LABEL = "Session 11, 2026-12-02, retuned recipe"
+
+
+def write_report(rows: list[dict], path: Path, previous: dict[str, dict] | None = None) -> None:
+    """The report's generated part (intro + the latest build's table with old -> new ratios); the text after
+    :data:`KEEP_MARKER` in the existing report (notes, earlier builds' tables) is kept as it is."""
+    previous = previous or {}
+    kept = ""
+    if path.is_file() and KEEP_MARKER in path.read_text():
+        kept = path.read_text().split(KEEP_MARKER, 1)[1]
     lines = ["# LoRA domain experts (shipped defaults)", "",
              "Built by `benchmarks/distill_lora.py` from `distill/configs/lora/expert.yaml`: Qwen2.5-Coder-0.5B-Instruct "
-             "+ rank-8 LoRA on its last 8 layers, LM (resistance-weighted) + self-KD (top-32 of the base 0.5B, "
-             "captured once), 256-token packed windows; held-out windows come from corpus documents disjoint "
-             "from training. Target: held-out ppl <= 0.85x the base's.", "",
-             "Build of 2026-12-02 (all five domains; the `build` column dates each row): 24 training windows "
-             "(6,144 tokens) per domain, 12 steps of 2 windows (6,144 tokens seen; the sampler draws with "
-             "replacement across steps, so a window may be seen twice and another not at all), lr 0.002, "
-             "kd_weight 0.5, teacher capture CTranslate2 int8, seed 0; 16 held-out windows (4,096 tokens) per "
-             "domain. The earlier build (2026-12-01: 3-5 k training tokens, 4 held-out windows) is in "
-             "`benchmarks/results/distill_lora.partial.jsonl`. Only adapters that beat their base on the "
-             "held-out windows are exported (shipped). Single runs, one seed each: the ratios are noisy.", "",
-             "| domain | held-out ppl | base ppl | ratio | tokens seen | held-out tokens | train tok/s | wall (s) | build | config | shipped |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "+ rank-8 LoRA on its last 8 layers, trained on the domain's 256-token packed windows against a cached "
+             "top-32 teacher capture; held-out windows come from corpus documents disjoint from training. "
+             "Target: held-out ppl <= 0.85x the base's. Only adapters that beat their base on the held-out windows "
+             "are exported (shipped).", "",
+             f"## {BUILD_LABEL}", "",
+             "The latest row per domain in `benchmarks/results/distill_lora.partial.jsonl`; `old ratio` is that "
+             "domain's last row built with another recipe (same held-out windows when the data overrides match, "
+             "see the notes).", "",
+             "| domain | held-out ppl | base ppl | ratio old -> new | <= 0.85x | tokens seen | held-out tokens | train tok/s | wall (s) | build | config | shipped |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['domain']} | failed: {r['error'][:80]} | | | | | | {r.get('wall_s', '')} | | | |")
+            lines.append(f"| {r['domain']} | failed: {r['error'][:80]} | | | | | | | {r.get('wall_s', '')} | | | |")
             continue
+        p = previous.get(r["domain"])
+        old = f"{p['ppl_ratio_to_base']:.3f} -> " if p else ""
         lines.append(f"| {r['domain']} | {r['heldout_ppl']:.2f} | {r['base_heldout_ppl']:.2f} | "
-                     f"{r['ppl_ratio_to_base']:.3f} | {r['tokens_seen']} | {r['heldout_tokens']} | "
+                     f"{old}{r['ppl_ratio_to_base']:.3f} | {'yes' if r['ppl_ratio_to_base'] <= 0.85 else 'no'} | "
+                     f"{r['tokens_seen']} | {r['heldout_tokens']} | "
                      f"{r['train_tokens_per_s']} | {r['wall_s']} | {r.get('built', '2026-12-01')} | {_config(r)} | "
                      f"{'yes' if r.get('shipped', True) else 'no (worse than base)'} |")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
+    tmp.write_text("\n".join(lines) + "\n\n" + KEEP_MARKER + (kept or "\n"))
     tmp.replace(path)
 
 
@@ -142,28 +182,34 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--domains", default=",".join(BUILD_ORDER), help="comma-separated (default: all five)")
     ap.add_argument("--summarize", action="store_true", help="only write the JSON / report from earlier runs")
+    ap.add_argument("--no-export", action="store_true",
+                    help="extra seeds: train and evaluate (pass seed=N), append the row to "
+                         "results/distill_lora_seeds.partial.jsonl, export nothing, leave the report alone")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from distill_common import REPORTS, RESULTS, save
 
     settings = Settings()
-    partial = RESULTS / "distill_lora.partial.jsonl"
+    partial = RESULTS / ("distill_lora_seeds.partial.jsonl" if args.no_export else "distill_lora.partial.jsonl")
     t_all = time.perf_counter()
     for d in [] if args.summarize else [x.strip() for x in args.domains.split(",") if x.strip()]:
         t = time.perf_counter()
         try:
-            row = build_one(d, args.overrides, settings)
+            row = build_one(d, args.overrides, settings, export=not args.no_export)
         except Exception as exc:  # one failed domain does not stop the others
             logging.exception("domain %s failed", d)
             row = {"domain": d, "wall_s": round(time.perf_counter() - t, 1), "error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps(row), flush=True)
         with partial.open("a") as f:
             f.write(json.dumps(row) + "\n")
+    if args.no_export:
+        return
+    history = [json.loads(line) for line in (partial.read_text().splitlines() if partial.is_file() else [])]
     latest: dict[str, dict] = {}
-    for line in partial.read_text().splitlines() if partial.is_file() else []:
-        row = json.loads(line)
+    for row in history:
         latest[row["domain"]] = row
+    previous = previous_rows(history, latest)
     rows = [latest[d] for d in DOMAINS if d in latest]
     for r in rows:  # what is in the package now (an adapter worse than its base is not exported)
         r["shipped"] = (ADAPTERS / r["domain"] / "meta.json").is_file()
@@ -173,9 +219,11 @@ def main() -> None:
         "build_wall_s_sum": round(sum(r["wall_s"] for r in rows), 1),
         "all_at_or_below_0.85x_base": bool(ok) and len(ok) == len(DOMAINS) and all(r["ppl_ratio_to_base"] <= 0.85 for r in ok),
         "config": str(CONFIG.relative_to(ROOT)),
+        "build": BUILD_LABEL,
+        "previous_recipe_ratio_to_base": {d: r["ppl_ratio_to_base"] for d, r in previous.items()},
         "note": "wall time per domain: corpora, teacher capture (cached afterwards), student load, training, "
                 "final evaluation of the adapted student and of its base, export"})
-    write_report(rows, REPORTS / "distill_lora.md")
+    write_report(rows, REPORTS / "distill_lora.md", previous)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,89 @@
+"""Seed statistics of the shipped LoRA build: seed 0 (the exported adapter, ``distill_lora.partial.jsonl``) and
+the extra seeds that ``distill_lora.py --no-export seed=N`` appended to ``distill_lora_seeds.partial.jsonl``.
+
+Per domain, over the seeds of the current recipe (rows whose held-out data hash equals seed 0's): the held-out
+ppl ratio to the base, mean ± 95% t interval; a Welch test of the adapter's held-out ppl against the base's
+(the base is the same model on the same windows at every seed, so its variance is 0 and Welch reduces to a
+one-sample t test of the adapter's ppl against the base ppl); a one-sided one-sample t test of the ratio
+against the 0.85 target (H1: mean ratio < 0.85).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/distill_lora_seeds.py [--out distill_lora_seeds_retuned]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+TARGET = 0.85
+
+
+def ci95(xs: list[float]) -> tuple[float, float]:
+    import numpy as np
+    from scipy import stats
+
+    a = np.asarray(xs, dtype=float)
+    if len(a) < 2:
+        return float(a.mean()), float("nan")
+    return float(a.mean()), float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
+
+
+def summarize(seed0: dict[str, dict], extra: list[dict]) -> dict:
+    from scipy import stats
+
+    out = {}
+    for d, r0 in seed0.items():
+        runs = [{"seed": r0.get("config", {}).get("seed", 0), **{k: r0[k] for k in
+                 ("heldout_ppl", "base_heldout_ppl", "ppl_ratio_to_base", "tokens_seen", "wall_s", "train_tokens_per_s")}}]
+        h0 = r0.get("heldout_sha256")
+        for r in extra:
+            if r["domain"] == d and "error" not in r and (h0 is None or r.get("heldout_sha256") == h0) \
+                    and r["seed"] not in {x["seed"] for x in runs}:
+                runs.append({k: r[k] for k in ("seed", "heldout_ppl", "base_heldout_ppl", "ppl_ratio_to_base",
+                                               "tokens_seen", "wall_s", "train_tokens_per_s")})
+        ratios = [x["ppl_ratio_to_base"] for x in runs]
+        ppl = [x["heldout_ppl"] for x in runs]
+        base = [x["base_heldout_ppl"] for x in runs]
+        m, h = ci95(ratios)
+        row = {"n": len(runs), "seeds": [x["seed"] for x in runs], "runs": runs, "ratio_mean": round(m, 4),
+               "ratio_ci95_half": None if h != h else round(h, 4), "heldout_ppl_mean": round(ci95(ppl)[0], 3),
+               "base_heldout_ppl": base[0], "at_or_below_target_runs": sum(x <= TARGET for x in ratios)}
+        if len(runs) > 1:
+            row["welch_p_vs_base"] = float(stats.ttest_ind(ppl, base, equal_var=False).pvalue)
+            row["p_ratio_below_0.85_one_sided"] = float(stats.ttest_1samp(ratios, TARGET, alternative="less").pvalue)
+        out[d] = row
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="distill_lora_seeds_retuned")
+    args = ap.parse_args()
+    seed0: dict[str, dict] = {}
+    for line in (RESULTS / "distill_lora.partial.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if "error" not in r:
+            seed0[r["domain"]] = r  # the latest row per domain: the exported adapter
+    shipped = json.loads((RESULTS / "distill_lora.json").read_text()) if (RESULTS / "distill_lora.json").is_file() else {}
+    p = RESULTS / "distill_lora_seeds.partial.jsonl"
+    extra = [json.loads(x) for x in p.read_text().splitlines()] if p.is_file() else []
+    # seed 0's held-out hash lives in the adapter's meta.json (the build row does not carry it)
+    root = Path(__file__).resolve().parents[1]
+    for d, r in seed0.items():
+        meta = root / "experts" / "data" / "adapters" / d / "meta.json"
+        if meta.is_file():
+            r["heldout_sha256"] = json.loads(meta.read_text())["data"]["heldout_sha256"]
+    res = {"note": "seed 0 = the exported adapter (distill_lora.partial.jsonl); other seeds from "
+                   "distill_lora.py --no-export seed=N with the same overrides (distill_lora_seeds.partial.jsonl), "
+                   "same training and held-out windows (held-out data hash checked), not exported",
+           "build": shipped.get("build"), "target_ratio": TARGET, "domains": summarize(seed0, extra)}
+    out = RESULTS / f"{args.out}.json"
+    out.write_text(json.dumps(res, indent=2))
+    print(json.dumps(res["domains"], indent=1))
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
