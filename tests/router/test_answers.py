@@ -7,8 +7,18 @@ import json
 import numpy as np
 import pytest
 
-from router.answer_routing import (apgr, bootstrap_apgr, choose, folds, mcnemar_exact, oracle, outcome, pgr, qsef_choice,
-                                   random_outcome)
+from router.answer_routing import (
+    apgr,
+    bootstrap_apgr,
+    choose,
+    folds,
+    mcnemar_exact,
+    oracle,
+    outcome,
+    pgr,
+    qsef_choice,
+    random_outcome,
+)
 from router.answers import AnswerRowError, load_answer_rows
 
 GOOD = {"question": "What is 2 + 2?", "choices": ["3", "4"], "answer": 1, "domain": "general"}
