@@ -136,10 +136,11 @@ def previous_rows(history: list[dict], latest: dict[str, dict]) -> dict[str, dic
 
 
 KEEP_MARKER = "<!-- kept: everything below is hand-written and kept verbatim by write_report -->"
-BUILD_LABEL = "Session 11, 2026-12-02, retuned recipe"
+BUILD_LABEL = "Session 11, 2026-12-02, retuned recipe"  # the report's heading for the latest build (--label)
 
 
-def write_report(rows: list[dict], path: Path, previous: dict[str, dict] | None = None) -> None:
+def write_report(rows: list[dict], path: Path, previous: dict[str, dict] | None = None, *,
+                 label: str = BUILD_LABEL) -> None:
     """The report's generated part (intro + the latest build's table with old -> new ratios); the text after
     :data:`KEEP_MARKER` in the existing report (notes, earlier builds' tables) is kept as it is."""
     previous = previous or {}
@@ -152,7 +153,7 @@ def write_report(rows: list[dict], path: Path, previous: dict[str, dict] | None 
              "top-32 teacher capture; held-out windows come from corpus documents disjoint from training. "
              "Target: held-out ppl <= 0.85x the base's. Only adapters that beat their base on the held-out windows "
              "are exported (shipped).", "",
-             f"## {BUILD_LABEL}", "",
+             f"## {label}", "",
              "The latest row per domain in `benchmarks/results/distill_lora.partial.jsonl`; `old ratio` is that "
              "domain's last row built with another recipe (same held-out windows when the data overrides match, "
              "see the notes).", "",
@@ -185,6 +186,8 @@ def main() -> None:
     ap.add_argument("--no-export", action="store_true",
                     help="extra seeds: train and evaluate (pass seed=N), append the row to "
                          "results/distill_lora_seeds.partial.jsonl, export nothing, leave the report alone")
+    ap.add_argument("--label", default=BUILD_LABEL, help="heading of the latest build in the report and JSON "
+                    "(name a new build: the default is the build of 2026-12-02)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -219,11 +222,11 @@ def main() -> None:
         "build_wall_s_sum": round(sum(r["wall_s"] for r in rows), 1),
         "all_at_or_below_0.85x_base": bool(ok) and len(ok) == len(DOMAINS) and all(r["ppl_ratio_to_base"] <= 0.85 for r in ok),
         "config": str(CONFIG.relative_to(ROOT)),
-        "build": BUILD_LABEL,
+        "build": args.label,
         "previous_recipe_ratio_to_base": {d: r["ppl_ratio_to_base"] for d, r in previous.items()},
         "note": "wall time per domain: corpora, teacher capture (cached afterwards), student load, training, "
                 "final evaluation of the adapted student and of its base, export"})
-    write_report(rows, REPORTS / "distill_lora.md", previous)
+    write_report(rows, REPORTS / "distill_lora.md", previous, label=args.label)
 
 
 if __name__ == "__main__":
