@@ -122,6 +122,11 @@ _CONNECTIVE_RE = re.compile(
     r"\b[,:]?\s*)+", re.IGNORECASE)
 
 
+# A sentence that starts an ordinal item: "First, …", "Secondly: …", "Third question: …", "The last one: …".
+_ORDINAL_RE = re.compile(
+    r"^(?:(?:(?:my|the|a|and)\s+)?(?:first|second|third|fourth|fifth|last|final)\s+(?:question|one|thing|request|task)"
+    r"\s*:|(?:first|firstly|second|secondly|third|thirdly|fourth|fifth|finally|lastly)\s*[,:])", re.IGNORECASE)
+
 _NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6}
 # "I need three things: X, Y, and Z." -- a counted list of requests after a colon.
 _ENUM_RE = re.compile(r"^(?P<lead>.*?\b(?P<k>two|three|four|five|six|[2-6])\s+(?:things|questions|requests|topics|"
@@ -147,7 +152,8 @@ def _shared_verb(piece: str) -> list[str]:
 
 # Multiple-choice options written after their question: "(A) … (B) … (C) …".
 _OPTION_RE = re.compile(r"(?<![\w(])\(([A-J])\)\s")
-_OPTION_START_RE = re.compile("^\\([A-J]\\)[\\s\ue005]")  # a clause that is a (masked) run of options
+# a clause that is a (masked) run of options, or the numbered statements "I. … II. …" its options refer to
+_OPTION_START_RE = re.compile("^(?:\\([A-J]\\)|I[.\ue000])[\\s\ue005]")
 _HAS_OPTIONS_RE = re.compile("\\([A-J]\\)\ue005")  # a clause that holds a (masked) run of options
 _MASK = {".": "\ue000", "?": "\ue001", "!": "\ue002", ";": "\ue003", ",": "\ue004", " ": "\ue005", "\t": "\ue005",
          "\n": "\ue005"}
@@ -180,6 +186,18 @@ def _mask_options(text: str) -> str:
         pos, i = end, j + 1
     out.append(text[pos:])
     return "".join(out)
+
+
+# Numbered statements before options that refer to them: "Which … ? I. X II. Y III. Z (A) I only (B) II only".
+_ROMAN_RUN_RE = re.compile("(?<=\\s)I\\.\\s.+?\\sII\\.\\s.+?(?=\\s\\([A-J]\\)\ue005(?:I|II|III|IV|V)\\b)", re.DOTALL)
+# A table header over the options ("EXPORTS DEMAND FOR $ (A) Decrease Decrease (B) …"): capitals only.
+_HEADER_RE = re.compile(r"^[^a-z]*[A-Z]{2,}[^a-z]*$")
+
+
+def _mask_statements(text: str) -> str:
+    """Hide the punctuation of numbered statements "I. … II. …" that a run of options (already masked)
+    refers to ("(A) I only"), so the statements stay with their question."""
+    return _ROMAN_RUN_RE.sub(lambda m: m[0].translate(str.maketrans(_MASK)), text)
 
 
 def _unmask(text: str) -> str:
@@ -222,12 +240,18 @@ def split_clauses(query: str, *, max_parts: int = 8) -> list[str]:
     nothing ("I'm 45 and take statins.") are attached to the next request so it stays self-contained.
     Always returns at least one part (the whole query when nothing splits).
     """
-    lines = [_LIST_MARK_RE.sub("", line) for line in _mask_options(query.strip()).splitlines()]
+    sentences = _sentences(_mask_statements(_mask_options(query.strip())))
     parts: list[str] = []
-    for sentence in (s.strip() for line in lines for s in _SENTENCE_RE.split(" ".join(line.split()))):
-        if not sentence:
+    for i, (sentence, segment) in enumerate(sentences):
+        if segment is not None:  # a numbered or ordinal item ("Second, …", "2) …"): one request, unsplit
+            parts.append(f"{_ITEM}{segment}" if any(is_request(_tidy(s)) for s in segment.split("\x01"))
+                         else segment.replace("\x01", " "))
             continue
         items = _enumerated(sentence)
+        later = sum(is_request(_tidy(s)) for s, _ in sentences[i + 1:])
+        if items and later >= len(items) - 1 and is_request(_ENUM_RE.match(sentence)["rest"]):
+            # "Two things: X? And Y?" counts sentences, not the commas of X
+            sentence, items = _ENUM_RE.match(sentence)["rest"], None
         if items:  # each item of a counted list is one request, whatever its form
             parts.extend(f"{_ITEM}{i}" for i in items)
             continue
@@ -243,11 +267,11 @@ def split_clauses(query: str, *, max_parts: int = 8) -> list[str]:
     context: list[str] = []
     for raw in parts:
         item = raw.startswith(_ITEM)
-        clause = _tidy(raw.removeprefix(_ITEM))
+        clause = _tidy(raw.removeprefix(_ITEM).replace("\x01", " "))
         if not clause:
             continue
-        if _OPTION_START_RE.match(clause) and out and not context:  # options belong to the question before them
-            out[-1] = f"{out[-1]} {clause}"
+        if out and not context and (_OPTION_START_RE.match(clause) or _HEADER_RE.match(_options_stem(clause))):
+            out[-1] = f"{out[-1]} {clause}"  # options (and their statements or table header) belong to the question
             continue
         if len(clause.split()) < 2 and out and not item:  # a dangling word belongs to the previous clause
             out[-1] = f"{out[-1].rstrip('?.!')} {clause}".strip()
@@ -255,7 +279,7 @@ def split_clauses(query: str, *, max_parts: int = 8) -> list[str]:
         if not item and not is_request(clause):
             context.append(clause if clause[-1] in ".!?" else clause + ".")
             continue
-        if not clause.endswith(("?", ".", "!")):
+        if not clause.endswith(("?", ".", "!")) and "\x01" not in raw:  # an item of several sentences: as written
             clause += "?" if clause.split()[0].lower() in _QUESTION_WORDS else "."
         out.append(" ".join([*context, clause]))
         context = []
@@ -267,6 +291,37 @@ def split_clauses(query: str, *, max_parts: int = 8) -> list[str]:
     if len(out) > max_parts:
         out = [*out[: max_parts - 1], " ".join(out[max_parts - 1 :])]
     return [_unmask(c) for c in out] or [query.strip()]
+
+
+def _sentences(masked: str) -> list[tuple[str, str | None]]:
+    """The query's sentences, each with ``None`` or, where the query numbers its requests (two or more list
+    lines "1) …", or sentences led by "First," / "Second question:" …), the whole item it starts, its
+    sentences joined by ``\\x01`` (the following sentences of an item are then left out)."""
+    lines = masked.splitlines()
+    listed = sum(bool(_LIST_MARK_RE.match(line)) for line in lines) >= 2
+    flat: list[tuple[str, bool]] = []
+    for line in lines:
+        starts_item = listed and bool(_LIST_MARK_RE.match(line))
+        for j, s in enumerate(_SENTENCE_RE.split(" ".join(_LIST_MARK_RE.sub("", line).split()))):
+            if s.strip():
+                flat.append((s.strip(), (starts_item and j == 0) or bool(_ORDINAL_RE.match(s.strip()))))
+    if sum(starts for _, starts in flat) < 2:
+        return [(s, None) for s, _ in flat]
+    out: list[tuple[str, str | None]] = []
+    for s, starts in flat:
+        if starts:
+            out.append((s, s))
+        elif out and out[-1][1] is not None:
+            out[-1] = (out[-1][0], f"{out[-1][1]}\x01{s}")
+        else:
+            out.append((s, None))  # before the first item: split as usual (context, or an unnumbered first request)
+    return out
+
+
+def _options_stem(clause: str) -> str:
+    """The text of a clause before its (masked) run of options; '' when it holds none."""
+    m = _HAS_OPTIONS_RE.search(clause)
+    return clause[: m.start()].strip() if m else ""
 
 
 def is_single_question(query: str, *, max_words: int = 40) -> bool:

@@ -120,3 +120,43 @@ def test_questions_with_options_are_requests_and_lead_ins_with_a_colon_are_dropp
     # context sentences before a question with options stay with it
     q = "Statement 1 | Every group is abelian. Statement 2 | Z is a ring. (A) True, True (B) False, False"
     assert len(split_clauses(q)) == 1
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    # "Two things:" counts the sentences that follow, not the commas of the first one
+    ("Two things: Under the Uniform Commercial Code (UCC), which is the title of section 9-203? "
+     "And which crop is South America's main contribution to Europe?",
+     ["Under the Uniform Commercial Code (UCC), which is the title of section 9-203?",
+      "Which crop is South America's main contribution to Europe?"]),
+    # ordinal items are one request each, however many sentences they hold
+    ("A few questions. First, if a bank holds $500 and must reserve $50, what is the reserve ratio? How much "
+     "does it hold in excess reserves? Second, what is a tort?",
+     ["A few questions. If a bank holds $500 and must reserve $50, what is the reserve ratio? How much "
+      "does it hold in excess reserves?", "What is a tort?"]),
+    ("1) If a bank holds $500, what is the reserve ratio? How much is in excess reserves?\n2) What is a tort?",
+     ["If a bank holds $500, what is the reserve ratio? How much is in excess reserves?", "What is a tort?"]),
+    # an unnumbered first request, then numbered ones
+    ("What is a lien?\nSecond question: Who wrote Dracula? Answer briefly.\nThird question: What is GDP?",
+     ["What is a lien?", "Who wrote Dracula? Answer briefly.", "What is GDP?"]),
+    # numbered statements that the options refer to stay with their question
+    ("Which of these can be solved greedily? I. Minimum spanning tree II. Maximum clique III. Maximum flow "
+     "(A) I only (B) II only (C) III only (D) I and II only. What is a tort?",
+     ["Which of these can be solved greedily? I. Minimum spanning tree II. Maximum clique III. Maximum flow "
+      "(A) I only (B) II only (C) III only (D) I and II only.", "What is a tort?"]),
+    # so does a table header over the options
+    ("In which of the following ways will exports change? EXPORTS DEMAND FOR $ (A) Decrease Decrease "
+     "(B) Increase Decrease. What is a tort?",
+     ["In which of the following ways will exports change? EXPORTS DEMAND FOR $ (A) Decrease Decrease "
+      "(B) Increase Decrease.", "What is a tort?"]),
+])
+def test_numbered_items_statements_and_headers_are_not_split(query, expected):
+    assert split_clauses(query) == expected
+
+
+def test_a_single_ordinal_or_a_question_stem_with_options_still_splits():
+    # one "Second question:" is no numbering: the sentences split as usual
+    assert split_clauses("What is a lien?\nSecond question: Who wrote Dracula? What is GDP?") == [
+        "What is a lien?", "Who wrote Dracula?", "What is GDP?"]
+    # a new question whose stem is a statement in lower case is not a table header
+    assert split_clauses("What is macroeconomics? Another one: Macroeconomics focuses on (A) laws (B) prices") == [
+        "What is macroeconomics?", "Macroeconomics focuses on (A) laws (B) prices."]
