@@ -100,6 +100,11 @@ class RouterSettings(BaseSettings):
     seed_history: bool = Field(
         True, description="before feedback knows a text, C_model asks the labelled seed history (MMLU questions)"
     )
+    seed_balance: bool = Field(
+        True, description="the seed history weighs each past task by the inverse frequency of its domain, so "
+                          "questions unlike every past task are not pulled toward its most frequent domain "
+                          "(benchmarks/results/routing_transfer.json)"
+    )
     graph_questions: bool = Field(
         False, description="the seed history also holds the everyday questions generated from the domain graphs' "
                            "concepts and corpora (qsef/data/graph_questions.jsonl, router/question_gen.py); "

@@ -152,6 +152,11 @@ class LabelledHistory:
         texts: the past tasks' texts; when given, "similar" is hybrid — the error rate is averaged
             over the dense neighbours and the BM25 (lexical) neighbours, with ``lexical_weight``.
         shrink: pull the (hybrid) rate toward 0.5 by the dense neighbours' mean cosine (:func:`_shrink`).
+        balance: weigh each neighbour by the inverse frequency of its label (normalised so that the
+            weights average 1 over the labels), so that the neighbours of a question unlike every past task
+            -- drawn in proportion to the labels' frequencies -- favour no domain. Without it, a history
+            with three times as many ``general`` as ``code`` tasks pulls every unfamiliar question toward
+            ``general``.
     """
 
     uses_text = True
@@ -159,7 +164,8 @@ class LabelledHistory:
     def __init__(self, embeddings: np.ndarray, labels: np.ndarray, expert_domains: dict[str, str], *,
                  k: int = 10, prior: float = 1.0, max_similarity: float = 2.0,
                  temperature: float | None = None, texts: list[str] | None = None,
-                 lexical_weight: float = 0.5, min_similarity: float = 0.0, shrink: bool = False) -> None:
+                 lexical_weight: float = 0.5, min_similarity: float = 0.0, shrink: bool = False,
+                 balance: bool = False) -> None:
         self.shrink = shrink
         self.temperature = temperature
         self.min_similarity = min_similarity
@@ -178,6 +184,9 @@ class LabelledHistory:
                 self._text_index.setdefault(t, []).append(i)
         self.emb = np.asarray(embeddings, dtype=np.float32)
         self.labels = np.asarray(labels)
+        self._classes, counts = np.unique(self.labels, return_counts=True)
+        self._class_weight = (len(self.labels) / (len(self._classes) * counts) if balance and len(counts)
+                              else np.ones(len(counts))).astype(np.float32)
         self.expert_domains = dict(expert_domains)
         self.k = k
         self.prior = prior
@@ -239,6 +248,8 @@ class LabelledHistory:
         return w, lab
 
     def _rate(self, w: np.ndarray, lab: np.ndarray, domain: str) -> np.ndarray:
+        if len(self._classes):
+            w = w * self._class_weight[np.searchsorted(self._classes, lab).clip(0, len(self._classes) - 1)]
         err = (lab != domain).astype(np.float32)
         out = ((w * err).sum(1) + 0.5 * self.prior) / (w.sum(1) + self.prior)
         out[w.sum(1) <= 0] = np.nan
@@ -447,4 +458,5 @@ def seed_history(experts: list, *, settings: Settings, encoder: object | None = 
     texts = [r["text"] for r in rows]
     emb = seed_embeddings(settings, encoder=encoder, graph_questions=graph_questions)
     return LabelledHistory(emb, np.array([r["domain"] for r in rows]), {e.name: e.domain for e in experts},
-                           k=10, temperature=0.05, prior=0.1, texts=texts, lexical_weight=0.25, shrink=True)
+                           k=10, temperature=0.05, prior=0.1, texts=texts, lexical_weight=0.25, shrink=True,
+                           balance=settings.router.seed_balance)

@@ -45,8 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--ablate", action="append", default=[], choices=component_resolver.names,
                        metavar="COMPONENT", help=f"switch a component off (repeatable): {', '.join(component_resolver.names)}")
     score.add_argument("--calibration", metavar="FILE", help="calibration file (default: the shipped one)")
-    score.add_argument("--history", choices=("none", "seed"), default="none",
-                       help="C_model history: none, or seed = MMLU questions as labelled past tasks")
+    score.add_argument("--history", choices=("route", "seed", "none"), default="route",
+                       help="C_model history. route (default): what `qsef route` scores with -- the feedback store, "
+                            "then the seed history (MMLU questions as labelled past tasks) when "
+                            "QSEF_ROUTER_SEED_HISTORY is on; seed: the seed history alone; none: corpus signals only")
     score.set_defaults(handler=_score)
 
     routing = eval_subparsers(subparsers).add_parser(

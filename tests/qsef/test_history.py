@@ -56,6 +56,21 @@ def test_temperature_kernel_prefers_nearest():
     assert sharp.error_rates("ea", q)[0] < 0.05 < flat.error_rates("ea", q)[0]
 
 
+def test_balanced_history_favours_no_domain_on_unfamiliar_questions():
+    # three "a" tasks per "b" task; a question equally far from all of them
+    emb = _unit(np.eye(8, 16, dtype=np.float32))
+    labels = np.array(["a"] * 6 + ["b"] * 2)
+    q = _unit(np.ones((1, 16), dtype=np.float32) * np.r_[np.ones(8), np.zeros(8)])
+    experts = {"ea": "a", "eb": "b"}
+    plain = LabelledHistory(emb, labels, experts, k=8, prior=0.0)
+    balanced = LabelledHistory(emb, labels, experts, k=8, prior=0.0, balance=True)
+    assert plain.error_rates("ea", q)[0] == pytest.approx(0.25) and plain.error_rates("eb", q)[0] == pytest.approx(0.75)
+    assert balanced.error_rates("ea", q)[0] == pytest.approx(0.5) == balanced.error_rates("eb", q)[0]
+    # a near neighbour still decides
+    near = _unit(emb[6:7] + 0.05)
+    assert balanced.error_rates("eb", near)[0] < balanced.error_rates("ea", near)[0]
+
+
 def test_chained_history_asks_providers_in_order():
     import numpy as np
 

@@ -86,3 +86,4 @@ def test_eval_routing_history_follows_the_router(toy_engine, tmp_path, monkeypat
     parser = argparse.ArgumentParser()
     score_cmd.register(parser.add_subparsers(dest="command"))
     assert parser.parse_args(["eval", "routing", "f.jsonl"]).history == "route"
+    assert parser.parse_args(["score", "some text"]).history == "route"  # `qsef score` shows what route ranks
