@@ -238,6 +238,10 @@ def split_clauses(query: str, *, max_parts: int = 8) -> list[str]:
     Sentences are split at terminal punctuation and newlines, then at ``;`` and at ``and``/``also``/
     comma boundaries followed by a question word or an imperative verb. Context sentences that ask
     nothing ("I'm 45 and take statins.") are attached to the next request so it stays self-contained.
+    Where the query numbers its requests (two or more list lines, or sentences led by "First," /
+    "Second question:" ...), each numbered item is one request, however many sentences it holds. A run
+    of options "(A) … (B) …" stays with its question, and so do the numbered statements "I. … II. …"
+    or the capitals table header it follows.
     Always returns at least one part (the whole query when nothing splits).
     """
     sentences = _sentences(_mask_statements(_mask_options(query.strip())))
