@@ -28,9 +28,6 @@ from core.settings import Settings
 EXPERTS = ("qwen-1.5b", "qwen-0.5b", "smollm2-135m")
 PER_DOMAIN = 80     # graded MMLU questions per domain (the graded side of the split)
 DEV_PER_DOMAIN = 8  # dev questions per domain for the format choice (history side: never graded)
-# The Qwen experts' graded scoring had to start before their family's dev-set choice was made (CPU budget on
-# a shared 2-core box); the report compares it with the dev choice and flags a difference under "deviations".
-USED_FORMAT = {"qwen-1.5b": "letter-raw", "qwen-0.5b": "letter-raw"}
 DECIDERS = {"qwen": ["qwen-0.5b"], "smollm2": ["smollm2-135m"]}  # family members scored on dev (CPU budget)
 
 
@@ -219,9 +216,11 @@ def report(settings: Settings, models: list[str], *, cost_mode: str = "measured"
     for m in known["dev"]:
         fams.setdefault(model_family(m), []).append(m)
     choice = {f: _family_choice(known["dev"], ms) for f, ms in fams.items()}
-    used = {m: PromptFormat.parse(USED_FORMAT.get(m) or choice[model_family(m)]) for m in models}
-    deviations = {m: {"used": used[m].name, "dev_choice": choice.get(model_family(m))} for m in models
-                  if choice.get(model_family(m)) != used[m].name}
+    undecided = [m for m in models if choice.get(model_family(m)) is None]
+    if undecided:
+        raise SystemExit(f"no dev-set format choice for {', '.join(undecided)}: run "
+                         f"`benchmarks/answer_quality.py --stage dev {' '.join(undecided)}` first")
+    used = {m: PromptFormat.parse(choice[model_family(m)]) for m in models}  # every family: its dev choice
     registry = ExpertRegistry(settings.path("answers") / "fleet.sqlite")
     cost_source: dict[str, str] | None = None
     if cost_mode == "recorded":
@@ -237,7 +236,7 @@ def report(settings: Settings, models: list[str], *, cost_mode: str = "measured"
         "what": "answer quality x cost of the capability fleet; every router is cross-fitted (5 folds): a "
                 "question is routed with the answers of the other folds as history, never its own",
         "formats": {"dev_accuracy": known["dev"], "n_dev": known.get("n_dev"), "family_choice": choice,
-                    "used": {m: f.name for m, f in used.items()}, "deviations": deviations},
+                    "used": {m: f.name for m, f in used.items()}},
         "costs": {"unit": {"measured": "seconds per 100 generated tokens (greedy, 24 tokens x 2 prompts, interleaved, "
                                        "this machine, this run)",
                            "recorded": "seconds per 100 generated tokens, as the last measured run recorded them in "

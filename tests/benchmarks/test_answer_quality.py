@@ -58,3 +58,18 @@ def test_the_committed_report_has_a_measured_cost_for_every_fleet_model(tmp_path
     costs, source = recorded_costs(ExpertRegistry(tmp_path / "fleet.sqlite"), list(EXPERTS))
     assert set(costs) == set(EXPERTS) and all(v > 0 for v in costs.values())
     assert all(s.startswith(COSTS_FILE.name) for s in source.values())
+
+
+def test_every_expert_is_scored_in_its_familys_dev_choice_or_the_report_stops(tmp_path):
+    """No per-model override: a family without a dev-set choice stops the report (it used to fall back to a
+    hard-coded letter-raw for the Qwen experts)."""
+    from benchmarks.answer_quality import formats_file, report
+    from core.settings import Settings
+
+    settings = Settings(home=tmp_path)
+    path = formats_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"family": {"smollm2": "letter-chat"}, "n_dev": 40,
+                                "dev": {"smollm2-135m": {"letter-raw": 0.4, "letter-chat": 0.425}}}))
+    with pytest.raises(SystemExit, match=r"no dev-set format choice for qwen-1\.5b, qwen-0\.5b"):
+        report(settings, list(EXPERTS), cost_mode="params")
