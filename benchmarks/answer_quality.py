@@ -28,9 +28,6 @@ from core.settings import Settings
 EXPERTS = ("qwen-1.5b", "qwen-0.5b", "smollm2-135m")
 PER_DOMAIN = 80     # graded MMLU questions per domain (the graded side of the split)
 DEV_PER_DOMAIN = 8  # dev questions per domain for the format choice (history side: never graded)
-# The Qwen experts' graded scoring had to start before their family's dev-set choice was made (CPU budget on
-# a shared 2-core box); the report compares it with the dev choice and flags a difference under "deviations".
-USED_FORMAT = {"qwen-1.5b": "letter-raw", "qwen-0.5b": "letter-raw"}
 DECIDERS = {"qwen": ["qwen-0.5b"], "smollm2": ["smollm2-135m"]}  # family members scored on dev (CPU budget)
 
 
@@ -123,18 +120,48 @@ def measure_costs(settings: Settings, models: list[str], *, new_tokens: int = 24
     return {m: round(sum(v) / len(v), 3) for m, v in per.items()}
 
 
-def recorded_costs(registry, models: list[str]) -> dict[str, float]:
+COSTS_FILE = Path(__file__).resolve().parent / "results" / "answer_quality.json"  # the committed report
+
+
+def recorded_costs(registry, models: list[str], *, fallback: Path | None = COSTS_FILE
+                   ) -> tuple[dict[str, float], dict[str, str]]:
     """The measured costs an earlier ``--cost measured`` report recorded in the fleet registry (so a report
-    run can keep them without loading a model).
+    run can keep them without loading a model); for a model the registry has no measured cost for (a fresh
+    machine), the costs the committed report ``fallback`` stored, if they are seconds per 100 tokens.
+
+    Returns:
+        ``(model -> cost, model -> where that cost came from)``.
 
     Raises:
-        SystemExit: a model has no measured cost recorded.
+        SystemExit: a model has a measured cost in neither place.
     """
     known = {s.name: s for s in registry.list()}
-    missing = [m for m in models if m not in known or known[m].profile.get("cost_unit") != "s_per_100_tokens"]
+    costs, source = {}, {}
+    for m in models:
+        if m in known and known[m].profile.get("cost_unit") == "s_per_100_tokens":
+            costs[m], source[m] = float(known[m].cost), "fleet registry"
+    missing = [m for m in models if m not in costs]
+    if missing and fallback is not None and fallback.is_file():
+        saved = json.loads(fallback.read_text())
+        block = saved.get("costs", {})
+        # reports before cost_unit existed name the unit in words only
+        unit = block.get("cost_unit") or ("s_per_100_tokens" if str(block.get("unit", "")).startswith(
+            "seconds per 100 generated tokens") else None)
+        if unit == "s_per_100_tokens":
+            what = saved.get("machine", {})
+            where = f"{fallback.name} (committed report of {what.get('date', '?')} at {what.get('git_commit', '?')})"
+            for m in missing:
+                if m in block.get("values", {}):
+                    costs[m], source[m] = float(block["values"][m]), where
+    missing = [m for m in models if m not in costs]
     if missing:
-        raise SystemExit(f"no measured cost recorded for {', '.join(missing)}; run the report with --cost measured")
-    return {m: known[m].cost for m in models}
+        raise SystemExit(f"no measured cost recorded for {', '.join(missing)} (neither in the fleet registry nor "
+                         f"in {fallback}); run the report with --cost measured")
+    for m in models:
+        if source[m] != "fleet registry":
+            print(f"cost of {m}: {costs[m]} s per 100 tokens from {source[m]} (none in the fleet registry)",
+                  file=sys.stderr)
+    return costs, source
 
 
 def _family_choice(dev: dict[str, dict[str, float]], members: list[str]) -> str | None:
@@ -189,24 +216,35 @@ def report(settings: Settings, models: list[str], *, cost_mode: str = "measured"
     for m in known["dev"]:
         fams.setdefault(model_family(m), []).append(m)
     choice = {f: _family_choice(known["dev"], ms) for f, ms in fams.items()}
-    used = {m: PromptFormat.parse(USED_FORMAT.get(m) or choice[model_family(m)]) for m in models}
-    deviations = {m: {"used": used[m].name, "dev_choice": choice.get(model_family(m))} for m in models
-                  if choice.get(model_family(m)) != used[m].name}
+    undecided = [m for m in models if choice.get(model_family(m)) is None]
+    if undecided:
+        raise SystemExit(f"no dev-set format choice for {', '.join(undecided)}: run "
+                         f"`benchmarks/answer_quality.py --stage dev {' '.join(undecided)}` first")
+    used = {m: PromptFormat.parse(choice[model_family(m)]) for m in models}  # every family: its dev choice
     registry = ExpertRegistry(settings.path("answers") / "fleet.sqlite")
-    costs = {"measured": lambda: measure_costs(settings, models), "recorded": lambda: recorded_costs(registry, models),
-             "params": lambda: None}[cost_mode]()
+    cost_source: dict[str, str] | None = None
+    if cost_mode == "recorded":
+        costs, cost_source = recorded_costs(registry, models)
+    elif cost_mode == "measured":
+        costs = measure_costs(settings, models)
+        cost_source = {m: "measured in this run" for m in models}
+    else:
+        costs = None
     for spec in capability_fleet(costs, cost_unit="s_per_100_tokens" if costs else "params_b"):
         registry.add(spec, replace=True)
     out: dict = {
         "what": "answer quality x cost of the capability fleet; every router is cross-fitted (5 folds): a "
                 "question is routed with the answers of the other folds as history, never its own",
         "formats": {"dev_accuracy": known["dev"], "n_dev": known.get("n_dev"), "family_choice": choice,
-                    "used": {m: f.name for m, f in used.items()}, "deviations": deviations},
+                    "used": {m: f.name for m, f in used.items()}},
         "costs": {"unit": {"measured": "seconds per 100 generated tokens (greedy, 24 tokens x 2 prompts, interleaved, "
                                        "this machine, this run)",
                            "recorded": "seconds per 100 generated tokens, as the last measured run recorded them in "
-                                       "the fleet registry (not re-measured in this run)",
+                                       "the fleet registry, or failing that in the committed answer_quality.json "
+                                       "(see cost_source; not re-measured in this run)",
                            "params": "parameters in billions"}[cost_mode],
+                  "cost_unit": "s_per_100_tokens" if costs else "params_b",
+                  "cost_source": cost_source or {m: "parameter count" for m in models},
                   "values": {s.name: s.cost for s in registry.list()}},
         "qsef_configs": "qsef = the engine's label calibration (shipped qsef/data/calibration.json); qsef_refit = "
                         "weights refitted on the training folds' answer outcomes only (qsef.calibration."

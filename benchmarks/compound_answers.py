@@ -43,16 +43,15 @@ def _source(question_id: str) -> str:
 
 
 def fleet_formats(settings: Settings, models: list[str]) -> dict:
-    """The prompt format per expert that ``answer_quality.py``'s report uses (its dev-set choice per family,
-    except where it records a deviation)."""
-    from benchmarks.answer_quality import USED_FORMAT, _family_choice, formats_file
+    """The prompt format per expert that ``answer_quality.py``'s report uses (its dev-set choice per family)."""
+    from benchmarks.answer_quality import _family_choice, formats_file
     from experts.answers import PromptFormat, model_family
 
     known = json.loads(formats_file(settings).read_text()) if formats_file(settings).is_file() else {"dev": {}}
     out = {}
     for m in models:
         members = [x for x in known["dev"] if model_family(x) == model_family(m)]
-        name = USED_FORMAT.get(m) or _family_choice(known["dev"], members)
+        name = _family_choice(known["dev"], members)
         if name is None:
             raise SystemExit(f"no prompt format for {m}: run `benchmarks/answer_quality.py --stage dev {m}` first")
         out[m] = PromptFormat.parse(name)
