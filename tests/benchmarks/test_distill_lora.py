@@ -77,6 +77,11 @@ def test_cross_verdict_names_the_lowest_adapter_and_the_base_comparison():
                                         {"law": "qwen-1.5b", "code": "qwen-0.5b"})
     assert "| law-lora (teacher qwen-1.5b) | **18.00** | 9.50 |" in table
     assert "| in-domain expert lowest of the adapters | no (code-lora) | yes |" in table
+    partial = {"base": {"law": 20.0}, "law": {"law": 18.0}, "code": {"code": 9.0}}  # code-lora on law missing
+    assert distill_lora_cross.lowest(partial, "law") is None
+    table = distill_lora_cross.markdown(partial, ["law", "code"], {"law": None, "code": None}, {},
+                                        from_meta={("law", "law")})
+    assert "| law-lora (teacher ?) | **18.00†** | – |" in table and "| incomplete | incomplete |" in table
 
 
 def test_cross_report_keeps_the_hand_written_notes(tmp_path):
