@@ -39,19 +39,41 @@ def licence_notes(domain: str) -> list[dict]:
     return [{"source": s.name, "origin": s.origin, "licence": s.licence} for s in SOURCES.values() if s.domain == domain]
 
 
-def build_one(domain: str, overrides: list[str], settings, *, export: bool = True) -> dict:
-    """Train and evaluate one domain's adapter; ``export=False`` (extra seeds) trains into its own
-    ``<domain>-lora-s<seed>`` folder under ``$QSEF_HOME/experts`` and leaves ``experts/data/adapters`` alone."""
+def checkpoint_name(domain: str, seed: int, suffix: str | None = None) -> str:
+    """The training folder's name under ``$QSEF_HOME/experts``: ``<domain>-lora`` for the shipped build,
+    ``<domain>-lora-<suffix>`` for a named candidate (another teacher, say) and ``<domain>-lora-s<seed>``
+    for an extra seed, so none of them resumes (copies) another's finished run."""
+    if suffix:
+        return f"{domain}-lora-{suffix}"
+    return f"{domain}-lora" if seed is None else f"{domain}-lora-s{seed}"
+
+
+def capture_summary(timing: dict) -> dict:
+    """Per teacher: seconds and tokens of the capture computed in this run (train + held-out + validation
+    splits), tokens / s, and the backend's load (conversion on a first ct2 use) seconds."""
+    out = {}
+    for name, t in (timing or {}).items():
+        splits = [v for k, v in t.items() if isinstance(v, dict)]
+        sec, tok = sum(v["seconds"] for v in splits), sum(v["tokens"] for v in splits)
+        out[name] = {"engine_s": t.get("engine_s"), "capture_s": round(sec, 1), "captured_tokens": tok,
+                     "capture_tokens_per_s": round(tok / sec, 1) if tok and sec else None}
+    return out
+
+
+def build_one(domain: str, overrides: list[str], settings, *, export: bool = True, suffix: str | None = None) -> dict:
+    """Train and evaluate one domain's adapter; ``export=False`` trains into its own folder under
+    ``$QSEF_HOME/experts`` (:func:`checkpoint_name`: ``<domain>-lora-<suffix>``, else ``<domain>-lora-s<seed>``)
+    and leaves ``experts/data/adapters`` alone; with a ``suffix`` the folder keeps ``candidate_meta.json`` and
+    ``candidate_row.json``, which :func:`export_checkpoint` ships later without retraining."""
     from distill_common import run_recipe
 
     from distill.capture import data_sha256
     from distill.recipe import load_config
 
-    cfg = load_config(CONFIG, [f"domain={domain}", f"name={domain}-lora", f"data.domains=[{domain}]",
-                               "progress=false", *overrides])
-    if not export:  # its own checkpoint folder: resuming the seed-0 expert's finished run would copy it
-        cfg = load_config(CONFIG, [f"domain={domain}", f"name={domain}-lora-s{cfg['seed']}", f"data.domains=[{domain}]",
-                                   "progress=false", *overrides])
+    base_cfg = load_config(CONFIG, [f"domain={domain}", *overrides])
+    name = checkpoint_name(domain, None if export and not suffix else base_cfg["seed"], suffix)
+    cfg = load_config(CONFIG, [f"domain={domain}", f"name={name}", f"data.domains=[{domain}]", "progress=false",
+                               *overrides])
     t0 = time.perf_counter()
     rec, info, t_setup, t_train = run_recipe(cfg, settings)
     try:
@@ -63,51 +85,86 @@ def build_one(domain: str, overrides: list[str], settings, *, export: bool = Tru
                 "heldout_docs": sorted({held.texts[int(j)].id for j in held.doc_index[:cfg["eval"]["max_windows"]]})}
         overlap = set(data["train_docs"]) & set(data["heldout_docs"])
         data["train_heldout_doc_overlap"] = len(overlap)
+        capture = capture_summary(rec.data.get("capture_timing"))
         wall = time.perf_counter() - t0
     finally:
         rec.cleanup()
-    if not export:
-        return {"domain": domain, "seed": cfg["seed"], "built": time.strftime("%Y-%m-%d", time.gmtime()),
-                "exported": False, "scratch": str(rec.output_dir), "wall_s": round(wall, 1), **info["metrics"],
-                "steps": info["steps"], "train_tokens_per_s": round(getattr(rec, "train_tokens_per_s", 0.0), 1),
-                "train_sha256": data["train_sha256"], "heldout_sha256": data["heldout_sha256"],
-                "train_heldout_doc_overlap": len(overlap)}
-    out_dir = ADAPTERS / domain
-    tmp = out_dir.with_name(domain + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in ("adapter_model.safetensors", "adapter_config.json"):
-        shutil.copy2(rec.output_dir / f, tmp / f)
+    timing = {"setup_and_capture": round(t_setup, 1), "train": round(t_train, 1), "total": round(wall, 1)}
     meta = {"name": f"{domain}-lora", "domain": domain, "base": cfg["student"]["name"], "teacher": cfg["teacher"]["name"],
             "lora": cfg["student"]["lora"], "metrics": info["metrics"], "eval": info["eval"],
             "training": info["training"], "steps": info["steps"], "params": info["params"],
             "data": {k: v for k, v in data.items() if not k.endswith("_docs")},
             "data_docs": {"train": len(data["train_docs"]), "heldout": len(data["heldout_docs"])},
-            "timing_s": {"setup_and_capture": round(t_setup, 1), "train": round(t_train, 1), "total": round(wall, 1)},
+            "timing_s": timing, "capture": capture,
             "licence": {"adapter": "derived from Qwen2.5-Coder-0.5B-Instruct (Apache-2.0); trained on the sources "
                                    "below, whose licences apply to the training text",
                         "sources": licence_notes(domain)},
             "config": {k: cfg[k] for k in ("student", "data", "teacher", "loss", "temperature", "sampler",
                                            "curriculum", "optim", "seed")}}
+    row = {"domain": domain, "built": time.strftime("%Y-%m-%d", time.gmtime()),
+           "config": {"lr": cfg["optim"]["lr"], "kd_weight": cfg["loss"]["kd_weight"], "steps": cfg["optim"]["steps"],
+                      "train_windows": len(train), "batch_size": cfg["optim"]["batch_size"],
+                      "lambda_resist": cfg["loss"]["lambda_resist"], "sampler": cfg["sampler"]["name"],
+                      "teacher": cfg["teacher"]["name"], "capture": cfg["teacher"]["capture"], "seed": cfg["seed"]},
+           "wall_s": round(wall, 1), **info["metrics"], "kl_to_teacher": round(info["eval"]["kl_to_teacher"], 4),
+           "steps": info["steps"], "train_tokens_per_s": round(getattr(rec, "train_tokens_per_s", 0.0), 1),
+           "timing_s": timing, "capture": capture, "train_heldout_doc_overlap": len(overlap),
+           "train_sha256": data["train_sha256"], "heldout_sha256": data["heldout_sha256"]}
+    if not export:
+        if suffix:
+            (rec.output_dir / "candidate_meta.json").write_text(json.dumps(meta, indent=2, default=str))
+            (rec.output_dir / "candidate_row.json").write_text(json.dumps(row, default=str))
+        return {**row, "seed": cfg["seed"], "exported": False, "scratch": str(rec.output_dir)}
+    return _ship(domain, rec.output_dir, meta, row)
+
+
+def _ship(domain: str, folder: Path, meta: dict, row: dict) -> dict:
+    """Copy ``folder``'s adapter with ``meta`` to ``experts/data/adapters/<domain>`` when it beats its base on
+    the held-out windows (an adapter worse than its base would be a default expert worse than "hf")."""
+    out_dir = ADAPTERS / domain
+    tmp = out_dir.with_name(domain + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in ("adapter_model.safetensors", "adapter_config.json"):
+        shutil.copy2(folder / f, tmp / f)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     size = sum(p.stat().st_size for p in tmp.iterdir())
     if size > MAX_BYTES:
+        shutil.rmtree(tmp)
         raise RuntimeError(f"adapter for {domain} is {size / 2**20:.1f} MB, over the 10 MB limit")
-    shipped = info["metrics"]["heldout_ppl"] < info["metrics"]["base_heldout_ppl"]
-    shutil.rmtree(out_dir, ignore_errors=True)
-    if shipped:  # an adapter worse than its base on held-out text would be a default expert worse than "hf"
+    m = meta["metrics"]
+    shipped = m["heldout_ppl"] < m["base_heldout_ppl"]
+    if shipped:
+        shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
     else:
         logging.warning("%s adapter: held-out ppl %.2f >= base %.2f; not exported (kept in %s)", domain,
-                        info["metrics"]["heldout_ppl"], info["metrics"]["base_heldout_ppl"], rec.output_dir)
+                        m["heldout_ppl"], m["base_heldout_ppl"], folder)
+        shutil.rmtree(out_dir, ignore_errors=True)
         shutil.rmtree(tmp)
-    return {"shipped": shipped, "domain": domain, "built": time.strftime("%Y-%m-%d", time.gmtime()),
-            "config": {"lr": cfg["optim"]["lr"], "kd_weight": cfg["loss"]["kd_weight"], "steps": cfg["optim"]["steps"],
-                       "train_windows": len(train), "batch_size": cfg["optim"]["batch_size"],
-                       "lambda_resist": cfg["loss"]["lambda_resist"], "sampler": cfg["sampler"]["name"],
-                       "teacher": cfg["teacher"]["name"], "capture": cfg["teacher"]["capture"], "seed": cfg["seed"]}, "wall_s": round(wall, 1), "size_bytes": size, **info["metrics"],
-            "steps": info["steps"], "train_tokens_per_s": round(getattr(rec, "train_tokens_per_s", 0.0), 1),
-            "timing_s": meta["timing_s"], "train_heldout_doc_overlap": len(overlap), "adapter": str(out_dir.relative_to(ROOT))}
+    return {"shipped": shipped, **row, "size_bytes": size, "adapter": str(out_dir.relative_to(ROOT))}
+
+
+def export_checkpoint(domain: str, folder: Path, *, if_better: bool = True) -> dict | None:
+    """Ship a candidate trained by ``--no-export --suffix`` (``folder`` holds its adapter, ``candidate_meta.json``
+    and ``candidate_row.json``) without retraining. ``if_better``: only when its held-out ppl is lower than the
+    shipped adapter's on the same held-out windows (equal ``heldout_sha256``), a selection between the two on
+    those windows; returns ``None`` (nothing changed) otherwise."""
+    meta = json.loads((folder / "candidate_meta.json").read_text())
+    row = json.loads((folder / "candidate_row.json").read_text())
+    current = ADAPTERS / domain / "meta.json"
+    if if_better and current.is_file():
+        cur = json.loads(current.read_text())
+        if cur["data"]["heldout_sha256"] != meta["data"]["heldout_sha256"]:
+            raise ValueError(f"{domain}: the candidate's held-out windows differ from the shipped adapter's; "
+                             "their held-out ppl do not compare")
+        if meta["metrics"]["heldout_ppl"] >= cur["metrics"]["heldout_ppl"]:
+            logging.info("%s: candidate %.3f >= shipped %.3f (teacher %s); kept the shipped adapter", domain,
+                         meta["metrics"]["heldout_ppl"], cur["metrics"]["heldout_ppl"], cur.get("teacher"))
+            return None
+        row["replaced"] = {"teacher": cur.get("teacher"), "heldout_ppl": cur["metrics"]["heldout_ppl"],
+                           "ppl_ratio_to_base": cur["metrics"]["ppl_ratio_to_base"]}
+    return _ship(domain, folder, meta, {**row, "exported_from": folder.name})
 
 
 def _config(r: dict) -> str:
@@ -186,6 +243,11 @@ def main() -> None:
     ap.add_argument("--no-export", action="store_true",
                     help="extra seeds: train and evaluate (pass seed=N), append the row to "
                          "results/distill_lora_seeds.partial.jsonl, export nothing, leave the report alone")
+    ap.add_argument("--suffix", default=None, help="train into <domain>-lora-<suffix> (a candidate, e.g. another "
+                    "teacher); with --no-export its rows go to results/distill_lora_candidates.partial.jsonl")
+    ap.add_argument("--export-checkpoint", action="store_true",
+                    help="ship the --suffix candidates trained earlier (no retraining) where their held-out ppl is "
+                         "lower than the shipped adapter's on the same windows; rows to distill_lora.partial.jsonl")
     ap.add_argument("--label", default=BUILD_LABEL, help="heading of the latest build in the report and JSON "
                     "(name a new build: the default is the build of 2026-12-02)")
     ap.add_argument("overrides", nargs="*")
@@ -194,12 +256,23 @@ def main() -> None:
     from distill_common import REPORTS, RESULTS, save
 
     settings = Settings()
-    partial = RESULTS / ("distill_lora_seeds.partial.jsonl" if args.no_export else "distill_lora.partial.jsonl")
+    if args.export_checkpoint and (not args.suffix or args.no_export):
+        ap.error("--export-checkpoint needs --suffix (the candidates' folder) and no --no-export")
+    partial = RESULTS / ("distill_lora.partial.jsonl" if not args.no_export else
+                         "distill_lora_candidates.partial.jsonl" if args.suffix else "distill_lora_seeds.partial.jsonl")
     t_all = time.perf_counter()
     for d in [] if args.summarize else [x.strip() for x in args.domains.split(",") if x.strip()]:
         t = time.perf_counter()
+        if args.export_checkpoint:
+            row = export_checkpoint(d, settings.path("experts") / checkpoint_name(d, 0, args.suffix))
+            if row is None:
+                continue
+            print(json.dumps(row), flush=True)
+            with partial.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            continue
         try:
-            row = build_one(d, args.overrides, settings, export=not args.no_export)
+            row = build_one(d, args.overrides, settings, export=not args.no_export, suffix=args.suffix)
         except Exception as exc:  # one failed domain does not stop the others
             logging.exception("domain %s failed", d)
             row = {"domain": d, "wall_s": round(time.perf_counter() - t, 1), "error": f"{type(exc).__name__}: {exc}"}

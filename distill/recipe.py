@@ -172,27 +172,22 @@ def set_seed(seed: int) -> None:
 # ---------------------------------------------------------------------------------------- data preparation
 
 
-def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, texts: dict | None = None) -> dict:
-    """Windows, vocabulary, resistance and all teacher outputs for a config (teachers run once, cached).
+def prepare_windows(cfg: dict, *, settings: Settings, tokenizer=None, texts: dict | None = None) -> dict:
+    """The windows of :func:`prepare_data` without any teacher pass: ``train`` / ``heldout`` (/ ``validation``)
+    :class:`distill.data.Windows`, ``kept`` and ``coverage``, the very windows a recipe trains and evaluates on
+    (tokenizer: the teacher's by default, as there)."""
+    from distill.teachers import load_tokenizer
 
-    Args:
-        cfg: a config from :func:`load_config`.
-        cache: a :class:`distill.teachers.TeacherCache` (default under ``$QSEF_HOME/cache/distill``).
-        tokenizer: the shared tokenizer (default: the teacher's).
-        texts: ``{"train": [Text], "heldout": [Text]}`` instead of the corpora (tests).
-    Returns:
-        dict with ``train`` / ``heldout`` :class:`distill.data.Windows`, ``kept`` (V-1,) tokenizer ids,
-        ``teacher`` {view teacher name: {"train": {...}, "heldout": {...}}}, ``embeddings``
-        {encoder: {"train": (N, D), "heldout": (N, D)}}, ``coverage``.
-    """
+    tokenizer = tokenizer or load_tokenizer(settings, cfg["teacher"]["name"])
+    return _windows(cfg, settings=settings, tokenizer=tokenizer, texts=texts)[0]
+
+
+def _windows(cfg: dict, *, settings: Settings, tokenizer, texts: dict | None) -> tuple[dict, list]:
     import torch
 
     from distill import data as D
-    from distill.teachers import CausalLMTeacher, SentenceEncoderTeacher, TeacherCache, load_tokenizer
 
-    cache = cache or TeacherCache(settings.path("cache", "distill"))
     dc, tc = cfg["data"], cfg["teacher"]
-    tokenizer = tokenizer or load_tokenizer(settings, tc["name"])
     if texts is None:
         train = [t for d in dc["domains"]
                  for t in D.load_texts(settings, d, "train", limit=dc["train_docs"], seed=dc["seed"])]
@@ -227,6 +222,29 @@ def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, t
         per_doc = {}
         w.resistance = torch.tensor([per_doc.setdefault(int(j), D.resistance(docs[int(j)].text)) for j in w.doc_index])
         out[split] = w
+    return out, splits
+
+
+def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, texts: dict | None = None) -> dict:
+    """Windows, vocabulary, resistance and all teacher outputs for a config (teachers run once, cached).
+
+    Args:
+        cfg: a config from :func:`load_config`.
+        cache: a :class:`distill.teachers.TeacherCache` (default under ``$QSEF_HOME/cache/distill``).
+        tokenizer: the shared tokenizer (default: the teacher's).
+        texts: ``{"train": [Text], "heldout": [Text]}`` instead of the corpora (tests).
+    Returns:
+        dict with ``train`` / ``heldout`` :class:`distill.data.Windows`, ``kept`` (V-1,) tokenizer ids,
+        ``teacher`` {view teacher name: {"train": {...}, "heldout": {...}}}, ``embeddings``
+        {encoder: {"train": (N, D), "heldout": (N, D)}}, ``coverage``.
+    """
+    from distill.teachers import CausalLMTeacher, SentenceEncoderTeacher, TeacherCache, load_tokenizer
+
+    cache = cache or TeacherCache(settings.path("cache", "distill"))
+    tc = cfg["teacher"]
+    tokenizer = tokenizer or load_tokenizer(settings, tc["name"])
+    out, splits = _windows(cfg, settings=settings, tokenizer=tokenizer, texts=texts)
+    kept, pretrained = out["kept"], cfg["student"]["kind"] != "qrh"
 
     teachers = {tc["name"]} | {v.get("teacher") or tc["name"] for v in tc["views"]}  # evaluation needs the first
     out["teacher"] = {}
@@ -234,7 +252,8 @@ def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, t
         if name != tc["name"]:
             _check_tokenizer(settings, name, tokenizer)
         if pretrained:
-            out["teacher"][name] = capture_teacher(cfg, name, out, settings=settings, tokenizer=tokenizer)
+            out["teacher"][name] = capture_teacher(cfg, name, out, settings=settings, tokenizer=tokenizer,
+                                                   timing=out.setdefault("capture_timing", {}).setdefault(name, {}))
             continue
         teacher = CausalLMTeacher(name, settings=settings, dtype=tc["dtype"], threads=cfg.get("threads"))
         out["teacher"][name] = {}
@@ -259,7 +278,8 @@ def prepare_data(cfg: dict, *, settings: Settings, cache=None, tokenizer=None, t
     return out
 
 
-def capture_teacher(cfg: dict, name: str, prepared: dict, *, settings: Settings, tokenizer) -> dict:
+def capture_teacher(cfg: dict, name: str, prepared: dict, *, settings: Settings, tokenizer,
+                    timing: dict | None = None) -> dict:
     """Full-vocabulary top-k log-probabilities of teacher ``name`` on the train / held-out windows,
     through :func:`distill.capture.capture_topk` (memory-mapped shards under ``$QSEF_HOME/cache/distill``,
     resumable, verified on read). Returns ``{split: {"topk_idx", "topk_logits"}}`` (log-probs as logits).
@@ -275,6 +295,11 @@ def capture_teacher(cfg: dict, name: str, prepared: dict, *, settings: Settings,
 
     The capture folder's key holds the backend's engine (name, dtype or compute type, versions), so
     captures by two engines live side by side; the manifest check refuses one engine's shards for another.
+
+    ``timing`` (a dict, filled in place): ``engine_s`` (loading the backend; a first ct2 use converts the
+    teacher there) and per split ``{"seconds", "tokens", "rebuilt_shards"}``, where ``tokens`` counts the
+    input positions computed in this call (0 when every shard came from disk), so a fresh capture's
+    tokens / seconds is the teacher's capture throughput.
     """
     from distill.capture import capture_resolver, capture_topk, tokenizer_sha256
     from distill.teachers import TeacherCache, resolve_model_folder
@@ -291,13 +316,21 @@ def capture_teacher(cfg: dict, name: str, prepared: dict, *, settings: Settings,
     backend = capture_resolver.make(kind, {"batch_size": tc["batch_size"], **kwargs})
     tok_hash = tokenizer_sha256(tokenizer)
     out = {}
+    timing = {} if timing is None else timing
     try:
+        t0 = time.perf_counter()
         engine = backend.engine()
+        timing["engine_s"] = round(time.perf_counter() - t0, 2)
         for split in [s for s in ("train", "heldout", "validation") if s in prepared]:
             ids = prepared[split].ids[:, :-1]
             key = TeacherCache.key(name, engine, tc["top_k"], tok_hash, ids)
             folder = settings.path("cache", "distill") / f"capture-{key}"
+            t0 = time.perf_counter()
             cap = capture_topk(backend, ids, folder, k=tc["top_k"], teacher=name, tokenizer_sha256=tok_hash)
+            shard = int(cap.manifest["shard_windows"])
+            computed = sum(min(shard, ids.shape[0] - i * shard) for i in cap.rebuilt) * ids.shape[1]
+            timing[split] = {"seconds": round(time.perf_counter() - t0, 2), "tokens": int(computed),
+                             "rebuilt_shards": len(cap.rebuilt)}
             out[split] = {"topk_idx": cap.topk_ids, "topk_logits": cap.topk_logprobs}
     finally:
         backend.close()

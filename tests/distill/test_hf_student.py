@@ -8,7 +8,7 @@ import torch
 
 from core.settings import Settings
 from distill.data import Text
-from distill.recipe import ConfigError, DistillRecipe, load_config, prepare_data
+from distill.recipe import ConfigError, DistillRecipe, load_config, prepare_data, prepare_windows
 from distill.students import collapse_topk
 
 SMOL = Settings().path("models", "smollm2-135m")
@@ -90,6 +90,24 @@ def test_validation_split_gets_windows_and_teacher_capture(tmp_path):
     resumed = DistillRecipe(cfg, settings=settings, prepared=prepared)
     resumed.setup()  # the epoch sampler's remaining order comes back with the checkpoint
     assert resumed.step == 2 and torch.equal(resumed.sampler.queue, rec.sampler.queue)
+
+
+@needs_smol
+def test_prepare_windows_are_prepare_datas_and_the_capture_is_timed(tmp_path):
+    """``prepare_windows``: the windows ``prepare_data`` trains / evaluates on, without a teacher pass; the
+    capture's timing counts the positions it computed (all of them cold, none from the cache)."""
+    settings = Settings(home=tmp_path)
+    cfg = _cfg(tmp_path)
+    windows = prepare_windows(cfg, settings=settings, texts=_texts())
+    assert "teacher" not in windows and not (tmp_path / "cache" / "distill").exists()
+    cold = prepare_data(cfg, settings=settings, texts=_texts())
+    for split in ("train", "heldout"):
+        assert torch.equal(windows[split].ids, cold[split].ids) and torch.equal(windows[split].valid, cold[split].valid)
+    t = cold["capture_timing"][str(SMOL)]
+    assert t["train"]["tokens"] == cold["train"].ids[:, :-1].numel() and t["train"]["rebuilt_shards"] == 1
+    assert t["heldout"]["tokens"] == cold["heldout"].ids[:, :-1].numel() and t["train"]["seconds"] > 0
+    warm = prepare_data(cfg, settings=settings, texts=_texts())["capture_timing"][str(SMOL)]
+    assert warm["train"]["tokens"] == warm["heldout"]["tokens"] == 0 and warm["train"]["rebuilt_shards"] == 0
 
 
 @needs_smol
