@@ -185,8 +185,8 @@ class LabelledHistory:
         self.emb = np.asarray(embeddings, dtype=np.float32)
         self.labels = np.asarray(labels)
         self._classes, counts = np.unique(self.labels, return_counts=True)
-        self._class_weight = (len(self.labels) / (len(self._classes) * counts) if balance and len(counts)
-                              else np.ones(len(counts))).astype(np.float32)
+        self._class_weight = ((len(self.labels) / (len(self._classes) * counts)).astype(np.float32)
+                              if balance and len(counts) else None)
         self.expert_domains = dict(expert_domains)
         self.k = k
         self.prior = prior
@@ -248,7 +248,7 @@ class LabelledHistory:
         return w, lab
 
     def _rate(self, w: np.ndarray, lab: np.ndarray, domain: str) -> np.ndarray:
-        if len(self._classes):
+        if self._class_weight is not None:
             w = w * self._class_weight[np.searchsorted(self._classes, lab).clip(0, len(self._classes) - 1)]
         err = (lab != domain).astype(np.float32)
         out = ((w * err).sum(1) + 0.5 * self.prior) / (w.sum(1) + self.prior)

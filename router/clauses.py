@@ -110,6 +110,7 @@ _SUBORDINATE_RE = re.compile(
     r"has|have|had|shall|might|may|must)\b)", re.IGNORECASE)
 _SENTENCE_RE = re.compile(r"(?<=[.?!])\s+(?=[\"'(A-Z0-9])|\n+")
 _ITEM = "\x00"  # marks a piece that is a request because it is an item of a counted list
+_JOIN = "\x01"  # joins the sentences of one numbered item (kept apart until the item is emitted)
 _LIST_MARK_RE = re.compile(r"^\s*(?:\(?\d+[.)]|[-*•])\s+")
 _WANT_RE = re.compile(r"^(?:i(?:'d| would)(?: also)? like|i(?: also)? (?:want|need) to know|i(?: also)? wonder)\b",
                       re.IGNORECASE)
@@ -248,14 +249,16 @@ def split_clauses(query: str, *, max_parts: int = 8) -> list[str]:
     parts: list[str] = []
     for i, (sentence, segment) in enumerate(sentences):
         if segment is not None:  # a numbered or ordinal item ("Second, …", "2) …"): one request, unsplit
-            parts.append(f"{_ITEM}{segment}" if any(is_request(_tidy(s)) for s in segment.split("\x01"))
-                         else segment.replace("\x01", " "))
+            parts.append(f"{_ITEM}{segment}" if any(is_request(_tidy(s)) for s in segment.split(_JOIN))
+                         else segment.replace(_JOIN, " "))
             continue
         items = _enumerated(sentence)
-        later = sum(is_request(_tidy(s)) for s, _ in sentences[i + 1:])
-        if items and later >= len(items) - 1 and is_request(_ENUM_RE.match(sentence)["rest"]):
-            # "Two things: X? And Y?" counts sentences, not the commas of X
-            sentence, items = _ENUM_RE.match(sentence)["rest"], None
+        if items:
+            rest = _ENUM_RE.match(sentence)["rest"]
+            later = sum(is_request(_tidy(s)) for s, _ in sentences[i + 1:])
+            if later >= len(items) - 1 and is_request(rest):
+                # "Two things: X? And Y?" counts sentences, not the commas of X
+                sentence, items = rest, None
         if items:  # each item of a counted list is one request, whatever its form
             parts.extend(f"{_ITEM}{i}" for i in items)
             continue
@@ -271,7 +274,7 @@ def split_clauses(query: str, *, max_parts: int = 8) -> list[str]:
     context: list[str] = []
     for raw in parts:
         item = raw.startswith(_ITEM)
-        clause = _tidy(raw.removeprefix(_ITEM).replace("\x01", " "))
+        clause = _tidy(raw.removeprefix(_ITEM).replace(_JOIN, " "))
         if not clause:
             continue
         if out and not context and (_OPTION_START_RE.match(clause) or _HEADER_RE.match(_options_stem(clause))):
@@ -283,7 +286,7 @@ def split_clauses(query: str, *, max_parts: int = 8) -> list[str]:
         if not item and not is_request(clause):
             context.append(clause if clause[-1] in ".!?" else clause + ".")
             continue
-        if not clause.endswith(("?", ".", "!")) and "\x01" not in raw:  # an item of several sentences: as written
+        if not clause.endswith(("?", ".", "!")) and _JOIN not in raw:  # an item of several sentences: as written
             clause += "?" if clause.split()[0].lower() in _QUESTION_WORDS else "."
         out.append(" ".join([*context, clause]))
         context = []
@@ -300,7 +303,7 @@ def split_clauses(query: str, *, max_parts: int = 8) -> list[str]:
 def _sentences(masked: str) -> list[tuple[str, str | None]]:
     """The query's sentences, each with ``None`` or, where the query numbers its requests (two or more list
     lines "1) …", or sentences led by "First," / "Second question:" …), the whole item it starts, its
-    sentences joined by ``\\x01`` (the following sentences of an item are then left out)."""
+    sentences joined by ``_JOIN`` (the following sentences of an item are then left out)."""
     lines = masked.splitlines()
     listed = sum(bool(_LIST_MARK_RE.match(line)) for line in lines) >= 2
     flat: list[tuple[str, bool]] = []
@@ -316,7 +319,7 @@ def _sentences(masked: str) -> list[tuple[str, str | None]]:
         if starts:
             out.append((s, s))
         elif out and out[-1][1] is not None:
-            out[-1] = (out[-1][0], f"{out[-1][1]}\x01{s}")
+            out[-1] = (out[-1][0], f"{out[-1][1]}{_JOIN}{s}")
         else:
             out.append((s, None))  # before the first item: split as usual (context, or an unnumbered first request)
     return out
