@@ -39,7 +39,7 @@ def licence_notes(domain: str) -> list[dict]:
     return [{"source": s.name, "origin": s.origin, "licence": s.licence} for s in SOURCES.values() if s.domain == domain]
 
 
-def checkpoint_name(domain: str, seed: int, suffix: str | None = None) -> str:
+def checkpoint_name(domain: str, seed: int | None, suffix: str | None = None) -> str:
     """The training folder's name under ``$QSEF_HOME/experts``: ``<domain>-lora`` for the shipped build,
     ``<domain>-lora-<suffix>`` for a named candidate (another teacher, say) and ``<domain>-lora-s<seed>``
     for an extra seed, so none of them resumes (copies) another's finished run."""
