@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.settings import Settings
@@ -106,25 +107,34 @@ def slow_decoding(model, delay_s: float = 0.01):
 
 
 @pytest.mark.slow
-def test_concurrent_calls_are_decoded_together_and_equal_alone(tiny):
-    """Two greedy calls at once join one batch; each stops at its own budget and equals its answer alone.
+def test_concurrent_calls_are_decoded_together_each_on_its_own_prompt_and_budget(tiny):
+    """Two greedy calls at once join one batch; each stops at its own budget and answers its own prompt.
 
-    Equal up to the final token: CTranslate2 does not promise bitwise-equal logits for a padded batch and a
-    single row, and on some CPUs (seen on an AVX-512 Xeon, not on an AMD EPYC) a near-tie at the last step of
-    the 2 + 2 answer flips between a newline and end of sequence."""
+    Not compared token for token with the answer alone: CTranslate2 does not promise equal logits for a padded
+    batch and a single row, and with int8 weights a near-tie can flip at any step (seen at the third token of
+    the 2 + 2 answer on a CI machine). What must hold is that each row's answer is as likely, given its own
+    prompt and scored alone, as the answer decoded alone, and far more likely than given the other prompt
+    (rows are not mixed up)."""
     pool, folder = tiny
     asks = [HELLO, [{"role": "user", "content": "What is 2 + 2?"}]]
-    alone = [pool.generate(folder, a, max_tokens=n, temperature=0.0) for a, n in zip(asks, (6, 12), strict=True)]
+    budgets = (6, 12)
+    alone = [pool.generate(folder, a, max_tokens=n, temperature=0.0) for a, n in zip(asks, budgets, strict=True)]
     model = pool.ct2_model(folder)
     with batch_sizes(model) as sizes, cf.ThreadPoolExecutor(2) as ex:
-        together = list(ex.map(lambda a, n: pool.generate(folder, a, max_tokens=n, temperature=0.0), asks, (6, 12)))
+        together = list(ex.map(lambda a, n: pool.generate(folder, a, max_tokens=n, temperature=0.0), asks, budgets))
     assert sizes == [2]
-    ids = lambda text: model.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    for one, joint in zip(alone, together, strict=True):
-        a, j = ids(one), ids(joint)
-        assert abs(len(a) - len(j)) <= 1 and a[: len(a) - 1] == j[: len(a) - 1]
-        assert len(j) >= 4  # a real answer, not a row cut short by the other's end
-    assert len(ids(together[0])) <= 6
+    tok = model.tokenizer
+    prompts = [tok(tok.apply_chat_template(a, tokenize=False, add_generation_prompt=True))["input_ids"] for a in asks]
+
+    def mean_logprob(prompt: list[int], text: str) -> float:
+        answer = tok(text, add_special_tokens=False)["input_ids"]
+        return float(np.mean(model.score([prompt + answer])[0][len(prompt):]))
+
+    for i, (one, joint) in enumerate(zip(alone, together, strict=True)):
+        assert 4 <= len(tok(joint, add_special_tokens=False)["input_ids"]) <= budgets[i] + 1  # (+1: re-tokenising)
+        own, other = mean_logprob(prompts[i], joint), mean_logprob(prompts[1 - i], joint)
+        assert own > mean_logprob(prompts[i], one) - 0.5, (one, joint)
+        assert own > other + 0.5, (joint, own, other)
 
 
 @pytest.mark.slow
