@@ -27,8 +27,7 @@ from core.settings import Settings
 
 EXPERTS = ("qwen-1.5b", "qwen-0.5b", "smollm2-135m")
 PER_DOMAIN = 80     # graded MMLU questions per domain (the graded side of the split)
-DEV_PER_DOMAIN = 8  # dev questions per domain for the format choice (history side: never graded)
-DECIDERS = {"qwen": ["qwen-0.5b"], "smollm2": ["smollm2-135m"]}  # family members scored on dev (CPU budget)
+DEV_PER_DOMAIN = 16  # dev questions per domain for the format choice (history side: never graded)
 
 
 def graded_rows(settings: Settings) -> list[dict]:
@@ -67,10 +66,8 @@ def stage_dev(settings: Settings, models: list[str], formats: str | None = None)
     from experts.answers import PromptFormat
     from router.answers import choose_formats
 
-    fams = {m.split("-", 1)[0] for m in models}
     fmts = [PromptFormat.parse(f) for f in formats.split(",")] if formats else None
-    out = choose_formats(dev_rows(settings), models, settings=settings, formats=fmts,
-                         deciders={f: v for f, v in DECIDERS.items() if f in fams})
+    out = choose_formats(dev_rows(settings), models, settings=settings, formats=fmts)
     path = formats_file(settings)
     known = json.loads(path.read_text()) if path.is_file() else {"family": {}, "dev": {}}
     known["family"].update(out["family"])
