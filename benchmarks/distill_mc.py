@@ -6,8 +6,8 @@
     python benchmarks/distill_mc.py --stage report [--ood 16] # the numbers, from the answer cache only
 
 The base (``qwen-0.5b``) and each adapter of ``experts/data/adapters/<domain>/`` (merged into the base,
-fp32) answer in the Qwen family's ``letter-raw`` format (the format ``benchmarks/answer_quality.py`` uses for
-Qwen) on the graded MMLU rows (:func:`benchmarks.answer_quality.graded_rows`: 80 per domain, never used as
+fp32) answer in the Qwen family's prompt format, the dev-set choice of ``benchmarks/answer_quality.py --stage dev``
+(:func:`qwen_format`; a letter form, as the shared path below scores letters only) on the graded MMLU rows (:func:`benchmarks.answer_quality.graded_rows`: 80 per domain, never used as
 history or calibration). In-domain: each adapter on its own domain's 80; out-of-domain: each adapter on the
 first ``--ood`` graded rows of every other domain. ``--sets bigbench,bsdquiz`` adds the in-domain rows of
 those answer sets. Everything goes through :class:`experts.answers.AnswerScorer`, whose cache keeps each
@@ -38,9 +38,26 @@ from benchmarks._common import save
 from core.settings import Settings
 
 BASE = "qwen-0.5b"
-FORMAT = "letter-raw"
 DOMAINS = ("code", "law", "medicine", "finance", "general")
 REPORT = Path(__file__).resolve().parent / "reports" / "distill_mc.md"
+
+
+def qwen_format(settings: Settings):
+    """The prompt format every score here uses: the Qwen family's dev-set choice, as ``answer_quality.py``'s
+    report uses it for the fleet (so the base's answers here are the fleet's qwen-0.5b answers).
+
+    Raises:
+        SystemExit: no dev-set choice has been made yet, or it is a cloze form (the shared path scores letters).
+    """
+    from benchmarks.answer_quality import chosen_formats, formats_file
+
+    if not formats_file(settings).is_file():
+        raise SystemExit(f"no dev-set prompt format choice in {formats_file(settings)}: run "
+                         "`benchmarks/answer_quality.py --stage dev qwen-1.5b qwen-0.5b` first")
+    fmt = chosen_formats(settings, [BASE])[BASE]
+    if fmt.form != "letter":
+        raise SystemExit(f"the Qwen family's dev-set format is {fmt.name}; this benchmark scores letter forms only")
+    return fmt
 
 
 def adapter_scorer(settings: Settings, domain: str):
@@ -115,9 +132,10 @@ def stage_speed(settings: Settings, n: int = 16) -> dict:
     by = mmlu_by_domain(settings)
     rows = [r for group in zip(*by.values(), strict=False) for r in group][:n]
     qs: list[MCQuestion] = to_questions(rows)
+    fmt = qwen_format(settings)
     sc = base_scorer(settings)
     sc.load()
-    sc._score_letter(qs[:1], False)  # warm-up
+    sc._score_letter(qs[:1], fmt.chat)  # warm-up
     t = {"full": 0.0, "last": 0.0}
     res: dict[str, list] = {"full": [], "last": []}
     for s in range(0, len(qs), sc.batch_size):
@@ -125,12 +143,12 @@ def stage_speed(settings: Settings, n: int = 16) -> dict:
         for name, fast in (("full", False), ("last", True)) if (s // sc.batch_size) % 2 == 0 else \
                 (("last", True), ("full", False)):
             t0 = time.perf_counter()
-            res[name] += sc._score_letter(part, False, fast=fast)
+            res[name] += sc._score_letter(part, fmt.chat, fast=fast)
             t[name] += time.perf_counter() - t0
     diff = max(abs(a - b) for ra, rb in zip(res["full"], res["last"], strict=True) for a, b in zip(ra, rb, strict=True))
     same = sum(int(max(range(len(a)), key=a.__getitem__) == max(range(len(b)), key=b.__getitem__))
                for a, b in zip(res["full"], res["last"], strict=True))
-    out = {"n_questions": len(qs), "batch_size": sc.batch_size, "model": BASE, "format": FORMAT,
+    out = {"n_questions": len(qs), "batch_size": sc.batch_size, "model": BASE, "format": fmt.name,
            "s_per_question": {k: round(v / len(qs), 3) for k, v in t.items()},
            "speedup": round(t["full"] / t["last"], 3), "max_abs_score_diff": diff, "same_argmax": same,
            "torch_threads": settings.torch_threads}
@@ -139,10 +157,10 @@ def stage_speed(settings: Settings, n: int = 16) -> dict:
 
 
 def stage_score(settings: Settings, ood: int, sets: list[str]) -> None:
-    from experts.answers import ModelLoadError, PromptFormat
+    from experts.answers import ModelLoadError
     from router.answers import to_questions
 
-    fmt = PromptFormat.parse(FORMAT)
+    fmt = qwen_format(settings)
     scorers: dict[str, object] = {}
     for who, block, rows in plan(settings, ood, sets):
         if who not in scorers:
@@ -182,20 +200,19 @@ def adapter_layers(settings: Settings, domain: str) -> tuple[int, list]:
     return idx[0], layers
 
 
-def shared_scores(base, adapters: dict[str, tuple[int, list]], qs: list, who: dict[str, list[str]]) -> dict:
-    """Letter-raw scores of the base and of the adapters ``who[q.key]`` on ``qs``, sharing the base's lower
+def shared_scores(base, adapters: dict[str, tuple[int, list]], qs: list, who: dict[str, list[str]],
+                  chat: bool) -> dict:
+    """Letter-form scores (with the chat template when ``chat``) of the base and of the adapters ``who[q.key]`` on ``qs``, sharing the base's lower
     layers (which the adapters do not change): ``{scorer: {key: scores}}``. The base runs once per batch; an
     adapter reruns only its own top layers from the captured hidden state, then the base's norm and head at
     the last position (what :meth:`AnswerScorer._last_logprobs` computes on the merged model)."""
     import torch
 
-    from experts.answers import LETTERS
-
     lm = base._lm
     first = {f for f, _ in adapters.values()}
     assert len(first) == 1, first
     first = first.pop()
-    letter_ids = [base._encode(" " + LETTERS[k])[0] for k in range(len(LETTERS))]
+    letter_ids = base.letter_ids(chat)
     seen: dict = {}
 
     def grab(module, args, kwargs):
@@ -207,7 +224,7 @@ def shared_scores(base, adapters: dict[str, tuple[int, list]], qs: list, who: di
     try:
         for s in range(0, len(order), base.batch_size):
             idx = order[s:s + base.batch_size]
-            seqs = [base._clip(base._encode(base._letter_context(qs[i], False)), qs[i]) for i in idx]
+            seqs = [base._clip(base._encode(base._letter_context(qs[i], chat)), qs[i]) for i in idx]
             lp = base._last_logprobs(seqs)
             last = torch.tensor([len(x) - 1 for x in seqs])
             for b, i in enumerate(idx):
@@ -234,10 +251,9 @@ def shared_scores(base, adapters: dict[str, tuple[int, list]], qs: list, who: di
 def stage_shared(settings: Settings, ood: int, chunk: int = 8) -> None:
     """The in-domain and out-of-domain MMLU blocks of :func:`plan`, scored with :func:`shared_scores` (the
     same cache files as ``--stage score``); first checked against the merged-adapter scores already cached."""
-    from experts.answers import PromptFormat
     from router.answers import to_questions
 
-    fmt = PromptFormat.parse(FORMAT)
+    fmt = qwen_format(settings)
     base = base_scorer(settings)
     scorers = {d: adapter_scorer(settings, d) for d in DOMAINS}
     adapters = {d: adapter_layers(settings, d) for d in DOMAINS}
@@ -247,7 +263,7 @@ def stage_shared(settings: Settings, ood: int, chunk: int = 8) -> None:
     # a check first: questions some adapter has scored through the merged model, rescored here
     check = [(d, q) for d in DOMAINS for q in to_questions(by[d]) if q.key in have[d]][:4]
     if check:
-        got = shared_scores(base, adapters, [q for _, q in check], {q.key: [d] for d, q in check})
+        got = shared_scores(base, adapters, [q for _, q in check], {q.key: [d] for d, q in check}, fmt.chat)
         diff = max(abs(a - b) for d, q in check for a, b in zip(got[d][q.key], have[d][q.key], strict=True))
         print(json.dumps({"check_vs_merged": len(check), "max_abs_diff": diff}), flush=True)
         if diff > 1e-3:
@@ -275,7 +291,7 @@ def stage_shared(settings: Settings, ood: int, chunk: int = 8) -> None:
     t0, done = time.perf_counter(), 0
     for s in range(0, len(keys), chunk):
         part = [qs_by_key[k] for k in keys[s:s + chunk]]
-        got = shared_scores(base, adapters, part, {q.key: need.get(q.key, []) for q in part})
+        got = shared_scores(base, adapters, part, {q.key: need.get(q.key, []) for q in part}, fmt.chat)
         for name, res in got.items():
             sc = base if name == "base" else scorers[name]
             with sc.cache_file(fmt).open("a", encoding="utf-8") as fh:
@@ -338,10 +354,9 @@ def compare(settings: Settings, who: str, rows: list[dict]) -> dict | None:
     """Base vs adapter ``who`` on the ``rows`` both have answered (from the cache only; ``None``: none)."""
     import numpy as np
 
-    from experts.answers import PromptFormat
     from router.answers import to_questions
 
-    fmt = PromptFormat.parse(FORMAT)
+    fmt = qwen_format(settings)
     qs = to_questions(rows)
     caches = [sc.cached(fmt) for sc in (base_scorer(settings), adapter_scorer(settings, who))]
     qs = [q for q in qs if all(q.key in c for c in caches)]  # a run cut short: the questions both answered
@@ -382,7 +397,7 @@ def stage_report(settings: Settings, ood: int, sets: list[str], speed: dict | No
         if parts:
             results.setdefault("all", {})[f"mmlu:{kind} (pooled)"] = pooled(parts)
     adapter_ids = {d: adapter_scorer(settings, d).model_id for d in DOMAINS}
-    out = {"base": base_scorer(settings).model_id, "format": FORMAT, "ood_per_other_domain": ood, "sets": sets,
+    out = {"base": base_scorer(settings).model_id, "format": qwen_format(settings).name, "ood_per_other_domain": ood, "sets": sets,
            "adapters": adapter_ids, "results": results}
     if speed:
         out["speed"] = speed

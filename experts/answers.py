@@ -332,13 +332,14 @@ class AnswerScorer:
             return ids[-self.max_tokens:]
         return ids
 
+    def letter_ids(self, chat: bool) -> list[int]:
+        """The token scored for each answer letter: raw text continues "Answer:" with " A"; the chat
+        template's assistant turn starts with "A"."""
+        return [self._encode(LETTERS[k] if chat else " " + LETTERS[k])[0] for k in range(len(LETTERS))]
+
     def _score_letter(self, qs: Sequence[MCQuestion], chat: bool, *, fast: bool = True) -> list[list[float]]:
         """``fast=False``: the full ``(B, L, V)`` log-softmax (the reference the fast path is tested against)."""
-        letter_ids = []
-        for k in range(len(LETTERS)):
-            # raw text continues "Answer:" with " A"; the chat template's assistant turn starts with "A"
-            toks = self._encode(LETTERS[k] if chat else " " + LETTERS[k])
-            letter_ids.append(toks[0])
+        letter_ids = self.letter_ids(chat)
         out: list[list[float]] = []
         order = sorted(range(len(qs)), key=lambda i: len(qs[i].question))  # similar lengths share a batch
         res: dict[int, list[float]] = {}
