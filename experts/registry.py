@@ -222,11 +222,11 @@ def shipped_adapters() -> list[ExpertSpec]:
     """The LoRA domain experts installed with the package (``experts/data/adapters/<domain>/``, built by
     ``benchmarks/distill_lora.py``): one ``<domain>-lora`` expert each, its metrics from ``meta.json``.
 
-    They are registered **disabled**: their held-out perplexity is 0.80-0.86x the base's on 4 k in-domain tokens
-    (one seed each; medicine, law, code, general at or under 0.85x, finance 0.855x; each adapter lowest on its own
-    domain, ``benchmarks/reports/distill_lora_cross.md``), but the multiple-choice answers of the earlier build were
-    no better than the base's (graded MMLU,
-    ``benchmarks/reports/distill_mc.md``: +0.0 to +2.5 pts, law -2.5, none significant), so they do not change
+    They are registered **disabled**: their held-out perplexity is 0.80-0.855x the base's on 4 k in-domain tokens
+    (one seed each; law, code, finance and general taught by Qwen2.5-Coder-1.5B, medicine by the base itself; each
+    adapter lowest on its own domain except law, ``benchmarks/reports/distill_lora_cross.md``), but their
+    multiple-choice answers are no better than the base's (graded MMLU, ``benchmarks/reports/distill_mc.md``:
+    -2.5 to +3.8 pts, none significant), so they do not change
     default routing until a user turns one on (``qsef experts enable code-lora``). These run in process (backend
     ``peft``); ``experts/data/fleets/lora.yaml`` serves the same adapters from one vLLM engine (multi-LoRA)."""
     from experts.backends import SHIPPED_ADAPTERS, SHIPPED_PREFIX
