@@ -6,9 +6,9 @@
     python benchmarks/distill_mc.py --stage report [--ood 16] # the numbers, from the answer cache only
 
 The base (``qwen-0.5b``) and each adapter of ``experts/data/adapters/<domain>/`` (merged into the base,
-fp32) answer in the Qwen family's prompt format, the dev-set choice of ``benchmarks/answer_quality.py --stage dev``
-(:func:`qwen_format`; a letter form, as the shared path below scores letters only) on the graded MMLU rows (:func:`benchmarks.answer_quality.graded_rows`: 80 per domain, never used as
-history or calibration). In-domain: each adapter on its own domain's 80; out-of-domain: each adapter on the
+fp32) answer in the Qwen family's prompt format, the dev-set choice of ``benchmarks/answer_quality.py
+--stage dev`` (:func:`qwen_format`; a letter form, as the shared path below scores letters only), on the graded
+MMLU rows (:func:`benchmarks.answer_quality.graded_rows`: 80 per domain, never used as history or calibration). In-domain: each adapter on its own domain's 80; out-of-domain: each adapter on the
 first ``--ood`` graded rows of every other domain. ``--sets bigbench,bsdquiz`` adds the in-domain rows of
 those answer sets. Everything goes through :class:`experts.answers.AnswerScorer`, whose cache keeps each
 adapter's scores apart from the base's (and lets an interrupted run resume).
@@ -202,8 +202,8 @@ def adapter_layers(settings: Settings, domain: str) -> tuple[int, list]:
 
 def shared_scores(base, adapters: dict[str, tuple[int, list]], qs: list, who: dict[str, list[str]],
                   chat: bool) -> dict:
-    """Letter-form scores (with the chat template when ``chat``) of the base and of the adapters ``who[q.key]`` on ``qs``, sharing the base's lower
-    layers (which the adapters do not change): ``{scorer: {key: scores}}``. The base runs once per batch; an
+    """Letter-form scores (with the chat template when ``chat``) of the base and of the adapters ``who[q.key]``
+    on ``qs``, sharing the base's lower layers (which the adapters do not change): ``{scorer: {key: scores}}``. The base runs once per batch; an
     adapter reruns only its own top layers from the captured hidden state, then the base's norm and head at
     the last position (what :meth:`AnswerScorer._last_logprobs` computes on the merged model)."""
     import torch
@@ -397,8 +397,8 @@ def stage_report(settings: Settings, ood: int, sets: list[str], speed: dict | No
         if parts:
             results.setdefault("all", {})[f"mmlu:{kind} (pooled)"] = pooled(parts)
     adapter_ids = {d: adapter_scorer(settings, d).model_id for d in DOMAINS}
-    out = {"base": base_scorer(settings).model_id, "format": qwen_format(settings).name, "ood_per_other_domain": ood, "sets": sets,
-           "adapters": adapter_ids, "results": results}
+    out = {"base": base_scorer(settings).model_id, "format": qwen_format(settings).name,
+           "ood_per_other_domain": ood, "sets": sets, "adapters": adapter_ids, "results": results}
     if speed:
         out["speed"] = speed
     save("distill_mc", out)

@@ -226,9 +226,9 @@ def shipped_adapters() -> list[ExpertSpec]:
     (one seed each; law, code, finance and general taught by Qwen2.5-Coder-1.5B, medicine by the base itself; each
     adapter lowest on its own domain except law, ``benchmarks/reports/distill_lora_cross.md``), but their
     multiple-choice answers are no better than the base's (graded MMLU, ``benchmarks/reports/distill_mc.md``:
-    -2.5 to +3.8 pts, none significant), so they do not change
-    default routing until a user turns one on (``qsef experts enable code-lora``). These run in process (backend
-    ``peft``); ``experts/data/fleets/lora.yaml`` serves the same adapters from one vLLM engine (multi-LoRA)."""
+    -2.5 to +3.8 pts, none significant), so they do not change default routing until a user turns one on
+    (``qsef experts enable code-lora``). These run in process (backend ``peft``); ``experts/data/fleets/lora.yaml``
+    serves the same adapters from one vLLM engine (multi-LoRA)."""
     from experts.backends import SHIPPED_ADAPTERS, SHIPPED_PREFIX
 
     specs = []

@@ -161,8 +161,8 @@ def choose_formats(dev_rows: Sequence[dict[str, Any]], models: Sequence[str], *,
     Args:
         dev_rows: questions never graded (e.g. the MMLU ``history`` side).
         models: the experts' model-store names.
-        deciders: family -> the members that are scored on the dev set (default: all members; the
-            benchmark lets the family's smallest member decide to save CPU time).
+        deciders: family -> the members that are scored on the dev set (default: all members, whose mean
+            dev accuracy decides; one member alone is cheaper, but a near-chance one decides by noise).
 
     Returns:
         ``{"formats": {model: PromptFormat}, "dev": {model: {format_name: accuracy}},
