@@ -8,8 +8,9 @@
 The base (``qwen-0.5b``) and each adapter of ``experts/data/adapters/<domain>/`` (merged into the base,
 fp32) answer in the Qwen family's prompt format, the dev-set choice of ``benchmarks/answer_quality.py
 --stage dev`` (:func:`qwen_format`; a letter form, as the shared path below scores letters only), on the graded
-MMLU rows (:func:`benchmarks.answer_quality.graded_rows`: 80 per domain, never used as history or calibration). In-domain: each adapter on its own domain's 80; out-of-domain: each adapter on the
-first ``--ood`` graded rows of every other domain. ``--sets bigbench,bsdquiz`` adds the in-domain rows of
+MMLU rows (:func:`benchmarks.answer_quality.graded_rows`: 80 per domain, never used as history or calibration).
+In-domain: each adapter on its own domain's 80; out-of-domain: each adapter on the first ``--ood`` graded rows
+of every other domain. ``--sets bigbench,bsdquiz`` adds the in-domain rows of
 those answer sets. Everything goes through :class:`experts.answers.AnswerScorer`, whose cache keeps each
 adapter's scores apart from the base's (and lets an interrupted run resume).
 
