@@ -39,13 +39,16 @@ def licence_notes(domain: str) -> list[dict]:
     return [{"source": s.name, "origin": s.origin, "licence": s.licence} for s in SOURCES.values() if s.domain == domain]
 
 
-def checkpoint_name(domain: str, seed: int | None, suffix: str | None = None) -> str:
+def checkpoint_name(domain: str, seed: int | None, suffix: str | None = None, teacher: str | None = None) -> str:
     """The training folder's name under ``$QSEF_HOME/experts``: ``<domain>-lora`` for the shipped build,
     ``<domain>-lora-<suffix>`` for a named candidate (another teacher, say) and ``<domain>-lora-s<seed>``
-    for an extra seed, so none of them resumes (copies) another's finished run."""
+    for an extra seed (``<domain>-lora-<teacher>-s<seed>`` when the seed is taught by a ``teacher`` other than
+    the recipe's default), so none of them resumes (copies) another's finished run."""
     if suffix:
         return f"{domain}-lora-{suffix}"
-    return f"{domain}-lora" if seed is None else f"{domain}-lora-s{seed}"
+    if seed is None:
+        return f"{domain}-lora"
+    return f"{domain}-lora-{teacher}-s{seed}" if teacher else f"{domain}-lora-s{seed}"
 
 
 def capture_summary(timing: dict) -> dict:
@@ -71,7 +74,9 @@ def build_one(domain: str, overrides: list[str], settings, *, export: bool = Tru
     from distill.recipe import load_config
 
     base_cfg = load_config(CONFIG, [f"domain={domain}", *overrides])
-    name = checkpoint_name(domain, None if export and not suffix else base_cfg["seed"], suffix)
+    teacher = base_cfg["teacher"]["name"]
+    name = checkpoint_name(domain, None if export and not suffix else base_cfg["seed"], suffix,
+                           None if teacher == load_config(CONFIG, [])["teacher"]["name"] else teacher)
     cfg = load_config(CONFIG, [f"domain={domain}", f"name={name}", f"data.domains=[{domain}]", "progress=false",
                                *overrides])
     t0 = time.perf_counter()

@@ -1,20 +1,26 @@
 """Seed statistics of the shipped LoRA build: seed 0 (the exported adapter, ``distill_lora.partial.jsonl``) and
 the extra seeds that ``distill_lora.py --no-export seed=N`` appended to ``distill_lora_seeds.partial.jsonl``.
 
-Per domain, over the seeds of the current recipe (rows whose held-out data hash equals seed 0's): the held-out
+Per domain, over the seeds of the current recipe (rows whose held-out data hash and teacher equal seed 0's; a
+row without a recorded teacher was taught by the recipe's default, the 0.5B base itself): the held-out
 ppl ratio to the base, mean ± 95% t interval; a Welch test of the adapter's held-out ppl against the base's
 (the base is the same model on the same windows at every seed, so its variance is 0 and Welch reduces to a
 one-sample t test of the adapter's ppl against the base ppl); a one-sided one-sample t test of the ratio
 against the 0.85 target (H1: mean ratio < 0.85).
 
     PYTHONPATH=. .venv/bin/python benchmarks/distill_lora_seeds.py [--out distill_lora_seeds_retuned]
+
+It writes ``results/<out>.json`` (with the command, machine and date) and prints the table as markdown.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESULTS = Path(__file__).parent / "results"
 TARGET = 0.85
@@ -30,6 +36,14 @@ def ci95(xs: list[float]) -> tuple[float, float]:
     return float(a.mean()), float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
 
 
+DEFAULT_TEACHER = "qwen-0.5b"  # the recipe's teacher when a row does not record one (self-KD)
+
+
+def teacher_of(row: dict) -> str:
+    """The teacher a build row was taught by (rows written before the teacher was recorded: the default)."""
+    return row.get("config", {}).get("teacher") or DEFAULT_TEACHER
+
+
 def summarize(seed0: dict[str, dict], extra: list[dict]) -> dict:
     from scipy import stats
 
@@ -37,17 +51,17 @@ def summarize(seed0: dict[str, dict], extra: list[dict]) -> dict:
     for d, r0 in seed0.items():
         runs = [{"seed": r0.get("config", {}).get("seed", 0), **{k: r0[k] for k in
                  ("heldout_ppl", "base_heldout_ppl", "ppl_ratio_to_base", "tokens_seen", "wall_s", "train_tokens_per_s")}}]
-        h0 = r0.get("heldout_sha256")
+        h0, t0 = r0.get("heldout_sha256"), teacher_of(r0)
         for r in extra:
             if r["domain"] == d and "error" not in r and (h0 is None or r.get("heldout_sha256") == h0) \
-                    and r["seed"] not in {x["seed"] for x in runs}:
+                    and teacher_of(r) == t0 and r["seed"] not in {x["seed"] for x in runs}:
                 runs.append({k: r[k] for k in ("seed", "heldout_ppl", "base_heldout_ppl", "ppl_ratio_to_base",
                                                "tokens_seen", "wall_s", "train_tokens_per_s")})
         ratios = [x["ppl_ratio_to_base"] for x in runs]
         ppl = [x["heldout_ppl"] for x in runs]
         base = [x["base_heldout_ppl"] for x in runs]
         m, h = ci95(ratios)
-        row = {"n": len(runs), "seeds": [x["seed"] for x in runs], "runs": runs, "ratio_mean": round(m, 4),
+        row = {"teacher": t0, "n": len(runs), "seeds": [x["seed"] for x in runs], "runs": runs, "ratio_mean": round(m, 4),
                "ratio_ci95_half": None if h != h else round(h, 4), "heldout_ppl_mean": round(ci95(ppl)[0], 3),
                "base_heldout_ppl": base[0], "at_or_below_target_runs": sum(x <= TARGET for x in ratios)}
         if len(runs) > 1:
@@ -55,6 +69,22 @@ def summarize(seed0: dict[str, dict], extra: list[dict]) -> dict:
             row["p_ratio_below_0.85_one_sided"] = float(stats.ttest_1samp(ratios, TARGET, alternative="less").pvalue)
         out[d] = row
     return out
+
+
+def markdown_table(domains: dict[str, dict]) -> str:
+    """One row per domain: teacher, ratio per seed, mean ± 95% t, Welch p vs base, p(ratio < 0.85)."""
+    def p(x: float | None) -> str:
+        return "—" if x is None else f"{x:.2g}"
+
+    lines = ["| domain | teacher | ratio per seed | mean ratio ± 95% t | held-out ppl mean (base) | Welch p vs base "
+             "| p(ratio < 0.85) | seeds <= 0.85x |", "|---|---|---|---|---|---|---|---|"]
+    for d, r in domains.items():
+        per_seed = " / ".join(f"{x['ppl_ratio_to_base']:.3f} (s{x['seed']})" for x in r["runs"])
+        half = "" if r["ratio_ci95_half"] is None else f" ± {r['ratio_ci95_half']:.3f}"
+        lines.append(f"| {d} | {r['teacher']} | {per_seed} | {r['ratio_mean']:.3f}{half} | "
+                     f"{r['heldout_ppl_mean']:.2f} ({r['base_heldout_ppl']:.2f}) | {p(r.get('welch_p_vs_base'))} | "
+                     f"{p(r.get('p_ratio_below_0.85_one_sided'))} | {r['at_or_below_target_runs']} of {r['n']} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -77,12 +107,12 @@ def main() -> None:
             r["heldout_sha256"] = json.loads(meta.read_text())["data"]["heldout_sha256"]
     res = {"note": "seed 0 = the exported adapter (distill_lora.partial.jsonl); other seeds from "
                    "distill_lora.py --no-export seed=N with the same overrides (distill_lora_seeds.partial.jsonl), "
-                   "same training and held-out windows (held-out data hash checked), not exported",
+                   "same training and held-out windows (held-out data hash checked) and the same teacher, not exported",
            "build": shipped.get("build"), "target_ratio": TARGET, "domains": summarize(seed0, extra)}
-    out = RESULTS / f"{args.out}.json"
-    out.write_text(json.dumps(res, indent=2))
-    print(json.dumps(res["domains"], indent=1))
-    print(f"saved {out}")
+    from benchmarks._common import save
+
+    print(f"saved {save(args.out, res)}")
+    print(markdown_table(res["domains"]))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""benchmarks/distill_lora.py and distill_lora_cross.py: checkpoint names of candidates, the capture summary,
-shipping a candidate only when it beats the shipped adapter on the same held-out windows, the cross-domain
-verdict and the held-out perplexity on a tiny model."""
+"""benchmarks/distill_lora.py, distill_lora_cross.py and distill_lora_seeds.py: checkpoint names of candidates
+and seeds, the seed summary's pooling, the capture summary, shipping a candidate only when it beats the shipped
+adapter on the same held-out windows, the cross-domain verdict and the held-out perplexity on a tiny model."""
 
 import json
 import sys
@@ -12,14 +12,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import distill_lora
 import distill_lora_cross
+import distill_lora_seeds
 
 
 def test_checkpoint_names_never_clash():
     assert distill_lora.checkpoint_name("law", None) == "law-lora"  # the shipped build
     assert distill_lora.checkpoint_name("law", 2) == "law-lora-s2"  # an extra seed
     assert distill_lora.checkpoint_name("law", 0, "teacher-qwen-1.5b") == "law-lora-teacher-qwen-1.5b"
-    assert len({distill_lora.checkpoint_name("law", s, x) for s, x in
-                [(None, None), (0, None), (0, "teacher-qwen-1.5b")]}) == 3
+    assert distill_lora.checkpoint_name("law", 2, teacher="qwen-1.5b") == "law-lora-qwen-1.5b-s2"
+    assert len({distill_lora.checkpoint_name("law", s, x, t) for s, x, t in
+                [(None, None, None), (0, None, None), (0, "teacher-qwen-1.5b", None), (2, None, None),
+                 (2, None, "qwen-1.5b")]}) == 5
+
+
+def _row(domain, seed, ppl, teacher=None, heldout="h1"):
+    row = {"domain": domain, "seed": seed, "heldout_ppl": ppl, "base_heldout_ppl": 20.0,
+           "ppl_ratio_to_base": ppl / 20.0, "tokens_seen": 6144, "wall_s": 1.0, "train_tokens_per_s": 1.0,
+           "heldout_sha256": heldout}
+    if teacher:
+        row["config"] = {"teacher": teacher, "seed": seed}
+    return row
+
+
+def test_seed_summary_pools_only_the_seeds_of_the_shipped_teacher_and_windows():
+    seed0 = {"law": _row("law", 0, 16.0, teacher="qwen-1.5b")}
+    extra = [_row("law", 1, 17.0),  # self-KD (no teacher recorded): another recipe
+             _row("law", 1, 16.4, teacher="qwen-1.5b"), _row("law", 2, 16.2, teacher="qwen-1.5b"),
+             _row("law", 3, 10.0, teacher="qwen-1.5b", heldout="h2")]  # other held-out windows
+    law = distill_lora_seeds.summarize(seed0, extra)["law"]
+    assert law["teacher"] == "qwen-1.5b" and law["seeds"] == [0, 1, 2]
+    assert law["ratio_mean"] == pytest.approx((16.0 + 16.4 + 16.2) / 60.0, abs=1e-4)
+    assert law["welch_p_vs_base"] < 0.01 and law["at_or_below_target_runs"] == 3
+    table = distill_lora_seeds.markdown_table({"law": law})
+    assert "| law | qwen-1.5b | 0.800 (s0) / 0.820 (s1) / 0.810 (s2) |" in table
 
 
 def test_capture_summary_adds_the_splits_and_skips_cached_ones():
