@@ -223,8 +223,9 @@ def shipped_adapters() -> list[ExpertSpec]:
     ``benchmarks/distill_lora.py``): one ``<domain>-lora`` expert each, its metrics from ``meta.json``.
 
     They are registered **disabled**: their held-out perplexity is 0.80-0.855x the base's on 4 k in-domain tokens
-    (one seed each; law, code, finance and general taught by Qwen2.5-Coder-1.5B, medicine by the base itself; each
-    adapter lowest on its own domain except law, ``benchmarks/reports/distill_lora_cross.md``), but their
+    (the shipped seed; 0.80-0.85x on the mean of three seeds of each recipe, every seed below its base; law, code,
+    finance and general taught by Qwen2.5-Coder-1.5B, medicine by the base itself; each adapter lowest on its own
+    domain except law, ``benchmarks/reports/distill_lora_cross.md``), but their
     multiple-choice answers are no better than the base's (graded MMLU, ``benchmarks/reports/distill_mc.md``:
     -2.5 to +3.8 pts, none significant), so they do not change default routing until a user turns one on
     (``qsef experts enable code-lora``). These run in process (backend ``peft``); ``experts/data/fleets/lora.yaml``
