@@ -223,7 +223,7 @@ def shipped_adapters() -> list[ExpertSpec]:
     ``benchmarks/distill_lora.py``): one ``<domain>-lora`` expert each, its metrics from ``meta.json``.
 
     They are registered **disabled**: their held-out perplexity is 0.80-0.855x the base's on 4 k in-domain tokens
-    (the shipped seed; 0.80-0.85x on the mean of three seeds of each recipe, every seed below its base; law, code,
+    (the shipped seed; 0.80-0.851x on the mean of three seeds of each recipe, every seed below its base; law, code,
     finance and general taught by Qwen2.5-Coder-1.5B, medicine by the base itself; each adapter lowest on its own
     domain except law, ``benchmarks/reports/distill_lora_cross.md``), but their
     multiple-choice answers are no better than the base's (graded MMLU, ``benchmarks/reports/distill_mc.md``:
