@@ -10,7 +10,9 @@ against the 0.85 target (H1: mean ratio < 0.85).
 
     PYTHONPATH=. .venv/bin/python benchmarks/distill_lora_seeds.py [--out distill_lora_seeds_retuned]
 
-It writes ``results/<out>.json`` (with the command, machine and date) and prints the table as markdown.
+Where runs of the same recipe without KD exist (``distill_lora.py --no-export --suffix nokd-s<N> ...
+loss.kd_weight=0.0``), it also compares KD with no KD per domain (:func:`kd_versus_no_kd`). It writes
+``results/<out>.json`` (with the command, machine and date) and prints the tables as markdown.
 """
 
 from __future__ import annotations
@@ -71,6 +73,44 @@ def summarize(seed0: dict[str, dict], extra: list[dict]) -> dict:
     return out
 
 
+def kd_versus_no_kd(domains: dict[str, dict], candidates: list[dict], seed0: dict[str, dict]) -> dict:
+    """KD vs no KD per domain: the seeds pooled by :func:`summarize` (the shipped recipe) against the
+    ``--no-export --suffix nokd-s<N>`` runs of the same recipe with ``loss.kd_weight=0`` (plain resistance-weighted
+    LM on the same windows; rows in ``distill_lora_candidates.partial.jsonl`` with the same teacher setting and
+    held-out hash). Ratio = mean KD held-out ppl / mean no-KD held-out ppl; Welch's t test between the two."""
+    from scipy import stats
+
+    out = {}
+    for d, kd in domains.items():
+        h0 = seed0[d].get("heldout_sha256")
+        nokd = [r for r in candidates if r["domain"] == d and "error" not in r
+                and r.get("config", {}).get("kd_weight") == 0.0 and teacher_of(r) == kd["teacher"]
+                and (h0 is None or r.get("heldout_sha256") == h0)]
+        if not nokd:
+            continue
+        a, b = [x["heldout_ppl"] for x in kd["runs"]], [x["heldout_ppl"] for x in nokd]
+        row = {"kd_seeds": kd["seeds"], "no_kd_seeds": [r["config"]["seed"] for r in nokd],
+               "kd_ppl_mean": round(ci95(a)[0], 3), "no_kd_ppl_mean": round(ci95(b)[0], 3),
+               "no_kd_ppl": [r["heldout_ppl"] for r in nokd], "base_heldout_ppl": kd["base_heldout_ppl"],
+               "ratio_kd_over_no_kd": round(ci95(a)[0] / ci95(b)[0], 4)}
+        if len(a) > 1 and len(b) > 1:
+            row["welch_p"] = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+        out[d] = row
+    return out
+
+
+def kd_table(rows: dict[str, dict]) -> str:
+    """One row per domain: KD and no-KD held-out ppl (seeds), their ratio and Welch p."""
+    lines = ["| domain | KD ppl mean (seeds) | no-KD ppl mean (seeds) | base ppl | KD / no-KD | Welch p |",
+             "|---|---|---|---|---|---|"]
+    for d, r in rows.items():
+        p = r.get("welch_p")
+        lines.append(f"| {d} | {r['kd_ppl_mean']:.2f} ({len(r['kd_seeds'])}) | {r['no_kd_ppl_mean']:.2f} "
+                     f"({len(r['no_kd_seeds'])}) | {r['base_heldout_ppl']:.2f} | {r['ratio_kd_over_no_kd']:.3f} | "
+                     f"{'—' if p is None else f'{p:.2g}'} |")
+    return "\n".join(lines)
+
+
 def markdown_table(domains: dict[str, dict]) -> str:
     """One row per domain: teacher, ratio per seed, mean ± 95% t, Welch p vs base, p(ratio < 0.85)."""
     def p(x: float | None) -> str:
@@ -109,10 +149,16 @@ def main() -> None:
                    "distill_lora.py --no-export seed=N with the same overrides (distill_lora_seeds.partial.jsonl), "
                    "same training and held-out windows (held-out data hash checked) and the same teacher, not exported",
            "build": shipped.get("build"), "target_ratio": TARGET, "domains": summarize(seed0, extra)}
+    c = RESULTS / "distill_lora_candidates.partial.jsonl"
+    candidates = [json.loads(x) for x in c.read_text().splitlines()] if c.is_file() else []
+    res["kd_vs_no_kd"] = kd_versus_no_kd(res["domains"], candidates, seed0)
     from benchmarks._common import save
 
     print(f"saved {save(args.out, res)}")
     print(markdown_table(res["domains"]))
+    if res["kd_vs_no_kd"]:
+        print()
+        print(kd_table(res["kd_vs_no_kd"]))
 
 
 if __name__ == "__main__":

@@ -138,3 +138,15 @@ def test_cross_perplexity_counts_only_valid_targets():
     ppl, n = distill_lora_cross.perplexity(Uniform(), Windows(ids, valid, torch.arange(3), []), batch_size=2)
     assert n == 10 and ppl == pytest.approx(7.0)
     assert math.isfinite(ppl)
+
+
+def test_kd_versus_no_kd_pairs_the_recipe_with_its_no_kd_runs_only():
+    seed0 = {"law": _row("law", 0, 16.0, teacher="qwen-1.5b")}
+    kd = distill_lora_seeds.summarize(seed0, [_row("law", 1, 16.4, teacher="qwen-1.5b")])
+    no_kd = [{**_row("law", s, ppl, teacher="qwen-1.5b"), "config": {"teacher": "qwen-1.5b", "seed": s, "kd_weight": 0.0}}
+             for s, ppl in ((0, 20.0), (1, 20.4))]
+    other = {**_row("law", 2, 1.0, teacher="qwen-1.5b"), "config": {"teacher": "qwen-1.5b", "seed": 2, "kd_weight": 1.0}}
+    out = distill_lora_seeds.kd_versus_no_kd(kd, [*no_kd, other], seed0)["law"]
+    assert out["no_kd_seeds"] == [0, 1] and out["kd_ppl_mean"] == pytest.approx(16.2)
+    assert out["ratio_kd_over_no_kd"] == pytest.approx(16.2 / 20.2, abs=1e-4) and out["welch_p"] < 0.05
+    assert "| law | 16.20 (2) | 20.20 (2) | 20.00 | 0.802 |" in distill_lora_seeds.kd_table({"law": out})
